@@ -1,0 +1,138 @@
+"""Small trained models in every supported format, and a manifest that lists them.
+
+Each writer trains on synthetic rows (see `synthetic.training_rows`) and saves
+the model the way a Numerai participant would: Keras `save`, LightGBM
+`save_model`, an ONNX graph, or a cloudpickled `predict` function of the kind
+Numerai's hosted model uploads accept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from devkit.synthetic import training_rows
+
+log = logging.getLogger(__name__)
+
+TRAIN_ROWS = 2000
+
+
+def write_keras(path: Path, features: list[str], hidden: tuple[int, ...] = (64,), seed: int = 0) -> None:
+    """An MLP trained for one epoch, saved as `.keras` or `.h5` by the path's suffix."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    x, y = training_rows(features, TRAIN_ROWS, seed)
+    layers = [keras.Input(shape=(len(features),))]
+    layers += [keras.layers.Dense(width, activation="relu") for width in hidden]
+    layers.append(keras.layers.Dense(1))
+    model = keras.Sequential(layers)
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(x, y, epochs=1, batch_size=256, verbose=0)
+    model.save(path)
+
+
+def write_lightgbm(path: Path, features: list[str], rounds: int = 30, seed: int = 0) -> None:
+    """A LightGBM regressor saved in LightGBM's text format, with its feature names."""
+    import lightgbm
+
+    x, y = training_rows(features, TRAIN_ROWS, seed)
+    params = {"objective": "regression", "num_leaves": 15, "learning_rate": 0.1,
+              "verbose": -1, "seed": seed, "num_threads": 1}
+    booster = lightgbm.train(params, lightgbm.Dataset(x, y, feature_name=features), rounds)
+    booster.save_model(str(path))
+
+
+def write_onnx(path: Path, features: list[str], seed: int = 0) -> None:
+    """A ridge regression fitted with numpy and written as an ONNX graph."""
+    x, y = training_rows(features, TRAIN_ROWS, seed)
+    design = np.hstack([x, np.ones((len(x), 1), np.float32)])
+    solution = np.linalg.solve(design.T @ design + np.eye(design.shape[1]), design.T @ y)
+    write_onnx_linear(path, solution[:-1], float(solution[-1]))
+
+
+def write_onnx_linear(path: Path, weights: np.ndarray, bias: float) -> None:
+    """An ONNX graph computing features @ weights + bias (MatMul + Add), one output column."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["features", "w"], ["xw"]),
+         helper.make_node("Add", ["xw", "b"], ["prediction"])],
+        "linear",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, len(weights)])],
+        [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, [None, 1])],
+        initializer=[numpy_helper.from_array(np.asarray(weights, np.float32).reshape(-1, 1), "w"),
+                     numpy_helper.from_array(np.asarray([bias], np.float32), "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # readable by every onnxruntime of the last years
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
+def write_numerai_pickle(path: Path, features: list[str], seed: int = 0) -> None:
+    """A cloudpickled predict(live_features, live_benchmark_models), as Numerai's uploads take."""
+    import cloudpickle
+
+    with path.open("wb") as handle:
+        cloudpickle.dump(_linear_predict(features, seed), handle)
+
+
+def _linear_predict(features: list[str], seed: int) -> Callable[..., Any]:
+    x, y = training_rows(features, TRAIN_ROWS, seed)
+    weights, *_ = np.linalg.lstsq(x - 2.0, y - y.mean(), rcond=None)
+
+    # Nested, so cloudpickle stores it by value: the file runs without this repo.
+    def predict(live_features, live_benchmark_models=None):
+        import pandas
+
+        scores = (live_features[features].to_numpy(dtype="float32") - 2.0) @ weights
+        ranked = pandas.Series(scores, index=live_features.index).rank(pct=True)
+        return ranked.to_frame("prediction")
+
+    return predict
+
+
+WRITERS: dict[str, tuple[str, Callable[..., None]]] = {
+    "keras": (".keras", write_keras),
+    "lightgbm": (".txt", write_lightgbm),
+    "onnx": (".onnx", write_onnx),
+    "numerai_pickle": (".pkl", write_numerai_pickle),
+}
+
+
+def write_example_models(
+    directory: Path, feature_sets: dict[str, list[str]], plan: list[tuple[str, str, str]]
+) -> dict[str, Any]:
+    """Write one model per (name, format, feature set) in `plan` and `models.json` listing them.
+
+    Returns the manifest as a dict.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for seed, (name, fmt, feature_set) in enumerate(plan):
+        suffix, writer = WRITERS[fmt]
+        filename = f"{name}{suffix}"
+        writer(directory / filename, feature_sets[feature_set], seed=seed)
+        entry: dict[str, Any] = {"name": name, "file": filename, "format": fmt, "features": feature_set}
+        if fmt == "numerai_pickle":
+            entry["trust_pickle"] = True
+        entries.append(entry)
+        log.info("wrote %s model %s on feature set %s", fmt, filename, feature_set)
+    manifest = {"models": entries}
+    (directory / "models.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+DEMO_PLAN = [
+    ("demo_keras", "keras", "all"),
+    ("demo_lightgbm", "lightgbm", "medium"),
+    ("demo_onnx", "onnx", "small"),
+    ("demo_upload", "numerai_pickle", "medium"),
+]

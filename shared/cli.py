@@ -1,0 +1,154 @@
+"""Command line: the engine on local files, outside the Functions host.
+
+    python -m shared predict --data DIR --manifest models.json --out DIR
+
+`--data` holds a round as Numerai serves it (`features.json`, `live.parquet`,
+optionally `live_benchmark_models.parquet`); model files are found relative to
+the manifest. One `<model>.csv` (`id,prediction`) is written per valid model,
+`<model>.rejected.csv` for predictions that failed validation (kept for
+inspection, never uploaded) and `summary.json` for the whole run. The exit
+code is 1 when any model failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from shared.errors import SubmitterError
+from shared.live_data import LiveData, read_feature_sets
+from shared.manifest import load_manifest
+from shared.predictor import DEFAULT_BATCH_ROWS, ModelOutcome, predict_round
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelSummary:
+    """One model's line in `summary.json`."""
+
+    name: str
+    ok: bool
+    rows: int
+    load_seconds: float
+    predict_seconds: float
+    error: str | None
+    csv: str | None
+
+    @classmethod
+    def from_outcome(cls, outcome: ModelOutcome, csv: Path | None) -> ModelSummary:
+        return cls(outcome.name, outcome.ok, outcome.rows, round(outcome.load_seconds, 3),
+                   round(outcome.predict_seconds, 3), outcome.error, csv.name if csv else None)
+
+
+@dataclass
+class PredictSummary:
+    """What `predict` did, written as `summary.json`."""
+
+    data: str
+    data_version: str
+    rows: int
+    batch_rows: int
+    seconds: float
+    peak_rss_mb: float
+    models: list[ModelSummary] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[str]:
+        return [m.name for m in self.models if not m.ok]
+
+
+def predict_local(
+    data_dir: Path,
+    manifest_path: Path,
+    out_dir: Path,
+    *,
+    data_version: str,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    model_names: list[str] | None = None,
+) -> PredictSummary:
+    """Run the engine on a round in `data_dir` and write its CSVs and summary to `out_dir`."""
+    started = time.perf_counter()
+    manifest = load_manifest(manifest_path).select(model_names)
+    live = LiveData(data_dir / "live.parquet", data_version)
+    feature_sets = read_feature_sets(data_dir / "features.json")
+    models = [(spec, manifest_path.parent / spec.file) for spec in manifest.models]
+    outcomes = predict_round(
+        live, feature_sets, models, batch_rows, benchmark_path=data_dir / "live_benchmark_models.parquet"
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = PredictSummary(
+        data=str(data_dir), data_version=data_version, rows=live.num_rows, batch_rows=batch_rows,
+        seconds=0.0, peak_rss_mb=0.0,
+        models=[ModelSummary.from_outcome(o, _write_csv(o, out_dir)) for o in outcomes],
+    )
+    summary.seconds = round(time.perf_counter() - started, 3)
+    summary.peak_rss_mb = peak_rss_mb()
+    (out_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
+    return summary
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _write_csv(outcome: ModelOutcome, out_dir: Path) -> Path | None:
+    if outcome.submission is None:
+        return None
+    path = out_dir / (f"{outcome.name}.csv" if outcome.ok else f"{outcome.name}.rejected.csv")
+    outcome.submission.to_csv(path, index=False)
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `python -m shared`."""
+    parser = argparse.ArgumentParser(prog="python -m shared", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    predict = commands.add_parser("predict", help="predict a round from local files")
+    predict.add_argument("--data", type=Path, required=True, help="folder with features.json and live.parquet")
+    predict.add_argument("--manifest", type=Path, required=True, help="the models.json to run")
+    predict.add_argument("--out", type=Path, required=True, help="folder for the CSVs and summary.json")
+    predict.add_argument("--data-version", default="v5.3", help="named in errors (default v5.3)")
+    predict.add_argument("--batch-rows", type=_positive_int, default=DEFAULT_BATCH_ROWS)
+    predict.add_argument("--models", type=_names, default=None, help="comma-separated subset of models")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        summary = predict_local(args.data, args.manifest, args.out, data_version=args.data_version,
+                                batch_rows=args.batch_rows, model_names=args.models)
+    except SubmitterError as exc:
+        log.error("%s", exc)
+        return 2
+    for model in summary.models:
+        log.info("%-24s %s %6d rows %7.2f s  %s", model.name, "ok    " if model.ok else "FAILED",
+                 model.rows, model.predict_seconds, model.error or model.csv)
+    log.info("%d rows in %.1f s, peak memory %.0f MiB; summary in %s", summary.rows,
+             summary.seconds, summary.peak_rss_mb, args.out / "summary.json")
+    return 1 if summary.failed else 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""The errors this app raises on purpose.
+
+Every message is written for the Numerai participant who reads the run report:
+it names the setting, model, file or column at fault and, where it can, what to do.
+"""
+
+from __future__ import annotations
+
+
+class SubmitterError(Exception):
+    """Base class: anything we raise deliberately, with a message meant for the user."""
+
+
+class SettingsError(SubmitterError):
+    """An app setting is missing or malformed."""
+
+
+class ManifestError(SubmitterError):
+    """The model manifest cannot be read or does not describe valid models."""
+
+
+class ModelLoadError(SubmitterError):
+    """A model file could not be loaded."""
+
+
+class PredictionError(SubmitterError):
+    """A model failed while predicting, or returned something unusable."""
+
+
+class DataError(SubmitterError):
+    """The round's data is unreadable or lacks what the models need."""
+
+
+class SubmissionInvalid(SubmitterError):
+    """Predictions break Numerai's submission rules; they must not be uploaded."""
+
+
+class StorageError(SubmitterError):
+    """Blob Storage could not be read or written."""
+
+
+class NumeraiApiError(SubmitterError):
+    """The Numerai API refused a request or could not be reached."""
+
+
+class UploadError(NumeraiApiError):
+    """A submission could not be uploaded or could not be confirmed."""

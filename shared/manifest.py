@@ -1,0 +1,183 @@
+"""The model manifest: a JSON file that lists the models to run each round.
+
+Example::
+
+    {
+      "models": [
+        {"name": "my_mlp", "file": "my_mlp.keras", "format": "keras", "features": "all"},
+        {"name": "my_gbm", "file": "gbm.txt", "format": "lightgbm", "features": "medium"},
+        {"name": "my_onnx", "file": "ridge.onnx", "format": "onnx",
+         "features": ["feature_a", "feature_b"], "output": "raw"},
+        {"name": "my_upload", "file": "predict.pkl", "format": "numerai_pickle",
+         "features": "all", "trust_pickle": true}
+      ]
+    }
+
+The manifest is validated as a whole when it is loaded, so a typo fails the run
+before any data is downloaded, with a message that names the file, the entry and
+the field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shared.errors import ManifestError
+
+# Numerai model names are lowercase letters, digits and underscores; the name is
+# also used in blob names and file names, so nothing else may pass.
+MODEL_NAME_PATTERN = r"^[a-z0-9_]{1,64}$"
+
+
+class ModelFormat(str, Enum):
+    """The model file formats the app can load."""
+
+    KERAS = "keras"
+    LIGHTGBM = "lightgbm"
+    ONNX = "onnx"
+    NUMERAI_PICKLE = "numerai_pickle"
+
+
+class OutputTransform(str, Enum):
+    """How a model's raw outputs become submission values."""
+
+    RANK = "rank"  # percentile rank in (0, 1], as Numerai's example models do
+    RAW = "raw"  # the outputs as they are; they must already lie in [0, 1]
+
+
+class ModelSpec(BaseModel):
+    """One manifest entry: a Numerai model and the file that predicts for it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    file: Annotated[str, Field(min_length=1)]
+    format: ModelFormat
+    features: str | list[str]
+    output: OutputTransform = OutputTransform.RANK
+    # Numerai fills missing feature values with the middle bin; a model trained
+    # on NaN-aware data can ask for None to see NaN instead.
+    fill_missing: float | None = 2.0
+    trust_pickle: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _numerai_model_name(cls, value: str) -> str:
+        if not re.fullmatch(MODEL_NAME_PATTERN, value):
+            raise ValueError(
+                f"{value!r} is not a Numerai model name (1 to 64 lowercase letters, digits, '_')"
+            )
+        return value
+
+    @field_validator("file")
+    @classmethod
+    def _relative_path(cls, value: str) -> str:
+        if value.startswith("/") or ".." in Path(value).parts:
+            raise ValueError("must be a path relative to the manifest, without '..'")
+        return value
+
+    @field_validator("features")
+    @classmethod
+    def _features_not_empty(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("the feature list is empty")
+            duplicated = sorted({f for f in value if value.count(f) > 1})
+            if duplicated:
+                raise ValueError(f"features listed twice: {', '.join(duplicated[:5])}")
+        elif not value:
+            raise ValueError("name a feature set (such as 'medium') or list the columns")
+        return value
+
+    @model_validator(mode="after")
+    def _pickle_needs_format_opt_in(self) -> ModelSpec:
+        if self.trust_pickle and self.format is not ModelFormat.NUMERAI_PICKLE:
+            raise ValueError("trust_pickle only applies to format 'numerai_pickle'")
+        return self
+
+
+class Manifest(BaseModel):
+    """The whole manifest: the models to run, in order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    models: Annotated[list[ModelSpec], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Manifest:
+        names = [m.name for m in self.models]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"model names listed twice: {', '.join(duplicated)}")
+        return self
+
+    def select(self, names: list[str] | None) -> Manifest:
+        """The manifest restricted to `names` (all models when None).
+
+        An unknown name is an error listing the names the manifest has.
+        """
+        if not names:
+            return self
+        known = {m.name for m in self.models}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ManifestError(
+                f"model(s) {', '.join(repr(n) for n in unknown)} are not in the manifest; "
+                f"it lists: {', '.join(sorted(known))}"
+            )
+        return Manifest(models=[m for m in self.models if m.name in names])
+
+
+def parse_manifest(text: str, source: str) -> Manifest:
+    """Parse and validate manifest JSON; `source` names the file in errors."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{source}: not valid JSON ({exc})") from None
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise ManifestError(_describe(exc, raw, source)) from None
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Read and validate the manifest file at `path`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot be read ({exc.strerror})") from None
+    return parse_manifest(text, str(path))
+
+
+def _describe(exc: ValidationError, raw: object, source: str) -> str:
+    """Turn pydantic's errors into lines naming the entry and the field."""
+    lines = []
+    for error in exc.errors():
+        loc = list(error["loc"])
+        where = source
+        if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int):
+            where += f": model #{loc[1] + 1}{_entry_name(raw, loc[1])}"
+            loc = loc[2:]
+        field = ".".join(str(part) for part in loc if not _is_type_tag(part))
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: field '{field}': {message}" if field else f"{where}: {message}")
+    return "\n".join(lines)
+
+
+def _entry_name(raw: object, index: int) -> str:
+    try:
+        name = raw["models"][index]["name"]  # type: ignore[index]
+    except (KeyError, IndexError, TypeError):
+        return ""
+    return f" ({name!r})" if isinstance(name, str) else ""
+
+
+def _is_type_tag(part: object) -> bool:
+    # pydantic adds the union member tried ("str", "list[str]") to the location.
+    return isinstance(part, str) and (part in {"str", "list[str]"})

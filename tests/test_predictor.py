@@ -1,0 +1,197 @@
+"""The engine with real models of every format: one pass, any batch size, failures isolated."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+import pandas as pd
+import pytest
+
+from devkit.example_models import write_onnx_linear
+from devkit.synthetic import SyntheticRound, write_round
+from shared.live_data import LiveData, read_feature_sets
+from shared.manifest import ModelSpec, load_manifest
+from shared.predictor import ModelOutcome, predict_round, read_ahead
+
+
+def run(round_: SyntheticRound, models: list[tuple[ModelSpec, Path]], batch_rows: int = 64) -> dict[str, ModelOutcome]:
+    outcomes = predict_round(
+        LiveData(round_.live_path, "v5.3"), read_feature_sets(round_.features_path), models,
+        batch_rows, benchmark_path=round_.benchmark_path,
+    )
+    return {o.name: o for o in outcomes}
+
+
+def manifest_models(directory: Path) -> list[tuple[ModelSpec, Path]]:
+    return [(s, directory / s.file) for s in load_manifest(directory / "models.json").models]
+
+
+def raw_truth(round_: SyntheticRound, spec: ModelSpec, path: Path) -> np.ndarray:
+    """Predictions made directly with each framework on the whole round, no engine involved."""
+    frame = pd.read_parquet(round_.live_path)
+    x = frame[round_.feature_sets[spec.features]].to_numpy(np.float32)
+    if spec.format.value == "keras":
+        import keras
+
+        return keras.saving.load_model(path).predict(x, verbose=0).ravel()
+    if spec.format.value == "lightgbm":
+        import lightgbm
+
+        return lightgbm.Booster(model_file=str(path)).predict(x)
+    if spec.format.value == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: x})[0].ravel()
+    with path.open("rb") as handle:
+        return cloudpickle.load(handle)(frame[round_.feature_sets[spec.features]])["prediction"].to_numpy()
+
+
+def test_every_format_matches_its_framework_run_directly(small_round: SyntheticRound, example_models: Path) -> None:
+    models = manifest_models(example_models)
+    outcomes = run(small_round, models, batch_rows=64)
+    for spec, path in models:
+        outcome = outcomes[spec.name]
+        assert outcome.ok, outcome.error
+        assert outcome.rows == len(small_round.ids)
+        assert list(outcome.submission.columns) == ["id", "prediction"]
+        assert outcome.submission["id"].tolist() == small_round.ids
+        expected = pd.Series(raw_truth(small_round, spec, path)).rank(pct=True).to_numpy()
+        np.testing.assert_allclose(outcome.submission["prediction"].to_numpy(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch_rows", [1, 50, 503, 4096])
+def test_predictions_do_not_depend_on_the_batch_size(
+    small_round: SyntheticRound, example_models: Path, batch_rows: int
+) -> None:
+    models = manifest_models(example_models)
+    reference = run(small_round, models, batch_rows=100)
+    outcomes = run(small_round, models, batch_rows=batch_rows)
+    for name, outcome in outcomes.items():
+        assert outcome.ok, outcome.error
+        pd.testing.assert_frame_equal(outcome.submission, reference[name].submission, atol=1e-6)
+
+
+def test_a_single_row_round_is_predicted(tmp_path: Path, example_models: Path) -> None:
+    one = write_round(tmp_path / "one", rows=1, n_features=60, seed=9)
+    outcomes = run(one, manifest_models(example_models), batch_rows=10)
+    for outcome in outcomes.values():
+        assert outcome.ok, outcome.error
+        assert outcome.submission["id"].tolist() == one.ids
+        assert outcome.submission["prediction"].tolist() == [1.0]  # the rank of a lone row
+
+
+def test_missing_values_are_filled_with_the_middle_bin_unless_the_manifest_says_otherwise(tmp_path: Path) -> None:
+    holes = write_round(tmp_path / "holes", rows=200, n_features=20, missing_fraction=0.2, seed=4)
+    features = holes.feature_sets["all"]
+    weights = np.linspace(-1, 1, len(features))
+    write_onnx_linear(tmp_path / "lin.onnx", weights, 0.0)
+    filled = ModelSpec(name="filled", file="lin.onnx", format="onnx", features="all", output="raw")
+    other_fill = filled.model_copy(update={"name": "zeros", "fill_missing": 0.0})
+    nan_aware = filled.model_copy(update={"name": "nan_aware", "fill_missing": None})
+    outcomes = run(holes, [(s, tmp_path / "lin.onnx") for s in (filled, other_fill, nan_aware)], batch_rows=33)
+
+    frame = pd.read_parquet(holes.live_path)[features]
+    for name, fill in (("filled", 2.0), ("zeros", 0.0)):
+        expected = frame.fillna(fill).to_numpy(np.float32) @ weights.astype(np.float32)
+        raw = outcomes[name].submission["prediction"].to_numpy()
+        np.testing.assert_allclose(raw, expected, rtol=1e-4, atol=1e-4)
+    # Raw outputs of this linear model are not all inside [0, 1]: Numerai's rules say so.
+    assert "values must be between 0 and 1" in outcomes["filled"].error
+    assert "predicted NaN or infinity" in outcomes["nan_aware"].error
+
+
+def test_a_missing_feature_fails_that_model_only(small_round: SyntheticRound, example_models: Path) -> None:
+    models = manifest_models(example_models)
+    wanted = ["feature_0001", "feature_gone_a", "feature_gone_b"]
+    write_onnx_linear(example_models.parent / "three.onnx", np.ones(3), 0.0)
+    broken = ModelSpec(name="needs_more", file="three.onnx", format="onnx", features=wanted)
+    outcomes = run(small_round, [*models, (broken, example_models.parent / "three.onnx")])
+    assert outcomes["needs_more"].error == (
+        "model 'needs_more': 2 of its 3 features are not in live.parquet of data version v5.3: "
+        "feature_gone_a, feature_gone_b"
+    )
+    assert all(outcomes[s.name].ok for s, _ in models)
+
+
+def test_nan_and_constant_outputs_are_reported(small_round: SyntheticRound, tmp_path: Path) -> None:
+    small = small_round.feature_sets["small"]
+    write_onnx_linear(tmp_path / "nan.onnx", np.full(len(small), np.nan), 0.0)
+    write_onnx_linear(tmp_path / "constant.onnx", np.zeros(len(small)), 0.5)
+    specs = [
+        (ModelSpec(name="nan_model", file="nan.onnx", format="onnx", features="small"), tmp_path / "nan.onnx"),
+        (ModelSpec(name="flat", file="constant.onnx", format="onnx", features="small"), tmp_path / "constant.onnx"),
+    ]
+    outcomes = run(small_round, specs)
+    assert outcomes["nan_model"].error == "model 'nan_model': predicted NaN or infinity for 503 of 503 rows"
+    assert not outcomes["flat"].ok
+    assert "non-zero standard deviation" in outcomes["flat"].error
+    assert outcomes["flat"].submission is not None
+
+
+def test_a_broken_model_fails_alone(small_round: SyntheticRound, example_models: Path, tmp_path: Path) -> None:
+    models = manifest_models(example_models)
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"this is not a zip archive")
+    wrong_format = tmp_path / "gbm_as_onnx.onnx"
+    shutil.copy(example_models / "demo_lightgbm.txt", wrong_format)
+    extra = [
+        (ModelSpec(name="corrupt", file="corrupt.keras", format="keras", features="all"), corrupt),
+        (ModelSpec(name="mislabelled", file="gbm_as_onnx.onnx", format="onnx", features="medium"), wrong_format),
+    ]
+    outcomes = run(small_round, [extra[0], *models, extra[1]])
+    assert outcomes["corrupt"].error.startswith("model 'corrupt': cannot load 'corrupt.keras' as keras:")
+    assert outcomes["mislabelled"].error.startswith("model 'mislabelled': cannot load 'gbm_as_onnx.onnx' as onnx:")
+    assert all(outcomes[s.name].ok for s, _ in models)
+
+
+def test_a_model_that_fails_mid_round_fails_alone(small_round: SyntheticRound, example_models: Path, tmp_path: Path) -> None:
+    def predict(live_features, live_benchmark_models=None):
+        raise MemoryError("pretend the model ran out of memory")
+
+    path = tmp_path / "boom.pkl"
+    path.write_bytes(cloudpickle.dumps(predict))
+    boom = ModelSpec(name="boom", file="boom.pkl", format="numerai_pickle", features="small", trust_pickle=True)
+    outcomes = run(small_round, [*manifest_models(example_models), (boom, path)])
+    assert outcomes["boom"].error == "model 'boom': MemoryError: pretend the model ran out of memory"
+    assert sum(o.ok for o in outcomes.values()) == 4
+
+
+def test_width_mismatch_names_the_manifest_field(small_round: SyntheticRound, example_models: Path) -> None:
+    wrong = ModelSpec(name="wrong", file="demo_onnx.onnx", format="onnx", features="medium")
+    outcome = run(small_round, [(wrong, example_models / "demo_onnx.onnx")])["wrong"]
+    small, medium = (len(small_round.feature_sets[s]) for s in ("small", "medium"))
+    assert f"takes {small} features but its manifest entry gives {medium}; check 'features'" in outcome.error
+
+
+def test_lightgbm_feature_names_must_match_the_manifest_order(small_round: SyntheticRound, example_models: Path) -> None:
+    reordered = list(reversed(small_round.feature_sets["medium"]))
+    spec = ModelSpec(name="shuffled", file="demo_lightgbm.txt", format="lightgbm", features=reordered)
+    outcome = run(small_round, [(spec, example_models / "demo_lightgbm.txt")])["shuffled"]
+    assert f"was trained with '{small_round.feature_sets['medium'][0]}' as feature #1, but its manifest entry gives '{reordered[0]}'" in outcome.error
+
+
+def test_lightgbm_json_dumps_are_refused_with_the_fix(small_round: SyntheticRound, tmp_path: Path) -> None:
+    dump = tmp_path / "gbm.json"
+    dump.write_text(json.dumps({"name": "tree"}))
+    spec = ModelSpec(name="gbm", file="gbm.json", format="lightgbm", features="small")
+    outcome = run(small_round, [(spec, dump)])["gbm"]
+    assert "LightGBM cannot load" in outcome.error and "save_model" in outcome.error
+
+
+def test_read_ahead_yields_everything_in_order_and_passes_errors_on() -> None:
+    assert list(read_ahead(iter(range(100)))) == list(range(100))
+
+    def failing():
+        yield 1
+        raise ValueError("disk went away")
+
+    seen = []
+    with pytest.raises(ValueError, match="disk went away"):
+        for item in read_ahead(failing()):
+            seen.append(item)
+    assert seen == [1]
