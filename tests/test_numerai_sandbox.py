@@ -1,0 +1,271 @@
+"""The Numerai sandbox, driven by the real numerapi client (no mocks)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Iterator
+
+import numerapi
+import pandas as pd
+import pytest
+import requests
+
+from devkit.numerai_sandbox import AUTH_ERROR, NumeraiSandbox
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VERSION = "v5.3"
+LIVE = f"{VERSION}/live.parquet"
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A tiny dataset folder: live.parquet (id index, two int8 features) and features.json."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    ids = pd.Index([f"n{i:015x}" for i in range(5)], name="id")
+    live = pd.DataFrame({"feature_a": [0, 1, 2, 3, 4], "feature_b": [4, 3, 2, 1, 0]}, index=ids)
+    live.astype("int8").to_parquet(folder / "live.parquet")
+    features = {"feature_sets": {"small": ["feature_a", "feature_b"]}, "targets": ["target"]}
+    (folder / "features.json").write_text(json.dumps(features))
+    return folder
+
+
+@pytest.fixture
+def sandbox(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NumeraiSandbox]:
+    """A running sandbox serving `data_dir`, with numerapi pointed at it."""
+    with NumeraiSandbox() as running:
+        running.add_dataset_dir(VERSION, data_dir)
+        monkeypatch.setattr(numerapi.base_api, "API_TOURNAMENT_URL", running.url)
+        yield running
+
+
+@pytest.fixture
+def napi(sandbox: NumeraiSandbox) -> numerapi.NumerAPI:
+    """A numerapi client holding the sandbox's valid keys."""
+    return numerapi.NumerAPI(*sandbox.credentials, show_progress_bars=False)
+
+
+@pytest.fixture
+def retry_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Make numerapi's 5xx retries instant; returns the delays it asked for."""
+    sleeps: list[float] = []
+    monkeypatch.setattr(numerapi.utils, "time", SimpleNamespace(sleep=sleeps.append))
+    return sleeps
+
+
+def _write_predictions(path: Path) -> bytes:
+    content = b"id,prediction\nn000000000000000,0.25\nn000000000000001,0.75\n"
+    path.write_bytes(content)
+    return content
+
+
+def _post(sandbox: NumeraiSandbox, query: str, **headers: str) -> requests.Response:
+    return requests.post(sandbox.url, json={"query": query, "variables": None},
+                         headers=headers, timeout=10)
+
+
+def test_listens_on_loopback_only(sandbox: NumeraiSandbox) -> None:
+    assert sandbox.url.startswith("http://127.0.0.1:")
+
+
+def test_current_round_open_then_closed_then_reopened(
+    sandbox: NumeraiSandbox, napi: numerapi.NumerAPI
+) -> None:
+    number = sandbox.round.number
+    assert napi.get_current_round() == number
+    assert napi.check_round_open() is True
+
+    sandbox.close_round()
+    assert napi.check_round_open() is False
+    assert napi.get_current_round() == number
+
+    sandbox.open_new_round()
+    assert napi.get_current_round() == number + 1
+    assert napi.check_round_open() is True
+
+
+def test_list_rounds_fits_the_schema(sandbox: NumeraiSandbox, napi: numerapi.NumerAPI) -> None:
+    rounds = napi.list_rounds(status="open")
+    assert [r["number"] for r in rounds] == [sandbox.round.number]
+    sandbox.close_round()
+    assert napi.list_rounds(status="open") == []
+
+
+def test_injected_between_rounds_error_reads_as_closed(
+    sandbox: NumeraiSandbox, napi: numerapi.NumerAPI
+) -> None:
+    sandbox.faults.graphql_error = "Current round not open for submissions"
+    assert napi.check_round_open() is False
+    assert napi.check_round_open() is True  # the injected error is one-shot
+
+
+def test_list_datasets(napi: numerapi.NumerAPI) -> None:
+    assert napi.list_datasets() == [f"{VERSION}/features.json", LIVE]
+
+
+def test_download_dataset_writes_exact_bytes(
+    sandbox: NumeraiSandbox, napi: numerapi.NumerAPI, data_dir: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "download" / "live.parquet"
+    napi.download_dataset(LIVE, str(dest))
+    assert dest.read_bytes() == (data_dir / "live.parquet").read_bytes()
+    assert f"GET /files/{LIVE}" in sandbox.requests_log
+
+
+def test_download_unknown_dataset_names_it(napi: numerapi.NumerAPI, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="v5.3/train.parquet"):
+        napi.download_dataset("v5.3/train.parquet", str(tmp_path / "train.parquet"))
+
+
+def test_download_failure_status(
+    sandbox: NumeraiSandbox, napi: numerapi.NumerAPI, tmp_path: Path
+) -> None:
+    sandbox.faults.download_status = 500
+    with pytest.raises(requests.HTTPError):
+        napi.download_dataset(LIVE, str(tmp_path / "live.parquet"))
+
+
+def test_truncated_download_fails_then_resumes(
+    sandbox: NumeraiSandbox, napi: numerapi.NumerAPI, data_dir: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "live.parquet"
+    sandbox.faults.truncate_download = True
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        napi.download_dataset(LIVE, str(dest))
+    assert not dest.exists()
+
+    sandbox.faults.reset()
+    # numerapi resumes from its .temp file with a Range request.
+    napi.download_dataset(LIVE, str(dest))
+    assert dest.read_bytes() == (data_dir / "live.parquet").read_bytes()
+
+
+def test_get_models_with_valid_keys(sandbox: NumeraiSandbox, napi: numerapi.NumerAPI) -> None:
+    assert napi.get_models() == sandbox.models
+
+
+def test_bad_keys_raise_value_error(sandbox: NumeraiSandbox) -> None:
+    wrong = numerapi.NumerAPI(sandbox.public_id, "not-the-secret", show_progress_bars=False)
+    with pytest.raises(ValueError, match=AUTH_ERROR):
+        wrong.get_models()
+
+
+def test_missing_auth_header_is_a_graphql_error(sandbox: NumeraiSandbox) -> None:
+    response = _post(sandbox, "query { account { models { id } } }")
+    assert response.status_code == 200
+    assert response.json()["errors"][0]["message"] == AUTH_ERROR
+
+
+def test_upload_predictions_end_to_end(
+    sandbox: NumeraiSandbox, napi: numerapi.NumerAPI, tmp_path: Path
+) -> None:
+    csv = _write_predictions(tmp_path / "predictions.csv")
+    model_id = napi.get_models()["sandbox_model"]
+
+    submission_id = napi.upload_predictions(str(tmp_path / "predictions.csv"), model_id=model_id)
+
+    [submission] = sandbox.submissions
+    assert submission.id == submission_id
+    assert submission.csv == csv
+    assert (submission.model_id, submission.model_name) == (model_id, "sandbox_model")
+    assert submission.round == sandbox.round.number
+    assert submission.filename.endswith("predictions.csv")
+    listed = napi.submission_ids(model_id)
+    assert [(s["id"], s["filename"]) for s in listed] == [(submission_id, submission.filename)]
+
+
+def test_failed_put_means_no_submission(
+    sandbox: NumeraiSandbox, napi: numerapi.NumerAPI, tmp_path: Path
+) -> None:
+    _write_predictions(tmp_path / "predictions.csv")
+    sandbox.faults.put_status = 500
+    with pytest.raises(ValueError, match="Could not find the uploaded file"):
+        napi.upload_predictions(str(tmp_path / "predictions.csv"),
+                                model_id=sandbox.models["sandbox_model"])
+    assert sandbox.submissions == []
+
+
+def test_unknown_model_id_is_refused(
+    sandbox: NumeraiSandbox, napi: numerapi.NumerAPI, tmp_path: Path
+) -> None:
+    _write_predictions(tmp_path / "predictions.csv")
+    unknown = "00000000-0000-4000-8000-000000000000"
+    with pytest.raises(ValueError, match=f"Model {unknown} does not exist"):
+        napi.upload_predictions(str(tmp_path / "predictions.csv"), model_id=unknown)
+    assert sandbox.submissions == []
+
+
+def test_create_submission_error_fault(
+    sandbox: NumeraiSandbox, napi: numerapi.NumerAPI, tmp_path: Path
+) -> None:
+    _write_predictions(tmp_path / "predictions.csv")
+    sandbox.faults.create_submission_error = "Internal server error"
+    with pytest.raises(ValueError, match="Internal server error"):
+        napi.upload_predictions(str(tmp_path / "predictions.csv"),
+                                model_id=sandbox.models["sandbox_model"])
+    assert sandbox.submissions == []
+
+
+def test_5xx_then_recovery(
+    sandbox: NumeraiSandbox, napi: numerapi.NumerAPI, retry_sleeps: list[float]
+) -> None:
+    sandbox.faults.api_5xx = 2
+    assert napi.get_current_round() == sandbox.round.number
+    assert retry_sleeps == [5, 10]
+    assert sandbox.requests_log.count("graphql rounds") == 3
+
+
+def test_5xx_forever_ends_in_numerapis_key_error(
+    sandbox: NumeraiSandbox, napi: numerapi.NumerAPI, retry_sleeps: list[float]
+) -> None:
+    sandbox.faults.api_5xx_forever = True
+    # numerapi logs the last 5xx, returns {} and then indexes ["data"].
+    with pytest.raises(KeyError, match="data"):
+        napi.get_current_round()
+
+
+def test_query_outside_the_schema_gives_errors(
+    sandbox: NumeraiSandbox, napi: numerapi.NumerAPI
+) -> None:
+    query = "query { rounds(tournament: 8, number: 0) { number bogusField } }"
+    with pytest.raises(ValueError, match="bogusField"):
+        napi.raw_query(query)
+    response = _post(sandbox, query)
+    assert response.status_code == 200
+    payload = response.json()
+    assert payload["data"] is None
+    assert "bogusField" in payload["errors"][0]["message"]
+
+
+def test_delay_fault(sandbox: NumeraiSandbox, napi: numerapi.NumerAPI) -> None:
+    sandbox.faults.delay_seconds = 0.3
+    started = time.monotonic()
+    napi.get_current_round()
+    assert time.monotonic() - started >= 0.3
+
+
+def test_nothing_downloaded_is_visible_in_the_log(
+    sandbox: NumeraiSandbox, napi: numerapi.NumerAPI
+) -> None:
+    napi.list_datasets()
+    assert sandbox.requests_log == ["graphql listDatasets"]
+
+
+def test_command_line_prints_a_working_url(data_dir: Path) -> None:
+    command = [sys.executable, "-m", "devkit.numerai_sandbox", "--data-dir", str(data_dir)]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        response = requests.post(url, json={"query": "{ listDatasets }"}, timeout=10)
+        assert response.json() == {"data": {"listDatasets": [f"{VERSION}/features.json", LIVE]}}
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
