@@ -1,0 +1,363 @@
+"""Blob Storage access: the manifest and model files in, each run's results out.
+
+Locally the app talks to Azurite through a connection string; in Azure it uses an account URL
+and the Function App's managed identity, so no account key exists in its settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timedelta
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.storage.blob import (
+    BlobClient,
+    BlobServiceClient,
+    ContainerClient,
+    ContentSettings,
+    ExponentialRetry,
+    StorageErrorCode,
+)
+
+from shared.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+CONNECTION_STRING_SETTING = "MODELS_STORAGE_CONNECTION_STRING"
+ACCOUNT_URL_SETTING = "MODELS_STORAGE_ACCOUNT_URL"
+
+_JSON = ContentSettings(content_type="application/json")
+_CSV = ContentSettings(content_type="text/csv")
+_MAX_REASON_CHARS = 300
+
+
+def blob_service_client(
+    *,
+    connection_string: str | None,
+    account_url: str | None,
+    managed_identity_client_id: str | None,
+    timeout_seconds: float,
+) -> BlobServiceClient:
+    """Build the Blob service client from exactly one of a connection string or an account URL.
+
+    `timeout_seconds` bounds connecting and each socket read (not a whole download), and
+    retries are few and short, so a dead endpoint fails a run in seconds, not minutes.
+    """
+    if bool(connection_string) == bool(account_url):
+        state = "both are set" if connection_string else "neither is set"
+        raise StorageError(
+            f"set exactly one of {CONNECTION_STRING_SETTING} (local development, e.g. Azurite) "
+            f"or {ACCOUNT_URL_SETTING} (in Azure, with the managed identity); {state}"
+        )
+    options = _client_options(timeout_seconds)
+    if connection_string:
+        try:
+            return BlobServiceClient.from_connection_string(connection_string, **options)
+        except ValueError:
+            # `from None`: the original error may quote the string, and the string holds a key.
+            raise StorageError(
+                f"{CONNECTION_STRING_SETTING} is not a valid storage connection string"
+            ) from None
+    assert account_url  # the check above leaves only this case
+    from azure.identity import DefaultAzureCredential  # heavy import, only needed in Azure
+
+    credential = DefaultAzureCredential(managed_identity_client_id=managed_identity_client_id)
+    try:
+        return BlobServiceClient(account_url, credential=credential, **options)
+    except ValueError:
+        raise StorageError(
+            f"{ACCOUNT_URL_SETTING} is not a valid account URL; "
+            "expected https://<account>.blob.core.windows.net"
+        ) from None
+
+
+def _client_options(timeout_seconds: float) -> dict[str, object]:
+    # The storage SDK ignores azure-core's retry_backoff_factor: its own ExponentialRetry
+    # defaults to 15 s + 3**n back-offs (about 84 s over 3 retries), so configure it here.
+    # Sleeps are about 3, 5 and 9 s. A refused or timed-out connection is retried only once:
+    # it almost always means a wrong URL, DNS or firewall, which waiting does not fix.
+    retry = ExponentialRetry(
+        initial_backoff=1, increment_base=2, retry_total=3, random_jitter_range=1, retry_connect=1
+    )
+    return {
+        "connection_timeout": timeout_seconds,
+        "read_timeout": timeout_seconds,
+        "retry_policy": retry,
+    }
+
+
+@dataclass(frozen=True)
+class SubmissionRecord:
+    """One model's confirmed submission for one round."""
+
+    round_number: int
+    model_name: str
+    model_id: str
+    submission_id: str
+    submitted_at: str  # ISO 8601, UTC
+
+    def __post_init__(self) -> None:
+        if type(self.round_number) is not int or self.round_number < 0:
+            raise ValueError(f"round_number must be an integer >= 0, not {self.round_number!r}")
+        for name in ("model_name", "model_id", "submission_id", "submitted_at"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name} must be a non-empty string")
+        try:
+            offset = datetime.fromisoformat(self.submitted_at).utcoffset()
+        except ValueError:
+            raise ValueError(f"submitted_at is not ISO 8601: {self.submitted_at!r}") from None
+        if offset != timedelta(0):
+            raise ValueError(f"submitted_at must be in UTC, not {self.submitted_at!r}")
+
+    def to_json(self) -> str:
+        """Serialise as a JSON object."""
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> SubmissionRecord:
+        """Parse `to_json` output; raises ValueError if it is not a valid record."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("a submission record must be a JSON object")
+        names = [f.name for f in fields(cls)]
+        missing = [name for name in names if name not in data]
+        if missing:
+            raise ValueError(f"a submission record lacks {', '.join(missing)}")
+        return cls(**{name: data[name] for name in names})
+
+
+class ModelStore:
+    """Reads the manifest and model files from the models container."""
+
+    def __init__(self, service: BlobServiceClient, container: str, cache_dir: Path) -> None:
+        """`cache_dir` keeps downloaded model files between runs on a warm instance."""
+        self._container = service.get_container_client(container)
+        self._cache_dir = cache_dir
+
+    def read_text(self, blob_name: str) -> str:
+        """Return a blob's content as text (UTF-8; a byte-order mark is dropped)."""
+        _check_blob_name(blob_name)
+        with _azure_errors(self._container, blob_name, "read", "blob"):
+            data = self._container.download_blob(blob_name).readall()
+        try:
+            # utf-8-sig: editors on Windows often save JSON with a BOM, which json.loads rejects.
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise StorageError(
+                f"blob '{blob_name}' in container '{self._container.container_name}' "
+                "is not UTF-8 text"
+            ) from None
+
+    def fetch(self, blob_name: str) -> Path:
+        """Return a local copy of a model file, downloading it only if its ETag changed.
+
+        The copy lives at `cache_dir/<blob>/<etag>/<basename>`; older versions are deleted.
+        """
+        _check_blob_name(blob_name)
+        blob = self._container.get_blob_client(blob_name)
+        with _azure_errors(self._container, blob_name, "download", "model file"):
+            try:
+                path = self._fetch_current(blob)
+            except ResourceModifiedError:
+                # Replaced between our HEAD and our GET: fetch the new version instead.
+                path = self._fetch_current(blob)
+        _remove_other_versions(path.parent)
+        return path
+
+    def _fetch_current(self, blob: BlobClient) -> Path:
+        etag = blob.get_blob_properties().etag
+        target = self._cache_dir / _cache_key(blob.blob_name) / _safe(etag.strip('"'))
+        target /= PurePosixPath(blob.blob_name).name
+        if target.is_file():
+            log.info("model file '%s' unchanged (ETag %s): cached copy", blob.blob_name, etag)
+            return target
+        # The condition makes the bytes we save belong to the ETag we file them under.
+        download = blob.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomically(target, download.readinto)
+        except OSError as exc:
+            raise StorageError(
+                f"could not save model file '{blob.blob_name}' to the local cache "
+                f"{self._cache_dir}: {exc.strerror or exc}"
+            ) from exc
+        log.info("downloaded model file '%s' (ETag %s)", blob.blob_name, etag)
+        return target
+
+
+class ResultsStore:
+    """Keeps what each run did: reports, predictions and the submission ledger."""
+
+    def __init__(self, service: BlobServiceClient, container: str) -> None:
+        """Create the container if it does not exist (Azurite; in Azure the template makes it)."""
+        self._container = service.get_container_client(container)
+        with _azure_errors(self._container, None, "create", "container"):
+            # Check first: an identity with a container-scoped role may read but not create.
+            if not self._container.exists():
+                try:
+                    self._container.create_container()
+                except ResourceExistsError:
+                    pass  # another instance created it a moment ago
+
+    def write_report(self, run_id: str, report_json: str) -> str:
+        """Store a run's report; returns the blob name."""
+        name = f"reports/{_segment(run_id, 'run id')}.json"
+        self._upload(name, report_json, _JSON, "report")
+        return name
+
+    def read_report(self, run_id: str) -> str:
+        """Return a run's report; StorageError if there is none."""
+        name = f"reports/{_segment(run_id, 'run id')}.json"
+        with _azure_errors(self._container, name, "read", "report"):
+            return self._container.download_blob(name, encoding="utf-8").readall()
+
+    def write_predictions(self, round_number: int, model_name: str, csv_text: str) -> str:
+        """Store (or replace) a model's predictions for a round; returns the blob name."""
+        name = _predictions_name(round_number, model_name)
+        self._upload(name, csv_text, _CSV, "predictions")
+        return name
+
+    def read_predictions(self, round_number: int, model_name: str) -> str | None:
+        """Return a model's stored predictions for a round, or None if there are none."""
+        return self._read_optional(_predictions_name(round_number, model_name), "predictions")
+
+    def record_submission(self, record: SubmissionRecord) -> None:
+        """Add (or replace) the ledger entry for the record's round and model."""
+        # One blob per (round, model) rather than one ledger file: concurrent runs for different
+        # models never read-modify-write the same blob, so none can lose another's entry.
+        name = _ledger_name(record.round_number, record.model_name)
+        self._upload(name, record.to_json(), _JSON, "ledger entry")
+
+    def submission_for(self, round_number: int, model_name: str) -> SubmissionRecord | None:
+        """Return the recorded submission of a model for a round, or None."""
+        name = _ledger_name(round_number, model_name)
+        text = self._read_optional(name, "ledger entry")
+        return None if text is None else self._parse_record(name, text)
+
+    def ledger(self, round_number: int | None = None) -> list[SubmissionRecord]:
+        """All recorded submissions, or one round's, sorted by round and model name."""
+        # The trailing slash keeps round 1 from matching round-10, round-11, ...
+        prefix = "ledger/" if round_number is None else f"ledger/round-{round_number:d}/"
+        with _azure_errors(self._container, prefix, "list", "ledger"):
+            names = [blob.name for blob in self._container.list_blobs(name_starts_with=prefix)]
+        records = []
+        for name in names:
+            text = self._read_optional(name, "ledger entry")
+            if text is not None:  # deleted since the listing
+                records.append(self._parse_record(name, text))
+        return sorted(records, key=lambda r: (r.round_number, r.model_name))
+
+    def _upload(self, name: str, text: str, content: ContentSettings, what: str) -> None:
+        with _azure_errors(self._container, name, "write", what):
+            self._container.upload_blob(name, text, overwrite=True, content_settings=content)
+
+    def _read_optional(self, name: str, what: str) -> str | None:
+        with _azure_errors(self._container, name, "read", what):
+            try:
+                return self._container.download_blob(name, encoding="utf-8").readall()
+            except ResourceNotFoundError as exc:
+                if exc.error_code == StorageErrorCode.CONTAINER_NOT_FOUND:
+                    raise
+                return None
+
+    def _parse_record(self, name: str, text: str) -> SubmissionRecord:
+        try:
+            return SubmissionRecord.from_json(text)
+        except ValueError as exc:
+            raise StorageError(
+                f"ledger entry '{name}' in container '{self._container.container_name}' "
+                f"is corrupt: {exc}"
+            ) from exc
+
+
+@contextmanager
+def _azure_errors(
+    container: ContainerClient, blob_name: str | None, action: str, what: str
+) -> Iterator[None]:
+    """Turn the SDK's errors into StorageError naming the container and blob, never a secret."""
+    where = f"container '{container.container_name}'"
+    try:
+        yield
+    except ResourceNotFoundError as exc:
+        if blob_name is None or exc.error_code == StorageErrorCode.CONTAINER_NOT_FOUND:
+            raise StorageError(f"{where} not found in the storage account") from exc
+        raise StorageError(f"{what} '{blob_name}' not found in {where}") from exc
+    except AzureError as exc:
+        subject = where if blob_name is None else f"{what} '{blob_name}' ({where})"
+        raise StorageError(f"could not {action} {subject}: {_reason(exc)}") from exc
+
+
+def _reason(exc: AzureError) -> str:
+    # The first line carries the cause; the rest is request ids and the raw XML body.
+    lines = str(exc.message or type(exc).__name__).strip().splitlines()
+    reason = f"{type(exc).__name__}: {lines[0] if lines else ''}"[:_MAX_REASON_CHARS]
+    if getattr(exc, "status_code", None) == 403:
+        reason += " (check that the app's identity has a Storage Blob Data role on the account)"
+    return reason
+
+
+def _check_blob_name(name: str) -> None:
+    if not name or name.startswith("/") or ".." in name:
+        raise StorageError(f"refusing blob name {name!r}: it is empty, starts with '/' or has '..'")
+
+
+def _segment(value: str, what: str) -> str:
+    """A value that must form exactly one segment of a blob name."""
+    if not value or "/" in value or ".." in value:
+        raise StorageError(f"refusing {what} {value!r}: it is empty or has '/' or '..'")
+    return value
+
+
+def _predictions_name(round_number: int, model_name: str) -> str:
+    return f"predictions/round-{round_number:d}/{_segment(model_name, 'model name')}.csv"
+
+
+def _ledger_name(round_number: int, model_name: str) -> str:
+    return f"ledger/round-{round_number:d}/{_segment(model_name, 'model name')}.json"
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
+
+
+def _cache_key(blob_name: str) -> str:
+    # Readable, yet unique: "a/b.pkl" and "a_b.pkl" read alike, their hashes do not.
+    digest = hashlib.sha256(blob_name.encode()).hexdigest()[:12]
+    return f"{_safe(blob_name)[:100]}-{digest}"
+
+
+def _write_atomically(target: Path, write_into: Callable[[IO[bytes]], object]) -> None:
+    """Write via a temporary file in the same folder, so `target` is never seen half-written."""
+    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as temp:
+            write_into(temp)
+        os.replace(temp_name, target)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def _remove_other_versions(current: Path) -> None:
+    # Safe while another thread still reads an old copy: on Linux an open file outlives unlink.
+    for version in current.parent.iterdir():
+        if version != current:
+            shutil.rmtree(version, ignore_errors=True)
+            log.info("removed outdated cached model version %s", version)
