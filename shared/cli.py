@@ -1,7 +1,11 @@
-"""Command line: the engine on local files, outside the Functions host.
+"""Command line, outside the Functions host.
 
+    python -m shared run [--test-mode] [--models a,b] [--settings local.settings.json]
     python -m shared predict --data DIR --manifest models.json --out DIR
 
+`run` is the Functions job itself, with the same settings, read from the
+environment or from a local.settings.json (for containers, cron and debugging);
+it exits 1 when the run failed. `predict` runs the engine on local files:
 `--data` holds a round as Numerai serves it (`features.json`, `live.parquet`,
 optionally `live_benchmark_models.parquet`); model files are found relative to
 the manifest. One `<model>.csv` (`id,prediction`) is written per valid model,
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import resource
 import sys
 import time
@@ -24,7 +29,9 @@ from pathlib import Path
 from shared.errors import SubmitterError
 from shared.live_data import LiveData, read_feature_sets
 from shared.manifest import load_manifest
+from shared.pipeline import run_job
 from shared.predictor import DEFAULT_BATCH_ROWS, ModelOutcome, predict_round
+from shared.report import Mode
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--data-version", default="v5.3", help="named in errors (default v5.3)")
     predict.add_argument("--batch-rows", type=_positive_int, default=DEFAULT_BATCH_ROWS)
     predict.add_argument("--models", type=_names, default=None, help="comma-separated subset of models")
+    run = commands.add_parser("run", help="the Functions job, outside the Functions host")
+    run.add_argument("--test-mode", action="store_true", help="every step but the upload")
+    run.add_argument("--models", type=_names, default=None, help="comma-separated subset of models")
+    run.add_argument("--settings", type=Path, default=None,
+                     help="a local.settings.json whose Values are used where the environment has none")
     return parser
 
 
@@ -125,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return _run(args)
     try:
         summary = predict_local(args.data, args.manifest, args.out, data_version=args.data_version,
                                 batch_rows=args.batch_rows, model_names=args.models)
@@ -137,6 +151,22 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%d rows in %.1f s, peak memory %.0f MiB; summary in %s", summary.rows,
              summary.seconds, summary.peak_rss_mb, args.out / "summary.json")
     return 1 if summary.failed else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    environ = dict(os.environ)
+    if args.settings is not None:
+        try:
+            values = json.loads(args.settings.read_text())["Values"]
+        except (OSError, ValueError, KeyError) as exc:
+            log.error("%s: not a local.settings.json with Values (%s)", args.settings, exc)
+            return 2
+        # The environment wins, as it does for the Functions host.
+        environ = {**{k: str(v) for k, v in values.items()}, **environ}
+    mode = Mode.TEST if args.test_mode else Mode.SCHEDULED
+    report = run_job(mode, args.models, environ=environ)
+    log.info("%s", report.summary())
+    return 1 if report.failed else 0
 
 
 def _positive_int(text: str) -> int:

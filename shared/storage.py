@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 CONNECTION_STRING_SETTING = "MODELS_STORAGE_CONNECTION_STRING"
 ACCOUNT_URL_SETTING = "MODELS_STORAGE_ACCOUNT_URL"
 
+PREDICTIONS = "predictions"
+TEST_PREDICTIONS = "test-predictions"
+
 _JSON = ContentSettings(content_type="application/json")
 _CSV = ContentSettings(content_type="text/csv")
 _MAX_REASON_CHARS = 300
@@ -228,15 +231,20 @@ class ResultsStore:
         with _azure_errors(self._container, name, "read", "report"):
             return self._container.download_blob(name, encoding="utf-8").readall()
 
-    def write_predictions(self, round_number: int, model_name: str, csv_text: str) -> str:
-        """Store (or replace) a model's predictions for a round; returns the blob name."""
-        name = _predictions_name(round_number, model_name)
+    def write_predictions(self, round_number: int, model_name: str, csv_text: str,
+                          folder: str = PREDICTIONS) -> str:
+        """Store (or replace) a model's predictions for a round; returns the blob name.
+
+        Test runs write to TEST_PREDICTIONS so that they never replace what was uploaded.
+        """
+        name = _predictions_name(folder, round_number, model_name)
         self._upload(name, csv_text, _CSV, "predictions")
         return name
 
-    def read_predictions(self, round_number: int, model_name: str) -> str | None:
+    def read_predictions(self, round_number: int, model_name: str,
+                         folder: str = PREDICTIONS) -> str | None:
         """Return a model's stored predictions for a round, or None if there are none."""
-        return self._read_optional(_predictions_name(round_number, model_name), "predictions")
+        return self._read_optional(_predictions_name(folder, round_number, model_name), "predictions")
 
     def record_submission(self, record: SubmissionRecord) -> None:
         """Add (or replace) the ledger entry for the record's round and model."""
@@ -325,8 +333,8 @@ def _segment(value: str, what: str) -> str:
     return value
 
 
-def _predictions_name(round_number: int, model_name: str) -> str:
-    return f"predictions/round-{round_number:d}/{_segment(model_name, 'model name')}.csv"
+def _predictions_name(folder: str, round_number: int, model_name: str) -> str:
+    return f"{_segment(folder, 'folder')}/round-{round_number:d}/{_segment(model_name, 'model name')}.csv"
 
 
 def _ledger_name(round_number: int, model_name: str) -> str:

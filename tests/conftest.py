@@ -1,17 +1,22 @@
-"""Shared fixtures: a small generated round and one trained model per format.
+"""Shared fixtures: a small generated round, one trained model per format, and the
+local services (Azurite, the Numerai sandbox) with those models deployed into them.
 
-Generated once per test session (training the Keras model is the slow part);
-tests that change files copy them first.
+The round and models are generated once per session (training the Keras model is
+the slow part); tests that change files copy them first.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
+import numerapi.base_api
 import pytest
 
+from devkit.azurite import Azurite
 from devkit.example_models import DEMO_PLAN, write_example_models
+from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound, write_round
 
 ROWS = 503  # not a multiple of any batch size the tests use
@@ -36,3 +41,32 @@ def example_models(tmp_path_factory: pytest.TempPathFactory, small_round: Synthe
 def _quiet_libraries() -> None:
     # The storage SDK logs every HTTP request at INFO.
     logging.getLogger("azure").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    """One Azurite for the whole session; each test gets containers of its own."""
+    with Azurite() as running:
+        yield running
+
+
+@pytest.fixture
+def stack(azurite: Azurite) -> Iterator[LocalStack]:
+    """A fresh Numerai sandbox and fresh containers on the session's Azurite."""
+    with LocalStack(azurite) as local:
+        yield local
+
+
+@pytest.fixture
+def deployed(
+    stack: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> LocalStack:
+    """The example models deployed to the stack, and the app's settings in the environment."""
+    stack.deploy(example_models, small_round)
+    for name, value in stack.environ(tmp_path / "work").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("BATCH_ROWS", "128")  # several batches per run
+    # The client repoints numerapi's module constant; put it back after the test.
+    monkeypatch.setattr(numerapi.base_api, "API_TOURNAMENT_URL", numerapi.base_api.API_TOURNAMENT_URL)
+    return stack

@@ -1,0 +1,124 @@
+"""The run report: what one run did, kept in Blob Storage and returned by the HTTP test run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+
+
+class Mode(str, Enum):
+    """Scheduled runs upload; test runs do everything else."""
+
+    SCHEDULED = "scheduled"
+    TEST = "test"
+
+
+class RunStatus(str, Enum):
+    """How a run ended."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    NOTHING_TO_DO = "nothing_to_do"  # no round open, or every model already submitted
+    FAILED = "failed"
+
+
+class ModelStatus(str, Enum):
+    """How a run ended for one model."""
+
+    PENDING = "pending"
+    SUBMITTED = "submitted"  # uploaded and confirmed by Numerai
+    VALIDATED = "validated"  # test mode: would have been uploaded
+    ALREADY_SUBMITTED = "already_submitted"  # in the ledger for this round; skipped
+    FAILED = "failed"
+
+
+@dataclass
+class ModelReport:
+    """One model's line in the report."""
+
+    name: str
+    status: ModelStatus = ModelStatus.PENDING
+    rows: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    submission_id: str | None = None
+    predictions_blob: str | None = None
+
+    def fail(self, error: str) -> None:
+        """Mark the model failed with a message for the user."""
+        self.status = ModelStatus.FAILED
+        self.error = error
+
+
+@dataclass
+class RunReport:
+    """Everything a user needs to know about one run."""
+
+    run_id: str
+    mode: Mode
+    started_at: str
+    status: RunStatus = RunStatus.RUNNING
+    finished_at: str | None = None
+    reason: str | None = None
+    round_number: int | None = None
+    round_open_time: str | None = None
+    round_close_time: str | None = None
+    data_version: str | None = None
+    past_due: bool = False
+    models: list[ModelReport] = field(default_factory=list)
+    report_blob: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """True if the run could not run or any model failed."""
+        return self.status is RunStatus.FAILED
+
+    def model(self, name: str) -> ModelReport:
+        """The line of the named model."""
+        return next(m for m in self.models if m.name == name)
+
+    def finish(self, reason: str | None = None) -> None:
+        """Close the report: its status follows from the models unless the run already failed."""
+        self.finished_at = utc_now()
+        if self.status is not RunStatus.RUNNING:
+            return
+        if any(m.status is ModelStatus.FAILED for m in self.models):
+            self.status = RunStatus.FAILED
+            failed = [m.name for m in self.models if m.status is ModelStatus.FAILED]
+            self.reason = reason or f"{len(failed)} of {len(self.models)} models failed: {', '.join(failed)}"
+        elif all(m.status is ModelStatus.ALREADY_SUBMITTED for m in self.models):
+            self.status = RunStatus.NOTHING_TO_DO
+            self.reason = reason or "every model is already submitted for this round"
+        else:
+            self.status = RunStatus.SUCCEEDED
+            self.reason = reason
+
+    def fail(self, reason: str) -> None:
+        """End the run as failed for a reason that is not one model's."""
+        self.status = RunStatus.FAILED
+        self.reason = reason
+        self.finished_at = utc_now()
+
+    def to_json(self) -> str:
+        """The report as JSON (enums as their values)."""
+        return json.dumps(asdict(self), default=lambda v: v.value, indent=2)
+
+    def summary(self) -> str:
+        """A few lines for a person: the run, then one line per model."""
+        head = f"{self.mode.value} run {self.run_id}: {self.status.value}"
+        if self.round_number is not None:
+            head += f" (round {self.round_number}, data {self.data_version})"
+        lines = [head]
+        if self.reason:
+            lines.append(f"  {self.reason}")
+        for m in self.models:
+            detail = m.error or (f"submission {m.submission_id}" if m.submission_id else m.predictions_blob or "")
+            lines.append(f"  {m.name:<24} {m.status.value:<18} {m.rows:>7} rows {m.seconds:7.2f} s  {detail}")
+        return "\n".join(lines)
+
+
+def utc_now() -> str:
+    """The current time as ISO 8601 in UTC."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,123 @@
+"""App settings, read once per run from the environment (Function App settings, or
+`local.settings.json` under `func start`, or the shell for `python -m shared run`).
+
+Every setting the code reads is declared here with its default; the README's
+settings table, `local.settings.json.example` and `infra/` list the same names.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.errors import SettingsError
+
+KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs to know about its environment."""
+
+    numerai_public_id: str
+    numerai_secret_key: str
+    data_version: str = "v5.3"
+    numerai_api_url: str | None = None
+    numerai_timeout_seconds: float = 60.0
+    numerai_retries: int = 4
+    numerai_retry_delay_seconds: float = 2.0
+    force_resubmit: bool = False
+    storage_connection_string: str | None = None
+    storage_account_url: str | None = None
+    managed_identity_client_id: str | None = None
+    storage_timeout_seconds: float = 30.0
+    models_container: str = "models"
+    results_container: str = "results"
+    manifest_blob: str = "models.json"
+    batch_rows: int = 2000
+    work_dir: Path = Path(tempfile.gettempdir()) / "numerai-submitter"
+
+    def __repr__(self) -> str:
+        # Settings travel into logs and tracebacks; the secrets must not.
+        return f"Settings(data_version={self.data_version!r}, models_container={self.models_container!r}, ...)"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The secret values, for scrubbing them from anything that leaves the process."""
+        values = (self.numerai_public_id, self.numerai_secret_key, self.storage_connection_string)
+        return tuple(v for v in values if v)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and check the settings; raise SettingsError naming the setting at fault."""
+    env = _Reader(os.environ if environ is None else environ)
+    defaults = Settings("", "")
+    return Settings(
+        numerai_public_id=env.required("NUMERAI_PUBLIC_ID"),
+        numerai_secret_key=env.required("NUMERAI_SECRET_KEY"),
+        data_version=env.text("NUMERAI_DATA_VERSION", defaults.data_version),
+        numerai_api_url=env.optional("NUMERAI_API_URL"),
+        numerai_timeout_seconds=env.number("NUMERAI_TIMEOUT_SECONDS", defaults.numerai_timeout_seconds),
+        numerai_retries=int(env.number("NUMERAI_RETRIES", defaults.numerai_retries, minimum=1)),
+        numerai_retry_delay_seconds=env.number(
+            "NUMERAI_RETRY_DELAY_SECONDS", defaults.numerai_retry_delay_seconds, minimum=0
+        ),
+        force_resubmit=env.flag("NUMERAI_FORCE_RESUBMIT"),
+        storage_connection_string=env.optional("MODELS_STORAGE_CONNECTION_STRING"),
+        storage_account_url=env.optional("MODELS_STORAGE_ACCOUNT_URL"),
+        managed_identity_client_id=env.optional("AZURE_CLIENT_ID"),
+        storage_timeout_seconds=env.number("STORAGE_TIMEOUT_SECONDS", defaults.storage_timeout_seconds),
+        models_container=env.text("MODELS_CONTAINER", defaults.models_container),
+        results_container=env.text("RESULTS_CONTAINER", defaults.results_container),
+        manifest_blob=env.text("MANIFEST_BLOB", defaults.manifest_blob),
+        batch_rows=int(env.number("BATCH_ROWS", defaults.batch_rows, minimum=1)),
+        work_dir=Path(env.text("WORK_DIR", str(defaults.work_dir))),
+    )
+
+
+class _Reader:
+    """Typed access to string settings, with errors that name the setting."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def optional(self, name: str) -> str | None:
+        value = self._environ.get(name, "").strip()
+        if value.startswith(KEY_VAULT_REFERENCE):
+            # App Service passes the reference through verbatim when it cannot resolve it.
+            raise SettingsError(
+                f"{name} is a Key Vault reference that Azure could not resolve; check that the "
+                "secret exists and that the app's identity may read it (Key Vault Secrets User), "
+                "and that keyVaultReferenceIdentity names that identity"
+            )
+        return value or None
+
+    def required(self, name: str) -> str:
+        value = self.optional(name)
+        if value is None:
+            raise SettingsError(f"{name} is not set; it is required (see the README's settings table)")
+        return value
+
+    def text(self, name: str, default: str) -> str:
+        return self.optional(name) or default
+
+    def number(self, name: str, default: float, minimum: float = 0.001) -> float:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number; it is {raw!r}") from None
+        if value < minimum:
+            raise SettingsError(f"{name} must be at least {minimum:g}; it is {raw!r}")
+        return value
+
+    def flag(self, name: str) -> bool:
+        raw = (self.optional(name) or "false").lower()
+        if raw not in {"true", "false", "1", "0", "yes", "no"}:
+            raise SettingsError(f"{name} must be true or false; it is {raw!r}")
+        return raw in {"true", "1", "yes"}
