@@ -241,3 +241,11 @@ def test_a_test_run_never_replaces_the_archive_of_what_was_uploaded(deployed: Lo
     post_test_run()
     for name, csv in uploaded.items():
         assert results(deployed).read_predictions(1200, name).encode() == csv
+
+
+def test_a_graphql_error_is_not_retried(deployed: LocalStack) -> None:
+    deployed.sandbox.faults.graphql_error = "Model does not exist or is not yours"
+    before = len(deployed.sandbox.requests_log)
+    with pytest.raises(RunFailed, match="Numerai API refused rounds: Model does not exist or is not yours"):
+        fire_timer()
+    assert deployed.sandbox.requests_log[before:] == ["graphql rounds"]
