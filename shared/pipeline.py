@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from shared.storage import (
     SubmissionRecord,
     blob_service_client,
 )
+from shared.telemetry import configure_telemetry, record_run
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ def run_job(
 
     Never raises for a failure of the run itself: the report says what failed.
     """
+    started = time.monotonic()
+    configure_telemetry(environ)
     report = RunReport(run_id=_new_run_id(mode), mode=mode, started_at=utc_now(), past_due=past_due)
     results: ResultsStore | None = None
     if past_due:
@@ -84,6 +88,7 @@ def run_job(
     else:
         report.finish()
     _save(report, results)
+    record_run(report, time.monotonic() - started)
     return report
 
 

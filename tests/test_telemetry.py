@@ -1,0 +1,97 @@
+"""Each run's records and metrics, captured with OpenTelemetry's in-memory exporters."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from azure.functions.timer import TimerRequest
+from opentelemetry import metrics
+from opentelemetry.instrumentation.logging.handler import LoggingHandler
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+import function_app
+from devkit.local_stack import LocalStack
+from shared.jobs import RunFailed
+from shared.telemetry import EXPORTED_LOGGER, METER_NAME, configure_telemetry
+
+REPO = Path(__file__).resolve().parent.parent
+_READER = InMemoryMetricReader()
+# The global meter provider can be set once per process; this module owns it.
+metrics.set_meter_provider(MeterProvider(metric_readers=[_READER]))
+
+
+@pytest.fixture
+def exported_logs() -> Iterator[InMemoryLogRecordExporter]:
+    exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    handler = LoggingHandler(level=logging.INFO, logger_provider=provider)
+    logger = logging.getLogger(EXPORTED_LOGGER)
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    yield exporter
+    logger.removeHandler(handler)
+    logger.setLevel(previous)
+
+
+def metric_points() -> dict[str, list]:
+    data = _READER.get_metrics_data()
+    points: dict[str, list] = {}
+    for resource in data.resource_metrics if data else []:
+        for scope in resource.scope_metrics:
+            if scope.scope.name == METER_NAME:
+                for metric in scope.metrics:
+                    points.setdefault(metric.name, []).extend(metric.data.data_points)
+    return points
+
+
+def test_a_run_emits_a_record_per_model_a_run_record_and_metrics(
+    deployed: LocalStack, exported_logs: InMemoryLogRecordExporter
+) -> None:
+    container = deployed.blob_service.get_container_client(deployed.models_container)
+    container.upload_blob("demo_onnx.onnx", b"not onnx", overwrite=True)
+    before = {name: sum(p.value for p in pts) for name, pts in metric_points().items() if name != "run.duration"}
+    with pytest.raises(RunFailed):
+        function_app.scheduled_submission.build().get_user_function()(TimerRequest(past_due=False))
+
+    records = [r.log_record if hasattr(r, "log_record") else r for r in exported_logs.get_finished_logs()]
+    per_model = {r.attributes["model"]: r.attributes for r in records if "model" in r.attributes}
+    assert sorted(per_model) == ["demo_keras", "demo_lightgbm", "demo_onnx", "demo_upload"]
+    assert per_model["demo_onnx"]["model_status"] == "failed"
+    assert "cannot load 'demo_onnx.onnx' as onnx" in per_model["demo_onnx"]["error"]
+    assert per_model["demo_keras"]["model_status"] == "submitted"
+    assert per_model["demo_keras"]["rows"] == 503 and per_model["demo_keras"]["seconds"] > 0
+    assert all(a["round"] == 1200 and a["mode"] == "scheduled" for a in per_model.values())
+    [run] = [r.attributes for r in records if "run_status" in r.attributes]
+    assert run["run_status"] == "failed" and run["models_submitted"] == 3 and run["models_failed"] == 1
+    assert run["seconds"] > 0
+
+    points = metric_points()
+    after = {name: sum(p.value for p in pts) for name, pts in points.items() if name != "run.duration"}
+    assert after["models.submitted"] - before.get("models.submitted", 0) == 3
+    assert after["models.failed"] - before.get("models.failed", 0) == 1
+    assert sum(p.count for p in points["run.duration"]) >= 1
+
+
+def test_the_records_read_well_on_the_console(deployed: LocalStack, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="shared")
+    function_app.scheduled_submission.build().get_user_function()(TimerRequest(past_due=False))
+    assert "model demo_keras: submitted, 503 rows" in caplog.text
+    assert "(scheduled, round 1200): succeeded in" in caplog.text
+    assert "4 submitted, 0 failed" in caplog.text
+
+
+def test_nothing_is_configured_without_a_connection_string() -> None:
+    assert configure_telemetry({}) is False
+    code = "import sys, shared.pipeline; print('azure.monitor.opentelemetry' in sys.modules)"
+    completed = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert completed.stdout.strip() == "False", completed.stderr
