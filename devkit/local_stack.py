@@ -23,6 +23,9 @@ from devkit.synthetic import SyntheticRound
 log = logging.getLogger(__name__)
 
 DATA_VERSION = "v5.3"
+# Recognisable fake keys, so that tests can prove they never reach a log or a report.
+FAKE_PUBLIC_ID = "FAKE-PUBLIC-ID-3f9c1a"
+FAKE_SECRET_KEY = "FAKE-SECRET-KEY-b7e24d90"
 
 
 class LocalStack:
@@ -32,7 +35,7 @@ class LocalStack:
         # A shared Azurite (tests start one per session) is not stopped by this stack.
         self._own_azurite = azurite is None
         self.azurite = azurite or Azurite()
-        self.sandbox = NumeraiSandbox(models={})
+        self.sandbox = NumeraiSandbox(models={}, public_id=FAKE_PUBLIC_ID, secret_key=FAKE_SECRET_KEY)
         suffix = uuid.uuid4().hex[:8]
         self.models_container = f"models-{suffix}"
         self.results_container = f"results-{suffix}"

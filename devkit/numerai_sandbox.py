@@ -57,7 +57,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Mapping
+from typing import Any, BinaryIO, Callable, Mapping
 from urllib.parse import quote, unquote, urlsplit
 
 from graphql import (
@@ -244,7 +244,7 @@ class NumeraiSandbox:
 
     Public state, which tests may read or change at any time:
     ``round``, ``datasets`` (name -> local path), ``models`` (name -> id), ``public_id``,
-    ``secret_key``, ``faults``. Read-only views: ``submissions``, ``requests_log``.
+    ``secret_key``, ``faults``, ``on_request``. Read-only views: ``submissions``, ``requests_log``.
     """
 
     def __init__(
@@ -272,6 +272,9 @@ class NumeraiSandbox:
         )
         self.datasets: dict[str, Path] = {}
         self.faults = SandboxFaults()
+        # Called with each request's log entry before it is answered, so that a test can
+        # act at an exact point of a run: close the round, hold an upload, ...
+        self.on_request: Callable[[str], None] | None = None
         self._port = port
         self._lock = threading.RLock()
         self._submissions: list[SandboxSubmission] = []
@@ -387,6 +390,9 @@ class NumeraiSandbox:
     def _record(self, entry: str) -> None:
         with self._lock:
             self._requests_log.append(entry)
+        hook = self.on_request
+        if hook is not None:
+            hook(entry)
 
     def _pause(self) -> None:
         if self.faults.delay_seconds > 0:

@@ -9,6 +9,7 @@ once Numerai has confirmed it.
 
 from __future__ import annotations
 
+import io
 import logging
 import shutil
 import time
@@ -18,12 +19,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
+
 from shared.errors import StorageError, SubmitterError
 from shared.live_data import LiveData, read_feature_sets
 from shared.manifest import Manifest, ModelFormat, ModelSpec, parse_manifest
 from shared.numerai_client import NumeraiClient, RoundInfo
 from shared.predictor import ModelOutcome, predict_round
 from shared.report import Mode, ModelReport, ModelStatus, RunReport, RunStatus, utc_now
+from shared.run_lock import RunLocked
 from shared.settings import Settings, load_settings
 from shared.storage import (
     PREDICTIONS,
@@ -36,6 +40,9 @@ from shared.storage import (
 from shared.telemetry import configure_telemetry, record_run
 
 log = logging.getLogger(__name__)
+
+# Short, and renewed while the run works: a killed run frees the lock this soon.
+LOCK_LEASE_SECONDS = 15
 
 
 @dataclass
@@ -65,10 +72,12 @@ def run_job(
     configure_telemetry(environ)
     report = RunReport(run_id=_new_run_id(mode), mode=mode, started_at=utc_now(), past_due=past_due)
     results: ResultsStore | None = None
+    secrets: tuple[str, ...] = ()
     if past_due:
         log.warning("the timer is past due; running now")
     try:
         settings = load_settings(environ)
+        secrets = settings.secrets
         report.data_version = settings.data_version
         service = blob_service_client(
             connection_string=settings.storage_connection_string,
@@ -79,7 +88,7 @@ def run_job(
         results = ResultsStore(service, settings.results_container)
         run = _Run(settings, mode, report, NumeraiClient(settings),
                    ModelStore(service, settings.models_container, settings.work_dir / "model-cache"), results)
-        _steps(run, model_names)
+        _locked_steps(run, model_names)
     except SubmitterError as exc:
         report.fail(str(exc))
     except Exception as exc:  # a bug or a library surprise: still reported, never lost
@@ -87,9 +96,23 @@ def run_job(
         report.fail(f"unexpected error: {type(exc).__name__}: {str(exc)[:300]}")
     else:
         report.finish()
+    report.redact(secrets)
     _save(report, results)
     record_run(report, time.monotonic() - started)
     return report
+
+
+def _locked_steps(run: _Run, model_names: list[str] | None) -> None:
+    """Scheduled runs take the run lock; test runs upload nothing and need none."""
+    if run.mode is Mode.TEST:
+        _steps(run, model_names)
+        return
+    try:
+        with run.results.run_lock("scheduled-run", LOCK_LEASE_SECONDS):
+            _steps(run, model_names)
+    except RunLocked as exc:
+        run.report.status = RunStatus.NOTHING_TO_DO
+        run.report.reason = str(exc)
 
 
 def _steps(run: _Run, model_names: list[str] | None) -> None:
@@ -107,9 +130,9 @@ def _steps(run: _Run, model_names: list[str] | None) -> None:
         return
     data_dir = run.settings.work_dir / "rounds" / run.report.run_id
     try:
-        outcomes = _predict(run, pending, data_dir)
+        outcomes = _reuse_or_predict(run, pending, data_dir)
         _archive(run, outcomes)
-        if run.mode is Mode.SCHEDULED:
+        if run.mode is Mode.SCHEDULED and _round_still_current(run):
             _upload(run, outcomes, account, data_dir)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -136,6 +159,24 @@ def _round_allows(run: _Run, round_: RoundInfo | None) -> bool:
     return False
 
 
+def _round_still_current(run: _Run) -> bool:
+    """Check the round again before uploading: predictions belong to the round they were made for."""
+    round_ = run.numerai.current_round()
+    number = run.report.round_number
+    if round_ is None or round_.number != number:
+        now = "no round" if round_ is None else f"round {round_.number}"
+        for line in run.report.models:
+            if line.status is ModelStatus.PENDING:
+                line.fail(f"model '{line.name}': round {number} ended during the run ({now} is current); "
+                          "its predictions are archived but were not uploaded")
+        return False
+    if not round_.is_open():
+        # Numerai still scores a late submission; it just cannot be staked.
+        run.report.reason = (f"round {number} closed for staking during the run; "
+                             "the submissions are late: scored, but not staked")
+    return True
+
+
 def _manifest(run: _Run, model_names: list[str] | None) -> Manifest:
     source = f"{run.settings.models_container}/{run.settings.manifest_blob}"
     return parse_manifest(run.models.read_text(run.settings.manifest_blob), source).select(model_names)
@@ -160,18 +201,65 @@ def _skip_submitted(run: _Run) -> None:
             line.submission_id = record.submission_id
 
 
-def _predict(run: _Run, pending: list[ModelSpec], data_dir: Path) -> list[tuple[ModelSpec, ModelOutcome]]:
-    files = []
+@dataclass
+class _Prediction:
+    """A model's predictions for this run, made now or taken from the archive."""
+
+    spec: ModelSpec
+    outcome: ModelOutcome
+    model_etag: str
+    from_archive: bool = False
+
+
+def _reuse_or_predict(run: _Run, pending: list[ModelSpec], data_dir: Path) -> list[_Prediction]:
+    """Predict the pending models, except those a killed or failed run already archived."""
+    reused: list[_Prediction] = []
+    to_predict: list[tuple[ModelSpec, str]] = []
     for spec in pending:
         try:
-            files.append((spec, run.models.fetch(spec.file)))
+            etag = run.models.etag(spec.file)
+            archived = _reusable_archive(run, spec, etag)
+        except StorageError as exc:
+            run.report.model(spec.name).fail(f"model '{spec.name}': {exc}")
+            continue
+        if archived is not None:
+            reused.append(archived)
+        else:
+            to_predict.append((spec, etag))
+    return reused + _predict(run, to_predict, data_dir)
+
+
+def _reusable_archive(run: _Run, spec: ModelSpec, etag: str) -> _Prediction | None:
+    """The archived predictions of this round, if a scheduled run made them from this very model file."""
+    if run.mode is Mode.TEST:
+        return None
+    archived = run.results.archived_predictions(run.report.round_number, spec.name)
+    if archived is None:
+        return None
+    made_from = {"model_etag": etag, "data_version": run.settings.data_version}
+    if any(archived.metadata.get(key) != value for key, value in made_from.items()):
+        return None
+    submission = pd.read_csv(io.StringIO(archived.csv), dtype={"id": str})
+    log.info("model %s: reusing the predictions archived for round %d", spec.name, run.report.round_number)
+    outcome = ModelOutcome(name=spec.name, ok=True, rows=len(submission), submission=submission)
+    return _Prediction(spec, outcome, etag, from_archive=True)
+
+
+def _predict(run: _Run, pending: list[tuple[ModelSpec, str]], data_dir: Path) -> list[_Prediction]:
+    files = []
+    for spec, etag in pending:
+        try:
+            files.append((spec, run.models.fetch(spec.file), etag))
         except StorageError as exc:
             run.report.model(spec.name).fail(f"model '{spec.name}': {exc}")
     if not files:
         return []
-    live, feature_sets, benchmark = _download(run, data_dir, any(s.format is ModelFormat.NUMERAI_PICKLE for s, _ in files))
-    outcomes = predict_round(live, feature_sets, files, run.settings.batch_rows, benchmark_path=benchmark)
-    return [(spec, outcome) for (spec, _), outcome in zip(files, outcomes)]
+    with_benchmarks = any(spec.format is ModelFormat.NUMERAI_PICKLE for spec, _, _ in files)
+    live, feature_sets, benchmark = _download(run, data_dir, with_benchmarks)
+    outcomes = predict_round(live, feature_sets, [(spec, path) for spec, path, _ in files],
+                             run.settings.batch_rows, benchmark_path=benchmark,
+                             time_limit=run.settings.model_time_limit_seconds)
+    return [_Prediction(spec, outcome, etag) for (spec, _, etag), outcome in zip(files, outcomes)]
 
 
 def _download(run: _Run, data_dir: Path, with_benchmarks: bool) -> tuple[LiveData, dict[str, list[str]], Path | None]:
@@ -183,33 +271,53 @@ def _download(run: _Run, data_dir: Path, with_benchmarks: bool) -> tuple[LiveDat
     return LiveData(live, run.settings.data_version), read_feature_sets(features), benchmark
 
 
-def _archive(run: _Run, outcomes: list[tuple[ModelSpec, ModelOutcome]]) -> None:
+def _archive(run: _Run, predictions: list[_Prediction]) -> None:
     """Keep every prediction made, valid or not, before anything is uploaded."""
-    for spec, outcome in outcomes:
+    for prediction in predictions:
+        spec, outcome = prediction.spec, prediction.outcome
         line = run.report.model(spec.name)
         line.rows = outcome.rows
         line.seconds = round(outcome.load_seconds + outcome.predict_seconds, 3)
-        if outcome.submission is not None:
-            name = spec.name if outcome.ok else f"{spec.name}.rejected"
-            csv = outcome.submission.to_csv(index=False)
-            folder = TEST_PREDICTIONS if run.mode is Mode.TEST else PREDICTIONS
+        line.from_archive = prediction.from_archive
+        if outcome.submission is not None and not prediction.from_archive:
             try:
-                line.predictions_blob = run.results.write_predictions(run.report.round_number, name, csv, folder)
+                line.predictions_blob = _write_archive(run, prediction)
             except StorageError as exc:
                 line.fail(f"model '{spec.name}': predictions could not be archived, so they were not uploaded: {exc}")
                 continue
+        elif prediction.from_archive:
+            line.predictions_blob = f"{PREDICTIONS}/round-{run.report.round_number}/{spec.name}.csv"
         if not outcome.ok:
             line.fail(outcome.error or f"model '{spec.name}' failed")
         elif run.mode is Mode.TEST:
             line.status = ModelStatus.VALIDATED
 
 
-def _upload(run: _Run, outcomes: list[tuple[ModelSpec, ModelOutcome]], account: dict[str, str], data_dir: Path) -> None:
-    for spec, outcome in outcomes:
+def _write_archive(run: _Run, prediction: _Prediction) -> str:
+    spec, outcome = prediction.spec, prediction.outcome
+    name = spec.name if outcome.ok else f"{spec.name}.rejected"
+    folder = TEST_PREDICTIONS if run.mode is Mode.TEST else PREDICTIONS
+    # What the predictions were made from: a later run in this round reuses them only if unchanged.
+    metadata = {"model_etag": prediction.model_etag, "data_version": run.settings.data_version,
+                "run_id": run.report.run_id}
+    return run.results.write_predictions(run.report.round_number, name, outcome.submission.to_csv(index=False),
+                                         folder, metadata)
+
+
+def _upload(run: _Run, predictions: list[_Prediction], account: dict[str, str], data_dir: Path) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    round_number = run.report.round_number
+    for prediction in predictions:
+        spec, outcome = prediction.spec, prediction.outcome
         line = run.report.model(spec.name)
         if line.status is not ModelStatus.PENDING or outcome.submission is None:
             continue
-        csv_path = data_dir / f"{spec.name}_round{run.report.round_number}.csv"
+        if not run.settings.force_resubmit and run.results.submission_for(round_number, spec.name):
+            # Checked again just before uploading: the lease guards against a second
+            # run, and this guards against a lease lost mid-run.
+            line.status = ModelStatus.ALREADY_SUBMITTED
+            continue
+        csv_path = data_dir / f"{spec.name}_round{round_number}.csv"
         outcome.submission.to_csv(csv_path, index=False)
         try:
             submission_id = run.numerai.submit(spec.name, account[spec.name], csv_path)
@@ -219,7 +327,7 @@ def _upload(run: _Run, outcomes: list[tuple[ModelSpec, ModelOutcome]], account: 
         line.submission_id = submission_id
         try:
             run.results.record_submission(SubmissionRecord(
-                round_number=run.report.round_number, model_name=spec.name, model_id=account[spec.name],
+                round_number=round_number, model_name=spec.name, model_id=account[spec.name],
                 submission_id=submission_id, submitted_at=utc_now(),
             ))
         except StorageError as exc:
@@ -227,8 +335,7 @@ def _upload(run: _Run, outcomes: list[tuple[ModelSpec, ModelOutcome]], account: 
                       f"record it, so a later run may submit it again: {exc}")
             continue
         line.status = ModelStatus.SUBMITTED
-        log.info("model %s: submission %s confirmed for round %d", spec.name, submission_id,
-                 run.report.round_number)
+        log.info("model %s: submission %s confirmed for round %d", spec.name, submission_id, round_number)
 
 
 def _save(report: RunReport, results: ResultsStore | None) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from shared.errors import DataError, SubmitterError
+from shared.errors import DataError, PredictionError, SubmitterError
 from shared.live_data import ID_COLUMN, FeatureBatch, LiveData, resolve_features
 from shared.manifest import ModelSpec
 from shared.model_formats import LoadedModel, WholeRoundModel, load_model
@@ -70,11 +70,13 @@ def predict_round(
     models: list[tuple[ModelSpec, Path]],
     batch_rows: int = DEFAULT_BATCH_ROWS,
     benchmark_path: Path | None = None,
+    time_limit: float | None = None,
 ) -> list[ModelOutcome]:
     """Predict the round for every (spec, model file) and validate each submission.
 
     `benchmark_path` is the round's `live_benchmark_models.parquet`, read only
-    if a Numerai pickle model is in the manifest. Returns one outcome per model,
+    if a Numerai pickle model is in the manifest. A model whose prediction takes
+    longer than `time_limit` seconds is stopped and failed. Returns one outcome per model,
     in manifest order. Only a failure to read the data itself raises; each
     model's own failure is in its outcome.
     """
@@ -84,12 +86,12 @@ def predict_round(
         return outcomes
     columns = _union(slot.columns for slot in slots)
     _place(slots, columns)
-    ids = _run_batches(live, slots, columns, batch_rows)
+    ids = _run_batches(live, slots, columns, batch_rows, time_limit)
     # Read at most once, and only when a pickle model asks for it.
     benchmarks = functools.cache(lambda: _read_benchmarks(benchmark_path))
     for slot in slots:
         if slot.outcome.error is None:
-            _finish(slot, ids, benchmarks)
+            _finish(slot, ids, benchmarks, time_limit)
     return outcomes
 
 
@@ -127,13 +129,15 @@ def _place(slots: list[_Slot], columns: list[str]) -> None:
         slot.is_whole_batch = slot.columns == columns
 
 
-def _run_batches(live: LiveData, slots: list[_Slot], columns: list[str], batch_rows: int) -> pd.Index:
+def _run_batches(
+    live: LiveData, slots: list[_Slot], columns: list[str], batch_rows: int, time_limit: float | None
+) -> pd.Index:
     id_chunks: list[pa.Array] = []
     for batch in read_ahead(live.batches(columns, batch_rows)):
         id_chunks.append(batch.ids)
         for slot in slots:
             if slot.outcome.error is None:
-                _feed(slot, batch)
+                _feed(slot, batch, time_limit)
     if not id_chunks:
         raise DataError(f"{live.path.name} ({live.data_version}): has no rows")
     ids = pd.Index(pa.chunked_array(id_chunks).to_pandas(), name=ID_COLUMN)
@@ -185,7 +189,7 @@ def _put(handoff: queue.Queue, item: tuple[bool, Any], stop: threading.Event) ->
     return False
 
 
-def _feed(slot: _Slot, batch: FeatureBatch) -> None:
+def _feed(slot: _Slot, batch: FeatureBatch, time_limit: float | None) -> None:
     if isinstance(slot.model, WholeRoundModel):
         slot.arrow_batches.append(batch.arrow.select(slot.columns))
         return
@@ -200,14 +204,25 @@ def _feed(slot: _Slot, batch: FeatureBatch) -> None:
         slot.outputs.clear()
     finally:
         slot.outcome.predict_seconds += time.perf_counter() - started
+    if time_limit is not None and slot.outcome.error is None and slot.outcome.predict_seconds > time_limit:
+        predicted = sum(len(o) for o in slot.outputs)
+        _fail(slot.outcome, PredictionError(
+            f"model '{slot.spec.name}': took longer than its limit of {time_limit:g} s "
+            f"(stopped after {predicted} rows); raise MODEL_TIME_LIMIT_SECONDS if it needs more"
+        ))
+        slot.outputs.clear()
 
 
-def _finish(slot: _Slot, ids: pd.Index, benchmarks: Callable[[], pd.DataFrame | None]) -> None:
+def _finish(
+    slot: _Slot, ids: pd.Index, benchmarks: Callable[[], pd.DataFrame | None], time_limit: float | None
+) -> None:
     outcome = slot.outcome
     started = time.perf_counter()
     try:
         if isinstance(slot.model, WholeRoundModel):
-            outputs = slot.model.predict_round(_round_frame(slot, ids), benchmarks())
+            frame, benchmark_models = _round_frame(slot, ids), benchmarks()
+            outputs = _within_limit(slot.spec, lambda: slot.model.predict_round(frame, benchmark_models),
+                                    time_limit)
         else:
             outputs = np.concatenate(slot.outputs)
         outcome.predict_seconds += time.perf_counter() - started
@@ -222,6 +237,36 @@ def _finish(slot: _Slot, ids: pd.Index, benchmarks: Callable[[], pd.DataFrame | 
         slot.arrow_batches.clear()
     outcome.ok = True
     log.info("model %s: %d rows predicted and valid", slot.spec.name, outcome.rows)
+
+
+def _within_limit(spec: ModelSpec, call: Callable[[], T], time_limit: float | None) -> T:
+    """Run `call` in a thread and give up on it after `time_limit` seconds.
+
+    Python cannot stop a thread: a predict() that overruns keeps its thread
+    until it returns, but the run goes on without it and reports it failed.
+    """
+    if time_limit is None:
+        return call()
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(call())
+        except BaseException as exc:  # handed over to the caller below
+            error.append(exc)
+
+    worker = threading.Thread(target=target, name=f"predict-{spec.name}", daemon=True)
+    worker.start()
+    worker.join(time_limit)
+    if worker.is_alive():
+        raise PredictionError(
+            f"model '{spec.name}': took longer than its limit of {time_limit:g} s; "
+            "raise MODEL_TIME_LIMIT_SECONDS if it needs more"
+        )
+    if error:
+        raise error[0]
+    return result[0]
 
 
 def _read_benchmarks(path: Path | None) -> pd.DataFrame | None:

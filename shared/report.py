@@ -45,6 +45,7 @@ class ModelReport:
     error: str | None = None
     submission_id: str | None = None
     predictions_blob: str | None = None
+    from_archive: bool = False  # predictions reused from an earlier run of this round
 
     def fail(self, error: str) -> None:
         """Mark the model failed with a message for the user."""
@@ -93,13 +94,25 @@ class RunReport:
             self.reason = reason or "every model is already submitted for this round"
         else:
             self.status = RunStatus.SUCCEEDED
-            self.reason = reason
+            self.reason = reason or self.reason
 
     def fail(self, reason: str) -> None:
         """End the run as failed for a reason that is not one model's."""
         self.status = RunStatus.FAILED
         self.reason = reason
         self.finished_at = utc_now()
+
+    def redact(self, secrets: tuple[str, ...]) -> None:
+        """Blank out any secret that slipped into a message, before the report leaves the process."""
+        def clean(text: str | None) -> str | None:
+            for secret in secrets:
+                if text and secret:
+                    text = text.replace(secret, "***")
+            return text
+
+        self.reason = clean(self.reason)
+        for model in self.models:
+            model.error = clean(model.error)
 
     def to_json(self) -> str:
         """The report as JSON (enums as their values)."""

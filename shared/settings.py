@@ -38,6 +38,7 @@ class Settings:
     results_container: str = "results"
     manifest_blob: str = "models.json"
     batch_rows: int = 2000
+    model_time_limit_seconds: float = 600.0
     work_dir: Path = Path(tempfile.gettempdir()) / "numerai-submitter"
 
     def __repr__(self) -> str:
@@ -74,6 +75,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         results_container=env.text("RESULTS_CONTAINER", defaults.results_container),
         manifest_blob=env.text("MANIFEST_BLOB", defaults.manifest_blob),
         batch_rows=int(env.number("BATCH_ROWS", defaults.batch_rows, minimum=1)),
+        model_time_limit_seconds=env.number("MODEL_TIME_LIMIT_SECONDS", defaults.model_time_limit_seconds),
         work_dir=Path(env.text("WORK_DIR", str(defaults.work_dir))),
     )
 

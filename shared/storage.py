@@ -37,6 +37,7 @@ from azure.storage.blob import (
 )
 
 from shared.errors import StorageError
+from shared.run_lock import RunLock
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,14 @@ def _client_options(timeout_seconds: float) -> dict[str, object]:
 
 
 @dataclass(frozen=True)
+class Archived:
+    """Predictions kept in the results container, and what they were made from."""
+
+    csv: str
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
 class SubmissionRecord:
     """One model's confirmed submission for one round."""
 
@@ -167,6 +176,12 @@ class ModelStore:
                 f"blob '{blob_name}' in container '{self._container.container_name}' "
                 "is not UTF-8 text"
             ) from None
+
+    def etag(self, blob_name: str) -> str:
+        """The model file's current ETag (one HEAD request), without downloading it."""
+        _check_blob_name(blob_name)
+        with _azure_errors(self._container, blob_name, "read", "model file"):
+            return self._container.get_blob_client(blob_name).get_blob_properties().etag
 
     def fetch(self, blob_name: str) -> Path:
         """Return a local copy of a model file, downloading it only if its ETag changed.
@@ -232,14 +247,31 @@ class ResultsStore:
             return self._container.download_blob(name, encoding="utf-8").readall()
 
     def write_predictions(self, round_number: int, model_name: str, csv_text: str,
-                          folder: str = PREDICTIONS) -> str:
+                          folder: str = PREDICTIONS, metadata: dict[str, str] | None = None) -> str:
         """Store (or replace) a model's predictions for a round; returns the blob name.
 
         Test runs write to TEST_PREDICTIONS so that they never replace what was uploaded.
+        `metadata` says what the predictions were made from, so a later run can reuse them.
         """
         name = _predictions_name(folder, round_number, model_name)
-        self._upload(name, csv_text, _CSV, "predictions")
+        self._upload(name, csv_text, _CSV, "predictions", metadata)
         return name
+
+    def archived_predictions(self, round_number: int, model_name: str) -> Archived | None:
+        """A scheduled run's archived predictions for a round, with their metadata, or None."""
+        name = _predictions_name(PREDICTIONS, round_number, model_name)
+        with _azure_errors(self._container, name, "read", "predictions"):
+            try:
+                download = self._container.download_blob(name, encoding="utf-8")
+            except ResourceNotFoundError as exc:
+                if exc.error_code == StorageErrorCode.CONTAINER_NOT_FOUND:
+                    raise
+                return None
+            return Archived(download.readall(), dict(download.properties.metadata or {}))
+
+    def run_lock(self, name: str, lease_seconds: int) -> RunLock:
+        """A lock, held through a lease on the blob `locks/<name>`, for one run at a time."""
+        return RunLock(self._container.get_blob_client(f"locks/{_segment(name, 'lock name')}"), lease_seconds)
 
     def read_predictions(self, round_number: int, model_name: str,
                          folder: str = PREDICTIONS) -> str | None:
@@ -272,9 +304,11 @@ class ResultsStore:
                 records.append(self._parse_record(name, text))
         return sorted(records, key=lambda r: (r.round_number, r.model_name))
 
-    def _upload(self, name: str, text: str, content: ContentSettings, what: str) -> None:
+    def _upload(self, name: str, text: str, content: ContentSettings, what: str,
+                metadata: dict[str, str] | None = None) -> None:
         with _azure_errors(self._container, name, "write", what):
-            self._container.upload_blob(name, text, overwrite=True, content_settings=content)
+            self._container.upload_blob(name, text, overwrite=True, content_settings=content,
+                                        metadata=metadata)
 
     def _read_optional(self, name: str, what: str) -> str | None:
         with _azure_errors(self._container, name, "read", what):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import cloudpickle
@@ -195,3 +196,39 @@ def test_read_ahead_yields_everything_in_order_and_passes_errors_on() -> None:
         for item in read_ahead(failing()):
             seen.append(item)
     assert seen == [1]
+
+
+def test_a_model_over_its_time_limit_is_stopped_and_the_others_finish(
+    small_round: SyntheticRound, example_models: Path, tmp_path: Path
+) -> None:
+    def slow(live_features, live_benchmark_models=None):
+        import time
+
+        time.sleep(5)
+        return live_features.iloc[:, :1].rank(pct=True).set_axis(["prediction"], axis=1)
+
+    path = tmp_path / "slow.pkl"
+    path.write_bytes(cloudpickle.dumps(slow))
+    spec = ModelSpec(name="slow", file="slow.pkl", format="numerai_pickle", features="small", trust_pickle=True)
+    onnx = [(s, p) for s, p in manifest_models(example_models) if s.name == "demo_onnx"]
+    started = time.monotonic()
+    outcomes = predict_round(
+        LiveData(small_round.live_path, "v5.3"), read_feature_sets(small_round.features_path),
+        [(spec, path), *onnx], 64, time_limit=0.5,
+    )
+    assert time.monotonic() - started < 4  # the run did not wait for the slow model
+    slow_outcome, onnx_outcome = outcomes
+    assert slow_outcome.error == (
+        "model 'slow': took longer than its limit of 0.5 s; raise MODEL_TIME_LIMIT_SECONDS if it needs more"
+    )
+    assert onnx_outcome.ok
+
+
+def test_a_batch_model_over_its_time_limit_stops_between_batches(small_round: SyntheticRound, example_models: Path) -> None:
+    keras_model = [(s, p) for s, p in manifest_models(example_models) if s.name == "demo_keras"]
+    [outcome] = predict_round(
+        LiveData(small_round.live_path, "v5.3"), read_feature_sets(small_round.features_path),
+        keras_model, 64, time_limit=1e-9,
+    )
+    assert outcome.error.startswith("model 'demo_keras': took longer than its limit of 1e-09 s (stopped after 64 rows)")
+    assert outcome.submission is None

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from azure.functions.timer import TimerRequest
 from opentelemetry import metrics
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from opentelemetry.sdk._logs import LoggerProvider
@@ -17,10 +16,10 @@ from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogR
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-import function_app
 from devkit.local_stack import LocalStack
 from shared.jobs import RunFailed
 from shared.telemetry import EXPORTED_LOGGER, METER_NAME, configure_telemetry
+from tests.support import fire_timer
 
 REPO = Path(__file__).resolve().parent.parent
 _READER = InMemoryMetricReader()
@@ -61,7 +60,7 @@ def test_a_run_emits_a_record_per_model_a_run_record_and_metrics(
     container.upload_blob("demo_onnx.onnx", b"not onnx", overwrite=True)
     before = {name: sum(p.value for p in pts) for name, pts in metric_points().items() if name != "run.duration"}
     with pytest.raises(RunFailed):
-        function_app.scheduled_submission.build().get_user_function()(TimerRequest(past_due=False))
+        fire_timer()
 
     records = [r.log_record if hasattr(r, "log_record") else r for r in exported_logs.get_finished_logs()]
     per_model = {r.attributes["model"]: r.attributes for r in records if "model" in r.attributes}
@@ -84,7 +83,7 @@ def test_a_run_emits_a_record_per_model_a_run_record_and_metrics(
 
 def test_the_records_read_well_on_the_console(deployed: LocalStack, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="shared")
-    function_app.scheduled_submission.build().get_user_function()(TimerRequest(past_due=False))
+    fire_timer()
     assert "model demo_keras: submitted, 503 rows" in caplog.text
     assert "(scheduled, round 1200): succeeded in" in caplog.text
     assert "4 submitted, 0 failed" in caplog.text

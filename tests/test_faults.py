@@ -1,0 +1,398 @@
+"""The fault matrix: what a run does when storage, data, the Numerai API, the timer or a
+model misbehaves. Every row runs the real app against Azurite and the Numerai sandbox
+and checks what the run did, what the report says, what the ledger holds and what
+Numerai received; and after every row, that no secret reached any output.
+
+Rows tested elsewhere: a corrupt model file, a 5xx that recovers, bad credentials, an
+unknown model, a failing PUT (tests/test_function_app.py); NaN, constant and too-short
+outputs at the engine level (tests/test_predictor.py, tests/test_numerai_pickle.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from devkit.azurite import ACCOUNT_KEY
+from devkit.example_models import write_onnx_linear
+from devkit.fault_proxy import FaultProxy
+from devkit.local_stack import FAKE_PUBLIC_ID, FAKE_SECRET_KEY, LocalStack
+from devkit.synthetic import SyntheticRound, write_round
+from shared.jobs import RunFailed
+from tests.support import MODELS, downloads, fire_timer, reports, results, uploads
+
+REPO = Path(__file__).resolve().parent.parent
+SECRETS = (FAKE_PUBLIC_ID, FAKE_SECRET_KEY, ACCOUNT_KEY)
+
+
+@pytest.fixture(autouse=True)
+def no_secret_anywhere(
+    request: pytest.FixtureRequest, deployed: LocalStack, caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> Iterator[list[str]]:
+    """After each row: no secret in the logs (at DEBUG), the console, the reports or raised errors."""
+    caplog.set_level(logging.DEBUG)
+    texts: list[str] = []  # rows add what they caught: exception messages, HTTP bodies
+    yield texts
+    captured = capfd.readouterr()
+    everything = [caplog.text, captured.out, captured.err, *texts, *map(json.dumps, _reports_if_any(deployed))]
+    for secret in SECRETS:
+        assert not any(secret in text for text in everything), f"a secret leaked in {request.node.name}"
+
+
+def _reports_if_any(stack: LocalStack) -> list[dict]:
+    try:
+        return reports(stack)
+    except Exception:  # the results container may not exist when storage was down
+        return []
+
+
+def failed_run(texts: list[str]) -> str:
+    with pytest.raises(RunFailed) as error:
+        fire_timer()
+    texts.append(str(error.value))
+    return str(error.value)
+
+
+def line(report: dict, name: str) -> dict:
+    return next(m for m in report["models"] if m["name"] == name)
+
+
+# --- Blob Storage -------------------------------------------------------------------
+
+
+def test_storage_unreachable_fails_fast_and_says_so(
+    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch, no_secret_anywhere: list[str]
+) -> None:
+    closed = FaultProxy(deployed.azurite.port).start()
+    port = closed.port
+    closed.stop()  # nothing listens there now
+    monkeypatch.setenv("MODELS_STORAGE_CONNECTION_STRING",
+                       deployed.azurite.connection_string.replace(f":{deployed.azurite.port}/", f":{port}/"))
+    started = time.monotonic()
+    message = failed_run(no_secret_anywhere)
+    assert time.monotonic() - started < 30
+    assert f"container '{deployed.results_container}'" in message
+    assert deployed.sandbox.requests_log == []  # nothing asked of Numerai, nothing uploaded
+
+
+@pytest.fixture
+def storage_proxy(deployed: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    with FaultProxy(deployed.azurite.port) as proxy:
+        monkeypatch.setenv("MODELS_STORAGE_CONNECTION_STRING",
+                           deployed.azurite.connection_string.replace(f":{deployed.azurite.port}/",
+                                                                      f":{proxy.port}/"))
+        yield proxy
+
+
+def test_storage_5xx_that_recovers_is_retried(deployed: LocalStack, storage_proxy: FaultProxy) -> None:
+    storage_proxy.faults.fail_next = 2
+    fire_timer()
+    assert reports(deployed)[-1]["status"] == "succeeded"
+    assert len(deployed.sandbox.submissions) == 4
+
+
+def test_storage_5xx_for_good_fails_the_run_and_uploads_nothing(
+    deployed: LocalStack, storage_proxy: FaultProxy, no_secret_anywhere: list[str]
+) -> None:
+    storage_proxy.faults.fail_all = True
+    message = failed_run(no_secret_anywhere)
+    assert "503" in message or "ServiceUnavailable" in message or "could not" in message
+    assert uploads(deployed) == [] and deployed.sandbox.submissions == []
+
+
+def test_storage_slower_than_the_timeout_fails_the_run(
+    deployed: LocalStack, storage_proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch, no_secret_anywhere: list[str]
+) -> None:
+    monkeypatch.setenv("STORAGE_TIMEOUT_SECONDS", "0.5")
+    storage_proxy.faults.delay_seconds = 2
+    message = failed_run(no_secret_anywhere)
+    assert "could not" in message
+    assert deployed.sandbox.submissions == []
+
+
+def test_a_missing_model_blob_fails_that_model_only(deployed: LocalStack, no_secret_anywhere: list[str]) -> None:
+    deployed.blob_service.get_container_client(deployed.models_container).delete_blob("demo_onnx.onnx")
+    failed_run(no_secret_anywhere)
+    report = reports(deployed)[-1]
+    assert line(report, "demo_onnx")["error"] == (
+        f"model 'demo_onnx': model file 'demo_onnx.onnx' not found in container '{deployed.models_container}'"
+    )
+    assert sorted(s.model_name for s in deployed.sandbox.submissions) == ["demo_keras", "demo_lightgbm", "demo_upload"]
+    assert len(results(deployed).ledger()) == 3
+
+
+def test_a_manifest_with_an_error_fails_before_any_download(deployed: LocalStack, no_secret_anywhere: list[str]) -> None:
+    container = deployed.blob_service.get_container_client(deployed.models_container)
+    container.upload_blob("models.json", b'{"models": [{"name": "x", "file": "x.onnx", "format": "onx"}]}',
+                          overwrite=True)
+    message = failed_run(no_secret_anywhere)
+    assert f"{deployed.models_container}/models.json: model #1 ('x'): field 'format'" in message
+    assert "field 'features': Field required" in message
+    assert downloads(deployed) == [] and uploads(deployed) == []
+    assert reports(deployed)[-1]["status"] == "failed"
+
+
+def test_a_model_file_in_another_format_than_declared(deployed: LocalStack, example_models: Path,
+                                                      no_secret_anywhere: list[str]) -> None:
+    container = deployed.blob_service.get_container_client(deployed.models_container)
+    container.upload_blob("demo_onnx.onnx", (example_models / "demo_lightgbm.txt").read_bytes(), overwrite=True)
+    failed_run(no_secret_anywhere)
+    assert line(reports(deployed)[-1], "demo_onnx")["error"].startswith(
+        "model 'demo_onnx': cannot load 'demo_onnx.onnx' as onnx:")
+    assert len(deployed.sandbox.submissions) == 3
+
+
+# --- The round's data ---------------------------------------------------------------
+
+
+def test_a_failing_download_is_retried_then_fails_the_run(deployed: LocalStack, no_secret_anywhere: list[str]) -> None:
+    deployed.sandbox.faults.download_status = 500
+    message = failed_run(no_secret_anywhere)
+    assert "download of v5.3/features.json failed" in message
+    assert len(downloads(deployed)) == 3  # NUMERAI_RETRIES tries
+    assert uploads(deployed) == []
+
+
+def test_a_truncated_download_is_resumed_and_the_run_completes(
+    deployed: LocalStack, small_round: SyntheticRound
+) -> None:
+    deployed.sandbox.faults.truncate_download = True
+
+    def heal_after_first_cut(entry: str) -> None:
+        if entry.startswith("GET /files/"):
+            threading.Timer(0.05, deployed.sandbox.faults.reset).start()
+
+    deployed.sandbox.on_request = heal_after_first_cut
+    fire_timer()
+    assert reports(deployed)[-1]["status"] == "succeeded"
+    assert len(deployed.sandbox.submissions) == 4
+
+
+def test_a_live_file_that_is_not_parquet_fails_the_run(deployed: LocalStack, tmp_path: Path,
+                                                       no_secret_anywhere: list[str]) -> None:
+    garbage = tmp_path / "live.parquet"
+    garbage.write_bytes(b"<html>Service temporarily unavailable</html>")
+    deployed.sandbox.add_dataset("v5.3/live.parquet", garbage)
+    message = failed_run(no_secret_anywhere)
+    assert "live.parquet (v5.3): not a readable parquet file" in message
+    assert uploads(deployed) == []
+
+
+def test_features_missing_after_a_data_version_change(
+    deployed: LocalStack, small_round: SyntheticRound, tmp_path: Path, no_secret_anywhere: list[str]
+) -> None:
+    # The new data lacks 20 columns that the models were trained on.
+    table = pq.read_table(small_round.live_path)
+    gone = [f"feature_{i:04d}" for i in range(40, 60)]
+    pq.write_table(table.drop_columns(gone), tmp_path / "live.parquet")
+    deployed.sandbox.add_dataset("v5.3/live.parquet", tmp_path / "live.parquet")
+    failed_run(no_secret_anywhere)
+    report = reports(deployed)[-1]
+    assert line(report, "demo_keras")["error"] == (
+        "model 'demo_keras': 20 of its 60 features are not in live.parquet of data version v5.3: "
+        "feature_0040, feature_0041, feature_0042, feature_0043, feature_0044 and 15 more"
+    )
+    assert "features are not in live.parquet of data version v5.3" in line(report, "demo_lightgbm")["error"]
+    assert line(report, "demo_onnx")["status"] == "submitted"  # its columns are all still there
+    assert [s.model_name for s in deployed.sandbox.submissions] == ["demo_onnx"]
+
+
+def test_features_with_missing_values_are_filled_and_submitted(deployed: LocalStack, tmp_path: Path) -> None:
+    holes = write_round(tmp_path / "holes", rows=400, n_features=60, missing_fraction=0.05, seed=12)
+    deployed.sandbox.add_dataset_dir("v5.3", holes.directory)
+    fire_timer()
+    assert reports(deployed)[-1]["status"] == "succeeded"
+    assert len(deployed.sandbox.submissions) == 4
+
+
+# --- The Numerai API ----------------------------------------------------------------
+
+
+def test_an_api_down_for_good_fails_the_run_with_the_reason(deployed: LocalStack, no_secret_anywhere: list[str]) -> None:
+    deployed.sandbox.faults.api_5xx_forever = True
+    message = failed_run(no_secret_anywhere)
+    assert "Numerai API did not answer rounds after 3 tries (last: HTTP 503)" in message
+    assert reports(deployed)[-1]["status"] == "failed"
+
+
+def test_create_submission_failing_after_the_put_is_not_recorded(deployed: LocalStack,
+                                                                 no_secret_anywhere: list[str]) -> None:
+    deployed.sandbox.faults.create_submission_error = "Internal server error"
+    failed_run(no_secret_anywhere)
+    report = reports(deployed)[-1]
+    for name in MODELS:
+        assert line(report, name)["error"] == "Numerai API refused create_submission: Internal server error"
+        assert line(report, name)["predictions_blob"]
+    assert results(deployed).ledger() == [] and deployed.sandbox.submissions == []
+
+
+def test_the_round_ending_during_the_run_uploads_nothing(deployed: LocalStack, no_secret_anywhere: list[str]) -> None:
+    def next_round_opens(entry: str) -> None:
+        if entry.endswith("live.parquet"):
+            deployed.sandbox.open_new_round()
+
+    deployed.sandbox.on_request = next_round_opens
+    failed_run(no_secret_anywhere)
+    report = reports(deployed)[-1]
+    for name in MODELS:
+        assert line(report, name)["error"] == (
+            f"model '{name}': round 1200 ended during the run (round 1201 is current); "
+            "its predictions are archived but were not uploaded"
+        )
+    assert uploads(deployed) == []
+    assert results(deployed).read_predictions(1200, "demo_keras") is not None
+
+
+def test_the_round_closing_for_staking_during_the_run_submits_late(deployed: LocalStack) -> None:
+    def staking_closes(entry: str) -> None:
+        if entry.endswith("live.parquet"):
+            deployed.sandbox.close_round()
+
+    deployed.sandbox.on_request = staking_closes
+    fire_timer()
+    report = reports(deployed)[-1]
+    assert report["status"] == "succeeded"
+    assert "closed for staking during the run; the submissions are late" in report["reason"]
+    assert len(deployed.sandbox.submissions) == 4
+
+
+# --- The timer ----------------------------------------------------------------------
+
+
+def test_two_timers_at_once_one_works_the_other_ends_cleanly(deployed: LocalStack) -> None:
+    first_inside = threading.Event()
+    second_done = threading.Event()
+
+    def hold_the_first_run(entry: str) -> None:
+        if entry == "graphql rounds" and not first_inside.is_set():
+            first_inside.set()
+            second_done.wait(30)
+
+    deployed.sandbox.on_request = hold_the_first_run
+    first = threading.Thread(target=fire_timer)
+    first.start()
+    assert first_inside.wait(30)
+    fire_timer()  # the second firing, while the first holds the lock
+    second_done.set()
+    first.join(60)
+
+    statuses = sorted((r["status"], r["reason"] or "") for r in reports(deployed))
+    assert statuses[0][0] == "nothing_to_do"
+    assert "another run holds the lock 'locks/scheduled-run'; this run did nothing" in statuses[0][1]
+    assert statuses[1][0] == "succeeded"
+    assert len(deployed.sandbox.submissions) == 4 and len(results(deployed).ledger()) == 4
+
+
+def test_a_past_due_timer_runs_and_says_so(deployed: LocalStack) -> None:
+    fire_timer(past_due=True)
+    report = reports(deployed)[-1]
+    assert report["past_due"] is True and report["status"] == "succeeded"
+
+
+def test_a_run_killed_after_archiving_is_finished_by_the_next_without_predicting_again(
+    deployed: LocalStack, tmp_path: Path
+) -> None:
+    release = threading.Event()
+
+    def hold_uploads(entry: str) -> None:
+        if entry == "graphql submission_upload_auth":
+            release.wait(60)
+
+    deployed.sandbox.on_request = hold_uploads
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    victim = subprocess.Popen([sys.executable, "-m", "shared", "run"], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while "graphql submission_upload_auth" not in deployed.sandbox.requests_log:
+            assert time.monotonic() < deadline and victim.poll() is None
+            time.sleep(0.1)
+        victim.send_signal(signal.SIGKILL)  # mid-run: everything archived, nothing uploaded
+        victim.wait(30)
+    finally:
+        release.set()
+    deployed.sandbox.on_request = None
+    assert deployed.sandbox.submissions == []
+    live_downloads = downloads(deployed).count("GET /files/v5.3/live.parquet")
+
+    # The killed run's lease lapses within 15 s; until then a run ends cleanly, locked out.
+    deadline = time.monotonic() + 40
+    while not any(r["status"] == "succeeded" for r in reports(deployed)):
+        assert time.monotonic() < deadline
+        fire_timer()
+        time.sleep(1)
+
+    assert downloads(deployed).count("GET /files/v5.3/live.parquet") == live_downloads  # nothing predicted again
+    finished = next(r for r in reports(deployed) if r["status"] == "succeeded")
+    assert all(m["from_archive"] and m["status"] == "submitted" for m in finished["models"])
+    assert sorted(s.model_name for s in deployed.sandbox.submissions) == MODELS
+    assert len(results(deployed).ledger(1200)) == 4
+    fire_timer()
+    assert len(deployed.sandbox.submissions) == 4  # and never twice
+
+
+# --- Models that misbehave ----------------------------------------------------------
+
+
+def test_models_that_predict_badly_are_reported_and_the_good_one_submitted(
+    deployed: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, no_secret_anywhere: list[str]
+) -> None:
+    import cloudpickle
+
+    small = len(small_round.feature_sets["small"])
+    write_onnx_linear(tmp_path / "nan.onnx", np.full(small, np.nan), 0.0)
+    write_onnx_linear(tmp_path / "flat.onnx", np.zeros(small), 0.5)
+    write_onnx_linear(tmp_path / "steep.onnx", np.full(small, 10.0), 0.0)
+
+    def too_few(live_features, live_benchmark_models=None):
+        return live_features.iloc[:100, :1].rank(pct=True).set_axis(["prediction"], axis=1)
+
+    def slow(live_features, live_benchmark_models=None):
+        import time as clock
+
+        clock.sleep(6)
+        return live_features.iloc[:, :1].rank(pct=True).set_axis(["prediction"], axis=1)
+
+    (tmp_path / "few.pkl").write_bytes(cloudpickle.dumps(too_few))
+    (tmp_path / "slow.pkl").write_bytes(cloudpickle.dumps(slow))
+    entries = [
+        {"name": "nan_model", "file": "nan.onnx", "format": "onnx", "features": "small"},
+        {"name": "flat_model", "file": "flat.onnx", "format": "onnx", "features": "small"},
+        {"name": "steep_model", "file": "steep.onnx", "format": "onnx", "features": "small", "output": "raw"},
+        {"name": "few_rows", "file": "few.pkl", "format": "numerai_pickle", "features": "small", "trust_pickle": True},
+        {"name": "slow_model", "file": "slow.pkl", "format": "numerai_pickle", "features": "small",
+         "trust_pickle": True},
+        {"name": "demo_onnx", "file": "demo_onnx.onnx", "format": "onnx", "features": "small"},
+    ]
+    container = deployed.blob_service.get_container_client(deployed.models_container)
+    container.upload_blob("models.json", json.dumps({"models": entries}), overwrite=True)
+    for entry in entries[:-1]:
+        container.upload_blob(entry["file"], (tmp_path / entry["file"]).read_bytes(), overwrite=True)
+        deployed.sandbox.models[entry["name"]] = entry["name"] + "-id"
+    monkeypatch.setenv("MODEL_TIME_LIMIT_SECONDS", "1")
+
+    started = time.monotonic()
+    failed_run(no_secret_anywhere)
+    assert time.monotonic() - started < 6  # the slow model was not waited for
+    report = reports(deployed)[-1]
+    assert line(report, "nan_model")["error"] == "model 'nan_model': predicted NaN or infinity for 503 of 503 rows"
+    assert "non-zero standard deviation" in line(report, "flat_model")["error"]
+    assert "values must be between 0 and 1" in line(report, "steep_model")["error"]
+    assert "returned no prediction for 403 of 503 live ids" in line(report, "few_rows")["error"]
+    assert "took longer than its limit of 1 s" in line(report, "slow_model")["error"]
+    assert line(report, "flat_model")["predictions_blob"] == "predictions/round-1200/flat_model.rejected.csv"
+    assert [s.model_name for s in deployed.sandbox.submissions] == ["demo_onnx"]
