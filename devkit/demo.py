@@ -9,7 +9,6 @@ reports. Everything it starts, it stops.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -19,6 +18,7 @@ from pathlib import Path
 from devkit.example_models import DEMO_PLAN, write_example_models
 from devkit.local_stack import LocalStack
 from devkit.synthetic import write_round
+from shared.report import RunReport
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / ".work" / "demo"
@@ -55,9 +55,8 @@ def main() -> int:
         _say("POST /api/test-run (test mode: everything but the upload) ...")
         request = func.HttpRequest("POST", "/api/test-run", body=b"{}")
         response = function_app.test_run.build().get_user_function()(request)
-        report = json.loads(response.get_body())
         print(f"HTTP {response.status_code}")
-        print(_summary(report))
+        print(RunReport.from_json(response.get_body()).summary())
         print(f"\nSubmissions after the test run: {len(stack.sandbox.submissions)} (unchanged: test runs never upload)")
     return 0 if timer_ok and response.status_code == 200 else 1
 
@@ -65,18 +64,9 @@ def main() -> int:
 def _print_latest_report(stack: LocalStack) -> None:
     container = stack.blob_service.get_container_client(stack.results_container)
     latest = max(b.name for b in container.list_blobs(name_starts_with="reports/"))
-    report = json.loads(container.download_blob(latest).readall())
+    report = RunReport.from_json(container.download_blob(latest).readall())
     print(f"Report saved as {stack.results_container}/{latest}:")
-    print(_summary(report))
-
-
-def _summary(report: dict) -> str:
-    from shared.report import ModelReport, ModelStatus, Mode, RunReport, RunStatus
-
-    models = [ModelReport(**{**m, "status": ModelStatus(m["status"])}) for m in report["models"]]
-    run = RunReport(**{**report, "mode": Mode(report["mode"]), "status": RunStatus(report["status"]),
-                       "models": models})
-    return run.summary()
+    print(report.summary())
 
 
 def _say(text: str) -> None:

@@ -118,6 +118,13 @@ class RunReport:
         """The report as JSON (enums as their values)."""
         return json.dumps(asdict(self), default=lambda v: v.value, indent=2)
 
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RunReport:
+        """A report read back from its JSON."""
+        raw = json.loads(text)
+        models = [ModelReport(**{**m, "status": ModelStatus(m["status"])}) for m in raw["models"]]
+        return cls(**{**raw, "mode": Mode(raw["mode"]), "status": RunStatus(raw["status"]), "models": models})
+
     def summary(self) -> str:
         """A few lines for a person: the run, then one line per model."""
         head = f"{self.mode.value} run {self.run_id}: {self.status.value}"

@@ -1,0 +1,192 @@
+"""`make soak`: 30 consecutive rounds in the sandbox with faults injected at random.
+
+Each round the timer fires, sometimes into a fault drawn from a fixed seed
+(an API outage, a failing upload, a broken model, storage answering 503, ...),
+and fires again once the fault is gone, as a user's daily schedule would the
+next time. At the end it checks, and prints:
+- every round's models were each submitted exactly once, or the round's
+  reports say why not;
+- the ledger matches what the sandbox received, submission for submission;
+- no temporary files were left behind and memory did not keep growing.
+Exit code 0 only if all of that holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from devkit.example_models import DEMO_PLAN, write_example_models
+from devkit.fault_proxy import FaultProxy
+from devkit.local_stack import LocalStack
+from devkit.synthetic import write_round
+from shared.jobs import RunFailed
+from shared.report import RunReport
+from shared.storage import ResultsStore
+
+REPO = Path(__file__).resolve().parent.parent
+WORK = REPO / ".work" / "soak"
+
+
+@dataclass
+class SoakFigures:
+    """What the soak run saw, and whether everything added up."""
+
+    rounds: int = 0
+    faults: Counter = field(default_factory=Counter)
+    firings: int = 0
+    failed_firings: int = 0
+    submissions: int = 0
+    unexplained: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    ledger_matches: bool = False
+    leftover_files: int = 0
+    rss_mb: list[float] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every check held."""
+        # Memory: the last rounds may not hold much more than the first ones after warm-up.
+        steady = len(self.rss_mb) < 6 or max(self.rss_mb[-3:]) <= max(self.rss_mb[2:5]) * 1.10
+        return self.ledger_matches and not self.unexplained and not self.duplicates \
+            and self.leftover_files == 0 and steady
+
+
+def _faults(stack: LocalStack, proxy: FaultProxy) -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:
+    """Each fault: how to inject it, and how to take it away again."""
+    sandbox = stack.sandbox
+    models = stack.blob_service.get_container_client(stack.models_container)
+    original = models.download_blob("demo_onnx.onnx").readall()
+
+    def corrupt() -> None:
+        models.upload_blob("demo_onnx.onnx", b"corrupted", overwrite=True)
+
+    def repair() -> None:
+        models.upload_blob("demo_onnx.onnx", original, overwrite=True)
+
+    def set_fault(name: str, value: object) -> Callable[[], None]:
+        return lambda: setattr(sandbox.faults, name, value)
+
+    def set_proxy(name: str, value: object) -> Callable[[], None]:
+        return lambda: setattr(proxy.faults, name, value)
+
+    clear = sandbox.faults.reset
+    return {
+        "api 5xx, recovers": (set_fault("api_5xx", 2), clear),
+        "api down": (set_fault("api_5xx_forever", True), clear),
+        "upload PUT refused": (set_fault("put_status", 403), clear),
+        "create_submission fails": (set_fault("create_submission_error", "Internal server error"), clear),
+        "download fails": (set_fault("download_status", 500), clear),
+        "graphql error once": (set_fault("graphql_error", "Something went wrong"), clear),
+        "corrupt model": (corrupt, repair),
+        "storage 5xx, recovers": (set_proxy("fail_next", 1), lambda: setattr(proxy.faults, "fail_next", 0)),
+    }
+
+
+def _fire(figures: SoakFigures) -> None:
+    from function_app import scheduled_submission
+    from azure.functions.timer import TimerRequest
+
+    figures.firings += 1
+    try:
+        scheduled_submission.build().get_user_function()(TimerRequest(past_due=False))
+    except RunFailed:
+        figures.failed_firings += 1
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def soak(rounds: int, seed: int, work: Path) -> SoakFigures:
+    """Run `rounds` rounds with random faults; return the figures."""
+    rng = random.Random(seed)
+    figures = SoakFigures()
+    data = write_round(work / "round", rows=600, n_features=60, seed=seed)
+    write_example_models(work / "models", data.feature_sets, DEMO_PLAN)
+    with LocalStack() as stack, FaultProxy(stack.azurite.port) as proxy:
+        stack.deploy(work / "models", data)
+        os.environ.update(stack.environ(work / "app"))
+        os.environ["MODELS_STORAGE_CONNECTION_STRING"] = stack.azurite.connection_string.replace(
+            f":{stack.azurite.port}/", f":{proxy.port}/")
+        faults = _faults(stack, proxy)
+        for number in range(rounds):
+            if number:
+                stack.sandbox.open_new_round()
+            figures.rounds += 1
+            name = rng.choice([*faults, None, None, None])
+            if name is not None:
+                inject, remove = faults[name]
+                figures.faults[name] += 1
+                inject()
+                _fire(figures)
+                remove()
+            _fire(figures)
+            if rng.random() < 0.3:
+                _fire(figures)  # a timer that fires twice in one round
+            figures.rss_mb.append(round(_rss_mb(), 1))
+        _check(figures, stack, work / "app")
+    return figures
+
+
+def _check(figures: SoakFigures, stack: LocalStack, work_dir: Path) -> None:
+    received = Counter((s.round, s.model_name) for s in stack.sandbox.submissions)
+    figures.submissions = sum(received.values())
+    figures.duplicates = [f"round {r} {m}: {n} submissions" for (r, m), n in received.items() if n > 1]
+    ledger = ResultsStore(stack.blob_service, stack.results_container).ledger()
+    figures.ledger_matches = {(r.round_number, r.model_name, r.submission_id) for r in ledger} == {
+        (s.round, s.model_name, s.id) for s in stack.sandbox.submissions}
+    reports = _reports(stack)
+    for round_number in {r.round_number for r in reports if r.round_number is not None}:
+        for model in (name for name, _, _ in DEMO_PLAN):
+            if received[(round_number, model)] == 1:
+                continue
+            said = [m.error for r in reports if r.round_number == round_number for m in r.models
+                    if m.name == model and m.error]
+            if not said:
+                figures.unexplained.append(f"round {round_number} {model}: not submitted, no reason given")
+    figures.leftover_files = sum(1 for _ in (work_dir / "rounds").rglob("*")) if (work_dir / "rounds").exists() else 0
+
+
+def _reports(stack: LocalStack) -> list[RunReport]:
+    container = stack.blob_service.get_container_client(stack.results_container)
+    return [RunReport.from_json(container.download_blob(blob.name).readall())
+            for blob in container.list_blobs(name_starts_with="reports/")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the soak and print its figures."""
+    parser = argparse.ArgumentParser(prog="python -m devkit.soak")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--work", type=Path, default=WORK)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.CRITICAL)  # the runs' own logs would drown the figures
+    figures = soak(args.rounds, args.seed, args.work)
+    lines = [
+        f"rounds: {figures.rounds}, timer firings: {figures.firings} ({figures.failed_firings} reported failed)",
+        "faults injected: " + (", ".join(f"{k} ×{v}" for k, v in sorted(figures.faults.items())) or "none"),
+        f"submissions received by Numerai: {figures.submissions}",
+        f"models submitted twice in a round: {len(figures.duplicates)} {figures.duplicates or ''}",
+        f"model-rounds neither submitted nor explained: {len(figures.unexplained)} {figures.unexplained or ''}",
+        f"ledger matches Numerai's records exactly: {figures.ledger_matches}",
+        f"temporary files left: {figures.leftover_files}",
+        f"RSS MiB by round: first {figures.rss_mb[:3]}, last {figures.rss_mb[-3:]}",
+        f"all checks hold: {figures.ok}",
+    ]
+    print("\n".join(lines))  # noqa: T201 - the script's output
+    return 0 if figures.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+// Two log search alerts on the app's Application Insights telemetry, sent to
+// one action group: a scheduled run failed, and a scheduled run was due but no
+// successful run followed. The second alert reads the timer's own schedule,
+// because Azure Monitor log alerts look back at most two days
+// ("Supported granularities are: 5 ... 2880" minutes): an alert on "no success
+// in the last N days" cannot see a weekly run.
+
+param location string
+param tags object = {}
+param applicationInsightsId string
+
+@description('Where alerts are emailed; empty creates the action group without receivers.')
+param alertEmail string = ''
+
+@description('NCRONTAB schedule of the timer (seconds minutes hours day month weekday, UTC).')
+param schedule string
+
+@description('Minutes after a scheduled run is due before its missing success alerts; covers the 30-minute function timeout and telemetry delay.')
+@minValue(30)
+@maxValue(240)
+param missedRunGraceMinutes int = 60
+
+// The name of the timer function in function_app.py.
+var functionName = 'scheduled_submission'
+
+resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
+  name: 'ag-numerai-submissions'
+  location: 'global'
+  tags: tags
+  properties: {
+    groupShortName: 'numerai'
+    enabled: true
+    emailReceivers: empty(alertEmail) ? [] : [
+      {
+        name: 'email'
+        emailAddress: alertEmail
+        useCommonAlertSchema: true
+      }
+    ]
+  }
+}
+
+// Request telemetry is stamped with the invocation's start and written at its
+// end, so a run of up to 30 minutes lands well inside a one-hour window. The
+// alert is stateful (autoMitigate): one failure notifies once, not four times.
+resource runFailed 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: 'alert-scheduled-run-failed'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'Numerai scheduled run failed'
+    description: 'The timer function ${functionName} failed: a model failed or the job could not run. The run report in the results container (reports/) says why.'
+    severity: 1
+    enabled: true
+    scopes: [
+      applicationInsightsId
+    ]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT1H'
+    autoMitigate: true
+    criteria: {
+      allOf: [
+        {
+          query: 'requests | where name contains "${functionName}" and success == false'
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [
+        actionGroup.id
+      ]
+    }
+  }
+}
+
+// Finds the latest time the schedule was due (seconds, minutes and hours as
+// numbers; weekday '*', 'N', 'A-B' or a list of those, as in the README's
+// weekly and daily schedules) and returns a row when no successful run started
+// since. Each due run is judged in the hourly evaluations of the 90 minutes
+// after its grace period; muting actions for two hours makes that one email.
+var missedRunQuery = '''
+let fields = split("{schedule}", " ");
+let runTime = tolong(fields[2]) * 1h + tolong(fields[1]) * 1m + tolong(fields[0]) * 1s;
+let grace = {grace}m;
+let runDays = toscalar(
+    print spec = split(tostring(fields[5]), ",")
+    | mv-expand spec to typeof(string)
+    | extend bounds = split(iff(spec == "*", "0-6", spec), "-")
+    | extend low = tolong(bounds[0]), high = tolong(iff(array_length(bounds) == 2, bounds[1], bounds[0]))
+    | mv-expand day = range(low, high, 1) to typeof(long)
+    | summarize make_set(day % 7));
+let lastDue = toscalar(
+    range daysAgo from 0 to 7 step 1
+    | extend due = startofday(now()) - daysAgo * 1d + runTime
+    | where due <= now() - grace and set_has_element(runDays, tolong(dayofweek(due) / 1d))
+    | summarize max(due));
+requests
+| where timestamp >= lastDue and name contains "{function}" and success == true
+| summarize successes = count()
+| where successes == 0 and lastDue > now() - grace - 90m
+'''
+
+resource runMissed 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: 'alert-scheduled-run-missed'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'Numerai scheduled run missed'
+    description: 'No successful ${functionName} run started since the schedule (${schedule}, UTC) was last due. The app may be stopped, failing to start, or the run failed (see the failed-run alert).'
+    severity: 1
+    enabled: true
+    scopes: [
+      applicationInsightsId
+    ]
+    evaluationFrequency: 'PT1H'
+    // Covers the grace period plus the 90-minute judging band.
+    windowSize: 'PT6H'
+    autoMitigate: false
+    muteActionsDuration: 'PT2H'
+    criteria: {
+      allOf: [
+        {
+          query: replace(replace(replace(missedRunQuery, '{schedule}', schedule), '{grace}', string(missedRunGraceMinutes)), '{function}', functionName)
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [
+        actionGroup.id
+      ]
+    }
+  }
+}
+
+output actionGroupId string = actionGroup.id

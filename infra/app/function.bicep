@@ -1,0 +1,177 @@
+// The Function App on a Flex Consumption (FC1) plan, Linux, Python 3.11.
+// Everything reaches its dependencies through the one user-assigned identity:
+// the host's storage, the deployment package, Key Vault references and
+// Application Insights. No connection string or key is stored in the app.
+
+param name string
+param planName string
+param location string
+param tags object = {}
+
+@description('Resource id of the user-assigned identity the app runs as.')
+param identityId string
+
+@description('Client id of that identity, for the host and DefaultAzureCredential.')
+param identityClientId string
+
+param storageAccountName string
+param deploymentContainerName string
+param modelsContainerName string
+param resultsContainerName string
+param applicationInsightsName string
+param keyVaultName string
+param publicIdSecretName string
+param secretKeySecretName string
+
+@description('NCRONTAB schedule of the timer, UTC.')
+param schedule string
+
+@description('Numerai data version to download.')
+param dataVersion string
+
+@description('Memory per instance in MB; 4096 for large models.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Upper bound on instances; the timer runs on one, the rest serve test runs.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 10
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+// ===== App settings: everything the Functions host and shared/settings.py read =====
+// The two local-only settings of shared/settings.py (the sandbox API URL and the
+// storage connection string) never belong here; nor does the worker runtime
+// setting, which Flex Consumption takes from functionAppConfig.runtime instead.
+var appSettings = {
+  // The job (shared/settings.py)
+  NUMERAI_SCHEDULE: schedule
+  NUMERAI_PUBLIC_ID: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${publicIdSecretName})'
+  NUMERAI_SECRET_KEY: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${secretKeySecretName})'
+  NUMERAI_DATA_VERSION: dataVersion
+  NUMERAI_TIMEOUT_SECONDS: '60'
+  NUMERAI_RETRIES: '4'
+  NUMERAI_RETRY_DELAY_SECONDS: '2'
+  NUMERAI_FORCE_RESUBMIT: 'false'
+  MODELS_STORAGE_ACCOUNT_URL: storage.properties.primaryEndpoints.blob
+  AZURE_CLIENT_ID: identityClientId
+  STORAGE_TIMEOUT_SECONDS: '30'
+  MODELS_CONTAINER: modelsContainerName
+  RESULTS_CONTAINER: resultsContainerName
+  MANIFEST_BLOB: 'models.json'
+  BATCH_ROWS: '2000'
+  MODEL_TIME_LIMIT_SECONDS: '600'
+  WORK_DIR: '/tmp/numerai-submitter'
+  APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
+
+  // The Functions host
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identityClientId
+  AzureWebJobsStorage__blobServiceUri: storage.properties.primaryEndpoints.blob
+  AzureWebJobsStorage__queueServiceUri: storage.properties.primaryEndpoints.queue
+  AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  // TensorFlow's protobuf must win over the worker's own copy (Python < 3.13).
+  PYTHON_ISOLATE_WORKER_DEPENDENCIES: '1'
+}
+// ===== End of app settings =====
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225: a weekly batch job; a zone outage delays one run (the timer catches up past-due runs and the missed-run alert says so), which does not justify zone-redundant Flex capacity
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_78: Flex Consumption has no FTP endpoint and does not accept siteConfig.ftpsState; FTP publishing credentials are turned off below
+  // checkov:skip=CKV_AZURE_222: the keyed HTTP test run is called from the deployer's machine and there is no VNet to call it from
+  // checkov:skip=CKV_AZURE_17: the HTTP test run is authorised by a function key; requiring client certificates would break the documented curl call
+  // checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero per invocation; the timer needs no standby instance to fail over to
+  // checkov:skip=CKV_AZURE_213: no long-lived instance to probe: Flex Consumption starts instances per invocation and scales back to zero
+  name: name
+  location: location
+  // azd finds the resource to deploy the `api` service to by this tag.
+  tags: union(tags, { 'azd-service-name': 'api' })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    keyVaultReferenceIdentity: identityId
+    siteConfig: {
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      http20Enabled: true
+      appSettings: [for setting in items(appSettings): {
+        name: setting.key
+        value: setting.value
+      }]
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        instanceMemoryMB: instanceMemoryMB
+        maximumInstanceCount: maximumInstanceCount
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+}
+
+// Publishing is by Entra ID only (azd, the deploy workflow): no FTP, no
+// user name and password for the SCM site.
+resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+output name string = functionApp.name
+output uri string = 'https://${functionApp.properties.defaultHostName}'

@@ -1,0 +1,187 @@
+// Azure deployment of the Numerai submitter, for `azd up` (see azure.yaml).
+// Subscription scope, as Microsoft's Flex Consumption azd templates: the
+// resource group is created here and every resource lives in a module under app/.
+
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment; seeds the resource group name and a unique suffix for every resource.')
+param environmentName string
+
+@minLength(1)
+@description('Region for every resource; it must offer Flex Consumption.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Object id of the deploying user or service principal (azd sets AZURE_PRINCIPAL_ID): may upload models and set the Numerai keys. Empty: no grants.')
+param principalId string = ''
+
+@description('NCRONTAB schedule of the timer, UTC; `0 15 12 * * 2-6` submits every round. The missed-run alert reads it too: change it here, not in the portal.')
+param schedule string = '0 15 12 * * 6'
+
+@description('Numerai data version to download.')
+param dataVersion string = 'v5.3'
+
+@description('Memory per instance in MB: 2048 is enough for LightGBM and small Keras models; 4096 is for large models.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Upper bound on Function App instances.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 10
+
+@secure()
+@description('Numerai API key, public part. Empty: set the secret later with `az keyvault secret set`.')
+param numeraiPublicId string = ''
+
+@secure()
+@description('Numerai API key, secret part. Empty: set the secret later with `az keyvault secret set`.')
+param numeraiSecretKey string = ''
+
+@description('Email address for alerts; empty creates the action group without receivers.')
+param alertEmail string = ''
+
+@description('Minutes after a scheduled run is due before a missing success raises the missed-run alert.')
+@minValue(30)
+@maxValue(240)
+param missedRunGraceMinutes int = 60
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var functionAppName = 'func-api-${resourceToken}'
+// One container per app for the Flex deployment package, named as in Microsoft's templates.
+var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(toLower(uniqueString(functionAppName, resourceToken)), 7)}'
+
+resource rg 'Microsoft.Resources/resourceGroups@2021-04-01' = {
+  name: 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'app/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: 'id-api-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: 'st${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+  }
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: 'log-${resourceToken}'
+    applicationInsightsName: 'appi-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module keyVault 'app/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: 'kv-${resourceToken}'
+    location: location
+    tags: tags
+    numeraiPublicId: numeraiPublicId
+    numeraiSecretKey: numeraiSecretKey
+  }
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    modelsContainerName: storage.outputs.modelsContainerName
+    resultsContainerName: storage.outputs.resultsContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    keyVaultName: keyVault.outputs.name
+    identityPrincipalId: identity.outputs.principalId
+    deployerPrincipalId: principalId
+  }
+}
+
+module function 'app/function.bicep' = {
+  name: 'function'
+  scope: rg
+  // The host reads storage and Key Vault at its first start: grant first.
+  dependsOn: [
+    rbac
+  ]
+  params: {
+    name: functionAppName
+    planName: 'plan-${resourceToken}'
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: storage.outputs.deploymentContainerName
+    modelsContainerName: storage.outputs.modelsContainerName
+    resultsContainerName: storage.outputs.resultsContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    keyVaultName: keyVault.outputs.name
+    publicIdSecretName: keyVault.outputs.publicIdSecretName
+    secretKeySecretName: keyVault.outputs.secretKeySecretName
+    schedule: schedule
+    dataVersion: dataVersion
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+  }
+}
+
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    alertEmail: alertEmail
+    schedule: schedule
+    missedRunGraceMinutes: missedRunGraceMinutes
+  }
+}
+
+// Read by azd (deploy target, environment values) and by the README's setup steps.
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_NAME string = function.outputs.name
+output SERVICE_API_NAME string = function.outputs.name
+output SERVICE_API_URI string = function.outputs.uri
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output MODELS_STORAGE_ACCOUNT_URL string = storage.outputs.blobEndpoint
+output MODELS_CONTAINER string = storage.outputs.modelsContainerName
+output RESULTS_CONTAINER string = storage.outputs.resultsContainerName
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_KEY_VAULT_URI string = keyVault.outputs.uri
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
