@@ -9,7 +9,6 @@ once Numerai has confirmed it.
 
 from __future__ import annotations
 
-import io
 import logging
 import shutil
 import time
@@ -19,7 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pandas as pd
 
 from shared.errors import StorageError, SubmitterError
 from shared.live_data import LiveData, read_feature_sets
@@ -203,11 +201,15 @@ def _skip_submitted(run: _Run) -> None:
 
 @dataclass
 class _Prediction:
-    """A model's predictions for this run, made now or taken from the archive."""
+    """A model's predictions for this run, made now or taken from the archive.
+
+    `csv` is the one text that is both archived and uploaded, byte for byte.
+    """
 
     spec: ModelSpec
     outcome: ModelOutcome
     model_etag: str
+    csv: str | None
     from_archive: bool = False
 
 
@@ -239,10 +241,9 @@ def _reusable_archive(run: _Run, spec: ModelSpec, etag: str) -> _Prediction | No
     made_from = {"model_etag": etag, "data_version": run.settings.data_version}
     if any(archived.metadata.get(key) != value for key, value in made_from.items()):
         return None
-    submission = pd.read_csv(io.StringIO(archived.csv), dtype={"id": str})
     log.info("model %s: reusing the predictions archived for round %d", spec.name, run.report.round_number)
-    outcome = ModelOutcome(name=spec.name, ok=True, rows=len(submission), submission=submission)
-    return _Prediction(spec, outcome, etag, from_archive=True)
+    rows = archived.csv.count("\n") - 1  # a header line, then one line per id
+    return _Prediction(spec, ModelOutcome(name=spec.name, ok=True, rows=rows), etag, archived.csv, from_archive=True)
 
 
 def _predict(run: _Run, pending: list[tuple[ModelSpec, str]], data_dir: Path) -> list[_Prediction]:
@@ -259,7 +260,8 @@ def _predict(run: _Run, pending: list[tuple[ModelSpec, str]], data_dir: Path) ->
     outcomes = predict_round(live, feature_sets, [(spec, path) for spec, path, _ in files],
                              run.settings.batch_rows, benchmark_path=benchmark,
                              time_limit=run.settings.model_time_limit_seconds)
-    return [_Prediction(spec, outcome, etag) for (spec, _, etag), outcome in zip(files, outcomes)]
+    return [_Prediction(spec, outcome, etag, None if outcome.submission is None else outcome.submission.to_csv(index=False))
+            for (spec, _, etag), outcome in zip(files, outcomes)]
 
 
 def _download(run: _Run, data_dir: Path, with_benchmarks: bool) -> tuple[LiveData, dict[str, list[str]], Path | None]:
@@ -279,7 +281,7 @@ def _archive(run: _Run, predictions: list[_Prediction]) -> None:
         line.rows = outcome.rows
         line.seconds = round(outcome.load_seconds + outcome.predict_seconds, 3)
         line.from_archive = prediction.from_archive
-        if outcome.submission is not None and not prediction.from_archive:
+        if prediction.csv is not None and not prediction.from_archive:
             try:
                 line.predictions_blob = _write_archive(run, prediction)
             except StorageError as exc:
@@ -300,17 +302,16 @@ def _write_archive(run: _Run, prediction: _Prediction) -> str:
     # What the predictions were made from: a later run in this round reuses them only if unchanged.
     metadata = {"model_etag": prediction.model_etag, "data_version": run.settings.data_version,
                 "run_id": run.report.run_id}
-    return run.results.write_predictions(run.report.round_number, name, outcome.submission.to_csv(index=False),
-                                         folder, metadata)
+    return run.results.write_predictions(run.report.round_number, name, prediction.csv, folder, metadata)
 
 
 def _upload(run: _Run, predictions: list[_Prediction], account: dict[str, str], data_dir: Path) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     round_number = run.report.round_number
     for prediction in predictions:
-        spec, outcome = prediction.spec, prediction.outcome
+        spec = prediction.spec
         line = run.report.model(spec.name)
-        if line.status is not ModelStatus.PENDING or outcome.submission is None:
+        if line.status is not ModelStatus.PENDING or prediction.csv is None:
             continue
         if not run.settings.force_resubmit and run.results.submission_for(round_number, spec.name):
             # Checked again just before uploading: the lease guards against a second
@@ -318,7 +319,7 @@ def _upload(run: _Run, predictions: list[_Prediction], account: dict[str, str], 
             line.status = ModelStatus.ALREADY_SUBMITTED
             continue
         csv_path = data_dir / f"{spec.name}_round{round_number}.csv"
-        outcome.submission.to_csv(csv_path, index=False)
+        csv_path.write_text(prediction.csv)
         try:
             submission_id = run.numerai.submit(spec.name, account[spec.name], csv_path)
         except SubmitterError as exc:

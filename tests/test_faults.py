@@ -339,6 +339,8 @@ def test_a_run_killed_after_archiving_is_finished_by_the_next_without_predicting
     finished = next(r for r in reports(deployed) if r["status"] == "succeeded")
     assert all(m["from_archive"] and m["status"] == "submitted" for m in finished["models"])
     assert sorted(s.model_name for s in deployed.sandbox.submissions) == MODELS
+    for submission in deployed.sandbox.submissions:  # the archived bytes, uploaded as they were
+        assert submission.csv == results(deployed).read_predictions(1200, submission.model_name).encode()
     assert len(results(deployed).ledger(1200)) == 4
     fire_timer()
     assert len(deployed.sandbox.submissions) == 4  # and never twice
