@@ -247,6 +247,8 @@ def _reusable_archive(run: _Run, spec: ModelSpec, etag: str) -> _Prediction | No
 
 
 def _predict(run: _Run, pending: list[tuple[ModelSpec, str]], data_dir: Path) -> list[_Prediction]:
+    # fetch() reads the ETag again. Should the file change in between, the archive
+    # records the older ETag and a later run predicts again: the safe side.
     files = []
     for spec, etag in pending:
         try:

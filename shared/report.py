@@ -97,10 +97,16 @@ class RunReport:
             self.reason = reason or self.reason
 
     def fail(self, reason: str) -> None:
-        """End the run as failed for a reason that is not one model's."""
+        """End the run as failed for a reason that is not one model's.
+
+        Models the run had not finished with say so, so that every line has its reason.
+        """
         self.status = RunStatus.FAILED
         self.reason = reason
         self.finished_at = utc_now()
+        for model in self.models:
+            if model.status is ModelStatus.PENDING:
+                model.fail(f"not finished: {reason}")
 
     def redact(self, secrets: tuple[str, ...]) -> None:
         """Blank out any secret that slipped into a message, before the report leaves the process."""

@@ -163,6 +163,8 @@ def test_a_failing_download_is_retried_then_fails_the_run(deployed: LocalStack, 
     message = failed_run(no_secret_anywhere)
     assert "download of v5.3/features.json failed" in message
     assert len(downloads(deployed)) == 3  # NUMERAI_RETRIES tries
+    for model in reports(deployed)[-1]["models"]:  # every line says why it was not submitted
+        assert model["error"].startswith("not finished: download of v5.3/features.json failed")
     assert uploads(deployed) == []
 
 
