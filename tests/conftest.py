@@ -7,6 +7,7 @@ the slow part); tests that change files copy them first.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +15,13 @@ from pathlib import Path
 import numerapi.base_api
 import pytest
 
-from devkit.azurite import Azurite
+from devkit.azurite import ACCOUNT_KEY, Azurite
 from devkit.example_models import DEMO_PLAN, write_example_models
-from devkit.local_stack import LocalStack
+from devkit.local_stack import FAKE_PUBLIC_ID, FAKE_SECRET_KEY, LocalStack
 from devkit.synthetic import SyntheticRound, write_round
+from tests.support import reports
 
+SECRETS = (FAKE_PUBLIC_ID, FAKE_SECRET_KEY, ACCOUNT_KEY)
 ROWS = 503  # not a multiple of any batch size the tests use
 FEATURES = 60
 
@@ -70,3 +73,28 @@ def deployed(
     # The client repoints numerapi's module constant; put it back after the test.
     monkeypatch.setattr(numerapi.base_api, "API_TOURNAMENT_URL", numerapi.base_api.API_TOURNAMENT_URL)
     return stack
+
+
+@pytest.fixture
+def no_secret_anywhere(
+    request: pytest.FixtureRequest, deployed: LocalStack, caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> Iterator[list[str]]:
+    """After each row: no secret in the logs (at DEBUG), the console, the reports or raised errors."""
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="azure")  # quieted elsewhere; here every header counts
+    texts: list[str] = []  # rows add what they caught: exception messages, HTTP bodies
+    yield texts
+    captured = capfd.readouterr()
+    # caplog.text holds only the current phase (teardown); the test's records are kept by phase.
+    logged = [caplog.handler.format(r) for when in ("setup", "call") for r in caplog.get_records(when)]
+    everything = [*logged, captured.out, captured.err, *texts, *map(json.dumps, _reports_if_any(deployed))]
+    for secret in SECRETS:
+        assert not any(secret in text for text in everything), f"a secret leaked in {request.node.name}"
+
+
+def _reports_if_any(stack: LocalStack) -> list[dict]:
+    try:
+        return reports(stack)
+    except Exception:  # the results container may not exist when storage was down
+        return []

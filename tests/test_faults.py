@@ -25,38 +25,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from devkit.azurite import ACCOUNT_KEY
 from devkit.example_models import write_onnx_linear
 from devkit.fault_proxy import FaultProxy
-from devkit.local_stack import FAKE_PUBLIC_ID, FAKE_SECRET_KEY, LocalStack
+from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound, write_round
 from shared.jobs import RunFailed
 from tests.support import MODELS, downloads, fire_timer, reports, results, uploads
 
 REPO = Path(__file__).resolve().parent.parent
-SECRETS = (FAKE_PUBLIC_ID, FAKE_SECRET_KEY, ACCOUNT_KEY)
-
-
-@pytest.fixture(autouse=True)
-def no_secret_anywhere(
-    request: pytest.FixtureRequest, deployed: LocalStack, caplog: pytest.LogCaptureFixture,
-    capfd: pytest.CaptureFixture[str],
-) -> Iterator[list[str]]:
-    """After each row: no secret in the logs (at DEBUG), the console, the reports or raised errors."""
-    caplog.set_level(logging.DEBUG)
-    texts: list[str] = []  # rows add what they caught: exception messages, HTTP bodies
-    yield texts
-    captured = capfd.readouterr()
-    everything = [caplog.text, captured.out, captured.err, *texts, *map(json.dumps, _reports_if_any(deployed))]
-    for secret in SECRETS:
-        assert not any(secret in text for text in everything), f"a secret leaked in {request.node.name}"
-
-
-def _reports_if_any(stack: LocalStack) -> list[dict]:
-    try:
-        return reports(stack)
-    except Exception:  # the results container may not exist when storage was down
-        return []
+pytestmark = pytest.mark.usefixtures("no_secret_anywhere")
 
 
 def failed_run(texts: list[str]) -> str:

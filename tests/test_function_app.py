@@ -19,6 +19,9 @@ from devkit.synthetic import SyntheticRound
 from shared.jobs import RunFailed
 from tests.support import MODELS, downloads, fire_timer, post_test_run, reports, results, uploads
 
+# Every test here also proves that the fake keys reached no log, console, report or error.
+pytestmark = pytest.mark.usefixtures("no_secret_anywhere")
+
 def test_the_timer_submits_every_model_and_the_records_agree(deployed: LocalStack, small_round: SyntheticRound) -> None:
     fire_timer()
 
