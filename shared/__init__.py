@@ -1,0 +1,1 @@
+"""The product: a Numerai submission job for Azure Functions (see README.md)."""
