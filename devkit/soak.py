@@ -90,6 +90,15 @@ def _faults(stack: LocalStack, proxy: FaultProxy) -> dict[str, tuple[Callable[[]
     }
 
 
+def _draw(rng: random.Random, faults: list[str], rounds: int) -> list[str | None]:
+    """One fault (or none) per round, at random, yet every kind at least once when rounds allow."""
+    quiet = [None] * (rounds // 4)  # about a quarter of the rounds run without a fault
+    drawn = (faults + quiet)[:rounds]
+    drawn += [rng.choice([*faults, None]) for _ in range(rounds - len(drawn))]
+    rng.shuffle(drawn)
+    return drawn
+
+
 def _fire(figures: SoakFigures) -> None:
     from function_app import scheduled_submission
     from azure.functions.timer import TimerRequest
@@ -120,11 +129,10 @@ def soak(rounds: int, seed: int, work: Path) -> SoakFigures:
         os.environ["MODELS_STORAGE_CONNECTION_STRING"] = stack.azurite.connection_string.replace(
             f":{stack.azurite.port}/", f":{proxy.port}/")
         faults = _faults(stack, proxy)
-        for number in range(rounds):
+        for number, name in enumerate(_draw(rng, list(faults), rounds)):
             if number:
                 stack.sandbox.open_new_round()
             figures.rounds += 1
-            name = rng.choice([*faults, None, None, None])
             if name is not None:
                 inject, remove = faults[name]
                 figures.faults[name] += 1
