@@ -38,7 +38,7 @@ def raw_truth(round_: SyntheticRound, spec: ModelSpec, path: Path) -> np.ndarray
     if spec.format.value == "keras":
         import keras
 
-        return keras.saving.load_model(path).predict(x, verbose=0).ravel()
+        return keras.saving.load_model(path, compile=False).predict(x, verbose=0).ravel()
     if spec.format.value == "lightgbm":
         import lightgbm
 
@@ -232,3 +232,14 @@ def test_a_batch_model_over_its_time_limit_stops_between_batches(small_round: Sy
     )
     assert outcome.error.startswith("model 'demo_keras': took longer than its limit of 1e-09 s (stopped after 64 rows)")
     assert outcome.submission is None
+
+
+def test_a_legacy_h5_keras_model_loads_and_predicts(small_round: SyntheticRound, tmp_path: Path) -> None:
+    from devkit.example_models import write_keras
+
+    write_keras(tmp_path / "legacy.h5", small_round.feature_sets["medium"], hidden=(8,), seed=3)
+    spec = ModelSpec(name="legacy", file="legacy.h5", format="keras", features="medium")
+    outcome = run(small_round, [(spec, tmp_path / "legacy.h5")])["legacy"]
+    assert outcome.ok, outcome.error
+    expected = pd.Series(raw_truth(small_round, spec, tmp_path / "legacy.h5")).rank(pct=True).to_numpy()
+    np.testing.assert_allclose(outcome.submission["prediction"].to_numpy(), expected, atol=1e-6)
