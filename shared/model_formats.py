@@ -111,6 +111,8 @@ class KerasModel(BatchModel):
 def _load_keras(spec: ModelSpec, path: Path, features: list[str]) -> KerasModel:
     import keras  # heavy: imports TensorFlow
 
+    # Inference needs no optimizer or loss, and Keras 3 cannot rebuild the training
+    # config of some legacy .h5 files (a saved 'mse' loss fails to deserialize).
     model = keras.saving.load_model(path, compile=False)
     inputs = model.inputs
     if len(inputs) != 1:
