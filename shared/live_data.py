@@ -106,7 +106,7 @@ class LiveData:
 
 def _to_float32(batch: pa.RecordBatch) -> tuple[np.ndarray, bool]:
     """Copy a batch's columns into one row-major float32 matrix; NaN marks a missing value."""
-    for name, column in zip(batch.schema.names, batch.columns):
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
         if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
             raise DataError(f"column '{name}' holds {column.type}, not numbers")
     has_missing = any(column.null_count for column in batch.columns)

@@ -268,7 +268,7 @@ def _check_names(spec: ModelSpec, trained_on: list[str], features: list[str]) ->
     """Compare the column names a model file records with the manifest's, when it records any."""
     if all(name == f"Column_{i}" for i, name in enumerate(trained_on)):
         return  # trained on a bare array: LightGBM's placeholder names say nothing
-    for position, (trained, given) in enumerate(zip(trained_on, features)):
+    for position, (trained, given) in enumerate(zip(trained_on, features, strict=True)):
         if trained != given:
             raise ModelLoadError(
                 f"model '{spec.name}': '{spec.file}' was trained with '{trained}' as feature "

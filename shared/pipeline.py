@@ -263,7 +263,7 @@ def _predict(run: _Run, pending: list[tuple[ModelSpec, str]], data_dir: Path) ->
                              run.settings.batch_rows, benchmark_path=benchmark,
                              time_limit=run.settings.model_time_limit_seconds)
     return [_Prediction(spec, outcome, etag, None if outcome.submission is None else outcome.submission.to_csv(index=False))
-            for (spec, _, etag), outcome in zip(files, outcomes)]
+            for (spec, _, etag), outcome in zip(files, outcomes, strict=True)]
 
 
 def _download(run: _Run, data_dir: Path, with_benchmarks: bool) -> tuple[LiveData, dict[str, list[str]], Path | None]:

@@ -102,7 +102,7 @@ def _load_all(
     outcomes: list[ModelOutcome],
 ) -> list[_Slot]:
     slots = []
-    for (spec, path), outcome in zip(models, outcomes):
+    for (spec, path), outcome in zip(models, outcomes, strict=True):
         started = time.perf_counter()
         try:
             features = resolve_features(spec, feature_sets)

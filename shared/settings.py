@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import SettingsError
+from shared.predictor import DEFAULT_BATCH_ROWS
 
 KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
 
@@ -37,7 +38,7 @@ class Settings:
     models_container: str = "models"
     results_container: str = "results"
     manifest_blob: str = "models.json"
-    batch_rows: int = 2000
+    batch_rows: int = DEFAULT_BATCH_ROWS
     model_time_limit_seconds: float = 600.0
     work_dir: Path = Path(tempfile.gettempdir()) / "numerai-submitter"
 

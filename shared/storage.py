@@ -226,7 +226,7 @@ class ResultsStore:
     def __init__(self, service: BlobServiceClient, container: str) -> None:
         """Create the container if it does not exist (Azurite; in Azure the template makes it)."""
         self._container = service.get_container_client(container)
-        with _azure_errors(self._container, None, "create", "container"):
+        with _azure_errors(self._container, None, "reach", "container"):
             # Check first: an identity with a container-scoped role may read but not create.
             if not self._container.exists():
                 try:

@@ -41,9 +41,9 @@ def example_models(tmp_path_factory: pytest.TempPathFactory, small_round: Synthe
 
 
 @pytest.fixture(autouse=True)
-def _quiet_libraries() -> None:
-    # The storage SDK logs every HTTP request at INFO.
-    logging.getLogger("azure").setLevel(logging.WARNING)
+def _quiet_libraries(caplog: pytest.LogCaptureFixture) -> None:
+    # The storage SDK logs every HTTP request at INFO; caplog restores the level afterwards.
+    caplog.set_level(logging.WARNING, logger="azure")
 
 
 @pytest.fixture(scope="session")

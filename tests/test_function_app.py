@@ -7,10 +7,8 @@ import io
 import os
 import json
 
-import azure.functions as func
 import pandas as pd
 import pytest
-from azure.functions.timer import TimerRequest
 from numerai_tools.submissions import validate_submission_numerai
 
 import function_app
