@@ -122,6 +122,8 @@ def write_example_models(
         writer(directory / filename, feature_sets[feature_set], seed=seed)
         entry: dict[str, Any] = {"name": name, "file": filename, "format": fmt, "features": feature_set}
         if fmt == "numerai_pickle":
+            # Numerai's runner hands the function every column; it picks its own.
+            del entry["features"]
             entry["trust_pickle"] = True
         entries.append(entry)
         log.info("wrote %s model %s on feature set %s", fmt, filename, feature_set)

@@ -5,7 +5,8 @@
 
 `run` is the Functions job itself, with the same settings, read from the
 environment or from a local.settings.json (for containers, cron and debugging);
-it exits 1 when the run failed. `predict` runs the engine on local files:
+it exits 1 when the run failed. `predict` runs the models on local files, each
+in a worker process of its own as the job does:
 `--data` holds a round as Numerai serves it (`features.json`, `live.parquet`,
 optionally `live_benchmark_models.parquet`); model files are found relative to
 the manifest. One `<model>.csv` (`id,prediction`) is written per valid model,
@@ -21,17 +22,19 @@ import json
 import logging
 import os
 import resource
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from shared.errors import SubmitterError
-from shared.live_data import LiveData, read_feature_sets
 from shared.manifest import load_manifest
 from shared.pipeline import run_job
-from shared.predictor import DEFAULT_BATCH_ROWS, ModelOutcome, predict_round
 from shared.report import Mode
+from shared.settings import DEFAULT_BATCH_ROWS, Settings
+from shared.worker.protocol import ModelOutcome, WorkRequest
+from shared.worker.supervisor import WorkerLimits, default_memory_limit_mb, run_workers
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +48,15 @@ class ModelSummary:
     rows: int
     load_seconds: float
     predict_seconds: float
+    peak_memory_mb: float
     error: str | None
     csv: str | None
 
     @classmethod
     def from_outcome(cls, outcome: ModelOutcome, csv: Path | None) -> ModelSummary:
         return cls(outcome.name, outcome.ok, outcome.rows, round(outcome.load_seconds, 3),
-                   round(outcome.predict_seconds, 3), outcome.error, csv.name if csv else None)
+                   round(outcome.predict_seconds, 3), outcome.peak_memory_mb, outcome.error,
+                   csv.name if csv else None)
 
 
 @dataclass
@@ -79,20 +84,31 @@ def predict_local(
     data_version: str,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     model_names: list[str] | None = None,
+    limits: WorkerLimits | None = None,
+    max_parallel: int = 1,
 ) -> PredictSummary:
-    """Run the engine on a round in `data_dir` and write its CSVs and summary to `out_dir`."""
+    """Predict a round in `data_dir` with every model, and write its CSVs and summary to `out_dir`.
+
+    `limits` defaults to the app's (MODEL_TIME_LIMIT_SECONDS and its memory share).
+    """
     started = time.perf_counter()
     manifest = load_manifest(manifest_path).select(model_names)
-    live = LiveData(data_dir / "live.parquet", data_version)
-    feature_sets = read_feature_sets(data_dir / "features.json")
-    models = [(spec, manifest_path.parent / spec.file) for spec in manifest.models]
-    outcomes = predict_round(
-        live, feature_sets, models, batch_rows, benchmark_path=data_dir / "live_benchmark_models.parquet"
-    )
+    benchmark = data_dir / "live_benchmark_models.parquet"
+    workers = out_dir / "workers"
+    requests = [
+        WorkRequest(spec, manifest_path.parent / spec.file, data_dir / "live.parquet", data_dir / "features.json",
+                    benchmark if benchmark.exists() else None, data_version, batch_rows, workers / spec.name)
+        for spec in manifest.models
+    ]
+    limits = limits or WorkerLimits(Settings.model_time_limit_seconds, default_memory_limit_mb(max_parallel))
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        outcomes = run_workers(requests, limits, max_parallel)
+    finally:
+        shutil.rmtree(workers, ignore_errors=True)
     summary = PredictSummary(
-        data=str(data_dir), data_version=data_version, rows=live.num_rows, batch_rows=batch_rows,
-        seconds=0.0, peak_rss_mb=0.0,
+        data=str(data_dir), data_version=data_version, rows=max((o.rows for o in outcomes), default=0),
+        batch_rows=batch_rows, seconds=0.0, peak_rss_mb=0.0,
         models=[ModelSummary.from_outcome(o, _write_csv(o, out_dir)) for o in outcomes],
     )
     summary.seconds = round(time.perf_counter() - started, 3)
@@ -107,10 +123,10 @@ def peak_rss_mb() -> float:
 
 
 def _write_csv(outcome: ModelOutcome, out_dir: Path) -> Path | None:
-    if outcome.submission is None:
+    if outcome.csv is None:
         return None
     path = out_dir / (f"{outcome.name}.csv" if outcome.ok else f"{outcome.name}.rejected.csv")
-    outcome.submission.to_csv(path, index=False)
+    path.write_text(outcome.csv)
     return path
 
 
@@ -125,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--data-version", default="v5.3", help="named in errors (default v5.3)")
     predict.add_argument("--batch-rows", type=_positive_int, default=DEFAULT_BATCH_ROWS)
     predict.add_argument("--models", type=_names, default=None, help="comma-separated subset of models")
+    predict.add_argument("--parallel", type=_positive_int, default=1, help="models predicted at once (default 1)")
     run = commands.add_parser("run", help="the Functions job, outside the Functions host")
     run.add_argument("--test-mode", action="store_true", help="every step but the upload")
     run.add_argument("--models", type=_names, default=None, help="comma-separated subset of models")
@@ -141,15 +158,16 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     try:
         summary = predict_local(args.data, args.manifest, args.out, data_version=args.data_version,
-                                batch_rows=args.batch_rows, model_names=args.models)
+                                batch_rows=args.batch_rows, model_names=args.models,
+                                max_parallel=args.parallel)
     except SubmitterError as exc:
         log.error("%s", exc)
         return 2
     for model in summary.models:
-        log.info("%-24s %s %6d rows %7.2f s  %s", model.name, "ok    " if model.ok else "FAILED",
-                 model.rows, model.predict_seconds, model.error or model.csv)
-    log.info("%d rows in %.1f s, peak memory %.0f MiB; summary in %s", summary.rows,
-             summary.seconds, summary.peak_rss_mb, args.out / "summary.json")
+        log.info("%-24s %s %6d rows %7.2f s %6.0f MiB  %s", model.name, "ok    " if model.ok else "FAILED",
+                 model.rows, model.load_seconds + model.predict_seconds, model.peak_memory_mb,
+                 model.error or model.csv)
+    log.info("%d rows in %.1f s; summary in %s", summary.rows, summary.seconds, args.out / "summary.json")
     return 1 if summary.failed else 0
 
 

@@ -27,6 +27,14 @@ class PredictionError(SubmitterError):
     """A model failed while predicting, or returned something unusable."""
 
 
+class RejectedPredictions(PredictionError):
+    """A model predicted, but what it returned breaks the rules; `csv` keeps it for inspection."""
+
+    def __init__(self, message: str, csv: str) -> None:
+        super().__init__(message)
+        self.csv = csv
+
+
 class DataError(SubmitterError):
     """The round's data is unreadable or lacks what the models need."""
 

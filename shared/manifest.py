@@ -9,7 +9,8 @@ Example::
         {"name": "my_onnx", "file": "ridge.onnx", "format": "onnx",
          "features": ["feature_a", "feature_b"], "output": "raw"},
         {"name": "my_upload", "file": "predict.pkl", "format": "numerai_pickle",
-         "features": "all", "trust_pickle": true}
+         "trust_pickle": true},
+        {"name": "my_xgb", "file": "xgb.json", "format": "xgboost"}
       ]
     }
 
@@ -24,7 +25,7 @@ import json
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -42,6 +43,15 @@ class ModelFormat(str, Enum):
     LIGHTGBM = "lightgbm"
     ONNX = "onnx"
     NUMERAI_PICKLE = "numerai_pickle"
+    SKLEARN = "sklearn"  # a joblib/pickle file of any object with predict()
+    XGBOOST = "xgboost"
+    CATBOOST = "catboost"
+
+
+# Loading these runs code stored in the file.
+PICKLE_FORMATS = frozenset({ModelFormat.NUMERAI_PICKLE, ModelFormat.SKLEARN})
+# These files record no feature names, so the manifest must list the features.
+UNNAMED_FORMATS = frozenset({ModelFormat.KERAS, ModelFormat.ONNX})
 
 
 class OutputTransform(str, Enum):
@@ -49,6 +59,14 @@ class OutputTransform(str, Enum):
 
     RANK = "rank"  # percentile rank in (0, 1], as Numerai's example models do
     RAW = "raw"  # the outputs as they are; they must already lie in [0, 1]
+
+
+class PredictMethod(str, Enum):
+    """Which method of a scikit-learn-API estimator predicts."""
+
+    PREDICT = "predict"
+    # The expected class value under predict_proba (for 0/1 classes, P(class 1)).
+    PREDICT_PROBA = "predict_proba"
 
 
 class ModelSpec(BaseModel):
@@ -59,12 +77,24 @@ class ModelSpec(BaseModel):
     name: str
     file: Annotated[str, Field(min_length=1)]
     format: ModelFormat
-    features: str | list[str]
+    # A feature set of features.json, or the columns; None: the names the model
+    # file records (or, for a Numerai pickle, every column, as Numerai passes them).
+    features: str | list[str] | None = None
     output: OutputTransform = OutputTransform.RANK
     # Numerai fills missing feature values with the middle bin; a model trained
     # on NaN-aware data can ask for None to see NaN instead.
     fill_missing: float | None = 2.0
     trust_pickle: bool = False
+    method: PredictMethod = PredictMethod.PREDICT
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hosted_runner_defaults(cls, data: Any) -> Any:
+        # Numerai's runner neither fills NaN nor ranks: an upload pickle gets the
+        # same defaults here, so it predicts as it does on Numerai.
+        if isinstance(data, dict) and data.get("format") == ModelFormat.NUMERAI_PICKLE.value:
+            data = {"fill_missing": None, "output": OutputTransform.RAW.value, **data}
+        return data
 
     @field_validator("name")
     @classmethod
@@ -84,7 +114,9 @@ class ModelSpec(BaseModel):
 
     @field_validator("features")
     @classmethod
-    def _features_not_empty(cls, value: str | list[str]) -> str | list[str]:
+    def _features_not_empty(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if value is None:
+            return value
         if isinstance(value, list):
             if not value:
                 raise ValueError("the feature list is empty")
@@ -96,9 +128,21 @@ class ModelSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _pickle_needs_format_opt_in(self) -> ModelSpec:
-        if self.trust_pickle and self.format is not ModelFormat.NUMERAI_PICKLE:
-            raise ValueError("trust_pickle only applies to format 'numerai_pickle'")
+    def _fields_fit_the_format(self) -> ModelSpec:
+        if self.trust_pickle and self.format not in PICKLE_FORMATS:
+            raise ValueError("trust_pickle only applies to formats 'numerai_pickle' and 'sklearn'")
+        if self.method is not PredictMethod.PREDICT and self.format is not ModelFormat.SKLEARN:
+            raise ValueError("method only applies to format 'sklearn'")
+        if self.features is not None and self.format is ModelFormat.NUMERAI_PICKLE:
+            raise ValueError(
+                "field 'features' does not apply to format 'numerai_pickle': its function gets every "
+                "column of live.parquet, as on Numerai; select columns inside the function"
+            )
+        if self.features is None and self.format in UNNAMED_FORMATS:
+            raise ValueError(
+                f"field 'features' is required for format '{self.format.value}', whose files do not "
+                "record feature names: name a feature set (such as \"medium\") or list the columns"
+            )
         return self
 
 
@@ -180,4 +224,4 @@ def _entry_name(raw: object, index: int) -> str:
 
 def _is_type_tag(part: object) -> bool:
     # pydantic adds the union member tried ("str", "list[str]") to the location.
-    return isinstance(part, str) and (part in {"str", "list[str]"})
+    return isinstance(part, str) and (part in {"str", "list[str]", "none"})

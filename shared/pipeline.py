@@ -20,10 +20,8 @@ from pathlib import Path
 
 
 from shared.errors import StorageError, SubmitterError
-from shared.live_data import LiveData, read_feature_sets
 from shared.manifest import Manifest, ModelFormat, ModelSpec, parse_manifest
 from shared.numerai_client import NumeraiClient, RoundInfo
-from shared.predictor import ModelOutcome, predict_round
 from shared.report import Mode, ModelReport, ModelStatus, RunReport, RunStatus, utc_now
 from shared.run_lock import RunLocked
 from shared.settings import Settings, load_settings
@@ -36,6 +34,8 @@ from shared.storage import (
     blob_service_client,
 )
 from shared.telemetry import configure_telemetry, record_run
+from shared.worker.protocol import ModelOutcome, WorkRequest
+from shared.worker.supervisor import run_workers
 
 log = logging.getLogger(__name__)
 
@@ -258,21 +258,36 @@ def _predict(run: _Run, pending: list[tuple[ModelSpec, str]], data_dir: Path) ->
     if not files:
         return []
     with_benchmarks = any(spec.format is ModelFormat.NUMERAI_PICKLE for spec, _, _ in files)
-    live, feature_sets, benchmark = _download(run, data_dir, with_benchmarks)
-    outcomes = predict_round(live, feature_sets, [(spec, path) for spec, path, _ in files],
-                             run.settings.batch_rows, benchmark_path=benchmark,
-                             time_limit=run.settings.model_time_limit_seconds)
-    return [_Prediction(spec, outcome, etag, None if outcome.submission is None else outcome.submission.to_csv(index=False))
+    round_files = _download(run, data_dir, with_benchmarks)
+    requests = [round_files.request(spec, path, data_dir / "workers" / spec.name, run.settings.batch_rows)
+                for spec, path, _ in files]
+    outcomes = run_workers(requests, run.settings.worker_limits, run.settings.max_parallel_models)
+    return [_Prediction(spec, outcome, etag, outcome.csv)
             for (spec, _, etag), outcome in zip(files, outcomes, strict=True)]
 
 
-def _download(run: _Run, data_dir: Path, with_benchmarks: bool) -> tuple[LiveData, dict[str, list[str]], Path | None]:
+@dataclass(frozen=True)
+class _RoundFiles:
+    """The round's files as downloaded for this run."""
+
+    features: Path
+    live: Path
+    benchmark: Path | None
+    data_version: str
+
+    def request(self, spec: ModelSpec, model_path: Path, output_dir: Path, batch_rows: int) -> WorkRequest:
+        """What a worker needs to predict `spec` for this round."""
+        return WorkRequest(spec, model_path, self.live, self.features, self.benchmark, self.data_version,
+                           batch_rows, output_dir)
+
+
+def _download(run: _Run, data_dir: Path, with_benchmarks: bool) -> _RoundFiles:
     data_dir.mkdir(parents=True, exist_ok=False)
     round_number = run.report.round_number
     features = run.numerai.download("features.json", data_dir, round_number)
     live = run.numerai.download("live.parquet", data_dir, round_number)
     benchmark = run.numerai.download("live_benchmark_models.parquet", data_dir, round_number) if with_benchmarks else None
-    return LiveData(live, run.settings.data_version), read_feature_sets(features), benchmark
+    return _RoundFiles(features, live, benchmark, run.settings.data_version)
 
 
 def _archive(run: _Run, predictions: list[_Prediction]) -> None:
@@ -282,6 +297,7 @@ def _archive(run: _Run, predictions: list[_Prediction]) -> None:
         line = run.report.model(spec.name)
         line.rows = outcome.rows
         line.seconds = round(outcome.load_seconds + outcome.predict_seconds, 3)
+        line.peak_memory_mb = outcome.peak_memory_mb
         line.from_archive = prediction.from_archive
         if prediction.csv is not None and not prediction.from_archive:
             try:

@@ -46,6 +46,7 @@ class ModelReport:
     submission_id: str | None = None
     predictions_blob: str | None = None
     from_archive: bool = False  # predictions reused from an earlier run of this round
+    peak_memory_mb: float = 0.0  # the model's worker process at its largest
 
     def fail(self, error: str) -> None:
         """Mark the model failed with a message for the user."""

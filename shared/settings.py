@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import SettingsError
-from shared.predictor import DEFAULT_BATCH_ROWS
+from shared.worker.supervisor import WorkerLimits, default_memory_limit_mb
 
 KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
+# Rows per batch: enough to keep the frameworks busy, small beside any model.
+DEFAULT_BATCH_ROWS = 2000
 
 
 @dataclass(frozen=True)
@@ -40,11 +42,19 @@ class Settings:
     manifest_blob: str = "models.json"
     batch_rows: int = DEFAULT_BATCH_ROWS
     model_time_limit_seconds: float = 600.0
+    model_memory_limit_mb: float | None = None  # None: a share of the instance's memory
+    max_parallel_models: int = 1
     work_dir: Path = Path(tempfile.gettempdir()) / "numerai-submitter"
 
     def __repr__(self) -> str:
         # Settings travel into logs and tracebacks; the secrets must not.
         return f"Settings(data_version={self.data_version!r}, models_container={self.models_container!r}, ...)"
+
+    @property
+    def worker_limits(self) -> WorkerLimits:
+        """What each model's worker process may use."""
+        memory = self.model_memory_limit_mb or default_memory_limit_mb(self.max_parallel_models)
+        return WorkerLimits(seconds=self.model_time_limit_seconds, memory_mb=memory)
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -77,6 +87,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         manifest_blob=env.text("MANIFEST_BLOB", defaults.manifest_blob),
         batch_rows=int(env.number("BATCH_ROWS", defaults.batch_rows, minimum=1)),
         model_time_limit_seconds=env.number("MODEL_TIME_LIMIT_SECONDS", defaults.model_time_limit_seconds),
+        model_memory_limit_mb=env.optional_number("MODEL_MEMORY_LIMIT_MB", minimum=64),
+        max_parallel_models=int(env.number("MAX_PARALLEL_MODELS", defaults.max_parallel_models, minimum=1)),
         work_dir=Path(env.text("WORK_DIR", str(defaults.work_dir))),
     )
 
@@ -108,9 +120,13 @@ class _Reader:
         return self.optional(name) or default
 
     def number(self, name: str, default: float, minimum: float = 0.001) -> float:
+        value = self.optional_number(name, minimum)
+        return default if value is None else value
+
+    def optional_number(self, name: str, minimum: float = 0.001) -> float | None:
         raw = self.optional(name)
         if raw is None:
-            return default
+            return None
         try:
             value = float(raw)
         except ValueError:

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import json
+from pathlib import Path
 
 import azure.functions as func
+import pandas as pd
 from azure.functions.timer import TimerRequest
 
 import function_app
 from devkit.local_stack import LocalStack
+from devkit.synthetic import SyntheticRound
+from shared.manifest import ModelSpec
 from shared.storage import ResultsStore
+from shared.worker.protocol import ModelOutcome, WorkRequest
+from shared.worker.supervisor import WorkerLimits, run_workers
 
 MODELS = ["demo_keras", "demo_lightgbm", "demo_onnx", "demo_upload"]
 
@@ -40,3 +47,23 @@ def uploads(stack: LocalStack) -> list[str]:
 
 def downloads(stack: LocalStack) -> list[str]:
     return [entry for entry in stack.sandbox.requests_log if entry.startswith("GET /files")]
+
+
+GENEROUS = WorkerLimits(seconds=300, memory_mb=4096)
+
+
+def predict(
+    round_: SyntheticRound, models: list[tuple[ModelSpec, Path]], work: Path, batch_rows: int = 64,
+    limits: WorkerLimits = GENEROUS, max_parallel: int = 1,
+) -> dict[str, ModelOutcome]:
+    """Predict `round_` with each (spec, file), each in its worker, as a run does; outcomes by name."""
+    requests = [WorkRequest(spec, path, round_.live_path, round_.features_path, round_.benchmark_path, "v5.3",
+                            batch_rows, work / "workers" / f"{index}-{spec.name}")
+                for index, (spec, path) in enumerate(models)]
+    return {o.name: o for o in run_workers(requests, limits, max_parallel)}
+
+
+def submission(outcome: ModelOutcome) -> pd.DataFrame:
+    """The predictions a worker wrote, as Numerai would read them."""
+    assert outcome.csv is not None, outcome.error
+    return pd.read_csv(io.StringIO(outcome.csv))

@@ -113,11 +113,11 @@ def test_a_missing_model_blob_fails_that_model_only(deployed: LocalStack, no_sec
 
 def test_a_manifest_with_an_error_fails_before_any_download(deployed: LocalStack, no_secret_anywhere: list[str]) -> None:
     container = deployed.blob_service.get_container_client(deployed.models_container)
-    container.upload_blob("models.json", b'{"models": [{"name": "x", "file": "x.onnx", "format": "onx"}]}',
+    container.upload_blob("models.json", b'{"models": [{"name": "x", "format": "onx"}]}',
                           overwrite=True)
     message = failed_run(no_secret_anywhere)
     assert f"{deployed.models_container}/models.json: model #1 ('x'): field 'format'" in message
-    assert "field 'features': Field required" in message
+    assert "field 'file': Field required" in message
     assert downloads(deployed) == [] and uploads(deployed) == []
     assert reports(deployed)[-1]["status"] == "failed"
 

@@ -7,12 +7,17 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-HEAVY = ("tensorflow", "keras", "lightgbm", "onnxruntime", "azure.identity")
+HEAVY = ("tensorflow", "keras", "lightgbm", "onnxruntime", "xgboost", "catboost", "sklearn", "scipy",
+         "numerai_tools", "azure.identity")
+# These run only inside a model's worker process, never in the run's own.
+WORKER_SIDE = {"shared.worker.engine", "shared.worker.live_data", "shared.worker.submission",
+               "shared.worker.__main__"}
 
 
-def test_importing_the_app_and_every_shared_module_loads_no_heavy_framework() -> None:
+def test_the_run_process_never_imports_a_framework() -> None:
     modules = ["function_app"] + sorted(
-        f"shared.{p.stem}" for p in (REPO / "shared").glob("*.py") if p.stem not in {"__init__", "__main__"}
+        name for name in (_module_name(p) for p in (REPO / "shared").rglob("*.py"))
+        if name not in WORKER_SIDE and not name.startswith("shared.formats.") and not name.endswith("__main__")
     )
     code = (
         "import importlib, json, sys\n"
@@ -22,4 +27,22 @@ def test_importing_the_app_and_every_shared_module_loads_no_heavy_framework() ->
     completed = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip().splitlines()[-1] == "[]"
-    assert "shared.pipeline" in modules and "shared.model_formats" in modules
+    assert {"shared.pipeline", "shared.worker.supervisor", "shared.worker.forkserver", "shared.formats"} <= set(modules)
+
+
+def test_format_modules_import_their_framework_only_when_loading() -> None:
+    modules = sorted(_module_name(p) for p in (REPO / "shared" / "formats").glob("*.py"))
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        f"print(json.dumps([m for m in {HEAVY[:7]!r} if m in sys.modules]))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip().splitlines()[-1] == "[]"
+    assert "shared.formats.keras" in modules and "shared.formats.numerai_pickle" in modules
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)

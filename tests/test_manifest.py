@@ -35,7 +35,7 @@ def test_a_valid_manifest_gets_its_defaults() -> None:
 @pytest.mark.parametrize(
     ("bad", "field", "words"),
     [
-        ({"format": "pytorch"}, "format", "'keras', 'lightgbm', 'onnx' or 'numerai_pickle'"),
+        ({"format": "pytorch"}, "format", "'keras', 'lightgbm', 'onnx', 'numerai_pickle', 'sklearn', 'xgboost' or 'catboost'"),
         ({"name": "My Model"}, "name", "not a Numerai model name"),
         ({"file": "../secrets.txt"}, "file", "relative to the manifest"),
         ({"features": []}, "features", "the feature list is empty"),
@@ -55,14 +55,37 @@ def test_errors_name_the_file_entry_and_field(bad: dict, field: str, words: str)
 
 def test_a_missing_field_is_named() -> None:
     raw = entry()
-    del raw["features"]
-    with pytest.raises(ManifestError, match=r"model #1 \('my_model'\): field 'features': Field required"):
+    del raw["file"]
+    with pytest.raises(ManifestError, match=r"model #1 \('my_model'\): field 'file': Field required"):
         parse(raw)
 
 
-def test_trust_pickle_only_applies_to_pickles() -> None:
-    with pytest.raises(ManifestError, match="trust_pickle only applies to format 'numerai_pickle'"):
+def test_features_are_required_only_where_the_file_records_no_names() -> None:
+    raw = entry()
+    del raw["features"]
+    with pytest.raises(ManifestError, match=r"model #1 \('my_model'\): field 'features' is required for format "
+                                            "'keras', whose files do not record feature names"):
+        parse(raw)
+    for fmt in ("lightgbm", "xgboost", "catboost", "sklearn"):
+        extra = {"trust_pickle": True} if fmt == "sklearn" else {}
+        assert parse({"name": "m", "file": "m.bin", "format": fmt, **extra}).models[0].features is None
+
+
+def test_pickle_fields_apply_only_to_pickles() -> None:
+    with pytest.raises(ManifestError, match="trust_pickle only applies to formats 'numerai_pickle' and 'sklearn'"):
         parse(entry(trust_pickle=True))
+    with pytest.raises(ManifestError, match="method only applies to format 'sklearn'"):
+        parse(entry(method="predict_proba"))
+
+
+def test_upload_pickles_default_to_the_hosted_runners_handling() -> None:
+    upload = parse({"name": "u", "file": "u.pkl", "format": "numerai_pickle", "trust_pickle": True}).models[0]
+    assert upload.fill_missing is None and upload.output.value == "raw"  # Numerai's runner neither fills nor ranks
+    asked = parse({"name": "u", "file": "u.pkl", "format": "numerai_pickle", "trust_pickle": True,
+                   "fill_missing": 2, "output": "rank"}).models[0]
+    assert asked.fill_missing == 2.0 and asked.output.value == "rank"
+    batch = parse(entry()).models[0]
+    assert batch.fill_missing == 2.0 and batch.output.value == "rank"
 
 
 def test_duplicate_names_and_empty_lists_are_refused() -> None:

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared.errors import PredictionError, SubmissionInvalid
+from shared.errors import SubmissionInvalid
 from shared.manifest import ModelSpec
-from shared.submission import build_submission, validate_submission
+from shared.worker.submission import build_submission, validate_submission
 
 IDS = pd.Index([f"n{i:015x}" for i in range(1, 201)], name="id")
 
@@ -37,8 +37,10 @@ def test_raw_outputs_are_kept_and_must_lie_in_0_1() -> None:
 def test_infinity_is_caught_before_ranking_would_hide_it() -> None:
     outputs = np.arange(len(IDS), dtype=float)
     outputs[3] = np.inf
-    with pytest.raises(PredictionError, match="predicted NaN or infinity for 1 of 200 rows"):
-        build_submission(spec(), IDS, outputs)
+    submission = build_submission(spec(), IDS, outputs)
+    assert submission["prediction"].iloc[3] == np.inf  # kept unranked, for the archive
+    with pytest.raises(SubmissionInvalid, match="predicted NaN or infinity for 1 of 200 rows"):
+        validate_submission(spec(), submission, IDS)
 
 
 def test_a_constant_submission_breaks_numerais_rules() -> None:

@@ -52,13 +52,11 @@ class FeatureBatch:
     """One batch of live rows: ids, and the projected features as float32.
 
     `values` holds NaN where the data has no value; each model applies its own fill.
-    `arrow` keeps the batch's original columns for models that want a DataFrame.
     """
 
     ids: pa.Array
     values: np.ndarray
     has_missing: bool
-    arrow: pa.RecordBatch
 
 
 class LiveData:
@@ -97,7 +95,7 @@ class LiveData:
             for batch in self._file.iter_batches(batch_size=batch_rows, columns=[ID_COLUMN, *columns]):
                 features = batch.drop_columns([ID_COLUMN])
                 values, has_missing = _to_float32(features)
-                yield FeatureBatch(batch.column(ID_COLUMN), values, has_missing, features)
+                yield FeatureBatch(batch.column(ID_COLUMN), values, has_missing)
         except (OSError, pa.ArrowException) as exc:
             raise DataError(
                 f"{self.path.name} ({self.data_version}): reading failed ({exc})"

@@ -1,4 +1,4 @@
-"""The engine with real models of every format: one pass, any batch size, failures isolated."""
+"""The engine with real models of every format, each in its worker: any batch size, failures isolated."""
 
 from __future__ import annotations
 
@@ -14,17 +14,18 @@ import pytest
 
 from devkit.example_models import write_onnx_linear
 from devkit.synthetic import SyntheticRound, write_round
-from shared.live_data import LiveData, read_feature_sets
 from shared.manifest import ModelSpec, load_manifest
-from shared.predictor import ModelOutcome, predict_round, read_ahead
+from shared.worker.engine import read_ahead
+from shared.worker.protocol import ModelOutcome
+from tests.support import predict, submission
 
 
-def run(round_: SyntheticRound, models: list[tuple[ModelSpec, Path]], batch_rows: int = 64) -> dict[str, ModelOutcome]:
-    outcomes = predict_round(
-        LiveData(round_.live_path, "v5.3"), read_feature_sets(round_.features_path), models,
-        batch_rows, benchmark_path=round_.benchmark_path,
-    )
-    return {o.name: o for o in outcomes}
+@pytest.fixture
+def run(tmp_path: Path):
+    def run(round_: SyntheticRound, models: list[tuple[ModelSpec, Path]], batch_rows: int = 64) -> dict[str, ModelOutcome]:
+        return predict(round_, models, tmp_path / f"run-{time.monotonic_ns()}", batch_rows)
+
+    return run
 
 
 def manifest_models(directory: Path) -> list[tuple[ModelSpec, Path]]:
@@ -34,6 +35,9 @@ def manifest_models(directory: Path) -> list[tuple[ModelSpec, Path]]:
 def raw_truth(round_: SyntheticRound, spec: ModelSpec, path: Path) -> np.ndarray:
     """Predictions made directly with each framework on the whole round, no engine involved."""
     frame = pd.read_parquet(round_.live_path)
+    if spec.format.value == "numerai_pickle":
+        with path.open("rb") as handle:
+            return cloudpickle.load(handle)(frame)["prediction"].to_numpy()
     x = frame[round_.feature_sets[spec.features]].to_numpy(np.float32)
     if spec.format.value == "keras":
         import keras
@@ -48,45 +52,50 @@ def raw_truth(round_: SyntheticRound, spec: ModelSpec, path: Path) -> np.ndarray
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return session.run(None, {session.get_inputs()[0].name: x})[0].ravel()
-    with path.open("rb") as handle:
-        return cloudpickle.load(handle)(frame[round_.feature_sets[spec.features]])["prediction"].to_numpy()
+    raise AssertionError(f"no direct way for {spec.format}")
 
 
-def test_every_format_matches_its_framework_run_directly(small_round: SyntheticRound, example_models: Path) -> None:
+def test_every_format_matches_its_framework_run_directly(
+    small_round: SyntheticRound, example_models: Path, run
+) -> None:
     models = manifest_models(example_models)
     outcomes = run(small_round, models, batch_rows=64)
     for spec, path in models:
         outcome = outcomes[spec.name]
         assert outcome.ok, outcome.error
         assert outcome.rows == len(small_round.ids)
-        assert list(outcome.submission.columns) == ["id", "prediction"]
-        assert outcome.submission["id"].tolist() == small_round.ids
-        expected = pd.Series(raw_truth(small_round, spec, path)).rank(pct=True).to_numpy()
-        np.testing.assert_allclose(outcome.submission["prediction"].to_numpy(), expected, atol=1e-6)
+        frame = submission(outcome)
+        assert list(frame.columns) == ["id", "prediction"]
+        assert frame["id"].tolist() == small_round.ids
+        expected = raw_truth(small_round, spec, path)
+        if spec.output.value == "rank":
+            expected = pd.Series(expected).rank(pct=True).to_numpy()
+        np.testing.assert_allclose(frame["prediction"].to_numpy(), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("batch_rows", [1, 50, 503, 4096])
 def test_predictions_do_not_depend_on_the_batch_size(
-    small_round: SyntheticRound, example_models: Path, batch_rows: int
+    small_round: SyntheticRound, example_models: Path, batch_rows: int, run
 ) -> None:
-    models = manifest_models(example_models)
+    models = [m for m in manifest_models(example_models) if m[0].format.value in ("keras", "lightgbm", "onnx")]
     reference = run(small_round, models, batch_rows=100)
     outcomes = run(small_round, models, batch_rows=batch_rows)
     for name, outcome in outcomes.items():
         assert outcome.ok, outcome.error
-        pd.testing.assert_frame_equal(outcome.submission, reference[name].submission, atol=1e-6)
+        pd.testing.assert_frame_equal(submission(outcome), submission(reference[name]), atol=1e-6)
 
 
-def test_a_single_row_round_is_predicted(tmp_path: Path, example_models: Path) -> None:
+def test_a_single_row_round_is_predicted(tmp_path: Path, example_models: Path, run) -> None:
     one = write_round(tmp_path / "one", rows=1, n_features=60, seed=9)
-    outcomes = run(one, manifest_models(example_models), batch_rows=10)
+    outcomes = run(one, [m for m in manifest_models(example_models) if m[0].format.value != "numerai_pickle"],
+                   batch_rows=10)
     for outcome in outcomes.values():
         assert outcome.ok, outcome.error
-        assert outcome.submission["id"].tolist() == one.ids
-        assert outcome.submission["prediction"].tolist() == [1.0]  # the rank of a lone row
+        assert submission(outcome)["id"].tolist() == one.ids
+        assert submission(outcome)["prediction"].tolist() == [1.0]  # the rank of a lone row
 
 
-def test_missing_values_are_filled_with_the_middle_bin_unless_the_manifest_says_otherwise(tmp_path: Path) -> None:
+def test_missing_values_are_filled_with_the_middle_bin_unless_the_manifest_says_otherwise(tmp_path: Path, run) -> None:
     holes = write_round(tmp_path / "holes", rows=200, n_features=20, missing_fraction=0.2, seed=4)
     features = holes.feature_sets["all"]
     weights = np.linspace(-1, 1, len(features))
@@ -99,14 +108,16 @@ def test_missing_values_are_filled_with_the_middle_bin_unless_the_manifest_says_
     frame = pd.read_parquet(holes.live_path)[features]
     for name, fill in (("filled", 2.0), ("zeros", 0.0)):
         expected = frame.fillna(fill).to_numpy(np.float32) @ weights.astype(np.float32)
-        raw = outcomes[name].submission["prediction"].to_numpy()
+        raw = submission(outcomes[name])["prediction"].to_numpy()
         np.testing.assert_allclose(raw, expected, rtol=1e-4, atol=1e-4)
     # Raw outputs of this linear model are not all inside [0, 1]: Numerai's rules say so.
     assert "values must be between 0 and 1" in outcomes["filled"].error
     assert "predicted NaN or infinity" in outcomes["nan_aware"].error
+    # Rejected predictions are kept, NaN and all, for the archive.
+    assert submission(outcomes["nan_aware"])["prediction"].isna().any()
 
 
-def test_a_missing_feature_fails_that_model_only(small_round: SyntheticRound, example_models: Path) -> None:
+def test_a_missing_feature_fails_that_model_only(small_round: SyntheticRound, example_models: Path, run) -> None:
     models = manifest_models(example_models)
     wanted = ["feature_0001", "feature_gone_a", "feature_gone_b"]
     write_onnx_linear(example_models.parent / "three.onnx", np.ones(3), 0.0)
@@ -119,7 +130,7 @@ def test_a_missing_feature_fails_that_model_only(small_round: SyntheticRound, ex
     assert all(outcomes[s.name].ok for s, _ in models)
 
 
-def test_nan_and_constant_outputs_are_reported(small_round: SyntheticRound, tmp_path: Path) -> None:
+def test_nan_and_constant_outputs_are_reported(small_round: SyntheticRound, tmp_path: Path, run) -> None:
     small = small_round.feature_sets["small"]
     write_onnx_linear(tmp_path / "nan.onnx", np.full(len(small), np.nan), 0.0)
     write_onnx_linear(tmp_path / "constant.onnx", np.zeros(len(small)), 0.5)
@@ -131,10 +142,10 @@ def test_nan_and_constant_outputs_are_reported(small_round: SyntheticRound, tmp_
     assert outcomes["nan_model"].error == "model 'nan_model': predicted NaN or infinity for 503 of 503 rows"
     assert not outcomes["flat"].ok
     assert "non-zero standard deviation" in outcomes["flat"].error
-    assert outcomes["flat"].submission is not None
+    assert outcomes["flat"].csv is not None
 
 
-def test_a_broken_model_fails_alone(small_round: SyntheticRound, example_models: Path, tmp_path: Path) -> None:
+def test_a_broken_model_fails_alone(small_round: SyntheticRound, example_models: Path, tmp_path: Path, run) -> None:
     models = manifest_models(example_models)
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"this is not a zip archive")
@@ -146,39 +157,42 @@ def test_a_broken_model_fails_alone(small_round: SyntheticRound, example_models:
     ]
     outcomes = run(small_round, [extra[0], *models, extra[1]])
     assert outcomes["corrupt"].error.startswith("model 'corrupt': cannot load 'corrupt.keras' as keras:")
-    assert outcomes["mislabelled"].error.startswith("model 'mislabelled': cannot load 'gbm_as_onnx.onnx' as onnx:")
+    assert outcomes["mislabelled"].error == (
+        "model 'mislabelled': 'gbm_as_onnx.onnx' is declared \"onnx\" but looks like a LightGBM text model; "
+        'set "format": "lightgbm"'
+    )
     assert all(outcomes[s.name].ok for s, _ in models)
 
 
-def test_a_model_that_fails_mid_round_fails_alone(small_round: SyntheticRound, example_models: Path, tmp_path: Path) -> None:
+def test_a_model_that_fails_mid_round_fails_alone(small_round: SyntheticRound, example_models: Path, tmp_path: Path, run) -> None:
     def predict(live_features, live_benchmark_models=None):
         raise MemoryError("pretend the model ran out of memory")
 
     path = tmp_path / "boom.pkl"
     path.write_bytes(cloudpickle.dumps(predict))
-    boom = ModelSpec(name="boom", file="boom.pkl", format="numerai_pickle", features="small", trust_pickle=True)
+    boom = ModelSpec(name="boom", file="boom.pkl", format="numerai_pickle", trust_pickle=True)
     outcomes = run(small_round, [*manifest_models(example_models), (boom, path)])
     assert outcomes["boom"].error == "model 'boom': MemoryError: pretend the model ran out of memory"
     assert sum(o.ok for o in outcomes.values()) == 4
 
 
-def test_width_mismatch_names_the_manifest_field(small_round: SyntheticRound, example_models: Path) -> None:
+def test_width_mismatch_names_the_manifest_field(small_round: SyntheticRound, example_models: Path, run) -> None:
     wrong = ModelSpec(name="wrong", file="demo_onnx.onnx", format="onnx", features="medium")
     outcome = run(small_round, [(wrong, example_models / "demo_onnx.onnx")])["wrong"]
     small, medium = (len(small_round.feature_sets[s]) for s in ("small", "medium"))
     assert f"takes {small} features but its manifest entry gives {medium}; check 'features'" in outcome.error
 
 
-def test_lightgbm_feature_names_must_match_the_manifest_order(small_round: SyntheticRound, example_models: Path) -> None:
+def test_lightgbm_feature_names_must_match_the_manifest_order(small_round: SyntheticRound, example_models: Path, run) -> None:
     reordered = list(reversed(small_round.feature_sets["medium"]))
     spec = ModelSpec(name="shuffled", file="demo_lightgbm.txt", format="lightgbm", features=reordered)
     outcome = run(small_round, [(spec, example_models / "demo_lightgbm.txt")])["shuffled"]
     assert f"was trained with '{small_round.feature_sets['medium'][0]}' as feature #1, but its manifest entry gives '{reordered[0]}'" in outcome.error
 
 
-def test_lightgbm_json_dumps_are_refused_with_the_fix(small_round: SyntheticRound, tmp_path: Path) -> None:
+def test_lightgbm_json_dumps_are_refused_with_the_fix(small_round: SyntheticRound, tmp_path: Path, run) -> None:
     dump = tmp_path / "gbm.json"
-    dump.write_text(json.dumps({"name": "tree"}))
+    dump.write_text(json.dumps({"name": "tree", "version": "v4", "tree_info": []}))
     spec = ModelSpec(name="gbm", file="gbm.json", format="lightgbm", features="small")
     outcome = run(small_round, [(spec, dump)])["gbm"]
     assert "LightGBM cannot load" in outcome.error and "save_model" in outcome.error
@@ -198,43 +212,7 @@ def test_read_ahead_yields_everything_in_order_and_passes_errors_on() -> None:
     assert seen == [1]
 
 
-def test_a_model_over_its_time_limit_is_stopped_and_the_others_finish(
-    small_round: SyntheticRound, example_models: Path, tmp_path: Path
-) -> None:
-    def slow(live_features, live_benchmark_models=None):
-        import time
-
-        time.sleep(5)
-        return live_features.iloc[:, :1].rank(pct=True).set_axis(["prediction"], axis=1)
-
-    path = tmp_path / "slow.pkl"
-    path.write_bytes(cloudpickle.dumps(slow))
-    spec = ModelSpec(name="slow", file="slow.pkl", format="numerai_pickle", features="small", trust_pickle=True)
-    onnx = [(s, p) for s, p in manifest_models(example_models) if s.name == "demo_onnx"]
-    started = time.monotonic()
-    outcomes = predict_round(
-        LiveData(small_round.live_path, "v5.3"), read_feature_sets(small_round.features_path),
-        [(spec, path), *onnx], 64, time_limit=0.5,
-    )
-    assert time.monotonic() - started < 4  # the run did not wait for the slow model
-    slow_outcome, onnx_outcome = outcomes
-    assert slow_outcome.error == (
-        "model 'slow': took longer than its limit of 0.5 s; raise MODEL_TIME_LIMIT_SECONDS if it needs more"
-    )
-    assert onnx_outcome.ok
-
-
-def test_a_batch_model_over_its_time_limit_stops_between_batches(small_round: SyntheticRound, example_models: Path) -> None:
-    keras_model = [(s, p) for s, p in manifest_models(example_models) if s.name == "demo_keras"]
-    [outcome] = predict_round(
-        LiveData(small_round.live_path, "v5.3"), read_feature_sets(small_round.features_path),
-        keras_model, 64, time_limit=1e-9,
-    )
-    assert outcome.error.startswith("model 'demo_keras': took longer than its limit of 1e-09 s (stopped after 64 rows)")
-    assert outcome.submission is None
-
-
-def test_a_legacy_h5_keras_model_loads_and_predicts(small_round: SyntheticRound, tmp_path: Path) -> None:
+def test_a_legacy_h5_keras_model_loads_and_predicts(small_round: SyntheticRound, tmp_path: Path, run) -> None:
     from devkit.example_models import write_keras
 
     write_keras(tmp_path / "legacy.h5", small_round.feature_sets["medium"], hidden=(8,), seed=3)
@@ -242,4 +220,4 @@ def test_a_legacy_h5_keras_model_loads_and_predicts(small_round: SyntheticRound,
     outcome = run(small_round, [(spec, tmp_path / "legacy.h5")])["legacy"]
     assert outcome.ok, outcome.error
     expected = pd.Series(raw_truth(small_round, spec, tmp_path / "legacy.h5")).rank(pct=True).to_numpy()
-    np.testing.assert_allclose(outcome.submission["prediction"].to_numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(submission(outcome)["prediction"].to_numpy(), expected, atol=1e-6)

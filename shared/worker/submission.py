@@ -12,20 +12,18 @@ import numpy as np
 import pandas as pd
 from numerai_tools.submissions import validate_submission_numerai
 
-from shared.errors import PredictionError, SubmissionInvalid, SubmitterError
+from shared.errors import SubmissionInvalid, SubmitterError
 from shared.manifest import ModelSpec, OutputTransform
 
 
 def build_submission(spec: ModelSpec, ids: pd.Index, outputs: np.ndarray | pd.Series) -> pd.DataFrame:
-    """A DataFrame with columns `id` and `prediction`, in the order of `ids`."""
+    """A DataFrame with columns `id` and `prediction`, in the order of `ids`.
+
+    Outputs with NaN or infinity are kept as they are, unranked (ranking would
+    hide infinities), for `validate_submission` to refuse and the archive to keep.
+    """
     values = np.asarray(outputs, dtype=np.float64)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        raise PredictionError(
-            f"model '{spec.name}': predicted NaN or infinity for {int(bad.sum())} of "
-            f"{len(values)} rows"
-        )
-    if spec.output is OutputTransform.RANK:
+    if spec.output is OutputTransform.RANK and np.isfinite(values).all():
         # Live data is a single era, so one ranking over all rows is the per-era
         # rank that Numerai's example models apply.
         values = pd.Series(values).rank(pct=True, method="average").to_numpy()
@@ -37,6 +35,7 @@ def validate_submission(spec: ModelSpec, submission: pd.DataFrame, live_ids: pd.
     if not __debug__:
         # numerai-tools states its rules as assert statements, which -O removes.
         raise SubmitterError("submissions cannot be validated under python -O; run without -O")
+    _check_finite(spec, submission)
     _check_exactly_once(spec, submission, live_ids)
     try:
         # numerai-tools converts ids with astype(str); with pyarrow-backed strings
@@ -45,6 +44,17 @@ def validate_submission(spec: ModelSpec, submission: pd.DataFrame, live_ids: pd.
             validate_submission_numerai(pd.Series(live_ids, dtype=object), submission)
     except AssertionError as exc:
         raise SubmissionInvalid(f"model '{spec.name}': {exc}") from None
+
+
+def _check_finite(spec: ModelSpec, submission: pd.DataFrame) -> None:
+    values = submission.drop(columns="id", errors="ignore")
+    if values.empty or not pd.api.types.is_numeric_dtype(values.iloc[:, 0]):
+        return  # numerai-tools names what is wrong with the columns
+    bad = ~np.isfinite(values.iloc[:, 0].to_numpy(dtype=np.float64))
+    if bad.any():
+        raise SubmissionInvalid(
+            f"model '{spec.name}': predicted NaN or infinity for {int(bad.sum())} of {len(bad)} rows"
+        )
 
 
 def _check_exactly_once(spec: ModelSpec, submission: pd.DataFrame, live_ids: pd.Index) -> None:

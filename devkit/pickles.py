@@ -1,0 +1,51 @@
+"""Numerai upload pickles made by another Python, the way a participant's machine makes them.
+
+A cloudpickled function defined in `__main__` is stored by value, with its code
+object, and code objects differ between Python versions: that is what makes a
+pickle from Python 3.12 crash or fail on 3.11. `pickle_with` runs another
+interpreter to define and dump a function from source text. That interpreter
+needs nothing installed: cloudpickle is pure Python and is lent to it from this
+environment; the function imports pandas only when it is called.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import cloudpickle
+
+# Where pyenv keeps other Pythons on these machines (and on many developers' ones).
+PYENV_VERSIONS = {"3.11": "3.11.7", "3.12": "3.12.1"}
+
+
+def find_python(version: str) -> list[str]:
+    """A command that starts Python `version` ("3.12"): this interpreter, `pythonX.Y`, or pyenv's."""
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
+        return [sys.executable]
+    candidates = [["env", f"PYENV_VERSION={PYENV_VERSIONS.get(version, version)}", f"python{version}"],
+                  [f"python{version}"]]
+    for command in candidates:
+        try:
+            completed = subprocess.run([*command, "-c", "import sys; print(sys.version_info[:2])"],
+                                       capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if completed.returncode == 0 and completed.stdout.strip() == str(tuple(map(int, version.split(".")))):
+            return command
+    raise RuntimeError(f"Python {version} is not installed (tried python{version} and pyenv's {version})")
+
+
+def pickle_with(python: list[str], source: str, out: Path) -> Path:
+    """Define `predict` from `source` in `python`'s `__main__` and cloudpickle it to `out`."""
+    script = f"{source}\nimport cloudpickle, sys\nopen(sys.argv[1], 'wb').write(cloudpickle.dumps(predict))\n"
+    with tempfile.TemporaryDirectory() as lent:
+        shutil.copytree(Path(cloudpickle.__file__).parent, Path(lent) / "cloudpickle")
+        environment = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", ""), "PYTHONPATH": lent}
+        subprocess.run([*python, "-c", script, str(out)], check=True, env=environment, timeout=120,
+                       capture_output=True)
+    return out

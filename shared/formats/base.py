@@ -1,0 +1,138 @@
+"""What every model format provides, and the checks they share.
+
+A format module loads a file into one of two kinds of model:
+- a `BatchModel` predicts one float32 batch of feature rows at a time, so memory
+  holds one batch whatever the size of the round (Keras, LightGBM, ONNX,
+  scikit-learn-API estimators, XGBoost, CatBoost);
+- a `WholeRoundModel` gets the whole round at once, exactly as Numerai's hosted
+  runner calls an uploaded pickle.
+
+Format modules import their framework inside their loader: they run only in a
+model's worker process, never in the Functions host's.
+"""
+
+from __future__ import annotations
+
+import sys
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from shared.errors import ModelLoadError, PredictionError
+from shared.manifest import ModelSpec
+
+
+class BatchModel(ABC):
+    """A model that predicts one float32 batch of feature rows at a time.
+
+    `columns` are the live data's columns it takes, in the order it was trained on.
+    """
+
+    def __init__(self, spec: ModelSpec, columns: list[str]) -> None:
+        self.spec = spec
+        self.columns = columns
+
+    @abstractmethod
+    def predict_batch(self, features: np.ndarray) -> np.ndarray:
+        """Predict for `features` (rows × `columns`); one value per row."""
+
+
+class WholeRoundModel(ABC):
+    """A model that is handed the round's files and returns its submission CSV text."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+
+    @abstractmethod
+    def predict_round(self, live_path: Path, benchmark_path: Path | None) -> tuple[str, Any]:
+        """Predict the whole round; returns (submission CSV text, the live ids)."""
+
+
+LoadedModel = BatchModel | WholeRoundModel
+
+
+def as_one_column(spec: ModelSpec, output: Any, rows: int) -> np.ndarray:
+    """Flatten a model's output to one value per row, or say why it cannot be."""
+    values = np.asarray(output)
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1 or values.shape[0] != rows:
+        raise PredictionError(
+            f"model '{spec.name}': returned an output of shape {values.shape} for {rows} rows; "
+            "expected one value per row"
+        )
+    return values
+
+
+def columns_for(spec: ModelSpec, features: list[str] | None, recorded: list[str] | None) -> list[str]:
+    """The columns a model takes: the manifest's, checked against the file's own record.
+
+    `recorded` is the feature names the file stores (None when it stores none, or
+    only placeholders). Without a manifest list the recorded names are used.
+    """
+    if features is None:
+        if recorded is None:
+            raise ModelLoadError(
+                f"model '{spec.name}': '{spec.file}' does not record its feature names; give "
+                "'features' in its manifest entry (a feature set such as \"medium\", or the columns)"
+            )
+        return recorded
+    if recorded is not None:
+        check_width(spec, len(recorded), features)
+        check_names(spec, recorded, features)
+    return features
+
+
+def check_width(spec: ModelSpec, width: Any, features: list[str]) -> None:
+    """Raise unless a model's input width (None when unknown) equals the manifest's feature count."""
+    if width is not None and int(width) != len(features):
+        raise ModelLoadError(
+            f"model '{spec.name}': '{spec.file}' takes {width} features but its manifest entry "
+            f"gives {len(features)}; check 'features'"
+        )
+
+
+def check_names(spec: ModelSpec, trained_on: list[str], features: list[str]) -> None:
+    """Compare the column names a model file records with the manifest's, position by position."""
+    for position, (trained, given) in enumerate(zip(trained_on, features, strict=True)):
+        if trained != given:
+            raise ModelLoadError(
+                f"model '{spec.name}': '{spec.file}' was trained with '{trained}' as feature "
+                f"#{position + 1}, but its manifest entry gives '{given}'; the order must match training"
+            )
+
+
+def require_trust(spec: ModelSpec) -> None:
+    """Refuse to open a file whose loading runs code, unless the manifest says it is trusted."""
+    if not spec.trust_pickle:
+        raise ModelLoadError(
+            f"model '{spec.name}': '{spec.file}' is a pickle, and loading a pickle runs the code "
+            "inside it. Add \"trust_pickle\": true to this manifest entry only if you made the "
+            "file or trust whoever did."
+        )
+
+
+def unpickle(spec: ModelSpec, path: Path, reader: Callable[[Path], Any]) -> Any:
+    """Read a pickle with `reader`, turning the usual failures into what a participant can act on."""
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    try:
+        return reader(path)
+    except ModuleNotFoundError as exc:
+        raise ModelLoadError(
+            f"model '{spec.name}': '{spec.file}' needs the module '{exc.name}', which this app does not "
+            "have; the README lists the libraries (and versions) a pickle can use"
+        ) from None
+    except (TypeError, ValueError, SystemError) as exc:
+        # Code objects change between Python versions; their constructor is where it shows.
+        raise ModelLoadError(
+            f"model '{spec.name}': '{spec.file}' cannot be unpickled ({first_line(exc)}); a pickle built "
+            f"on another Python version does this — this app runs Python {python}"
+        ) from None
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text, bounded, for a one-line error message."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

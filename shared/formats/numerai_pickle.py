@@ -1,0 +1,116 @@
+"""Numerai model uploads: a pickled `predict` function, called exactly as Numerai's hosted runner calls it.
+
+The contract, rule by rule as Numerai's runner (`numerai/numerai-predict`,
+`predict.py`) applies it; `tests/test_hosted_runner_contract.py` states each one:
+1. the file is read with `pandas.read_pickle`;
+2. `len(inspect.signature(predict).parameters)` (defaulted parameters count too)
+   decides the call: one → `predict(live_features)`, two →
+   `predict(live_features, live_benchmark_models)`, anything else is refused;
+3. `live_features` is `pandas.read_parquet("live.parquet")` as it is: the `id`
+   index, `era`, `data_type` and every feature, dtypes as stored, NaN in place;
+4. `live_benchmark_models` is the whole `live_benchmark_models.parquet`, read
+   only for two-parameter functions;
+5. the result must be exactly a `pandas.DataFrame` (not a subclass, not a
+   Series), not empty, with no NaN in any column, its first column within [0, 1];
+6. it is written with `DataFrame.to_csv()`, index included, and that CSV is the
+   submission: Numerai's upload rules then apply (checked by the engine).
+
+Beyond the runner, and only when the manifest asks: `fill_missing` fills NaN
+before the call, and `"output": "rank"` ranks the first column afterwards.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from shared.errors import DataError, ModelLoadError, PredictionError, RejectedPredictions
+from shared.formats.base import WholeRoundModel, require_trust, unpickle
+from shared.manifest import ModelSpec, OutputTransform
+
+
+class NumeraiPickleModel(WholeRoundModel):
+    """An unpickled `predict` function and the number of parameters it declares."""
+
+    def __init__(self, spec: ModelSpec, predict: Callable[..., Any], parameters: int) -> None:
+        super().__init__(spec)
+        self._predict = predict
+        self._parameters = parameters
+
+    def predict_round(self, live_path: Path, benchmark_path: Path | None) -> tuple[str, pd.Index]:
+        live = read_parquet(live_path)
+        if self.spec.fill_missing is not None:
+            live = live.fillna(self.spec.fill_missing)
+        if self._parameters == 1:
+            result = self._predict(live)
+        else:
+            if benchmark_path is None:
+                raise DataError("live_benchmark_models.parquet was not downloaded")
+            result = self._predict(live, read_parquet(benchmark_path))
+        try:
+            check_result(self.spec, result)
+        except PredictionError as exc:
+            if type(result) is pd.DataFrame and len(result):
+                raise RejectedPredictions(str(exc), result.to_csv()) from None
+            raise
+        if self.spec.output is OutputTransform.RANK:
+            result = result.copy()
+            result.iloc[:, 0] = result.iloc[:, 0].rank(pct=True, method="average")
+        return result.to_csv(), live.index
+
+
+def load(spec: ModelSpec, path: Path, features: list[str] | None) -> NumeraiPickleModel:
+    """Unpickle the function, if the manifest trusts the file, and count its parameters."""
+    require_trust(spec)
+    predict = unpickle(spec, path, pd.read_pickle)
+    if not callable(predict):
+        hint = '; it has predict(): use "format": "sklearn"' if hasattr(predict, "predict") else ""
+        raise ModelLoadError(
+            f"model '{spec.name}': '{spec.file}' holds a {type(predict).__name__}; expected a "
+            f"predict(live_features[, live_benchmark_models]) function, as Numerai's uploads take{hint}"
+        )
+    try:
+        parameters = len(inspect.signature(predict).parameters)
+    except (TypeError, ValueError) as exc:
+        raise ModelLoadError(f"model '{spec.name}': the signature of its function cannot be read ({exc})") from None
+    if parameters not in (1, 2):
+        raise ModelLoadError(
+            f"model '{spec.name}': its function takes {parameters} parameters; Numerai's runner "
+            "calls it with one (live_features) or two (live_features, live_benchmark_models), "
+            "counting parameters that have defaults"
+        )
+    return NumeraiPickleModel(spec, predict, parameters)
+
+
+def check_result(spec: ModelSpec, result: Any) -> None:
+    """Numerai's runner's checks on what the function returned, with its order of checks."""
+    name = spec.name
+    if result is None:
+        raise PredictionError(f"model '{name}': its function returned None; it must return a DataFrame")
+    if type(result) is not pd.DataFrame:
+        raise PredictionError(
+            f"model '{name}': its function returned {type(result).__name__}; Numerai's runner "
+            "accepts exactly a pandas DataFrame (wrap a Series with .to_frame('prediction'))"
+        )
+    if len(result) == 0:
+        raise PredictionError(f"model '{name}': its function returned an empty DataFrame")
+    nan_rows = int(result.isna().any(axis=1).sum())
+    if nan_rows:
+        raise PredictionError(f"model '{name}': its function returned NaN in {nan_rows} rows")
+    first = result.iloc[:, 0]
+    if not first.between(0, 1).all():
+        raise PredictionError(
+            f"model '{name}': its function returned values outside [0, 1] in column "
+            f"'{first.name}' (from {first.min()!r} to {first.max()!r}); Numerai's runner refuses them"
+        )
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    """A round file read as Numerai's runner reads it, with a readable error."""
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow's and pandas' own error types
+        raise DataError(f"{path.name}: not a readable parquet file ({exc})") from None

@@ -1,0 +1,196 @@
+"""The fork server: one clean process with the engine imported, forking a worker per model.
+
+Starting a fresh interpreter per model would pay for pandas, pyarrow and
+numerai-tools (which imports scipy) every time: about 3 s here. Instead the
+run's process starts `python -m shared.worker` once, with an environment that
+holds no secret; it imports the engine and then forks one worker per model,
+which starts at once, shares the imported libraries copy-on-write and has a
+process group of its own. Frameworks (TensorFlow, LightGBM, …) are imported
+by each worker, after the fork: forking a process whose framework threads are
+running is unsafe, and a framework one model needs is no other model's cost.
+
+The protocol is lines on the server's stdin and stdout:
+- run's process → server: `<request file>`
+- server → run's process: `started <pid> <request file>`, then `exited <pid> <exit code>`
+  (a negative exit code is the signal that ended the worker).
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import IO
+
+from shared.worker.protocol import PHASE_FILE, Phase, WorkRequest
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.05
+
+
+def serve(commands: IO[str] = sys.stdin, replies: IO[str] = sys.stdout) -> int:
+    """The server's loop: fork a worker per request line, report starts and exits, until stdin closes."""
+    from shared.worker import engine  # noqa: F401  the imports the workers share
+
+    faulthandler.enable()
+    open_input = True
+    running = 0
+    while open_input or running:
+        if open_input and select.select([commands], [], [], POLL_SECONDS)[0]:
+            line = commands.readline()
+            if not line:
+                open_input = False
+            elif line.strip():
+                request_file = line.strip()
+                pid = _fork_worker(Path(request_file), commands, replies)
+                replies.write(f"started {pid} {request_file}\n")
+                replies.flush()
+                running += 1
+        elif not open_input:
+            select.select([], [], [], POLL_SECONDS)
+        running -= _reap(replies)
+    return 0
+
+
+def _reap(replies: IO[str]) -> int:
+    """Report every worker that has exited; returns how many."""
+    reaped = 0
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return reaped
+        if pid == 0:
+            return reaped
+        replies.write(f"exited {pid} {os.waitstatus_to_exitcode(status)}\n")
+        replies.flush()
+        reaped += 1
+
+
+def _fork_worker(request_file: Path, commands: IO[str], replies: IO[str]) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        code = _worker(request_file, commands, replies)
+    finally:
+        os._exit(code)  # never back into the server's loop
+
+
+def _worker(request_file: Path, commands: IO[str], replies: IO[str]) -> int:
+    """Inside the forked worker: a process group of its own, its own log, the engine, the outcome."""
+    from shared.worker.engine import run_model
+
+    os.setsid()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    # The protocol pipes are the server's: closed here first, as their descriptors are reused below.
+    commands.close()
+    replies.close()
+    request = WorkRequest.read(request_file)
+    log_fd = os.open(request.output_dir / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)  # stderr, logging and faulthandler write to descriptor 2
+    os.close(log_fd)
+    os.close(null)
+    sys.stdout = os.fdopen(1, "w", buffering=1)
+    phase_file = request.output_dir / PHASE_FILE
+
+    def enter(phase: Phase) -> None:
+        phase_file.write_text(phase.value)
+
+    outcome = run_model(request, enter)
+    outcome.write(request.output_dir)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return 0
+
+
+class ServerGone(Exception):
+    """The fork server exited while workers were still expected from it."""
+
+
+class ForkServerClient:
+    """The run's side of the fork server: start it, ask for workers, learn how they exited.
+
+    A reader thread turns the server's replies into two tables (started
+    workers, exit codes) that the threads supervising each worker wait on.
+    """
+
+    def __init__(self, environment: dict[str, str], log_path: Path) -> None:
+        with log_path.open("wb") as server_log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "shared.worker"], env=environment, cwd=log_path.parent,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=server_log, text=True,
+                bufsize=1, start_new_session=True,
+            )
+        self.log_path = log_path
+        self._changed = threading.Condition()
+        self._started: dict[str, int] = {}
+        self._exits: dict[int, int] = {}
+        self._gone = False
+        threading.Thread(target=self._read_replies, name="forkserver-replies", daemon=True).start()
+
+    def start(self, request_file: Path) -> int:
+        """Have the server fork a worker for `request_file`; returns the worker's pid."""
+        key = str(request_file)
+        with self._changed:
+            if self._gone:
+                raise ServerGone(self._tail())
+            assert self._process.stdin is not None
+            self._process.stdin.write(f"{key}\n")
+            self._process.stdin.flush()
+            self._changed.wait_for(lambda: key in self._started or self._gone)
+            if key not in self._started:
+                raise ServerGone(self._tail())
+            return self._started.pop(key)
+
+    def exit_code(self, pid: int, timeout: float) -> int | None:
+        """The worker's exit code once it has exited (negative: the signal); None while it runs."""
+        with self._changed:
+            self._changed.wait_for(lambda: pid in self._exits or self._gone, timeout)
+            if pid in self._exits:
+                return self._exits.pop(pid)
+            if self._gone:
+                raise ServerGone(self._tail())
+            return None
+
+    def close(self) -> None:
+        """Ask the server to finish (it waits for its workers) and make sure it has."""
+        try:
+            assert self._process.stdin is not None
+            self._process.stdin.close()
+            self._process.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait()
+
+    def _read_replies(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            kind, number, *rest = line.rstrip("\n").split(" ", 2)
+            with self._changed:
+                if kind == "started":
+                    self._started[rest[0]] = int(number)
+                elif kind == "exited":
+                    self._exits[int(number)] = int(rest[0])
+                self._changed.notify_all()
+        with self._changed:
+            self._gone = True
+            self._changed.notify_all()
+
+    def _tail(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "the worker server stopped"
+        return "the worker server stopped" + (f": {lines[-1][:300]}" if lines else "")

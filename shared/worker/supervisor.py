@@ -1,0 +1,208 @@
+"""Running each model in a worker process of its own, within its time and memory limits.
+
+The run's process (the Functions host's Python worker) imports no ML framework:
+it starts a fork server (`python -m shared.worker`) with an environment that
+holds no secret, has it fork one worker per model, watches each worker's
+memory and time, and turns whatever happens (an outcome, a crash, a limit)
+into a `ModelOutcome` a participant can read. A model that segfaults, runs out
+of memory or hangs fails alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+import shared
+from shared.manifest import PICKLE_FORMATS
+from shared.worker.forkserver import ForkServerClient, ServerGone
+from shared.worker.protocol import PHASE_FILE, ModelOutcome, Phase, WorkRequest
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.05
+LOG_TAIL_LINES = 20
+# Passed through to workers; everything else (keys, connection strings, the
+# managed identity's endpoint and header) stays in the run's process.
+SAFE_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TEMP", "TMP",
+                  "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")
+# A share of the instance for the workers; the rest is the host's and the run's.
+MEMORY_SHARE = 0.8
+_CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGABRT, signal.SIGFPE}
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    """What one worker may use: wall seconds from its start, and memory in MiB."""
+
+    seconds: float
+    memory_mb: float
+
+
+def run_workers(requests: list[WorkRequest], limits: WorkerLimits, max_parallel: int = 1) -> list[ModelOutcome]:
+    """Run every request in a worker of its own, `max_parallel` at a time; outcomes in request order.
+
+    The fork server's log is written beside the requests' folders.
+    """
+    if not requests:
+        return []
+    log_dir = requests[0].output_dir.parent
+    log_dir.mkdir(parents=True, exist_ok=True)
+    server = ForkServerClient(worker_environment(), log_dir / "forkserver.log")
+    try:
+        with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="model") as pool:
+            return list(pool.map(lambda request: run_worker(request, limits, server), requests))
+    finally:
+        server.close()
+
+
+def run_worker(request: WorkRequest, limits: WorkerLimits, server: ForkServerClient) -> ModelOutcome:
+    """Run one model in a worker forked by `server`; its outcome, whatever became of the worker."""
+    name = request.spec.name
+    request.output_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    watch = _Watch(request, limits)
+    try:
+        watch.until_exit(server, server.start(request.write()))
+    except ServerGone as exc:
+        return ModelOutcome(name=name, error=f"model '{name}': {exc}")
+    outcome = ModelOutcome.read(request.output_dir) or ModelOutcome(name=name)
+    if watch.stopped_for is not None or (outcome.error is None and not outcome.ok):
+        outcome.fail(_explain(request, limits, watch))
+    outcome.peak_memory_mb = round(watch.peak_mb, 1)
+    _relay_log(name, request.output_dir / "worker.log", failed=not outcome.ok)
+    log.info("model %s: worker finished in %.2f s, peak %.0f MiB", name, time.monotonic() - started, watch.peak_mb)
+    return outcome
+
+
+def worker_environment() -> dict[str, str]:
+    """The environment a worker gets: no secrets, and the run's import path."""
+    environment = {name: os.environ[name] for name in SAFE_VARIABLES if name in os.environ}
+    app_root = str(Path(shared.__file__).resolve().parent.parent)
+    # The Functions host adds .python_packages through the path; the worker needs the same.
+    paths = [app_root, *(p for p in sys.path if p and Path(p).is_dir())]
+    environment["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    environment["PYTHONUNBUFFERED"] = "1"
+    environment["TF_CPP_MIN_LOG_LEVEL"] = "2"  # TensorFlow's banner is not the model's news
+    return environment
+
+
+def default_memory_limit_mb(max_parallel: int) -> float:
+    """A worker's share of the instance's memory when MODEL_MEMORY_LIMIT_MB is not set."""
+    return round(instance_memory_mb() * MEMORY_SHARE / max_parallel)
+
+
+def instance_memory_mb() -> float:
+    """The memory this instance may use: its cgroup's limit where one is set, else the machine's."""
+    machine = psutil.virtual_memory().total
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            return min(int(text), machine) / 2**20
+    return machine / 2**20
+
+
+class _Watch:
+    """Follows one worker until it exits, stopping it at its limits."""
+
+    def __init__(self, request: WorkRequest, limits: WorkerLimits) -> None:
+        self.request = request
+        self.limits = limits
+        self.peak_mb = 0.0
+        self.exit_code: int | None = None
+        self.stopped_for: str | None = None  # "time" or "memory" when the watch stopped it
+
+    @property
+    def phase(self) -> Phase:
+        """The last phase the worker entered."""
+        try:
+            return Phase((self.request.output_dir / PHASE_FILE).read_text())
+        except (OSError, ValueError):
+            return Phase.STARTING
+
+    def until_exit(self, server: ForkServerClient, pid: int) -> None:
+        """Wait for worker `pid` to exit, stopping it if it outgrows its limits."""
+        deadline = time.monotonic() + self.limits.seconds
+        while (code := server.exit_code(pid, POLL_SECONDS)) is None:
+            self.peak_mb = max(self.peak_mb, _tree_rss_mb(pid))
+            if self.peak_mb > self.limits.memory_mb:
+                self.stopped_for = "memory"
+            elif time.monotonic() > deadline:
+                self.stopped_for = "time"
+            else:
+                continue
+            _kill_group(pid)
+        self.exit_code = code
+
+
+def _kill_group(pid: int) -> None:
+    """End a worker and anything it started (it leads its own process group)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # already gone
+
+
+def _tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants, in MiB."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except psutil.Error:
+            continue  # exited meanwhile
+    return total / 2**20
+
+
+def _explain(request: WorkRequest, limits: WorkerLimits, watch: _Watch) -> str:
+    """Why a worker gave no usable outcome, in a participant's terms."""
+    name, phase, stopped_for = request.spec.name, watch.phase.value, watch.stopped_for
+    if stopped_for == "time":
+        return (f"model '{name}': stopped after its limit of {limits.seconds:g} s while {phase}; "
+                "raise MODEL_TIME_LIMIT_SECONDS if it needs more")
+    if stopped_for == "memory":
+        return (f"model '{name}': used more than MODEL_MEMORY_LIMIT_MB={limits.memory_mb:g} MiB while "
+                f"{phase} and was stopped; raise the limit on an instance with more memory, or make "
+                "the model smaller")
+    code = watch.exit_code
+    if code is not None and code < 0:
+        sig = signal.Signals(-code)
+        if sig in _CRASH_SIGNALS:
+            cause = ("a pickle built on another Python version does this"
+                     if request.spec.format in PICKLE_FORMATS
+                     else "a model file written by an incompatible library version can do this")
+            return (f"model '{name}': the worker crashed with {sig.name} while {phase}; {cause} — "
+                    f"this app runs Python {sys.version_info.major}.{sys.version_info.minor}")
+        if sig is signal.SIGKILL:
+            return (f"model '{name}': the worker was killed (SIGKILL) while {phase}, most likely by "
+                    f"the system for lack of memory; this instance has {instance_memory_mb():.0f} MiB")
+        return f"model '{name}': the worker was ended by {sig.name} while {phase}"
+    return f"model '{name}': the worker exited with code {code} while {phase} without a result"
+
+
+def _relay_log(name: str, log_path: Path, failed: bool) -> None:
+    """Pass the worker's own log on: its tail when it failed, all of it at DEBUG otherwise."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return
+    if failed and lines:
+        log.warning("model %s: last lines of its worker's log:\n%s", name, "\n".join(lines[-LOG_TAIL_LINES:]))
+    elif lines:
+        log.debug("model %s: worker log:\n%s", name, "\n".join(lines))

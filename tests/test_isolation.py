@@ -1,0 +1,157 @@
+"""One bad model cannot take the others down: crashes, memory, hangs and prying, through the scheduled job.
+
+Each test deploys a fleet of good models plus one that misbehaves, fires the
+timer, and checks that the good ones are submitted, the bad one fails with a
+reason a participant understands, and the run reports itself failed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import cloudpickle
+import pytest
+
+from devkit.azurite import ACCOUNT_KEY
+from devkit.local_stack import LocalStack
+from devkit.synthetic import SyntheticRound
+from shared.jobs import RunFailed
+from tests.support import fire_timer, reports
+
+GOOD = ["demo_lightgbm", "demo_onnx"]
+
+pytestmark = pytest.mark.usefixtures("no_secret_anywhere")
+
+
+def ranked(live):
+    return live[["feature_0000"]].rank(pct=True).set_axis(["prediction"], axis=1)
+
+
+def segfault(live):
+    import ctypes
+
+    ctypes.string_at(0)  # reads address 0: a real SIGSEGV, as a mismatched native build gives
+
+
+def abort(live):
+    import os
+
+    os.abort()
+
+
+def hog_memory(live):
+    import numpy
+
+    hoard = []
+    while True:  # touches every page, so the memory is really resident
+        hoard.append(numpy.ones(25_000_000))
+
+
+def hang(live):
+    import time
+
+    time.sleep(120)
+
+
+class HangsWhileLoading:
+    def __reduce__(self):
+        import time
+
+        return (time.sleep, (120,))  # runs when the file is unpickled
+
+
+def fleet_with(deployed: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path,
+               name: str, payload: object) -> None:
+    """Deploy the good models and one pickle `name` holding `payload`."""
+    models = tmp_path / "fleet"
+    shutil.copytree(example_models, models)
+    manifest = json.loads((models / "models.json").read_text())
+    manifest["models"] = [m for m in manifest["models"] if m["name"] in GOOD]
+    manifest["models"].append({"name": name, "file": f"{name}.pkl", "format": "numerai_pickle", "trust_pickle": True})
+    (models / f"{name}.pkl").write_bytes(cloudpickle.dumps(payload))
+    (models / "models.json").write_text(json.dumps(manifest))
+    deployed.deploy(models, small_round)
+
+
+def fire_and_get_report(deployed: LocalStack) -> dict:
+    with pytest.raises(RunFailed):
+        fire_timer()
+    [report] = reports(deployed)
+    assert report["status"] == "failed"
+    lines = {line["name"]: line for line in report["models"]}
+    for good in GOOD:
+        assert lines[good]["status"] == "submitted", lines[good]
+    assert sorted(s.model_name for s in deployed.sandbox.submissions) == GOOD
+    return lines
+
+
+@pytest.mark.parametrize(("payload", "signal_name"), [(segfault, "SIGSEGV"), (abort, "SIGABRT")])
+def test_a_crashing_model_fails_alone_with_the_signal_and_its_likely_cause(
+    deployed: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path, payload, signal_name: str
+) -> None:
+    fleet_with(deployed, small_round, example_models, tmp_path, "crasher", payload)
+    line = fire_and_get_report(deployed)["crasher"]
+    assert line["status"] == "failed"
+    assert line["error"].startswith(f"model 'crasher': the worker crashed with {signal_name} while predicting; "
+                                    "a pickle built on another Python version does this — this app runs Python 3.")
+
+
+def test_a_model_that_outgrows_its_memory_limit_is_stopped_alone(
+    deployed: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MODEL_MEMORY_LIMIT_MB", "700")
+    fleet_with(deployed, small_round, example_models, tmp_path, "hog", hog_memory)
+    lines = fire_and_get_report(deployed)
+    assert lines["hog"]["error"] == (
+        "model 'hog': used more than MODEL_MEMORY_LIMIT_MB=700 MiB while predicting and was stopped; raise the "
+        "limit on an instance with more memory, or make the model smaller"
+    )
+    assert lines["hog"]["peak_memory_mb"] > 700
+    assert all(lines[good]["peak_memory_mb"] < 700 for good in GOOD)
+
+
+@pytest.mark.parametrize(("payload", "phase"), [(HangsWhileLoading(), "loading"), (hang, "predicting")])
+def test_a_hanging_model_is_stopped_at_its_time_limit_in_any_phase(
+    deployed: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, payload, phase: str,
+) -> None:
+    monkeypatch.setenv("MODEL_TIME_LIMIT_SECONDS", "6")
+    fleet_with(deployed, small_round, example_models, tmp_path, "sleeper", payload)
+    started = time.monotonic()
+    lines = fire_and_get_report(deployed)
+    assert time.monotonic() - started < 90  # the model sleeps 120 s: the run did not wait for it
+    assert lines["sleeper"]["error"] == (
+        f"model 'sleeper': stopped after its limit of 6 s while {phase}; "
+        "raise MODEL_TIME_LIMIT_SECONDS if it needs more"
+    )
+
+
+def test_a_model_that_reads_its_environment_finds_no_secret(
+    deployed: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path,
+) -> None:
+    seen = tmp_path / "environment.json"
+
+    def pry(live):
+        import json
+        import os
+        from pathlib import Path
+
+        with open("/proc/self/environ", "rb") as handle:
+            initial = handle.read().decode(errors="replace")
+        Path(seen).write_text(json.dumps({"environ": dict(os.environ), "initial": initial}))
+        return live[["feature_0000"]].rank(pct=True).set_axis(["prediction"], axis=1)
+
+    fleet_with(deployed, small_round, example_models, tmp_path, "pry", pry)
+    fire_timer()
+    assert sorted(s.model_name for s in deployed.sandbox.submissions) == sorted([*GOOD, "pry"])
+    found = json.loads(seen.read_text())
+    everything = json.dumps(found)
+    public_id, secret_key = deployed.sandbox.credentials
+    for secret in (public_id, secret_key, ACCOUNT_KEY, deployed.azurite.connection_string):
+        assert secret not in everything
+    assert not [name for name in found["environ"] if name.startswith(("NUMERAI_", "AZURE", "IDENTITY_", "MSI_",
+                                                                       "MODELS_STORAGE", "APPLICATIONINSIGHTS"))]
