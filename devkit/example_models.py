@@ -2,8 +2,9 @@
 
 Each writer trains on synthetic rows (see `synthetic.training_rows`) and saves
 the model the way a Numerai participant would: Keras `save`, LightGBM
-`save_model`, an ONNX graph, or a cloudpickled `predict` function of the kind
-Numerai's hosted model uploads accept.
+`save_model`, an ONNX graph, a cloudpickled `predict` function of the kind
+Numerai's hosted model uploads accept, a joblib-dumped scikit-learn Pipeline or
+LGBMRegressor, an XGBoost `.json` or a CatBoost `.cbm`.
 """
 
 from __future__ import annotations
@@ -99,34 +100,97 @@ def _linear_predict(features: list[str], seed: int) -> Callable[..., Any]:
     return predict
 
 
+def write_sklearn(path: Path, features: list[str], seed: int = 0) -> None:
+    """A scikit-learn Pipeline (scaler, ridge) fitted on a DataFrame, saved with joblib.dump."""
+    import joblib
+    import pandas as pd
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = training_rows(features, TRAIN_ROWS, seed)
+    # A DataFrame, as participants fit: the pipeline records the feature names.
+    pipeline = make_pipeline(StandardScaler(), Ridge(alpha=1.0))
+    pipeline.fit(pd.DataFrame(x, columns=features), y)
+    joblib.dump(pipeline, path)
+
+
+def write_lgbm_regressor(path: Path, features: list[str], rounds: int = 30, seed: int = 0) -> None:
+    """An LGBMRegressor fitted on a DataFrame, joblib-dumped as numerai-cli's example saves it."""
+    import joblib
+    import lightgbm
+    import pandas as pd
+
+    x, y = training_rows(features, TRAIN_ROWS, seed)
+    model = lightgbm.LGBMRegressor(n_estimators=rounds, num_leaves=15, learning_rate=0.1,
+                                   random_state=seed, n_jobs=1, verbose=-1)
+    model.fit(pd.DataFrame(x, columns=features), y)
+    joblib.dump(model, path)
+
+
+def write_xgboost(path: Path, features: list[str], rounds: int = 30, seed: int = 0) -> None:
+    """An XGBoost regressor saved by Booster.save_model: `.json` or `.ubj` by the suffix."""
+    import xgboost
+
+    x, y = training_rows(features, TRAIN_ROWS, seed)
+    params = {"objective": "reg:squarederror", "max_depth": 4, "eta": 0.1,
+              "seed": seed, "nthread": 1}
+    booster = xgboost.train(params, xgboost.DMatrix(x, y, feature_names=features), rounds)
+    booster.save_model(str(path))
+
+
+def write_catboost(path: Path, features: list[str], rounds: int = 30, seed: int = 0) -> None:
+    """A CatBoost regressor saved in CatBoost's binary format (`.cbm`), with its feature names."""
+    import catboost
+
+    x, y = training_rows(features, TRAIN_ROWS, seed)
+    # allow_writing_files=False: no catboost_info/ folder in the working directory.
+    model = catboost.CatBoostRegressor(iterations=rounds, depth=4, learning_rate=0.1,
+                                       random_seed=seed, thread_count=1, verbose=0,
+                                       allow_writing_files=False)
+    model.fit(catboost.Pool(x, y, feature_names=features))
+    model.save_model(str(path))
+
+
 WRITERS: dict[str, tuple[str, Callable[..., None]]] = {
     "keras": (".keras", write_keras),
     "lightgbm": (".txt", write_lightgbm),
     "onnx": (".onnx", write_onnx),
     "numerai_pickle": (".pkl", write_numerai_pickle),
+    "sklearn": (".joblib", write_sklearn),
+    "lgbm_regressor": (".joblib", write_lgbm_regressor),
+    "xgboost": (".json", write_xgboost),
+    "catboost": (".cbm", write_catboost),
 }
+# The manifest format of writers not named after one.
+WRITER_FORMATS: dict[str, str] = {"lgbm_regressor": "sklearn"}
 
 
 def write_example_models(
     directory: Path, feature_sets: dict[str, list[str]], plan: list[tuple[str, str, str]]
 ) -> dict[str, Any]:
-    """Write one model per (name, format, feature set) in `plan` and `models.json` listing them.
+    """Write one model per (name, writer, feature set) in `plan` and `models.json` listing them.
+
+    A writer is a key of `WRITERS`: a format's name, or another way to save one
+    (`lgbm_regressor` writes a "sklearn" file).
 
     Returns the manifest as a dict.
     """
     directory.mkdir(parents=True, exist_ok=True)
     entries = []
-    for seed, (name, fmt, feature_set) in enumerate(plan):
-        suffix, writer = WRITERS[fmt]
+    for seed, (name, kind, feature_set) in enumerate(plan):
+        suffix, writer = WRITERS[kind]
+        fmt = WRITER_FORMATS.get(kind, kind)
         filename = f"{name}{suffix}"
         writer(directory / filename, feature_sets[feature_set], seed=seed)
         entry: dict[str, Any] = {"name": name, "file": filename, "format": fmt, "features": feature_set}
         if fmt == "numerai_pickle":
             # Numerai's runner hands the function every column; it picks its own.
             del entry["features"]
-            entry["trust_pickle"] = True
+        if fmt in ("numerai_pickle", "sklearn"):
+            entry["trust_pickle"] = True  # written just now, by this code
         entries.append(entry)
-        log.info("wrote %s model %s on feature set %s", fmt, filename, feature_set)
+        log.info("wrote %s model %s on feature set %s", kind, filename, feature_set)
     manifest = {"models": entries}
     (directory / "models.json").write_text(json.dumps(manifest, indent=2))
     return manifest
