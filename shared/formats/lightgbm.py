@@ -27,9 +27,11 @@ def load(spec: ModelSpec, path: Path, features: list[str] | None) -> LightGBMMod
     """Load a booster; its recorded feature names stand in for a missing manifest list."""
     if path.suffix.lower() == ".json":
         # dump_model() JSON is a description of the trees; LightGBM itself cannot load it.
+        # Sniffing names the JSON it recognises; this one may still be another library's.
         raise ModelLoadError(
             f"model '{spec.name}': '{spec.file}' is JSON, which LightGBM cannot load; "
-            "save the booster with booster.save_model('model.txt') instead"
+            "save a LightGBM booster with booster.save_model('model.txt') instead "
+            "(an XGBoost JSON model is format \"xgboost\")"
         )
     import lightgbm
 

@@ -6,6 +6,7 @@ A file whose bytes say nothing clear is left to the declared format's loader.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from shared.manifest import ModelFormat, ModelSpec
@@ -20,6 +21,7 @@ _KINDS: dict[str, tuple[str, ModelFormat | None]] = {
     "lightgbm_json": ("a LightGBM JSON dump (dump_model), which LightGBM cannot load", None),
     "xgboost": ("an XGBoost model", ModelFormat.XGBOOST),
     "catboost": ("a CatBoost model", ModelFormat.CATBOOST),
+    "catboost_json": ("a CatBoost JSON model", None),
     "onnx": ("an ONNX model", ModelFormat.ONNX),
 }
 
@@ -36,11 +38,18 @@ _ACCEPTS: dict[ModelFormat, frozenset[str]] = {
 # Compressed containers joblib writes (zlib, gzip, bz2, xz, lzma, lz4) hold a pickle.
 _COMPRESSED = (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda", b"\x1f\x8b", b"BZh",
                b"\xfd7zXZ", b"\x5d\x00\x00", b"\x04\x22\x4d\x18", b"ZF0x")
+# Protocols 0 and 1 have no header; an object's pickle opens with GLOBAL "c<module>\n<name>\n".
+_OLD_PICKLE = re.compile(rb"c[A-Za-z_][\w.]*\n[A-Za-z_][\w.]*\n")
+# JSON may open with a UTF-8 byte order mark or whitespace, left by an editor or a re-indent.
+_JSON_LEAD = b"\xef\xbb\xbf \t\r\n"
+_BLANKS = re.compile(rb"[ \t\r\n]+")
 
 
 def sniff(head: bytes) -> str | None:
     """The kind of model file `head` (its first bytes) starts, or None if unclear."""
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05") or head.startswith(_COMPRESSED):
+        return "pickle"
+    if _OLD_PICKLE.match(head):
         return "pickle"
     if head.startswith(b"PK\x03\x04") or head.startswith(b"\x89HDF\r\n\x1a\n"):
         return "keras"  # a .keras zip or a legacy HDF5 file
@@ -48,14 +57,24 @@ def sniff(head: bytes) -> str | None:
         return "catboost"
     if head.startswith(b"tree\n") or head.startswith(b"tree\r\n"):
         return "lightgbm"
-    if head.startswith(b"{"):
-        if b"learner" in head:
-            return "xgboost"  # JSON or UBJSON: both open with the "learner" key
-        if b"tree_info" in head or b'"name":"tree"' in head.replace(b" ", b""):
-            return "lightgbm_json"
-        return None
     if head[:1] == b"\x08" and (b"\x12" in head[:16] or b":" in head[:16]):
         return "onnx"  # protobuf: ir_version first, then producer or graph
+    text = head.lstrip(_JSON_LEAD)
+    if text.startswith(b"{"):
+        return _json_kind(_BLANKS.sub(b"", text))
+    return None
+
+
+def _json_kind(head: bytes) -> str | None:
+    """The kind of a JSON or UBJSON model from its first keys (`head` without spaces)."""
+    # XGBoost's writers sort keys, so "learner" comes first: quoted in JSON,
+    # after its length (7) in UBJSON; a re-saved file may put "version" first.
+    if b'"learner":{' in head or b"\x07learner{" in head:
+        return "xgboost"
+    if b'"tree_info"' in head or b'"name":"tree"' in head:
+        return "lightgbm_json"
+    if b'"features_info"' in head or b'"oblivious_trees"' in head or b'"model_info"' in head:
+        return "catboost_json"
     return None
 
 
@@ -71,6 +90,9 @@ def mismatch(spec: ModelSpec, path: Path) -> str | None:
                   "function made for Numerai's model uploads")
     elif kind == "lightgbm_json":
         advice = "save the booster with booster.save_model('model.txt') and use \"lightgbm\""
+    elif kind == "catboost_json":
+        advice = ("save it with model.save_model('model.cbm'), CatBoost's binary format, "
+                  "and use \"catboost\"")
     else:
         advice = f'set "format": "{loads_as.value}"' if loads_as else "save it in a supported format"
     return (f"model '{spec.name}': '{spec.file}' is declared \"{spec.format.value}\" but looks like "
