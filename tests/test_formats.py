@@ -132,7 +132,8 @@ WRONG_FORMATS = [
     ("lightgbm text", "catboost", 'looks like a LightGBM text model; set "format": "lightgbm"'),
     ("lightgbm text", "xgboost", 'looks like a LightGBM text model; set "format": "lightgbm"'),
     ("xgboost json", "catboost", 'looks like an XGBoost model; set "format": "xgboost"'),
-    ("catboost json", "catboost", "looks like a CatBoost JSON model; save it with model.save_model('model.cbm')"),
+    ("catboost json", "catboost",
+     "looks like a CatBoost JSON model; save it with model.save_model('model.cbm')"),
     ("lightgbm dump_model json", "xgboost", "looks like a LightGBM JSON dump"),
 ]
 
@@ -158,3 +159,209 @@ def test_a_joblib_or_pickle_file_declared_otherwise_is_named(how: str, declared:
     with pytest.raises(ModelLoadError) as error:
         load_model(spec(declared, "model.joblib", features=columns), path, columns)
     assert "looks like a pickle or joblib file; use \"sklearn\" for a saved estimator" in str(error.value)
+
+
+# --- sklearn: joblib or pickle files of objects with predict() ---
+
+def _sklearn_on_array(path: Path, features: list[str], seed: int = 0) -> None:
+    """A Ridge fitted on a bare array: it records its width, not its feature names."""
+    from sklearn.linear_model import Ridge
+
+    x, y = training_rows(features, 500, seed)
+    joblib.dump(Ridge().fit(x, y), path)
+
+
+def _xgb_regressor(path: Path, features: list[str], seed: int = 0) -> None:
+    import xgboost
+
+    x, y = training_rows(features, 500, seed)
+    model = xgboost.XGBRegressor(n_estimators=20, max_depth=3, n_jobs=1, random_state=seed)
+    joblib.dump(model.fit(pd.DataFrame(x, columns=features), y), path)
+
+
+def _catboost_regressor(path: Path, features: list[str], seed: int = 0) -> None:
+    import catboost
+
+    x, y = training_rows(features, 500, seed)
+    model = catboost.CatBoostRegressor(iterations=20, depth=3, random_seed=seed, thread_count=1,
+                                       verbose=0, allow_writing_files=False)
+    joblib.dump(model.fit(pd.DataFrame(x, columns=features), y), path, compress=3)
+
+
+def _write_sklearn(path: Path, features: list[str], seed: int = 0) -> None:
+    from devkit.example_models import write_sklearn
+
+    write_sklearn(path, features, seed=seed)
+
+
+def _write_lgbm_regressor(path: Path, features: list[str], seed: int = 0) -> None:
+    from devkit.example_models import write_lgbm_regressor
+
+    write_lgbm_regressor(path, features, seed=seed)
+
+
+# name: (writer, whether the file records feature names)
+ESTIMATORS: dict[str, tuple[Callable[..., None], bool]] = {
+    "pipeline": (_write_sklearn, True),
+    "lgbm regressor": (_write_lgbm_regressor, True),
+    "xgb regressor": (_xgb_regressor, True),
+    "catboost regressor": (_catboost_regressor, True),
+    "ridge on an array": (_sklearn_on_array, False),
+}
+
+
+def trusted(file: str = "model.joblib", **fields) -> ModelSpec:
+    return spec("sklearn", file, trust_pickle=True, **fields)
+
+
+@pytest.mark.filterwarnings("error")  # scikit-learn warns when names are missing or unexpected
+@pytest.mark.parametrize(("name", "with_list"), [
+    pytest.param(name, with_list, id=f"{name}, {'manifest list' if with_list else 'recorded names'}")
+    for name, (_, recorded) in ESTIMATORS.items()
+    for with_list in ([True, False] if recorded else [True])  # unnamed files need the list
+])
+def test_sklearn_predicts_as_the_estimator_does(
+    name: str, with_list: bool, small_round: SyntheticRound, tmp_path: Path
+) -> None:
+    write, names_recorded = ESTIMATORS[name]
+    columns = small_round.feature_sets["medium"]
+    path = tmp_path / "model.joblib"
+    write(path, columns)
+    model = load_model(trusted(), path, columns if with_list else None)
+    assert model.columns == columns
+    rows = live_rows(small_round, columns)
+    estimator = joblib.load(path)
+    theirs = estimator.predict(pd.DataFrame(rows, columns=columns) if names_recorded else rows)
+    np.testing.assert_allclose(predict_in_batches(model, rows), theirs, rtol=1e-6)
+
+
+def test_sklearn_without_recorded_names_needs_the_manifest_list(tmp_path: Path) -> None:
+    path = tmp_path / "model.joblib"
+    _sklearn_on_array(path, FEATURES)
+    with pytest.raises(ModelLoadError, match="'model.joblib' does not record its feature names"):
+        load_model(trusted(), path, None)
+    with pytest.raises(ModelLoadError, match="takes 12 features but its manifest entry gives 11"):
+        load_model(trusted(), path, FEATURES[:11])
+
+
+@pytest.mark.parametrize("name", [n for n, (_, recorded) in ESTIMATORS.items() if recorded])
+def test_sklearn_recorded_names_must_match_the_manifest_list(name: str, tmp_path: Path) -> None:
+    path = tmp_path / "model.joblib"
+    ESTIMATORS[name][0](path, FEATURES)
+    swapped = [FEATURES[0], FEATURES[2], FEATURES[1], *FEATURES[3:]]
+    with pytest.raises(ModelLoadError) as error:
+        load_model(trusted(), path, swapped)
+    assert str(error.value) == (
+        "model 'm': 'model.joblib' was trained with 'feature_0001' as feature #2, but its manifest "
+        "entry gives 'feature_0002'; the order must match training"
+    )
+    with pytest.raises(ModelLoadError, match="takes 12 features but its manifest entry gives 13"):
+        load_model(trusted(), path, [*FEATURES, "feature_extra"])
+
+
+def test_lgbm_regressor_on_an_array_has_only_placeholder_names(tmp_path: Path) -> None:
+    import lightgbm
+
+    x, y = training_rows(FEATURES, 300, 0)
+    path = tmp_path / "model.joblib"
+    joblib.dump(lightgbm.LGBMRegressor(n_estimators=5, n_jobs=1, verbose=-1).fit(x, y), path)
+    with pytest.raises(ModelLoadError, match="does not record its feature names"):
+        load_model(trusted(), path, None)  # Column_0, Column_1, … say nothing
+    model = load_model(trusted(), path, FEATURES)
+    np.testing.assert_array_equal(model.predict_batch(x), joblib.load(path).predict(x))
+
+
+class Tripwire:
+    """Unpickling it creates the file at `path`: the proof that the pickle was opened."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_an_untrusted_sklearn_file_is_refused_unopened(tmp_path: Path) -> None:
+    opened = tmp_path / "opened"
+    path = tmp_path / "model.joblib"
+    joblib.dump(Tripwire(opened), path)
+    with pytest.raises(ModelLoadError) as error:
+        load_model(spec("sklearn", "model.joblib"), path, FEATURES)
+    assert "loading a pickle runs the code inside it" in str(error.value)
+    assert '"trust_pickle": true' in str(error.value)
+    assert not opened.exists()
+    # The tripwire works: trusted, the file is opened (and what it holds has no predict).
+    with pytest.raises(ModelLoadError, match=r"holds a _io\.TextIOWrapper, which has no predict\(\) method"):
+        load_model(trusted(), path, FEATURES)
+    assert opened.exists()
+
+
+def test_a_pickled_function_is_pointed_to_numerai_pickle(tmp_path: Path) -> None:
+    def predict(live_features):
+        return live_features
+
+    path = tmp_path / "model.pkl"
+    path.write_bytes(cloudpickle.dumps(predict))
+    with pytest.raises(ModelLoadError) as error:
+        load_model(trusted("model.pkl"), path, FEATURES)
+    assert str(error.value).startswith("model 'm': 'model.pkl' holds a ")
+    assert "which has no predict() method" in str(error.value)
+    assert 'format "numerai_pickle"' in str(error.value)
+
+
+def test_an_object_without_predict_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "model.joblib"
+    joblib.dump({"weights": [1, 2, 3]}, path)
+    with pytest.raises(ModelLoadError) as error:
+        load_model(trusted(), path, FEATURES)
+    assert str(error.value) == (
+        "model 'm': 'model.joblib' holds a builtins.dict, which has no predict() method; "
+        "expected a fitted estimator or Pipeline"
+    )
+
+
+def _classifier(path: Path, labels: Callable[[np.ndarray], np.ndarray]):
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = training_rows(FEATURES, 600, 1)
+    model = LogisticRegression(max_iter=500).fit(pd.DataFrame(x, columns=FEATURES), labels(y))
+    joblib.dump(model, path)
+    return model, pd.DataFrame(x[:100], columns=FEATURES)
+
+
+def test_predict_proba_of_two_classes_is_the_probability_of_class_1(tmp_path: Path) -> None:
+    path = tmp_path / "model.joblib"
+    classifier, rows = _classifier(path, lambda y: (y > 0.5).astype(int))
+    model = load_model(trusted(method="predict_proba"), path, None)
+    ours = model.predict_batch(rows.to_numpy(np.float32))
+    np.testing.assert_allclose(ours, classifier.predict_proba(rows)[:, 1])
+
+
+def test_predict_proba_of_numeric_classes_is_the_expected_class_value(tmp_path: Path) -> None:
+    path = tmp_path / "model.joblib"
+    # Numerai's five target values as scikit-learn takes classes: 0 to 4
+    classifier, rows = _classifier(path, lambda y: np.round(y * 4).astype(int))
+    assert len(classifier.classes_) == 5
+    model = load_model(trusted(method="predict_proba"), path, None)
+    expected = classifier.predict_proba(rows) @ classifier.classes_
+    np.testing.assert_allclose(model.predict_batch(rows.to_numpy(np.float32)), expected)
+
+
+def test_predict_proba_of_named_classes_is_the_probability_of_the_last(tmp_path: Path) -> None:
+    path = tmp_path / "model.joblib"
+    classifier, rows = _classifier(path, lambda y: np.where(y > 0.5, "up", "down"))
+    assert list(classifier.classes_) == ["down", "up"]
+    model = load_model(trusted(method="predict_proba"), path, None)
+    ours = model.predict_batch(rows.to_numpy(np.float32))
+    np.testing.assert_allclose(ours, classifier.predict_proba(rows)[:, 1])
+
+
+def test_predict_proba_on_a_regressor_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.joblib"
+    _write_sklearn(path, FEATURES)
+    with pytest.raises(ModelLoadError) as error:
+        load_model(trusted(method="predict_proba"), path, None)
+    assert str(error.value) == (
+        "model 'm': 'model.joblib' holds a sklearn.pipeline.Pipeline, which has no predict_proba() "
+        "method; it is not a classifier: use \"method\": \"predict\""
+    )
