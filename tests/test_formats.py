@@ -435,3 +435,90 @@ def test_xgboost_recorded_names_must_match_the_manifest_list(tmp_path: Path) -> 
     )
     with pytest.raises(ModelLoadError, match="takes 12 features but its manifest entry gives 3"):
         load_model(spec("xgboost", "model.ubj"), path, FEATURES[:3])
+
+
+# --- catboost: .cbm models ---
+
+@pytest.mark.parametrize("with_list", [True, False], ids=["manifest list", "recorded names"])
+def test_catboost_predicts_as_catboost_does(
+    with_list: bool, small_round: SyntheticRound, tmp_path: Path
+) -> None:
+    import catboost
+
+    columns = small_round.feature_sets["medium"]
+    path = tmp_path / "model.cbm"
+    write_catboost(path, columns)
+    model = load_model(spec("catboost", "model.cbm"), path, columns if with_list else None)
+    assert model.columns == columns
+    rows = live_rows(small_round, columns)
+    regressor = catboost.CatBoostRegressor().load_model(str(path))
+    expected = regressor.predict(pd.DataFrame(rows, columns=columns))
+    np.testing.assert_array_equal(predict_in_batches(model, rows), expected)
+
+
+def _catboost_fit(path: Path, labels: np.ndarray | None = None, **params) -> tuple[object, np.ndarray]:
+    """A small CatBoost model fitted on a bare array (so it records "0", "1", … as names)."""
+    import catboost
+
+    x, y = training_rows(FEATURES, 400, 2)
+    kind = catboost.CatBoostRegressor if labels is None else catboost.CatBoostClassifier
+    model = kind(iterations=10, depth=3, random_seed=0, thread_count=1, verbose=0,
+                 allow_writing_files=False, **params)
+    model.fit(x if "cat_features" not in params else x.astype(int), y if labels is None else labels)
+    model.save_model(str(path))
+    return model, x
+
+
+def test_catboost_without_recorded_names_needs_the_manifest_list(tmp_path: Path) -> None:
+    path = tmp_path / "model.cbm"
+    regressor, x = _catboost_fit(path)
+    with pytest.raises(ModelLoadError, match="'model.cbm' does not record its feature names"):
+        load_model(spec("catboost", "model.cbm"), path, None)
+    with pytest.raises(ModelLoadError, match="takes 12 features but its manifest entry gives 13"):
+        load_model(spec("catboost", "model.cbm"), path, [*FEATURES, "feature_extra"])
+    model = load_model(spec("catboost", "model.cbm"), path, FEATURES)
+    np.testing.assert_array_equal(model.predict_batch(x), regressor.predict(x))
+
+
+def test_catboost_recorded_names_must_match_the_manifest_list(tmp_path: Path) -> None:
+    path = tmp_path / "model.cbm"
+    write_catboost(path, FEATURES)
+    renamed = [*FEATURES[:4], "feature_9999", *FEATURES[5:]]
+    with pytest.raises(ModelLoadError) as error:
+        load_model(spec("catboost", "model.cbm"), path, renamed)
+    assert str(error.value) == (
+        "model 'm': 'model.cbm' was trained with 'feature_0004' as feature #5, but its manifest "
+        "entry gives 'feature_9999'; the order must match training"
+    )
+
+
+def test_a_catboost_binary_classifier_predicts_its_raw_log_odds(tmp_path: Path) -> None:
+    path = tmp_path / "model.cbm"
+    x, y = training_rows(FEATURES, 400, 2)
+    classifier, x = _catboost_fit(path, labels=(y > 0.5).astype(int))
+    model = load_model(spec("catboost", "model.cbm"), path, FEATURES)
+    raw = model.predict_batch(x)
+    np.testing.assert_array_equal(raw, classifier.predict(x, prediction_type="RawFormulaVal"))
+    # Ranked, as by default, the log-odds order rows as P(class 1) does.
+    probability = classifier.predict_proba(x)[:, 1]
+    np.testing.assert_allclose(1 / (1 + np.exp(-raw)), probability)
+
+
+def test_a_multiclass_catboost_model_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.cbm"
+    _, y = training_rows(FEATURES, 400, 2)
+    _catboost_fit(path, labels=np.round(y * 4).astype(int), loss_function="MultiClass")
+    with pytest.raises(ModelLoadError) as error:
+        load_model(spec("catboost", "model.cbm"), path, FEATURES)
+    assert str(error.value) == (
+        "model 'm': 'model.cbm' predicts 5 values per row (loss MultiClass); only models with one "
+        "output (regressors, binary classifiers) are supported"
+    )
+
+
+def test_a_catboost_model_with_categorical_features_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.cbm"
+    _catboost_fit(path, cat_features=[0, 3])
+    with pytest.raises(ModelLoadError, match=r"'model.cbm' has categorical features \(0, 3\)"):
+        load_model(spec("catboost", "model.cbm"), path, FEATURES)
+
