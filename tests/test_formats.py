@@ -537,3 +537,46 @@ def test_format_modules_import_no_framework() -> None:
     )
     root = Path(__file__).resolve().parent.parent
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=120)
+
+
+# --- the engine, with the example writers' manifest ---
+
+NEW_WRITERS = ["sklearn", "lgbm_regressor", "xgboost", "catboost"]
+
+
+def library_predictions(entry: dict, directory: Path, rows: pd.DataFrame) -> np.ndarray:
+    """Each library's own predictions for the rows, no app code involved."""
+    path = directory / entry["file"]
+    if entry["format"] == "sklearn":
+        return joblib.load(path).predict(rows)
+    if entry["format"] == "xgboost":
+        return xgboost_truth(path, rows.to_numpy(np.float32), list(rows.columns))
+    import catboost
+
+    return catboost.CatBoostRegressor().load_model(str(path)).predict(rows)
+
+
+@pytest.mark.parametrize("writer", NEW_WRITERS)
+def test_the_engine_runs_each_new_format(writer: str, small_round: SyntheticRound, tmp_path: Path) -> None:
+    from devkit.example_models import write_example_models
+    from shared.worker.engine import run_model
+    from shared.worker.protocol import PREDICTIONS_FILE, WorkRequest
+
+    [entry] = write_example_models(tmp_path / "models", small_round.feature_sets,
+                                   [("new_model", writer, "medium")])["models"]
+    output = tmp_path / "out"
+    output.mkdir()
+    request = WorkRequest(
+        spec=ModelSpec.model_validate(entry), model_path=tmp_path / "models" / entry["file"],
+        live_path=small_round.live_path, features_path=small_round.features_path,
+        benchmark_path=small_round.benchmark_path, data_version="v5.2", batch_rows=64,
+        output_dir=output,
+    )
+    outcome = run_model(request)
+    assert outcome.ok, outcome.error
+    submitted = pd.read_csv(output / PREDICTIONS_FILE)
+    assert list(submitted["id"]) == small_round.ids
+    columns = small_round.feature_sets["medium"]
+    rows = pd.DataFrame(live_rows(small_round, columns), columns=columns)
+    expected = pd.Series(library_predictions(entry, tmp_path / "models", rows)).rank(pct=True)
+    np.testing.assert_allclose(submitted["prediction"], expected)
