@@ -320,6 +320,38 @@ def test_an_object_without_predict_is_named(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(("pickled", "says"), [
+    (b"cno_such_library\nModel\n)R.", "(No module named 'no_such_library'); it was pickled with other "
+                                       "library versions than these (scikit-learn "),
+    (b"c__main__\nMyModel\n)R.", "a class defined in the notebook or script that saved it. Save it "
+                                  "with cloudpickle.dump"),
+])
+def test_a_pickle_needing_code_this_app_lacks_says_why(pickled: bytes, says: str, tmp_path: Path) -> None:
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickled)  # protocol 0: GLOBAL module/name, called with no arguments
+    with pytest.raises(ModelLoadError) as error:
+        load_model(trusted("model.pkl"), path, FEATURES)
+    assert str(error.value).startswith("model 'm': 'model.pkl' needs code this app does not have (")
+    assert says in str(error.value)
+
+
+def test_a_pickle_of_another_scikit_learn_version_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sklearn
+
+    path = tmp_path / "model.joblib"
+    _write_sklearn(path, FEATURES)  # a Pipeline of three estimators, each with its version
+    other = ".".join("0" * len(part) for part in sklearn.__version__.split("."))  # same length
+    path.write_bytes(path.read_bytes().replace(sklearn.__version__.encode(), other.encode()))
+    load_model(trusted(), path, None)
+    lines = [r.getMessage() for r in caplog.records if r.name == "shared.formats.sklearn"]
+    assert lines == [
+        f"model 'm': 'model.joblib': pickled with scikit-learn {other}, loaded with scikit-learn "
+        f"{sklearn.__version__}; its predictions may differ"
+    ]
+
+
 def _classifier(path: Path, labels: Callable[[np.ndarray], np.ndarray]):
     from sklearn.linear_model import LogisticRegression
 
@@ -354,6 +386,21 @@ def test_predict_proba_of_named_classes_is_the_probability_of_the_last(tmp_path:
     model = load_model(trusted(method="predict_proba"), path, None)
     ours = model.predict_batch(rows.to_numpy(np.float32))
     np.testing.assert_allclose(ours, classifier.predict_proba(rows)[:, 1])
+
+
+@pytest.mark.parametrize(("classes", "weights"), [
+    (np.array([0, 1]), [0, 1]),
+    (np.array([0.0, 0.25, 0.5, 0.75, 1.0]), [0, 0.25, 0.5, 0.75, 1]),
+    (np.array([-1, 0, 1], dtype=object), [-1, 0, 1]),  # numbers in an object array
+    (np.array([False, True]), [0, 1]),
+    (np.array(["down", "flat", "up"]), [0, 0, 1]),
+    (np.array(["0", "1"], dtype=object), [0, 1]),  # strings: the last class, not their values
+])
+def test_predict_proba_weights_by_kind_of_class(classes: np.ndarray, weights: list[float]) -> None:
+    from shared.formats.sklearn import expected_value_weights
+
+    found = expected_value_weights(trusted(method="predict_proba"), classes)
+    np.testing.assert_array_equal(found, weights)
 
 
 def test_predict_proba_on_a_regressor_is_refused(tmp_path: Path) -> None:

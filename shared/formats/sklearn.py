@@ -12,15 +12,21 @@ classes 0 and 1 that is P(class 1)); otherwise P(its last class).
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from shared.errors import ModelLoadError, PredictionError
-from shared.formats.base import BatchModel, as_one_column, check_width, columns_for, require_trust
+from shared.formats.base import (
+    BatchModel, as_one_column, check_width, columns_for, first_line, require_trust,
+)
 from shared.formats.lightgbm import recorded_names as lightgbm_names
 from shared.manifest import ModelSpec, PredictMethod
+
+log = logging.getLogger(__name__)
 
 
 class SklearnModel(BatchModel):
@@ -58,9 +64,7 @@ class SklearnModel(BatchModel):
 def load(spec: ModelSpec, path: Path, features: list[str] | None) -> SklearnModel:
     """Unpickle the estimator, if trusted, and check its recorded feature names or width."""
     require_trust(spec)  # before anything reads the file: unpickling runs its code
-    import joblib
-
-    estimator = joblib.load(path)  # reads plain pickles too
+    estimator = _unpickle(spec, path)
     _check_methods(spec, estimator)
     recorded = recorded_names(estimator)
     if recorded is None and features is not None:
@@ -110,11 +114,77 @@ def expected_value_weights(spec: ModelSpec, classes: Any) -> np.ndarray:
             f"model '{spec.name}': '{spec.file}' has classes_ {values.tolist()!r}; predict_proba "
             "needs a classifier of one target with two classes or more"
         )
-    if values.dtype == bool or np.issubdtype(values.dtype, np.number):
+    if _numeric(values):
         return values.astype(np.float64)
     weights = np.zeros(len(values))
     weights[-1] = 1.0
     return weights
+
+
+def _numeric(values: np.ndarray) -> bool:
+    """Whether class labels are numbers (bools count as 0 and 1; strings do not)."""
+    if values.dtype == bool or np.issubdtype(values.dtype, np.number):
+        return True
+    # An object array may still hold numbers only, as some libraries' classes_ do.
+    return values.dtype == object and all(
+        isinstance(v, (int, float, np.number)) and not isinstance(v, str) for v in values
+    )
+
+
+def _unpickle(spec: ModelSpec, path: Path) -> Any:
+    """`joblib.load` (which reads plain pickles too), its warnings logged once, its failures explained."""
+    import joblib
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            estimator = joblib.load(path)
+        except (ImportError, AttributeError) as exc:
+            raise ModelLoadError(_missing_code(spec, exc)) from exc
+    _log_warnings(spec, caught)
+    return estimator
+
+
+def _missing_code(spec: ModelSpec, exc: BaseException) -> str:
+    """Why a pickle names a module or class that cannot be imported here, and what to do."""
+    found = f"model '{spec.name}': '{spec.file}' needs code this app does not have ({first_line(exc)})"
+    if "__main__" in str(exc):
+        # pickle stores a class by name; one defined in a notebook or script is not in the file.
+        return (f"{found}: a class defined in the notebook or script that saved it. Save it with "
+                "cloudpickle.dump, which stores such classes in the file")
+    # Another version of a library (scikit-learn's private modules move) or a missing one.
+    return (f"{found}; it was pickled with other library versions than these ({_versions()}). "
+            "Save it again with these, or in a format that does not depend on versions: "
+            "XGBoost .json, CatBoost .cbm, LightGBM .txt or ONNX")
+
+
+def _log_warnings(spec: ModelSpec, caught: list[warnings.WarningMessage]) -> None:
+    """One log line per distinct warning: a Pipeline of other versions warns once per step."""
+    seen: set[str] = set()
+    for warning in caught:
+        message = str(warning.message)
+        if type(warning.message).__name__ == "InconsistentVersionWarning":
+            # scikit-learn warns once per estimator in the file; one line says it all.
+            original = getattr(warning.message, "original_sklearn_version", "another version")
+            current = getattr(warning.message, "current_sklearn_version", "this app's")
+            message = (f"pickled with scikit-learn {original}, loaded with scikit-learn {current}; "
+                       "its predictions may differ")
+        if message not in seen:
+            seen.add(message)
+            log.warning("model '%s': '%s': %s", spec.name, spec.file, message)
+
+
+def _versions() -> str:
+    """The installed versions of the libraries whose objects participants pickle."""
+    from importlib import metadata
+
+    found = []
+    for name in ("scikit-learn", "lightgbm", "xgboost", "catboost"):
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return ", ".join(found)
 
 
 def _check_methods(spec: ModelSpec, estimator: Any) -> None:
