@@ -456,6 +456,46 @@ def test_an_xgb_regressor_saved_natively_predicts_as_itself(
     np.testing.assert_array_equal(predict_in_batches(model, rows), expected)
 
 
+def _early_stopped(path: Path, sklearn_api: bool):
+    """A model whose early stopping kept fewer trees than were trained, saved by either API."""
+    import json
+
+    import xgboost
+
+    x, _ = training_rows(FEATURES, 400, 3)
+    y = np.random.default_rng(3).random(400)  # noise: validation loss stops improving at once
+    train, valid = slice(0, 300), slice(300, 400)
+    if sklearn_api:
+        regressor = xgboost.XGBRegressor(n_estimators=50, learning_rate=0.3, n_jobs=1,
+                                         early_stopping_rounds=3, random_state=0)
+        regressor.fit(x[train], y[train], eval_set=[(x[valid], y[valid])], verbose=False)
+        booster = regressor.get_booster()
+        # What XGBRegressor.save_model writes; it fails itself under scikit-learn >= 1.8
+        # with XGBoost 3.0 (`_estimator_type` undefined).
+        booster.set_attr(scikit_learn=json.dumps({"_estimator_type": "regressor"}))
+        booster.save_model(str(path))
+        return regressor.predict(x), x
+    params = {"eta": 0.3, "nthread": 1, "seed": 0}
+    booster = xgboost.train(params, xgboost.DMatrix(x[train], y[train]), 50, early_stopping_rounds=3,
+                            evals=[(xgboost.DMatrix(x[valid], y[valid]), "valid")], verbose_eval=False)
+    booster.save_model(str(path))
+    return booster.predict(xgboost.DMatrix(x)), x
+
+
+@pytest.mark.parametrize("sklearn_api", [True, False], ids=["XGBRegressor", "xgboost.train"])
+def test_an_early_stopped_xgboost_model_predicts_as_the_api_that_saved_it(
+    sklearn_api: bool, tmp_path: Path
+) -> None:
+    import xgboost
+
+    path = tmp_path / "model.json"
+    expected, x = _early_stopped(path, sklearn_api)
+    booster = xgboost.Booster(model_file=str(path))
+    assert int(booster.attr("best_iteration")) + 1 < booster.num_boosted_rounds()
+    model = load_model(spec("xgboost", "model.json"), path, FEATURES)
+    np.testing.assert_array_equal(model.predict_batch(x), expected)
+
+
 def test_xgboost_without_recorded_names_needs_the_manifest_list(tmp_path: Path) -> None:
     import xgboost
 

@@ -2,13 +2,19 @@
 
 The file holds the trees and, when the model was trained on a DataFrame, its
 feature names; it holds no code, so it needs no trust. Predictions are those of
-`booster.predict(DMatrix(...))` with its defaults: every tree (a model trained
-with early stopping predicts with all its trees unless it was saved sliced), and
-the objective's transform (a probability for `binary:logistic`).
+the API that saved the file, with the objective's transform applied (a
+probability for `binary:logistic`):
+- a native booster (`xgboost.train`, then `save_model`) predicts as
+  `booster.predict(DMatrix(...))`: with every tree, even when it was trained
+  with early stopping (XGBoost documents slicing the booster for that);
+- a file saved by `XGBRegressor.save_model` (it marks the file "scikit_learn")
+  predicts as `XGBRegressor.predict` does once loaded: up to its best
+  iteration when it was trained with early stopping.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +30,13 @@ class XGBoostModel(BatchModel):
     def __init__(self, spec: ModelSpec, columns: list[str], booster: Any) -> None:
         super().__init__(spec, columns)
         self._booster = booster
+        self._iterations = iteration_range(booster)
 
     def predict_batch(self, features: np.ndarray) -> np.ndarray:
         # inplace_predict skips building a DMatrix (a copy of the batch) and gives the
         # same values as predict(DMatrix(...)). A bare array carries no names, so
         # XGBoost does not compare them: the columns are already in training order.
-        output = self._booster.inplace_predict(features)
+        output = self._booster.inplace_predict(features, iteration_range=self._iterations)
         return as_one_column(self.spec, output, features.shape[0])
 
 
@@ -42,6 +49,21 @@ def load(spec: ModelSpec, path: Path, features: list[str] | None) -> XGBoostMode
     if recorded is None and features is not None:
         check_width(spec, booster.num_features(), features)
     return XGBoostModel(spec, columns_for(spec, features, _names(recorded)), booster)
+
+
+def iteration_range(booster: Any) -> tuple[int, int]:
+    """The trees to predict with: (0, 0) for all of them, as `Booster.predict` uses.
+
+    XGBoost's scikit-learn API stops at `best_iteration` when early stopping set
+    one (except for linear boosters), so a file it saved does the same here.
+    """
+    best = booster.attr("best_iteration")
+    if booster.attr("scikit_learn") is None or best is None:
+        return (0, 0)
+    config = json.loads(booster.save_config())
+    if config["learner"]["gradient_booster"]["name"] == "gblinear":
+        return (0, 0)
+    return (0, int(best) + 1)
 
 
 def _names(recorded: Any) -> list[str] | None:
