@@ -12,6 +12,7 @@ classes 0 and 1 that is P(class 1)); otherwise P(its last class).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import warnings
 from pathlib import Path
@@ -135,8 +136,9 @@ def _unpickle(spec: ModelSpec, path: Path) -> Any:
     """`joblib.load` (which reads plain pickles too), its warnings logged once, its failures explained."""
     import joblib
 
+    # Recorded under the filters in force, so warnings ignored anyway (deprecations)
+    # stay ignored; the rest become log lines instead of stderr text.
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
         try:
             estimator = joblib.load(path)
         except (ImportError, AttributeError) as exc:
@@ -207,8 +209,6 @@ def _check_methods(spec: ModelSpec, estimator: Any) -> None:
 
 
 def _is_function(value: Any) -> bool:
-    import inspect
-
     return inspect.isfunction(value) or inspect.ismethod(value) or inspect.isbuiltin(value)
 
 
