@@ -119,17 +119,40 @@ def unpickle(spec: ModelSpec, path: Path, reader: Callable[[Path], Any]) -> Any:
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     try:
         return reader(path)
-    except ModuleNotFoundError as exc:
-        raise ModelLoadError(
-            f"model '{spec.name}': '{spec.file}' needs the module '{exc.name}', which this app does not "
-            "have; the README lists the libraries (and versions) a pickle can use"
-        ) from None
+    except (ImportError, AttributeError) as exc:
+        raise ModelLoadError(_missing_code(spec, exc)) from None
     except (TypeError, ValueError, SystemError) as exc:
         # Code objects change between Python versions; their constructor is where it shows.
         raise ModelLoadError(
             f"model '{spec.name}': '{spec.file}' cannot be unpickled ({first_line(exc)}); a pickle built "
             f"on another Python version does this — this app runs Python {python}"
         ) from None
+
+
+def _missing_code(spec: ModelSpec, exc: BaseException) -> str:
+    """Why a pickle names a module or class that cannot be imported here, and what to do."""
+    found = f"model '{spec.name}': '{spec.file}' needs code this app does not have ({first_line(exc)})"
+    if "__main__" in str(exc):
+        # pickle stores a class by name; one defined in a notebook or script is not in the file.
+        return (f"{found}: a class defined in the notebook or script that saved it. Save it with "
+                "cloudpickle.dump, which stores such classes in the file")
+    # Another version of a library (scikit-learn's private modules move) or a missing one.
+    return (f"{found}; it was pickled with other library versions than these ({_versions()}). "
+            "Save it again with these, or in a format that does not depend on versions: "
+            "XGBoost .json, CatBoost .cbm, LightGBM .txt or ONNX")
+
+
+def _versions() -> str:
+    """The installed versions of the libraries whose objects participants pickle."""
+    from importlib import metadata
+
+    found = []
+    for name in ("scikit-learn", "lightgbm", "xgboost", "catboost"):
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return ", ".join(found)
 
 
 def first_line(exc: BaseException) -> str:

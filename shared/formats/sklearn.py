@@ -22,7 +22,7 @@ import numpy as np
 
 from shared.errors import ModelLoadError, PredictionError
 from shared.formats.base import (
-    BatchModel, as_one_column, check_width, columns_for, first_line, require_trust,
+    BatchModel, as_one_column, check_width, columns_for, require_trust, unpickle,
 )
 from shared.formats.lightgbm import recorded_names as lightgbm_names
 from shared.manifest import ModelSpec, PredictMethod
@@ -139,25 +139,9 @@ def _unpickle(spec: ModelSpec, path: Path) -> Any:
     # Recorded under the filters in force, so warnings ignored anyway (deprecations)
     # stay ignored; the rest become log lines instead of stderr text.
     with warnings.catch_warnings(record=True) as caught:
-        try:
-            estimator = joblib.load(path)
-        except (ImportError, AttributeError) as exc:
-            raise ModelLoadError(_missing_code(spec, exc)) from exc
+        estimator = unpickle(spec, path, joblib.load)
     _log_warnings(spec, caught)
     return estimator
-
-
-def _missing_code(spec: ModelSpec, exc: BaseException) -> str:
-    """Why a pickle names a module or class that cannot be imported here, and what to do."""
-    found = f"model '{spec.name}': '{spec.file}' needs code this app does not have ({first_line(exc)})"
-    if "__main__" in str(exc):
-        # pickle stores a class by name; one defined in a notebook or script is not in the file.
-        return (f"{found}: a class defined in the notebook or script that saved it. Save it with "
-                "cloudpickle.dump, which stores such classes in the file")
-    # Another version of a library (scikit-learn's private modules move) or a missing one.
-    return (f"{found}; it was pickled with other library versions than these ({_versions()}). "
-            "Save it again with these, or in a format that does not depend on versions: "
-            "XGBoost .json, CatBoost .cbm, LightGBM .txt or ONNX")
 
 
 def _log_warnings(spec: ModelSpec, caught: list[warnings.WarningMessage]) -> None:
@@ -174,19 +158,6 @@ def _log_warnings(spec: ModelSpec, caught: list[warnings.WarningMessage]) -> Non
         if message not in seen:
             seen.add(message)
             log.warning("model '%s': '%s': %s", spec.name, spec.file, message)
-
-
-def _versions() -> str:
-    """The installed versions of the libraries whose objects participants pickle."""
-    from importlib import metadata
-
-    found = []
-    for name in ("scikit-learn", "lightgbm", "xgboost", "catboost"):
-        try:
-            found.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            continue
-    return ", ".join(found)
 
 
 def _check_methods(spec: ModelSpec, estimator: Any) -> None:
