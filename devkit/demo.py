@@ -15,7 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from devkit.example_models import DEMO_PLAN, write_example_models
+from devkit.example_models import DEMO_PLAN, MORE_FORMATS_PLAN, write_example_models
 from devkit.local_stack import LocalStack
 from devkit.synthetic import write_round
 from shared.report import RunReport
@@ -30,7 +30,7 @@ def main() -> int:
     shutil.rmtree(WORK, ignore_errors=True)
     _say("Generating a live-sized round and one trained model per format ...")
     round_ = write_round(WORK / "round", seed=42)
-    write_example_models(WORK / "models", round_.feature_sets, DEMO_PLAN)
+    write_example_models(WORK / "models", round_.feature_sets, DEMO_PLAN + MORE_FORMATS_PLAN)
     with LocalStack() as stack:
         _say(f"Azurite on {stack.azurite.blob_endpoint}, Numerai sandbox on {stack.sandbox.url}")
         stack.deploy(WORK / "models", round_)

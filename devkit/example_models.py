@@ -93,7 +93,8 @@ def _linear_predict(features: list[str], seed: int) -> Callable[..., Any]:
     def predict(live_features, live_benchmark_models=None):
         import pandas
 
-        scores = (live_features[features].to_numpy(dtype="float32") - 2.0) @ weights
+        # Numerai's runner passes NaN as it is: the function fills it itself.
+        scores = (live_features[features].fillna(2.0).to_numpy(dtype="float32") - 2.0) @ weights
         ranked = pandas.Series(scores, index=live_features.index).rank(pct=True)
         return ranked.to_frame("prediction")
 
@@ -201,4 +202,11 @@ DEMO_PLAN = [
     ("demo_lightgbm", "lightgbm", "medium"),
     ("demo_onnx", "onnx", "small"),
     ("demo_upload", "numerai_pickle", "medium"),
+]
+# Estimator pickles and the other boosting libraries' own files.
+MORE_FORMATS_PLAN = [
+    ("demo_sklearn", "sklearn", "medium"),
+    ("demo_lgbm_regressor", "lgbm_regressor", "small"),
+    ("demo_xgboost", "xgboost", "small"),
+    ("demo_catboost", "catboost", "medium"),
 ]

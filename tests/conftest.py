@@ -16,10 +16,10 @@ import numerapi.base_api
 import pytest
 
 from devkit.azurite import ACCOUNT_KEY, Azurite
-from devkit.example_models import DEMO_PLAN, write_example_models
+from devkit.example_models import DEMO_PLAN, MORE_FORMATS_PLAN, write_example_models
 from devkit.local_stack import FAKE_PUBLIC_ID, FAKE_SECRET_KEY, LocalStack
 from devkit.synthetic import SyntheticRound, write_round
-from tests.support import reports
+from tests.support import TEST_PLAN, reports
 
 SECRETS = (FAKE_PUBLIC_ID, FAKE_SECRET_KEY, ACCOUNT_KEY)
 ROWS = 503  # not a multiple of any batch size the tests use
@@ -34,9 +34,17 @@ def small_round(tmp_path_factory: pytest.TempPathFactory) -> SyntheticRound:
 
 @pytest.fixture(scope="session")
 def example_models(tmp_path_factory: pytest.TempPathFactory, small_round: SyntheticRound) -> Path:
-    """A folder with models.json and one trained model per format (see DEMO_PLAN)."""
+    """A folder with models.json and the models of TEST_PLAN."""
     directory = tmp_path_factory.mktemp("models")
-    write_example_models(directory, small_round.feature_sets, DEMO_PLAN)
+    write_example_models(directory, small_round.feature_sets, TEST_PLAN)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def all_formats(tmp_path_factory: pytest.TempPathFactory, small_round: SyntheticRound) -> Path:
+    """A folder with models.json and one trained model of every format (the demo's models)."""
+    directory = tmp_path_factory.mktemp("all-formats")
+    write_example_models(directory, small_round.feature_sets, DEMO_PLAN + MORE_FORMATS_PLAN)
     return directory
 
 

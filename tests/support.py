@@ -18,7 +18,15 @@ from shared.storage import ResultsStore
 from shared.worker.protocol import ModelOutcome, WorkRequest
 from shared.worker.supervisor import WorkerLimits, run_workers
 
-MODELS = ["demo_keras", "demo_lightgbm", "demo_onnx", "demo_upload"]
+# The fleet most tests deploy. Keras is left to the tests about formats: each of its
+# workers imports TensorFlow (seconds), and these tests are about the job.
+TEST_PLAN = [
+    ("demo_catboost", "catboost", "all"),
+    ("demo_lightgbm", "lightgbm", "medium"),
+    ("demo_onnx", "onnx", "small"),
+    ("demo_upload", "numerai_pickle", "medium"),
+]
+MODELS = [name for name, _, _ in TEST_PLAN]
 
 
 def fire_timer(past_due: bool = False) -> None:

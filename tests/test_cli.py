@@ -30,7 +30,7 @@ def test_predict_writes_a_valid_csv_per_model_and_a_summary(
     assert summary["rows"] == 503 and summary["batch_rows"] == 97
     assert summary["peak_rss_mb"] > 0 and summary["seconds"] > 0
     names = [m["name"] for m in summary["models"]]
-    assert names == ["demo_keras", "demo_lightgbm", "demo_onnx", "demo_upload"]
+    assert names == ["demo_catboost", "demo_lightgbm", "demo_onnx", "demo_upload"]
     for name in names:
         csv = pd.read_csv(out / f"{name}.csv")
         assert list(csv.columns) == ["id", "prediction"]
@@ -55,7 +55,7 @@ def test_a_failed_model_gives_exit_code_1_and_keeps_what_was_computed(
     assert summary["demo_lightgbm"]["error"] == "model 'demo_lightgbm': model file 'missing.txt' does not exist"
     assert summary["demo_onnx"]["csv"] == "demo_onnx.rejected.csv"
     assert (out / "demo_onnx.rejected.csv").exists() and not (out / "demo_onnx.csv").exists()
-    assert summary["demo_keras"]["ok"] and (out / "demo_keras.csv").exists()
+    assert summary["demo_catboost"]["ok"] and (out / "demo_catboost.csv").exists()
 
 
 def test_bad_input_exits_2_with_the_reason(small_round: SyntheticRound, tmp_path: Path, caplog) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from devkit.example_models import write_onnx_linear
 from devkit.synthetic import SyntheticRound, write_round
-from shared.manifest import ModelSpec, load_manifest
+from shared.manifest import ModelFormat, ModelSpec, load_manifest
 from shared.worker.engine import read_ahead
 from shared.worker.protocol import ModelOutcome
 from tests.support import predict, submission
@@ -38,7 +38,8 @@ def raw_truth(round_: SyntheticRound, spec: ModelSpec, path: Path) -> np.ndarray
     if spec.format.value == "numerai_pickle":
         with path.open("rb") as handle:
             return cloudpickle.load(handle)(frame)["prediction"].to_numpy()
-    x = frame[round_.feature_sets[spec.features]].to_numpy(np.float32)
+    columns = round_.feature_sets[spec.features]
+    x = frame[columns].to_numpy(np.float32)
     if spec.format.value == "keras":
         import keras
 
@@ -52,13 +53,24 @@ def raw_truth(round_: SyntheticRound, spec: ModelSpec, path: Path) -> np.ndarray
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return session.run(None, {session.get_inputs()[0].name: x})[0].ravel()
-    raise AssertionError(f"no direct way for {spec.format}")
+    if spec.format.value == "xgboost":
+        import xgboost
+
+        return xgboost.Booster(model_file=str(path)).predict(xgboost.DMatrix(x, feature_names=columns))
+    if spec.format.value == "catboost":
+        import catboost
+
+        return catboost.CatBoost().load_model(str(path)).predict(x)
+    import joblib
+
+    return np.ravel(joblib.load(path).predict(pd.DataFrame(x, columns=columns)))
 
 
 def test_every_format_matches_its_framework_run_directly(
-    small_round: SyntheticRound, example_models: Path, run
+    small_round: SyntheticRound, all_formats: Path, run
 ) -> None:
-    models = manifest_models(example_models)
+    models = manifest_models(all_formats)
+    assert {spec.format.value for spec, _ in models} == {f.value for f in ModelFormat}
     outcomes = run(small_round, models, batch_rows=64)
     for spec, path in models:
         outcome = outcomes[spec.name]
@@ -75,9 +87,11 @@ def test_every_format_matches_its_framework_run_directly(
 
 @pytest.mark.parametrize("batch_rows", [1, 50, 503, 4096])
 def test_predictions_do_not_depend_on_the_batch_size(
-    small_round: SyntheticRound, example_models: Path, batch_rows: int, run
+    small_round: SyntheticRound, all_formats: Path, batch_rows: int, run
 ) -> None:
-    models = [m for m in manifest_models(example_models) if m[0].format.value in ("keras", "lightgbm", "onnx")]
+    # Keras only at the extremes: each of its workers imports TensorFlow.
+    formats = ("keras", "lightgbm", "onnx", "xgboost") if batch_rows in (1, 4096) else ("lightgbm", "onnx", "xgboost")
+    models = [m for m in manifest_models(all_formats) if m[0].format.value in formats]
     reference = run(small_round, models, batch_rows=100)
     outcomes = run(small_round, models, batch_rows=batch_rows)
     for name, outcome in outcomes.items():
@@ -221,3 +235,46 @@ def test_a_legacy_h5_keras_model_loads_and_predicts(small_round: SyntheticRound,
     assert outcome.ok, outcome.error
     expected = pd.Series(raw_truth(small_round, spec, tmp_path / "legacy.h5")).rank(pct=True).to_numpy()
     np.testing.assert_allclose(submission(outcome)["prediction"].to_numpy(), expected, atol=1e-6)
+
+
+def test_max_parallel_models_runs_workers_side_by_side(small_round: SyntheticRound, tmp_path: Path) -> None:
+    # Each waits until both have started: only two workers at once can finish.
+    def rendezvous(name: str, other: str):
+        def predict_fn(live):
+            import time
+            from pathlib import Path
+
+            Path(tmp_path / name).touch()
+            deadline = time.monotonic() + 20
+            while not Path(tmp_path / other).exists():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{other} never started")
+                time.sleep(0.05)
+            return live[["feature_0000"]].rank(pct=True).set_axis(["prediction"], axis=1)
+
+        return predict_fn
+
+    models = []
+    for name, other in (("left", "right"), ("right", "left")):
+        path = tmp_path / f"{name}.pkl"
+        path.write_bytes(cloudpickle.dumps(rendezvous(name, other)))
+        models.append((ModelSpec(name=name, file=path.name, format="numerai_pickle", trust_pickle=True), path))
+    outcomes = predict(small_round, models, tmp_path / "work", max_parallel=2)
+    assert outcomes["left"].ok and outcomes["right"].ok, (outcomes["left"].error, outcomes["right"].error)
+
+
+def test_a_worker_killed_from_outside_is_reported_as_likely_out_of_memory(
+    small_round: SyntheticRound, tmp_path: Path
+) -> None:
+    def killed(live):
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)  # what the kernel's OOM killer does
+
+    path = tmp_path / "killed.pkl"
+    path.write_bytes(cloudpickle.dumps(killed))
+    spec = ModelSpec(name="killed", file="killed.pkl", format="numerai_pickle", trust_pickle=True)
+    error = predict(small_round, [(spec, path)], tmp_path / "work")["killed"].error
+    assert error.startswith("model 'killed': the worker was killed (SIGKILL) while predicting, most likely by the "
+                            "system for lack of memory; this instance has ")

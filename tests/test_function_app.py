@@ -12,6 +12,7 @@ import pytest
 from numerai_tools.submissions import validate_submission_numerai
 
 import function_app
+from devkit.example_models import MORE_FORMATS_PLAN, write_example_models
 from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound
 from shared.jobs import RunFailed
@@ -49,6 +50,26 @@ def test_the_timer_submits_every_model_and_the_records_agree(deployed: LocalStac
         # The archived CSV is the one that was uploaded.
         archived = results(deployed).read_predictions(report["round_number"], line["name"])
         assert archived.encode() == sandbox_record.csv
+
+
+def test_estimator_pickles_xgboost_and_catboost_files_are_submitted_by_the_timer(
+    deployed: LocalStack, small_round: SyntheticRound, tmp_path,
+) -> None:
+    models = tmp_path / "more"
+    manifest = write_example_models(models, small_round.feature_sets, MORE_FORMATS_PLAN)
+    for entry in manifest["models"]:
+        if entry["format"] in ("xgboost", "catboost"):
+            del entry["features"]  # these files record their feature names
+    (models / "models.json").write_text(json.dumps(manifest))
+    deployed.deploy(models, small_round)
+    fire_timer()
+    received = {s.model_name: s for s in deployed.sandbox.submissions}
+    assert sorted(received) == sorted(name for name, _, _ in MORE_FORMATS_PLAN)
+    for submission in received.values():
+        validate_submission_numerai(pd.Series(small_round.ids), pd.read_csv(io.BytesIO(submission.csv)))
+    [report] = reports(deployed)
+    assert report["status"] == "succeeded"
+    assert all(line["peak_memory_mb"] > 0 for line in report["models"])
 
 
 def test_a_second_firing_in_the_same_round_uploads_nothing_and_a_new_round_submits_again(deployed: LocalStack) -> None:
@@ -128,13 +149,13 @@ def test_one_corrupt_model_fails_the_run_while_the_others_are_submitted(deployed
     container.upload_blob("demo_lightgbm.txt", b"tree\nnot really a booster", overwrite=True)
     with pytest.raises(RunFailed, match="1 of 4 models failed: demo_lightgbm"):
         fire_timer()
-    assert sorted(s.model_name for s in deployed.sandbox.submissions) == ["demo_keras", "demo_onnx", "demo_upload"]
+    assert sorted(s.model_name for s in deployed.sandbox.submissions) == ["demo_catboost", "demo_onnx", "demo_upload"]
     report = reports(deployed)[-1]
     assert report["status"] == "failed"
     broken = next(m for m in report["models"] if m["name"] == "demo_lightgbm")
     assert broken["status"] == "failed"
     assert "cannot load 'demo_lightgbm.txt' as lightgbm" in broken["error"]
-    assert [r.model_name for r in results(deployed).ledger()] == ["demo_keras", "demo_onnx", "demo_upload"]
+    assert [r.model_name for r in results(deployed).ledger()] == ["demo_catboost", "demo_onnx", "demo_upload"]
 
 
 def test_no_round_open_means_nothing_downloaded_or_uploaded(deployed: LocalStack) -> None:
@@ -180,7 +201,7 @@ def test_a_manifest_model_unknown_to_the_account_is_named_with_the_accounts_mode
     line = next(m for m in reports(deployed)[-1]["models"] if m["name"] == "demo_onnx")
     assert line["error"] == (
         "model 'demo_onnx' is not a Classic model of this Numerai account; "
-        "the account has: demo_keras, demo_lightgbm, demo_upload"
+        "the account has: demo_catboost, demo_lightgbm, demo_upload"
     )
     assert len(deployed.sandbox.submissions) == 3
 

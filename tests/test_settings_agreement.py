@@ -12,7 +12,7 @@ from tests.test_infra import infra_app_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # How the code reads settings: shared/settings.py's typed reader, env.get in telemetry.
-READERS = {"required", "optional", "text", "number", "flag", "get"}
+READERS = {"required", "optional", "text", "number", "optional_number", "flag", "get"}
 SETTING_NAME = re.compile(r"^[A-Z][A-Z0-9_]{3,}$")
 # Read by the Functions host or the platform, not by our code.
 HOST_SETTINGS = {"AzureWebJobsStorage", "FUNCTIONS_WORKER_RUNTIME", "PYTHON_ISOLATE_WORKER_DEPENDENCIES",
@@ -24,7 +24,7 @@ LOCAL_ONLY = {"NUMERAI_API_URL", "MODELS_STORAGE_CONNECTION_STRING"}
 def settings_the_code_reads() -> set[str]:
     """Names passed as string literals to a settings reader, plus %NAME% in trigger bindings."""
     names = set(re.findall(r"%([A-Z][A-Z0-9_]+)%", (ROOT / "function_app.py").read_text()))
-    for path in [ROOT / "function_app.py", *(ROOT / "shared").glob("*.py")]:
+    for path in [ROOT / "function_app.py", *(ROOT / "shared").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                     and node.func.attr in READERS and node.args

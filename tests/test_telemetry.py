@@ -64,11 +64,11 @@ def test_a_run_emits_a_record_per_model_a_run_record_and_metrics(
 
     records = [r.log_record if hasattr(r, "log_record") else r for r in exported_logs.get_finished_logs()]
     per_model = {r.attributes["model"]: r.attributes for r in records if "model" in r.attributes}
-    assert sorted(per_model) == ["demo_keras", "demo_lightgbm", "demo_onnx", "demo_upload"]
+    assert sorted(per_model) == ["demo_catboost", "demo_lightgbm", "demo_onnx", "demo_upload"]
     assert per_model["demo_onnx"]["model_status"] == "failed"
     assert "cannot load 'demo_onnx.onnx' as onnx" in per_model["demo_onnx"]["error"]
-    assert per_model["demo_keras"]["model_status"] == "submitted"
-    assert per_model["demo_keras"]["rows"] == 503 and per_model["demo_keras"]["seconds"] > 0
+    assert per_model["demo_catboost"]["model_status"] == "submitted"
+    assert per_model["demo_catboost"]["rows"] == 503 and per_model["demo_catboost"]["seconds"] > 0
     assert all(a["round"] == 1200 and a["mode"] == "scheduled" for a in per_model.values())
     [run] = [r.attributes for r in records if "run_status" in r.attributes]
     assert run["run_status"] == "failed" and run["models_submitted"] == 3 and run["models_failed"] == 1
@@ -84,7 +84,7 @@ def test_a_run_emits_a_record_per_model_a_run_record_and_metrics(
 def test_the_records_read_well_on_the_console(deployed: LocalStack, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="shared")
     fire_timer()
-    assert "model demo_keras: submitted, 503 rows" in caplog.text
+    assert "model demo_catboost: submitted, 503 rows" in caplog.text
     assert "(scheduled, round 1200): succeeded in" in caplog.text
     assert "4 submitted, 0 failed" in caplog.text
 

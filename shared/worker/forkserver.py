@@ -26,7 +26,6 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import IO
 
 from shared.worker.protocol import PHASE_FILE, Phase, WorkRequest
 
@@ -35,31 +34,38 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.05
 
 
-def serve(commands: IO[str] = sys.stdin, replies: IO[str] = sys.stdout) -> int:
-    """The server's loop: fork a worker per request line, report starts and exits, until stdin closes."""
+def serve(commands: int = 0, replies: int = 1) -> int:
+    """The server's loop: fork a worker per request line, report starts and exits, until its input closes.
+
+    `commands` and `replies` are file descriptors (stdin and stdout): read raw,
+    since a buffered reader would hold lines that `select` no longer sees.
+    """
     from shared.worker import engine  # noqa: F401  the imports the workers share
 
     faulthandler.enable()
+    pending = b""
     open_input = True
     running = 0
     while open_input or running:
-        if open_input and select.select([commands], [], [], POLL_SECONDS)[0]:
-            line = commands.readline()
-            if not line:
-                open_input = False
-            elif line.strip():
-                request_file = line.strip()
-                pid = _fork_worker(Path(request_file), commands, replies)
-                replies.write(f"started {pid} {request_file}\n")
-                replies.flush()
+        readable = select.select([commands] if open_input else [], [], [], POLL_SECONDS)[0]
+        if readable:
+            chunk = os.read(commands, 65536)
+            open_input = bool(chunk)
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in filter(None, (raw.decode().strip() for raw in lines)):
+                pid = _fork_worker(Path(line))
+                _reply(replies, f"started {pid} {line}")
                 running += 1
-        elif not open_input:
-            select.select([], [], [], POLL_SECONDS)
         running -= _reap(replies)
     return 0
 
 
-def _reap(replies: IO[str]) -> int:
+def _reply(replies: int, line: str) -> None:
+    # One write of a short line: never interleaved with another.
+    os.write(replies, f"{line}\n".encode())
+
+
+def _reap(replies: int) -> int:
     """Report every worker that has exited; returns how many."""
     reaped = 0
     while True:
@@ -69,34 +75,31 @@ def _reap(replies: IO[str]) -> int:
             return reaped
         if pid == 0:
             return reaped
-        replies.write(f"exited {pid} {os.waitstatus_to_exitcode(status)}\n")
-        replies.flush()
+        _reply(replies, f"exited {pid} {os.waitstatus_to_exitcode(status)}")
         reaped += 1
 
 
-def _fork_worker(request_file: Path, commands: IO[str], replies: IO[str]) -> int:
+def _fork_worker(request_file: Path) -> int:
     pid = os.fork()
     if pid:
         return pid
     code = 1
     try:
-        code = _worker(request_file, commands, replies)
+        code = _worker(request_file)
     finally:
         os._exit(code)  # never back into the server's loop
 
 
-def _worker(request_file: Path, commands: IO[str], replies: IO[str]) -> int:
+def _worker(request_file: Path) -> int:
     """Inside the forked worker: a process group of its own, its own log, the engine, the outcome."""
     from shared.worker.engine import run_model
 
     os.setsid()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    # The protocol pipes are the server's: closed here first, as their descriptors are reused below.
-    commands.close()
-    replies.close()
     request = WorkRequest.read(request_file)
     log_fd = os.open(request.output_dir / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
+    # Over the protocol pipes: the model can neither read the server's commands nor forge replies.
     os.dup2(null, 0)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)  # stderr, logging and faulthandler write to descriptor 2
