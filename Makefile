@@ -1,6 +1,20 @@
-# Every target sets itself up: a fresh clone needs only Python 3.11+ and Node.js with npm.
+# Every target sets itself up: a fresh clone needs only Python 3.11 or 3.12 and Node.js with npm.
+# Each Python gets its own venv (.venv-3.11, .venv-3.12), so the default `make test` and
+# `make test PYTHON=python3.12` live side by side.
 PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
-VENV := .venv
+# The interpreter itself. A pyenv shim refuses a version pyenv has not selected
+# (python3.12 while 3.11 is global); then, for a bare name, take the newest such version
+# pyenv has installed.
+PYTHON_EXE := $(shell $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null || \
+	case '$(PYTHON)' in (*/*) ;; (*) command -v pyenv >/dev/null 2>&1 && \
+	  ls -d "$$(pyenv root)"/versions/*/bin/$(lastword $(PYTHON)) 2>/dev/null | sort -V | tail -n 1;; esac)
+PYTHON_VERSION := $(if $(PYTHON_EXE),$(shell $(PYTHON_EXE) -c 'import sys; print("%d.%d" % sys.version_info[:2])'))
+ifeq ($(PYTHON_VERSION),)
+ifneq ($(MAKECMDGOALS),clean)
+$(error cannot run '$(PYTHON)'; install Python 3.11 or 3.12, or pass PYTHON=/path/to/python3.x)
+endif
+endif
+VENV := .venv-$(PYTHON_VERSION)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # checkov pins old versions of packaging and friends, so it gets a venv of its own.
@@ -13,14 +27,14 @@ INFRA_STAMP := $(INFRA_VENV)/.installed-checkov-$(CHECKOV_VERSION)
 setup: $(STAMP) $(INFRA_STAMP) node_modules/.installed
 
 $(STAMP): requirements.txt requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON_EXE) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
 $(INFRA_STAMP):
 	rm -rf $(INFRA_VENV)
-	$(PYTHON) -m venv $(INFRA_VENV)
+	$(PYTHON_EXE) -m venv $(INFRA_VENV)
 	$(INFRA_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(INFRA_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
 	touch $@
@@ -42,8 +56,10 @@ soak: setup
 	$(PY) -m devkit.soak
 
 # Needs PyPI's vulnerability data (pypi.org JSON API); run by the GitHub CI workflow.
+# requirements.txt's markers are resolved for this venv's Python.
 audit: setup
 	$(PY) -m pip_audit -r requirements.txt --progress-spinner off $(shell sed -n 's/^\([A-Z][A-Za-z0-9-]*\).*/--ignore-vuln \1/p' audit-exceptions.txt)
 
+# Every Python's venv, and the .venv of older checkouts.
 clean:
-	rm -rf $(VENV) $(INFRA_VENV) node_modules .work
+	rm -rf .venv .venv-3.* $(INFRA_VENV) node_modules .work
