@@ -35,6 +35,13 @@ param dataVersion string = 'v5.3'
 ])
 param instanceMemoryMB int = 2048
 
+@description('Python version of the Function App: the one setting for it (PYTHON_VERSION in the azd environment, default in main.parameters.json). The Numerai hosted runner offers both; 3.11 is its default.')
+@allowed([
+  '3.11'
+  '3.12'
+])
+param pythonVersion string
+
 @description('Upper bound on Function App instances.')
 @minValue(1)
 @maxValue(1000)
@@ -154,6 +161,7 @@ module function 'app/function.bicep' = {
     dataVersion: dataVersion
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
+    pythonVersion: pythonVersion
   }
 }
 

@@ -9,6 +9,7 @@ written, since checkov does not test all of them.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
 # Checks that pass today: 29. A scan that quietly finds fewer resources fails here.
 MIN_PASSED_CHECKS = 25
 MIN_JUSTIFICATION_LENGTH = 20
+
+# The Pythons requirements.txt is pinned for (Numerai's hosted runner's py3.11 and py3.12 locks).
+SUPPORTED_PYTHONS = ["3.11", "3.12"]
 
 # The worker runtime setting is forbidden on Flex Consumption (functionAppConfig.runtime
 # replaces it); the local-only settings are checked by tests/test_settings_agreement.py.
@@ -117,3 +121,28 @@ def test_the_numerai_keys_come_from_key_vault_and_flex_gets_no_worker_runtime() 
     for name in ("NUMERAI_PUBLIC_ID", "NUMERAI_SECRET_KEY"):
         assert settings[name].startswith("@Microsoft.KeyVault(VaultName="), name
     assert FORBIDDEN_ON_FLEX not in settings
+
+
+def allowed_values(param: dict[str, Any]) -> list[Any]:
+    return next(d["argument"] for d in param["decorators"] if d["type"] == "allowed")
+
+
+def test_the_python_version_is_one_setting() -> None:
+    """PYTHON_VERSION, defaulted in main.parameters.json alone, reaches the runtime via both Bicep files."""
+    site = resource(INFRA / "app" / "function.bicep", "Microsoft.Web/sites")
+    runtime = site["properties"]["functionAppConfig"]["runtime"]
+    assert runtime == {"name": "python", "version": "pythonVersion"}
+    main = parse(INFRA / "main.bicep")
+    assert main["modules"]["function"]["config"]["params"]["pythonVersion"] == "pythonVersion"
+    for tree in (main, parse(INFRA / "app" / "function.bicep")):
+        param = tree["parameters"]["pythonVersion"]
+        assert param["default"] is None
+        assert allowed_values(param) == SUPPORTED_PYTHONS
+    value = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]["pythonVersion"]["value"]
+    default = re.fullmatch(r"\$\{PYTHON_VERSION=(3\.\d+)\}", value)
+    assert default and default.group(1) in SUPPORTED_PYTHONS, value
+    # The deploy workflow falls back to the same default; CI tests every supported Python.
+    deploy = (ROOT / ".github" / "workflows" / "deploy.yml").read_text()
+    assert f"PYTHON_VERSION: ${{{{ vars.PYTHON_VERSION || '{default.group(1)}' }}}}" in deploy
+    ci = (ROOT / ".github" / "workflows" / "ci.yml").read_text()
+    assert "python-version: " + json.dumps(SUPPORTED_PYTHONS) in ci

@@ -1,4 +1,5 @@
-// The Function App on a Flex Consumption (FC1) plan, Linux, Python 3.11.
+// The Function App on a Flex Consumption (FC1) plan, Linux, Python 3.11 or 3.12
+// (main.bicep's pythonVersion).
 // Everything reaches its dependencies through the one user-assigned identity:
 // the host's storage, the deployment package, Key Vault references and
 // Application Insights. No connection string or key is stored in the app.
@@ -36,6 +37,13 @@ param dataVersion string
   4096
 ])
 param instanceMemoryMB int = 2048
+
+@description('Python version of the Function App; requirements.txt pins each one to the Numerai hosted runner.')
+@allowed([
+  '3.11'
+  '3.12'
+])
+param pythonVersion string
 
 @description('Upper bound on instances; the timer runs on one, the rest serve test runs.')
 @minValue(1)
@@ -152,7 +160,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: {
         name: 'python'
-        version: '3.11'
+        version: pythonVersion
       }
     }
   }
