@@ -8,13 +8,13 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v p
 PYTHON_EXE := $(shell $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null || \
 	case '$(PYTHON)' in (*/*) ;; (*) command -v pyenv >/dev/null 2>&1 && \
 	  ls -d "$$(pyenv root)"/versions/*/bin/$(lastword $(PYTHON)) 2>/dev/null | sort -V | tail -n 1;; esac)
-PYTHON_VERSION := $(if $(PYTHON_EXE),$(shell $(PYTHON_EXE) -c 'import sys; print("%d.%d" % sys.version_info[:2])'))
-ifeq ($(PYTHON_VERSION),)
+PY_VERSION := $(if $(PYTHON_EXE),$(shell $(PYTHON_EXE) -c 'import sys; print("%d.%d" % sys.version_info[:2])'))
+ifeq ($(PY_VERSION),)
 ifneq ($(MAKECMDGOALS),clean)
 $(error cannot run '$(PYTHON)'; install Python 3.11 or 3.12, or pass PYTHON=/path/to/python3.x)
 endif
 endif
-VENV := .venv-$(PYTHON_VERSION)
+VENV := .venv-$(PY_VERSION)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # checkov pins old versions of packaging and friends, so it gets a venv of its own.
