@@ -4,7 +4,7 @@ Every figure comes from one run and is printed as a ratio against its target.
 The round is 6,720 rows × 2,748 int8 features, as Numerai's live data.
 
 Memory is the whole run's: the run's process, the fork server and the model
-workers, summed as proportional set size (PSS) every 20 ms, so libraries the
+workers, summed as proportional set size (PSS) every 100 ms, so libraries the
 workers share with the fork server count once. The run's own process is also
 shown alone (its peak RSS), since it must stay free of any framework.
 
@@ -46,7 +46,8 @@ REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / ".work" / "bench"
 DEEP_COPIES = 8
 DEEP_TREES = 3000
-SAMPLE_SECONDS = 0.02
+# Often enough for peaks that last as long as a model loads; rarely enough to cost little CPU.
+SAMPLE_SECONDS = 0.1
 
 
 def prepare(work: Path) -> dict[str, list[dict]]:
@@ -98,34 +99,40 @@ def run_product(work: Path, name: str, entries: list[dict]) -> dict:
                "--manifest", str(manifest), "--out", str(out)]
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak = _sample_peak_pss(process)
+    peak, own = _sample_peak_pss(process)
     stderr = process.communicate()[1]
     seconds = time.perf_counter() - started
     if process.returncode != 0:
         raise SystemExit(f"{name} failed:\n{stderr[-3000:]}")
     summary = json.loads((out / "summary.json").read_text())
-    return {"seconds": seconds, "peak_mb": peak, "run_process_mb": summary["peak_rss_mb"],
+    return {"seconds": seconds, "peak_mb": peak, "run_process_mb": own,
             "models": {m["name"]: m for m in summary["models"]}}
 
 
-def _sample_peak_pss(process: subprocess.Popen) -> float:
-    """The largest sum of PSS over `process` and its descendants while it runs, in MiB."""
-    peak = 0.0
+def _sample_peak_pss(process: subprocess.Popen) -> tuple[float, float]:
+    """While `process` runs: the largest sum of PSS over it and its descendants, and its own peak RSS (MiB)."""
+    peak = own = 0.0
     root = psutil.Process(process.pid)
     while process.poll() is None:
-        total = 0
         try:
             members = [root, *root.children(recursive=True)]
+            own = max(own, root.memory_info().rss / 2**20)
         except psutil.Error:
             break
-        for member in members:
-            try:
-                total += member.memory_full_info().pss
-            except psutil.Error:
-                continue  # exited between the listing and the reading
-        peak = max(peak, total / 2**20)
+        peak = max(peak, sum(_pss_mb(member.pid) for member in members))
         time.sleep(SAMPLE_SECONDS)
-    return peak
+    return peak, own
+
+
+def _pss_mb(pid: int) -> float:
+    """A process's proportional set size from the kernel's one-line rollup (cheap to read)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass  # exited between the listing and the reading
+    return 0.0
 
 
 def direct(work: Path, entries: list[dict]) -> dict[str, float]:

@@ -5,12 +5,15 @@ numerai-tools (which imports scipy) every time: about 3 s here. Instead the
 run's process starts `python -m shared.worker` once, with an environment that
 holds no secret; it imports the engine and then forks one worker per model,
 which starts at once, shares the imported libraries copy-on-write and has a
-process group of its own. Frameworks (TensorFlow, LightGBM, …) are imported
-by each worker, after the fork: forking a process whose framework threads are
-running is unsafe, and a framework one model needs is no other model's cost.
+process group of its own. Frameworks (LightGBM, onnxruntime, …) are imported
+by each worker, after the fork, so that a framework one model needs is no
+other model's cost; only a framework whose import takes seconds (TensorFlow)
+is imported by the server, when the first worker that needs it is asked for.
+The server never runs a framework itself: forking a process whose framework
+threads are running would be unsafe.
 
 The protocol is lines on the server's stdin and stdout:
-- run's process → server: `<request file>`
+- run's process → server: `<module to import first, or -> <request file>`
 - server → run's process: `started <pid> <request file>`, then `exited <pid> <exit code>`
   (a negative exit code is the signal that ended the worker).
 """
@@ -18,6 +21,7 @@ The protocol is lines on the server's stdin and stdout:
 from __future__ import annotations
 
 import faulthandler
+import importlib
 import logging
 import os
 import select
@@ -53,11 +57,22 @@ def serve(commands: int = 0, replies: int = 1) -> int:
             open_input = bool(chunk)
             *lines, pending = (pending + chunk).split(b"\n")
             for line in filter(None, (raw.decode().strip() for raw in lines)):
-                pid = _fork_worker(Path(line))
-                _reply(replies, f"started {pid} {line}")
+                preload, _, request_file = line.partition(" ")
+                if preload != "-":
+                    _preload(preload)
+                pid = _fork_worker(Path(request_file))
+                _reply(replies, f"started {pid} {request_file}")
                 running += 1
         running -= _reap(replies)
     return 0
+
+
+def _preload(module: str) -> None:
+    """Import a framework for the workers to come; a failure is theirs to report, on their own import."""
+    try:
+        importlib.import_module(module)
+    except Exception:  # whatever the framework raises
+        log.exception("could not import %s before forking; its workers will import it themselves", module)
 
 
 def _reply(replies: int, line: str) -> None:
@@ -143,14 +158,14 @@ class ForkServerClient:
         self._gone = False
         threading.Thread(target=self._read_replies, name="forkserver-replies", daemon=True).start()
 
-    def start(self, request_file: Path) -> int:
-        """Have the server fork a worker for `request_file`; returns the worker's pid."""
+    def start(self, request_file: Path, preload: str | None = None) -> int:
+        """Have the server fork a worker for `request_file`, importing `preload` first; the worker's pid."""
         key = str(request_file)
         with self._changed:
             if self._gone:
                 raise ServerGone(self._tail())
             assert self._process.stdin is not None
-            self._process.stdin.write(f"{key}\n")
+            self._process.stdin.write(f"{preload or '-'} {key}\n")
             self._process.stdin.flush()
             self._changed.wait_for(lambda: key in self._started or self._gone)
             if key not in self._started:
