@@ -278,3 +278,24 @@ def test_a_worker_killed_from_outside_is_reported_as_likely_out_of_memory(
     error = predict(small_round, [(spec, path)], tmp_path / "work")["killed"].error
     assert error.startswith("model 'killed': the worker was killed (SIGKILL) while predicting, most likely by the "
                             "system for lack of memory; this instance has ")
+
+
+def test_a_model_that_kills_the_fork_server_fails_alone(small_round: SyntheticRound, example_models: Path,
+                                                        tmp_path: Path) -> None:
+    def assassin(live):
+        import os
+        import signal
+        import time
+
+        os.kill(os.getppid(), signal.SIGKILL)  # the fork server is the worker's parent
+        time.sleep(120)  # orphaned: the supervisor must end it
+
+    path = tmp_path / "assassin.pkl"
+    path.write_bytes(cloudpickle.dumps(assassin))
+    models = [(ModelSpec(name="assassin", file="assassin.pkl", format="numerai_pickle", trust_pickle=True), path),
+              *[(s, p) for s, p in manifest_models(example_models) if s.name == "demo_onnx"]]
+    started = time.monotonic()
+    outcomes = predict(small_round, models, tmp_path / "work")
+    assert time.monotonic() - started < 60  # the orphan's 120 s sleep was cut short
+    assert outcomes["assassin"].error.startswith("model 'assassin': the worker server stopped")
+    assert outcomes["demo_onnx"].ok, outcomes["demo_onnx"].error  # a new server ran it

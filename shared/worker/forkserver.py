@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.worker.protocol import PHASE_FILE, Phase, WorkRequest
@@ -137,73 +138,100 @@ class ServerGone(Exception):
     """The fork server exited while workers were still expected from it."""
 
 
+@dataclass(eq=False)
+class _Server:
+    """One fork server process and what it has said."""
+
+    process: subprocess.Popen
+    started: dict[str, int] = field(default_factory=dict)
+    exits: dict[int, int] = field(default_factory=dict)
+    gone: bool = False
+
+
+@dataclass(frozen=True)
+class Worker:
+    """A worker forked by one fork server: its pid, and the server that will report its exit."""
+
+    pid: int
+    server: _Server
+
+
 class ForkServerClient:
     """The run's side of the fork server: start it, ask for workers, learn how they exited.
 
-    A reader thread turns the server's replies into two tables (started
-    workers, exit codes) that the threads supervising each worker wait on.
+    A reader thread per server turns its replies into two tables (started
+    workers, exit codes) that the threads supervising each worker wait on. A
+    server that dies (a model may kill it) fails the workers it had; the next
+    request starts another, so the models still to run are not lost with it.
     """
 
     def __init__(self, environment: dict[str, str], log_path: Path) -> None:
-        with log_path.open("wb") as server_log:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "shared.worker"], env=environment, cwd=log_path.parent,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=server_log, text=True,
-                bufsize=1, start_new_session=True,
-            )
         self.log_path = log_path
+        self._environment = environment
         self._changed = threading.Condition()
-        self._started: dict[str, int] = {}
-        self._exits: dict[int, int] = {}
-        self._gone = False
-        threading.Thread(target=self._read_replies, name="forkserver-replies", daemon=True).start()
+        self._server = self._spawn()
 
-    def start(self, request_file: Path, preload: str | None = None) -> int:
-        """Have the server fork a worker for `request_file`, importing `preload` first; the worker's pid."""
+    def start(self, request_file: Path, preload: str | None = None) -> Worker:
+        """Have a server fork a worker for `request_file`, importing `preload` first."""
         key = str(request_file)
         with self._changed:
-            if self._gone:
+            if self._server.gone:
+                log.warning("the worker server stopped; starting another for the models still to run")
+                self._server = self._spawn()
+            server = self._server
+            assert server.process.stdin is not None
+            server.process.stdin.write(f"{preload or '-'} {key}\n")
+            server.process.stdin.flush()
+            self._changed.wait_for(lambda: key in server.started or server.gone)
+            if key not in server.started:
                 raise ServerGone(self._tail())
-            assert self._process.stdin is not None
-            self._process.stdin.write(f"{preload or '-'} {key}\n")
-            self._process.stdin.flush()
-            self._changed.wait_for(lambda: key in self._started or self._gone)
-            if key not in self._started:
-                raise ServerGone(self._tail())
-            return self._started.pop(key)
+            return Worker(server.started.pop(key), server)
 
-    def exit_code(self, pid: int, timeout: float) -> int | None:
+    def exit_code(self, worker: Worker, timeout: float) -> int | None:
         """The worker's exit code once it has exited (negative: the signal); None while it runs."""
+        server = worker.server
         with self._changed:
-            self._changed.wait_for(lambda: pid in self._exits or self._gone, timeout)
-            if pid in self._exits:
-                return self._exits.pop(pid)
-            if self._gone:
+            self._changed.wait_for(lambda: worker.pid in server.exits or server.gone, timeout)
+            if worker.pid in server.exits:
+                return server.exits.pop(worker.pid)
+            if server.gone:
                 raise ServerGone(self._tail())
             return None
 
     def close(self) -> None:
         """Ask the server to finish (it waits for its workers) and make sure it has."""
+        process = self._server.process
         try:
-            assert self._process.stdin is not None
-            self._process.stdin.close()
-            self._process.wait(timeout=30)
+            assert process.stdin is not None
+            process.stdin.close()
+            process.wait(timeout=30)
         except (OSError, subprocess.TimeoutExpired):
-            os.killpg(self._process.pid, signal.SIGKILL)
-            self._process.wait()
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
-    def _read_replies(self) -> None:
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
+    def _spawn(self) -> _Server:
+        with self.log_path.open("ab") as server_log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "shared.worker"], env=self._environment, cwd=self.log_path.parent,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=server_log, text=True,
+                bufsize=1, start_new_session=True,
+            )
+        server = _Server(process)
+        threading.Thread(target=self._read_replies, args=(server,), name="forkserver-replies", daemon=True).start()
+        return server
+
+    def _read_replies(self, server: _Server) -> None:
+        assert server.process.stdout is not None
+        for line in server.process.stdout:
             kind, number, *rest = line.rstrip("\n").split(" ", 2)
             with self._changed:
                 if kind == "started":
-                    self._started[rest[0]] = int(number)
+                    server.started[rest[0]] = int(number)
                 elif kind == "exited":
-                    self._exits[int(number)] = int(rest[0])
+                    server.exits[int(number)] = int(rest[0])
                 self._changed.notify_all()
         with self._changed:
-            self._gone = True
+            server.gone = True
             self._changed.notify_all()
 
     def _tail(self) -> str:

@@ -23,7 +23,7 @@ import psutil
 
 import shared
 from shared.manifest import PICKLE_FORMATS, ModelFormat
-from shared.worker.forkserver import ForkServerClient, ServerGone
+from shared.worker.forkserver import ForkServerClient, ServerGone, Worker
 from shared.worker.protocol import PHASE_FILE, ModelOutcome, Phase, WorkRequest
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,11 @@ def run_worker(request: WorkRequest, limits: WorkerLimits, server: ForkServerCli
     started = time.monotonic()
     watch = _Watch(request, limits)
     try:
-        watch.until_exit(server, server.start(request.write(), PRELOADED.get(request.spec.format)))
+        watch.worker = server.start(request.write(), PRELOADED.get(request.spec.format))
+        watch.until_exit(server)
     except ServerGone as exc:
+        if watch.worker is not None:
+            _kill_group(watch.worker.pid)  # orphaned by its server: nobody else would end it
         return ModelOutcome(name=name, error=f"model '{name}': {exc}")
     outcome = ModelOutcome.read(request.output_dir) or ModelOutcome(name=name)
     if watch.stopped_for is not None or (outcome.error is None and not outcome.ok):
@@ -127,6 +130,7 @@ class _Watch:
         self.request = request
         self.limits = limits
         self.peak_mb = 0.0
+        self.worker: Worker | None = None
         self.exit_code: int | None = None
         self.stopped_for: str | None = None  # "time" or "memory" when the watch stopped it
 
@@ -138,10 +142,12 @@ class _Watch:
         except (OSError, ValueError):
             return Phase.STARTING
 
-    def until_exit(self, server: ForkServerClient, pid: int) -> None:
-        """Wait for worker `pid` to exit, stopping it if it outgrows its limits."""
+    def until_exit(self, server: ForkServerClient) -> None:
+        """Wait for `worker` to exit, stopping it if it outgrows its limits."""
+        assert self.worker is not None
+        pid = self.worker.pid
         deadline = time.monotonic() + self.limits.seconds
-        while (code := server.exit_code(pid, POLL_SECONDS)) is None:
+        while (code := server.exit_code(self.worker, POLL_SECONDS)) is None:
             self.peak_mb = max(self.peak_mb, _tree_rss_mb(pid))
             if self.peak_mb > self.limits.memory_mb:
                 self.stopped_for = "memory"
