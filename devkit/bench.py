@@ -39,6 +39,7 @@ import psutil
 
 from devkit.example_models import write_keras, write_numerai_pickle, write_onnx
 from devkit.synthetic import LIVE_ROWS, NUMERAI_ALL, training_rows, write_round
+from shared.worker.supervisor import process_tree
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +116,10 @@ def _sample_peak_pss(process: subprocess.Popen) -> tuple[float, float]:
     root = psutil.Process(process.pid)
     while process.poll() is None:
         try:
-            members = [root, *root.children(recursive=True)]
             own = max(own, root.memory_info().rss / 2**20)
         except psutil.Error:
             break
-        peak = max(peak, sum(_pss_mb(member.pid) for member in members))
+        peak = max(peak, sum(_pss_mb(member) for member in process_tree(process.pid)))
         time.sleep(SAMPLE_SECONDS)
     return peak, own
 

@@ -610,22 +610,6 @@ def test_a_catboost_model_with_categorical_features_is_refused(tmp_path: Path) -
         load_model(spec("catboost", "model.cbm"), path, FEATURES)
 
 
-# --- what the Functions host imports ---
-
-def test_format_modules_import_no_framework() -> None:
-    """The host may import a format module (for its names); only load() brings in the framework."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, shared.formats.sklearn, shared.formats.xgboost, shared.formats.catboost\n"
-        "heavy = {'sklearn', 'joblib', 'xgboost', 'catboost', 'lightgbm', 'pandas'} & set(sys.modules)\n"
-        "assert not heavy, heavy\n"
-    )
-    root = Path(__file__).resolve().parent.parent
-    subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=120)
-
-
 # --- the engine, with the example writers' manifest ---
 
 NEW_WRITERS = ["sklearn", "lgbm_regressor", "xgboost", "catboost"]

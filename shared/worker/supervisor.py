@@ -29,6 +29,7 @@ from shared.worker.protocol import PHASE_FILE, ModelOutcome, Phase, WorkRequest
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 LOG_TAIL_LINES = 20
 # Passed through to workers; everything else (keys, connection strings, the
 # managed identity's endpoint and header) stays in the run's process.
@@ -167,20 +168,37 @@ def _kill_group(pid: int) -> None:
         pass  # already gone
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants, from the kernel's per-thread child lists.
+
+    Cheap enough to call every poll: psutil's children() reads every process
+    on the machine to find them, which cost the models measurable CPU.
+    """
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        try:
+            threads = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue  # exited
+        for thread in threads:
+            try:
+                queue.extend(int(child) for child in Path(f"/proc/{current}/task/{thread}/children").read_text().split())
+            except OSError:
+                continue
+    return found
+
+
 def _tree_rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants, in MiB."""
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
     total = 0
-    for process in processes:
+    for member in process_tree(pid):
         try:
-            total += process.memory_info().rss
-        except psutil.Error:
+            total += int(Path(f"/proc/{member}/statm").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
             continue  # exited meanwhile
-    return total / 2**20
+    return total * PAGE_BYTES / 2**20
 
 
 def _explain(request: WorkRequest, limits: WorkerLimits, watch: _Watch) -> str:
