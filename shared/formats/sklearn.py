@@ -71,7 +71,7 @@ def load(spec: ModelSpec, path: Path, features: list[str] | None) -> SklearnMode
     if recorded is None and features is not None:
         check_width(spec, _attribute(estimator, "n_features_in_"), features)
     columns = columns_for(spec, features, recorded)
-    as_frame = _attribute(estimator, "feature_names_in_") is not None
+    as_frame = recorded is not None and _attribute(estimator, "feature_names_in_") is not None
     class_values = None
     if spec.method is PredictMethod.PREDICT_PROBA:
         class_values = expected_value_weights(spec, _attribute(estimator, "classes_"))
@@ -88,7 +88,8 @@ def recorded_names(estimator: Any) -> list[str] | None:
     """
     names = _attribute(estimator, "feature_names_in_")
     if names is not None:
-        return [str(name) for name in names]
+        # LightGBM 4.6's sklearn API sets it to its Column_<i> placeholders for an array.
+        return lightgbm_names([str(name) for name in names])
     names = _attribute(estimator, "feature_name_")
     if names is not None:
         return lightgbm_names(list(names))
