@@ -5,7 +5,8 @@ Numerai received; and after every row, that no secret reached any output.
 
 Rows tested elsewhere: a corrupt model file, a 5xx that recovers, bad credentials, an
 unknown model, a failing PUT (tests/test_function_app.py); NaN, constant and too-short
-outputs at the engine level (tests/test_predictor.py, tests/test_numerai_pickle.py).
+outputs at the engine level (tests/test_engine.py, tests/test_hosted_runner_contract.py,
+tests/test_isolation.py).
 """
 
 from __future__ import annotations
