@@ -111,11 +111,10 @@ def _worker(request_file: Path) -> int:
     from shared.worker.engine import run_model
 
     os.setsid()
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     request = WorkRequest.read(request_file)
     log_fd = os.open(request.output_dir / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
-    # Over the protocol pipes: the model can neither read the server's commands nor forge replies.
+    # Over the protocol pipes, so that nothing a model prints can be taken for a reply.
     os.dup2(null, 0)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)  # stderr, logging and faulthandler write to descriptor 2
