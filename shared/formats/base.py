@@ -66,11 +66,15 @@ def as_one_column(spec: ModelSpec, output: Any, rows: int) -> np.ndarray:
     return values
 
 
-def columns_for(spec: ModelSpec, features: list[str] | None, recorded: list[str] | None) -> list[str]:
+def columns_for(
+    spec: ModelSpec, features: list[str] | None, recorded: list[str] | None, width: Any = None
+) -> list[str]:
     """The columns a model takes: the manifest's, checked against the file's own record.
 
     `recorded` is the feature names the file stores (None when it stores none, or
-    only placeholders). Without a manifest list the recorded names are used.
+    only placeholders); `width` is how many inputs it takes, checked when it
+    records no names (None when unknown). Without a manifest list the recorded
+    names are used.
     """
     if features is None:
         if recorded is None:
@@ -79,7 +83,9 @@ def columns_for(spec: ModelSpec, features: list[str] | None, recorded: list[str]
                 "'features' in its manifest entry (a feature set such as \"medium\", or the columns)"
             )
         return recorded
-    if recorded is not None:
+    if recorded is None:
+        check_width(spec, width, features)
+    else:
         check_width(spec, len(recorded), features)
         check_names(spec, recorded, features)
     return features

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from shared.errors import ModelLoadError
-from shared.formats.base import BatchModel, as_one_column, check_width, columns_for
+from shared.formats.base import BatchModel, as_one_column, columns_for
 from shared.manifest import ModelSpec
 
 PREDICTION_TYPE = "RawFormulaVal"
@@ -43,10 +43,7 @@ def load(spec: ModelSpec, path: Path, features: list[str] | None) -> CatBoostMod
     model.load_model(str(path), format="cbm")
     _check_supported(spec, model)
     names = [str(name) for name in model.feature_names_]
-    recorded = recorded_names(names)
-    if recorded is None and features is not None:
-        check_width(spec, len(names), features)
-    return CatBoostModel(spec, columns_for(spec, features, recorded), model)
+    return CatBoostModel(spec, columns_for(spec, features, recorded_names(names), len(names)), model)
 
 
 def recorded_names(names: list[str]) -> list[str] | None:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from shared.errors import ModelLoadError
-from shared.formats.base import BatchModel, as_one_column, check_width, columns_for
+from shared.formats.base import BatchModel, as_one_column, columns_for
 from shared.manifest import ModelSpec
 
 
@@ -42,6 +42,5 @@ def load(spec: ModelSpec, path: Path, features: list[str] | None) -> KerasModel:
     inputs = model.inputs
     if len(inputs) != 1:
         raise ModelLoadError(f"model '{spec.name}': '{spec.file}' has {len(inputs)} inputs; expected one")
-    columns = columns_for(spec, features, None)
-    check_width(spec, inputs[0].shape[-1], columns)
+    columns = columns_for(spec, features, None, inputs[0].shape[-1])
     return KerasModel(spec, columns, model)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from shared.errors import ModelLoadError
-from shared.formats.base import BatchModel, as_one_column, check_width, columns_for
+from shared.formats.base import BatchModel, as_one_column, columns_for
 from shared.manifest import ModelSpec
 
 
@@ -36,10 +36,8 @@ def load(spec: ModelSpec, path: Path, features: list[str] | None) -> LightGBMMod
     import lightgbm
 
     booster = lightgbm.Booster(model_file=str(path))
-    recorded = recorded_names(booster.feature_name())
-    if recorded is None and features is not None:
-        check_width(spec, booster.num_feature(), features)
-    return LightGBMModel(spec, columns_for(spec, features, recorded), booster)
+    columns = columns_for(spec, features, recorded_names(booster.feature_name()), booster.num_feature())
+    return LightGBMModel(spec, columns, booster)
 
 
 def recorded_names(names: list[str]) -> list[str] | None:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from shared.errors import ModelLoadError
-from shared.formats.base import BatchModel, as_one_column, check_width, columns_for
+from shared.formats.base import BatchModel, as_one_column, columns_for
 from shared.manifest import ModelSpec
 
 
@@ -40,7 +40,6 @@ def load(spec: ModelSpec, path: Path, features: list[str] | None) -> OnnxModel:
         raise ModelLoadError(
             f"model '{spec.name}': '{spec.file}' takes {inputs[0].type}; expected a float tensor"
         )
-    columns = columns_for(spec, features, None)
-    width = inputs[0].shape[-1]
-    check_width(spec, width if isinstance(width, int) else None, columns)
+    width = inputs[0].shape[-1]  # a name such as "N" when the graph leaves it open
+    columns = columns_for(spec, features, None, width if isinstance(width, int) else None)
     return OnnxModel(spec, columns, session, inputs[0].name, dtype)

@@ -22,7 +22,7 @@ import numpy as np
 
 from shared.errors import ModelLoadError, PredictionError
 from shared.formats.base import (
-    BatchModel, as_one_column, check_width, columns_for, require_trust, unpickle,
+    BatchModel, as_one_column, columns_for, require_trust, unpickle,
 )
 from shared.formats.lightgbm import recorded_names as lightgbm_names
 from shared.manifest import ModelSpec, PredictMethod
@@ -68,9 +68,7 @@ def load(spec: ModelSpec, path: Path, features: list[str] | None) -> SklearnMode
     estimator = _unpickle(spec, path)
     _check_methods(spec, estimator)
     recorded = recorded_names(estimator)
-    if recorded is None and features is not None:
-        check_width(spec, _attribute(estimator, "n_features_in_"), features)
-    columns = columns_for(spec, features, recorded)
+    columns = columns_for(spec, features, recorded, _attribute(estimator, "n_features_in_"))
     as_frame = recorded is not None and _attribute(estimator, "feature_names_in_") is not None
     class_values = None
     if spec.method is PredictMethod.PREDICT_PROBA:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.formats.base import BatchModel, as_one_column, check_width, columns_for
+from shared.formats.base import BatchModel, as_one_column, columns_for
 from shared.manifest import ModelSpec
 
 
@@ -45,10 +45,8 @@ def load(spec: ModelSpec, path: Path, features: list[str] | None) -> XGBoostMode
     import xgboost
 
     booster = xgboost.Booster(model_file=str(path))
-    recorded = booster.feature_names  # None when trained on an array
-    if recorded is None and features is not None:
-        check_width(spec, booster.num_features(), features)
-    return XGBoostModel(spec, columns_for(spec, features, _names(recorded)), booster)
+    recorded = _names(booster.feature_names)  # None when trained on an array
+    return XGBoostModel(spec, columns_for(spec, features, recorded, booster.num_features()), booster)
 
 
 def iteration_range(booster: Any) -> tuple[int, int]:
