@@ -212,6 +212,12 @@ class SandboxFaults:
         ``errors`` array (one-shot).
     put_status: presigned PUTs answer this HTTP status and store nothing.
     create_submission_error: ``create_submission`` fails with this GraphQL error.
+    create_submission_delay_seconds: ``create_submission`` creates the submission, then
+        waits this long before answering (a client with a shorter timeout never hears back).
+    create_submission_status: ``create_submission`` creates the submission, then answers
+        this HTTP status instead of its result (a gateway that failed on the way back).
+    hide_submissions: the ``submissions`` query lists nothing.
+    submissions_status: the ``submissions`` query answers this HTTP status.
     download_status: dataset GETs answer this HTTP status.
     truncate_download: dataset GETs announce the full length, send half, then close.
     delay_seconds: every request waits this long before it is answered.
@@ -222,6 +228,10 @@ class SandboxFaults:
     graphql_error: str | None = None
     put_status: int | None = None
     create_submission_error: str | None = None
+    create_submission_delay_seconds: float = 0.0
+    create_submission_status: int | None = None
+    hide_submissions: bool = False
+    submissions_status: int | None = None
     download_status: int | None = None
     truncate_download: bool = False
     delay_seconds: float = 0.0
@@ -419,12 +429,15 @@ class NumeraiSandbox:
         except ValueError:
             self._record("graphql <invalid body>")
             return HTTPStatus.BAD_REQUEST, _errors('Expected a JSON body {"query", "variables"}')
-        self._record(f"graphql {_root_fields(query)}")
+        root = _root_fields(query)
+        self._record(f"graphql {root}")
         unavailable, injected_error = self._take_api_fault()
         if unavailable:
             return HTTPStatus.SERVICE_UNAVAILABLE, None
         if injected_error is not None:
             return HTTPStatus.OK, _errors(injected_error)
+        if root == "submissions" and self.faults.submissions_status is not None:
+            return self.faults.submissions_status, None
         result = graphql_sync(
             _SCHEMA,
             query,
@@ -433,6 +446,11 @@ class NumeraiSandbox:
             variable_values=variables,
             field_resolver=_resolve_field,
         )
+        if root == "create_submission":
+            # After the submission exists: the client's view and Numerai's differ from here.
+            time.sleep(self.faults.create_submission_delay_seconds)
+            if self.faults.create_submission_status is not None:
+                return self.faults.create_submission_status, None
         payload: dict[str, Any] = {"data": result.data}
         if result.errors:
             payload["errors"] = [error.formatted for error in result.errors]
@@ -555,6 +573,8 @@ class NumeraiSandbox:
         requested = args.get("modelId")
         if requested is not None:
             self._model_id(requested)
+        if self.faults.hide_submissions:
+            return []
         return [
             _submission_payload(s)
             for s in self.submissions
@@ -723,11 +743,14 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def _send(self, status: int, body: bytes = b"", content_type: str = "text/plain") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            log.debug("the client left before its answer (%s %s)", self.command, self.path)
 
     def _send_file(self, path: Path, *, truncate: bool) -> None:
         size = path.stat().st_size

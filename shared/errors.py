@@ -51,5 +51,9 @@ class NumeraiApiError(SubmitterError):
     """The Numerai API refused a request or could not be reached."""
 
 
+class NumeraiUnanswered(NumeraiApiError):
+    """The Numerai API gave no usable answer (timed out, broke off, 5xx): what was asked may or may not have happened."""
+
+
 class UploadError(NumeraiApiError):
     """A submission could not be uploaded or could not be confirmed."""

@@ -21,6 +21,7 @@ the field.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from enum import Enum
@@ -144,6 +145,10 @@ class ModelSpec(BaseModel):
                 "record feature names: name a feature set (such as \"medium\") or list the columns"
             )
         return self
+
+    def digest(self) -> str:
+        """A short fingerprint of the entry: archived predictions are reused only under an equal one."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
 
 
 class Manifest(BaseModel):

@@ -19,7 +19,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,7 +28,7 @@ import numerapi
 import numerapi.base_api
 import requests
 
-from shared.errors import NumeraiApiError, UploadError
+from shared.errors import NumeraiApiError, NumeraiUnanswered, UploadError
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -136,14 +136,15 @@ class _DependableNumerAPI(numerapi.NumerAPI):
             try:
                 return response.json()
             except ValueError:
-                raise NumeraiApiError(f"Numerai API sent a reply to {operation} that is not JSON") from None
+                # A proxy's error page, say: the API itself may have acted on the request.
+                raise NumeraiUnanswered(f"Numerai API sent a reply to {operation} that is not JSON") from None
 
         try:
             result = self._policy.run(f"Numerai API {operation}", post, _is_transient)
         except (requests.RequestException, _TransientHttpError) as exc:
-            raise NumeraiApiError(
-                f"Numerai API did not answer {operation} after {self._policy.attempts} tries "
-                f"(last: {_reason(exc)})"
+            tries = f" after {self._policy.attempts} tries" if self._policy.attempts > 1 else ""
+            raise NumeraiUnanswered(
+                f"Numerai API did not answer {operation}{tries} (last: {_reason(exc)})"
             ) from None
         if result.get("errors"):
             raise _graphql_error(operation, result["errors"])
@@ -164,6 +165,9 @@ class NumeraiClient:
                                    settings.numerai_timeout_seconds)
         self._api = _DependableNumerAPI(settings.numerai_public_id, settings.numerai_secret_key,
                                         self._policy)
+        # create_submission is not idempotent: asked twice, Numerai creates two submissions.
+        self._api_once = _DependableNumerAPI(settings.numerai_public_id, settings.numerai_secret_key,
+                                             replace(self._policy, attempts=1))
         self._data_version = settings.data_version
 
     def current_round(self) -> RoundInfo | None:
@@ -201,10 +205,11 @@ class NumeraiClient:
         except requests.RequestException as exc:
             raise NumeraiApiError(f"download of {dataset} failed: {_reason(exc)}") from None
 
-    def submit(self, model_name: str, model_id: str, csv_path: Path) -> str:
-        """Upload a predictions CSV for a model and return the confirmed submission id.
+    def upload(self, model_name: str, model_id: str, csv_path: Path) -> str:
+        """Upload a predictions CSV for a model; return the filename Numerai gave the upload.
 
-        Raises UploadError unless the upload was stored and Numerai lists the submission.
+        Nothing is submitted yet: `create_submission(filename)` does that. Both steps
+        here may be repeated safely, so they are retried.
         """
         auth = self._api.raw_query(
             _UPLOAD_AUTH_QUERY,
@@ -212,20 +217,33 @@ class NumeraiClient:
             authorization=True,
         )["data"]["submission_upload_auth"]
         self._put(model_name, auth["url"], csv_path.read_bytes())
-        created = self._api.raw_query(
+        return auth["filename"]
+
+    def create_submission(self, model_id: str, filename: str) -> str:
+        """Ask Numerai, once, to submit the uploaded `filename`; return the submission id.
+
+        Never retried: a request that timed out may still have created the submission.
+        Raises NumeraiUnanswered when the outcome is unknown (then `find_submission`
+        tells), NumeraiApiError when Numerai refused (then nothing was created).
+        """
+        created = self._api_once.raw_query(
             _CREATE_SUBMISSION,
-            {"filename": auth["filename"], "tournament": self._api.tournament_id, "modelId": model_id,
+            {"filename": filename, "tournament": self._api.tournament_id, "modelId": model_id,
              "triggerId": None, "dataDatestamp": None},
             authorization=True,
         )["data"]["create_submission"]
-        submission_id = created["id"]
-        listed = {s["id"] for s in self._api.submission_ids(model_id)}
-        if submission_id not in listed:
-            raise UploadError(
-                f"model '{model_name}': Numerai returned submission {submission_id} but does not "
-                "list it; the upload is not confirmed"
-            )
-        return submission_id
+        return str(created["id"])
+
+    def find_submission(self, model_id: str, filename: str) -> str | None:
+        """The id of the model's submission of `filename`, or None if Numerai lists none.
+
+        Filenames come from submission_upload_auth and are unique per upload, so a match is
+        this very upload. Raises NumeraiApiError when the list cannot be had.
+        """
+        for submission in self._api.submission_ids(model_id):
+            if submission.get("filename") == filename:
+                return str(submission["id"])
+        return None
 
     def _put(self, model_name: str, url: str, payload: bytes) -> None:
         def put() -> None:

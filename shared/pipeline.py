@@ -18,21 +18,28 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-
 from shared.errors import StorageError, SubmitterError
 from shared.manifest import Manifest, ModelFormat, ModelSpec, parse_manifest
 from shared.numerai_client import NumeraiClient, RoundInfo
-from shared.report import Mode, ModelReport, ModelStatus, RunReport, RunStatus, utc_now
-from shared.run_lock import RunLocked
+from shared.report import (
+    Mode,
+    ModelReport,
+    ModelStatus,
+    RunReport,
+    RunStatus,
+    SubmissionState,
+    utc_now,
+)
+from shared.run_lock import LockLost, RunLock, RunLocked
 from shared.settings import Settings, load_settings
 from shared.storage import (
     PREDICTIONS,
     TEST_PREDICTIONS,
     ModelStore,
     ResultsStore,
-    SubmissionRecord,
     blob_service_client,
 )
+from shared.submitter import SubmissionUnknown, Submitter
 from shared.telemetry import configure_telemetry, record_run
 from shared.worker.protocol import ModelOutcome, WorkRequest
 from shared.worker.supervisor import run_workers
@@ -41,6 +48,9 @@ log = logging.getLogger(__name__)
 
 # Short, and renewed while the run works: a killed run frees the lock this soon.
 LOCK_LEASE_SECONDS = 15
+# A run that finds the lock held waits out one lease (and a little) before giving up,
+# so that a run started just after a crashed one still runs the round.
+LOCK_WAIT_SECONDS = LOCK_LEASE_SECONDS + 5
 
 
 @dataclass
@@ -53,6 +63,18 @@ class _Run:
     numerai: NumeraiClient
     models: ModelStore
     results: ResultsStore
+    lock: RunLock | None = None  # scheduled runs only
+
+    def confirm_lock(self) -> None:
+        """Raise LockLost if this run may no longer upload (a test run holds no lock, and uploads nothing)."""
+        if self.lock is not None:
+            self.lock.confirm()
+
+    def submitter(self) -> Submitter:
+        """The exactly-once submissions of this run's round."""
+        assert self.report.round_number is not None  # set before any model is looked at
+        return Submitter(self.numerai, self.results, self.report.round_number, self.report.run_id,
+                         self.confirm_lock)
 
 
 def run_job(
@@ -106,10 +128,12 @@ def _locked_steps(run: _Run, model_names: list[str] | None) -> None:
         _steps(run, model_names)
         return
     try:
-        with run.results.run_lock("scheduled-run", LOCK_LEASE_SECONDS):
+        with run.results.run_lock("scheduled-run", LOCK_LEASE_SECONDS, LOCK_WAIT_SECONDS) as lock:
+            run.lock = lock
             _steps(run, model_names)
     except RunLocked as exc:
-        run.report.status = RunStatus.NOTHING_TO_DO
+        log.warning("%s", exc)
+        run.report.status = RunStatus.LOCKED
         run.report.reason = str(exc)
 
 
@@ -121,8 +145,10 @@ def _steps(run: _Run, model_names: list[str] | None) -> None:
     run.report.models = [ModelReport(spec.name) for spec in manifest.models]
     account = run.numerai.model_ids()
     _check_account(run.report, account)
-    if run.mode is Mode.SCHEDULED and not run.settings.force_resubmit:
-        _skip_submitted(run)
+    if run.mode is Mode.TEST:
+        _note_submitted(run)
+    elif not run.settings.force_resubmit:
+        _skip_submitted(run, account)
     pending = [s for s in manifest.models if run.report.model(s.name).status is ModelStatus.PENDING]
     if not pending:
         return
@@ -189,14 +215,31 @@ def _check_account(report: RunReport, account: dict[str, str]) -> None:
             )
 
 
-def _skip_submitted(run: _Run) -> None:
+def _skip_submitted(run: _Run, account: dict[str, str]) -> None:
+    """Skip the models submitted for this round, including by a run that stopped before recording it."""
+    submitter = run.submitter()
     for line in run.report.models:
         if line.status is not ModelStatus.PENDING:
             continue
+        try:
+            submission_id = submitter.existing(line.name, account[line.name])
+        except SubmissionUnknown as exc:
+            line.fail(str(exc))
+            line.submission = SubmissionState.UNKNOWN
+            continue
+        if submission_id is not None:
+            line.status = ModelStatus.ALREADY_SUBMITTED
+            line.submission_id = submission_id
+            line.submission = SubmissionState.EXISTS
+
+
+def _note_submitted(run: _Run) -> None:
+    """A test run submits nothing, but its report still says which models the ledger has for the round."""
+    for line in run.report.models:
         record = run.results.submission_for(run.report.round_number, line.name)
         if record is not None:
-            line.status = ModelStatus.ALREADY_SUBMITTED
             line.submission_id = record.submission_id
+            line.submission = SubmissionState.EXISTS
 
 
 @dataclass
@@ -238,8 +281,7 @@ def _reusable_archive(run: _Run, spec: ModelSpec, etag: str) -> _Prediction | No
     archived = run.results.archived_predictions(run.report.round_number, spec.name)
     if archived is None:
         return None
-    made_from = {"model_etag": etag, "data_version": run.settings.data_version}
-    if any(archived.metadata.get(key) != value for key, value in made_from.items()):
+    if any(archived.metadata.get(key) != value for key, value in _made_from(run, spec, etag).items()):
         return None
     log.info("model %s: reusing the predictions archived for round %d", spec.name, run.report.round_number)
     rows = archived.csv.count("\n") - 1  # a header line, then one line per id
@@ -317,44 +359,39 @@ def _write_archive(run: _Run, prediction: _Prediction) -> str:
     spec, outcome = prediction.spec, prediction.outcome
     name = spec.name if outcome.ok else f"{spec.name}.rejected"
     folder = TEST_PREDICTIONS if run.mode is Mode.TEST else PREDICTIONS
-    # What the predictions were made from: a later run in this round reuses them only if unchanged.
-    metadata = {"model_etag": prediction.model_etag, "data_version": run.settings.data_version,
-                "run_id": run.report.run_id}
+    metadata = {**_made_from(run, spec, prediction.model_etag), "run_id": run.report.run_id}
     return run.results.write_predictions(run.report.round_number, name, prediction.csv, folder, metadata)
+
+
+def _made_from(run: _Run, spec: ModelSpec, etag: str) -> dict[str, str]:
+    """Everything that changes a model's predictions in a round: a later run reuses them only if all match."""
+    return {"model_etag": etag, "data_version": run.settings.data_version, "entry_digest": spec.digest()}
 
 
 def _upload(run: _Run, predictions: list[_Prediction], account: dict[str, str], data_dir: Path) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
-    round_number = run.report.round_number
+    submitter = run.submitter()
     for prediction in predictions:
         spec = prediction.spec
         line = run.report.model(spec.name)
         if line.status is not ModelStatus.PENDING or prediction.csv is None:
             continue
-        if not run.settings.force_resubmit and run.results.submission_for(round_number, spec.name):
-            # Checked again just before uploading: the lease guards against a second
-            # run, and this guards against a lease lost mid-run.
-            line.status = ModelStatus.ALREADY_SUBMITTED
-            continue
-        csv_path = data_dir / f"{spec.name}_round{round_number}.csv"
+        csv_path = data_dir / f"{spec.name}_round{run.report.round_number}.csv"
         csv_path.write_text(prediction.csv)
         try:
-            submission_id = run.numerai.submit(spec.name, account[spec.name], csv_path)
-        except SubmitterError as exc:
-            line.fail(str(exc))
-            continue
-        line.submission_id = submission_id
-        try:
-            run.results.record_submission(SubmissionRecord(
-                round_number=round_number, model_name=spec.name, model_id=account[spec.name],
-                submission_id=submission_id, submitted_at=utc_now(),
-            ))
-        except StorageError as exc:
-            line.fail(f"model '{spec.name}': submitted as {submission_id}, but the ledger could not "
-                      f"record it, so a later run may submit it again: {exc}")
-            continue
-        line.status = ModelStatus.SUBMITTED
-        log.info("model %s: submission %s confirmed for round %d", spec.name, submission_id, round_number)
+            result = submitter.submit(spec.name, account[spec.name], csv_path)
+        except LockLost as exc:
+            run.report.fail(f"{exc}; the models not yet submitted are archived for the next run")
+            return
+        line.submission = result.state
+        line.submission_id = result.submission_id
+        line.warnings.extend(result.warnings)
+        if result.error is not None:
+            line.fail(result.error)
+        else:
+            line.status = ModelStatus.SUBMITTED
+            log.info("model %s: submission %s confirmed for round %d", spec.name, result.submission_id,
+                     run.report.round_number)
 
 
 def _save(report: RunReport, results: ResultsStore | None) -> None:

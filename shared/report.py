@@ -21,6 +21,7 @@ class RunStatus(str, Enum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     NOTHING_TO_DO = "nothing_to_do"  # no round open, or every model already submitted
+    LOCKED = "locked"  # another run held the lock throughout this run's wait: it did nothing
     FAILED = "failed"
 
 
@@ -32,6 +33,14 @@ class ModelStatus(str, Enum):
     VALIDATED = "validated"  # test mode: would have been uploaded
     ALREADY_SUBMITTED = "already_submitted"  # in the ledger for this round; skipped
     FAILED = "failed"
+
+
+class SubmissionState(str, Enum):
+    """Whether Numerai has a submission of the model for the run's round, as far as the run knows."""
+
+    EXISTS = "exists"  # this run's or an earlier run's, confirmed by Numerai
+    NONE = "none"  # none was made
+    UNKNOWN = "unknown"  # Numerai was asked but never answered; the next run checks before submitting
 
 
 @dataclass
@@ -47,6 +56,8 @@ class ModelReport:
     predictions_blob: str | None = None
     from_archive: bool = False  # predictions reused from an earlier run of this round
     peak_memory_mb: float = 0.0  # the model's worker process at its largest
+    submission: SubmissionState = SubmissionState.NONE
+    warnings: list[str] = field(default_factory=list)  # worth knowing, not failures
 
     def fail(self, error: str) -> None:
         """Mark the model failed with a message for the user."""
@@ -120,6 +131,7 @@ class RunReport:
         self.reason = clean(self.reason)
         for model in self.models:
             model.error = clean(model.error)
+            model.warnings = [clean(w) or "" for w in model.warnings]
 
     def to_json(self) -> str:
         """The report as JSON (enums as their values)."""
@@ -129,7 +141,8 @@ class RunReport:
     def from_json(cls, text: str | bytes) -> RunReport:
         """A report read back from its JSON."""
         raw = json.loads(text)
-        models = [ModelReport(**{**m, "status": ModelStatus(m["status"])}) for m in raw["models"]]
+        models = [ModelReport(**{**m, "status": ModelStatus(m["status"]),
+                                 "submission": SubmissionState(m["submission"])}) for m in raw["models"]]
         return cls(**{**raw, "mode": Mode(raw["mode"]), "status": RunStatus(raw["status"]), "models": models})
 
     def summary(self) -> str:
@@ -143,7 +156,8 @@ class RunReport:
         for m in self.models:
             detail = m.error or (f"submission {m.submission_id}" if m.submission_id else m.predictions_blob or "")
             lines.append(f"  {m.name:<24} {m.status.value:<18} {m.rows:>7} rows {m.seconds:7.2f} s "
-                         f"{m.peak_memory_mb:6.0f} MiB  {detail}")
+                         f"{m.peak_memory_mb:6.0f} MiB  submission {m.submission.value:<7}  {detail}")
+            lines.extend(f"    warning: {w}" for w in m.warnings)
         return "\n".join(lines)
 
 

@@ -145,14 +145,43 @@ class SubmissionRecord:
     @classmethod
     def from_json(cls, text: str) -> SubmissionRecord:
         """Parse `to_json` output; raises ValueError if it is not a valid record."""
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError("a submission record must be a JSON object")
-        names = [f.name for f in fields(cls)]
-        missing = [name for name in names if name not in data]
-        if missing:
-            raise ValueError(f"a submission record lacks {', '.join(missing)}")
-        return cls(**{name: data[name] for name in names})
+        return cls(**_record_fields(cls, text, "a submission record"))
+
+
+@dataclass(frozen=True)
+class SubmissionIntent:
+    """Written before `create_submission` is called: this run is about to submit `filename`.
+
+    An intent without a ledger entry means a run stopped, or lost Numerai's answer,
+    between asking Numerai to create the submission and recording it. The next run
+    looks for `filename` among the model's submissions before it submits anything.
+    """
+
+    round_number: int
+    model_name: str
+    model_id: str
+    filename: str  # as submission_upload_auth named the upload; create_submission refers to it
+    run_id: str
+
+    def to_json(self) -> str:
+        """Serialise as a JSON object."""
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> SubmissionIntent:
+        """Parse `to_json` output; raises ValueError if it is not a valid intent."""
+        return cls(**_record_fields(cls, text, "a submission intent"))
+
+
+def _record_fields(cls: type, text: str, what: str) -> dict[str, object]:
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} must be a JSON object")
+    names = [f.name for f in fields(cls)]
+    missing = [name for name in names if name not in data]
+    if missing:
+        raise ValueError(f"{what} lacks {', '.join(missing)}")
+    return {name: data[name] for name in names}
 
 
 class ModelStore:
@@ -269,9 +298,10 @@ class ResultsStore:
                 return None
             return Archived(download.readall(), dict(download.properties.metadata or {}))
 
-    def run_lock(self, name: str, lease_seconds: int) -> RunLock:
+    def run_lock(self, name: str, lease_seconds: int, wait_seconds: float = 0.0) -> RunLock:
         """A lock, held through a lease on the blob `locks/<name>`, for one run at a time."""
-        return RunLock(self._container.get_blob_client(f"locks/{_segment(name, 'lock name')}"), lease_seconds)
+        blob = self._container.get_blob_client(f"locks/{_segment(name, 'lock name')}")
+        return RunLock(blob, lease_seconds, wait_seconds)
 
     def read_predictions(self, round_number: int, model_name: str,
                          folder: str = PREDICTIONS) -> str | None:
@@ -290,6 +320,33 @@ class ResultsStore:
         name = _ledger_name(round_number, model_name)
         text = self._read_optional(name, "ledger entry")
         return None if text is None else self._parse_record(name, text)
+
+    def record_intent(self, intent: SubmissionIntent) -> None:
+        """Note that `intent.filename` is about to be submitted (replacing an older intent)."""
+        self._upload(_intent_name(intent.round_number, intent.model_name), intent.to_json(), _JSON,
+                     "submission intent")
+
+    def intent_for(self, round_number: int, model_name: str) -> SubmissionIntent | None:
+        """The intent a run left for a model and round, or None."""
+        name = _intent_name(round_number, model_name)
+        text = self._read_optional(name, "submission intent")
+        if text is None:
+            return None
+        try:
+            return SubmissionIntent.from_json(text)
+        except (ValueError, TypeError) as exc:
+            raise StorageError(f"submission intent '{name}' in container "
+                               f"'{self._container.container_name}' is corrupt: {exc}") from exc
+
+    def clear_intent(self, round_number: int, model_name: str) -> None:
+        """Remove a model's intent once its outcome is known (recorded, or known not to exist)."""
+        name = _intent_name(round_number, model_name)
+        with _azure_errors(self._container, name, "delete", "submission intent"):
+            try:
+                self._container.delete_blob(name)
+            except ResourceNotFoundError as exc:
+                if exc.error_code == StorageErrorCode.CONTAINER_NOT_FOUND:
+                    raise
 
     def ledger(self, round_number: int | None = None) -> list[SubmissionRecord]:
         """All recorded submissions, or one round's, sorted by round and model name."""
@@ -373,6 +430,10 @@ def _predictions_name(folder: str, round_number: int, model_name: str) -> str:
 
 def _ledger_name(round_number: int, model_name: str) -> str:
     return f"ledger/round-{round_number:d}/{_segment(model_name, 'model name')}.json"
+
+
+def _intent_name(round_number: int, model_name: str) -> str:
+    return f"intents/round-{round_number:d}/{_segment(model_name, 'model name')}.json"
 
 
 def _safe(text: str) -> str:

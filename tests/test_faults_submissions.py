@@ -1,0 +1,257 @@
+"""The fault matrix, continued: submissions are made exactly once, whatever fails and
+wherever a run stops (issue #9, faults 1-4, 6 and 7).
+
+Every row runs the real app against Azurite and the Numerai sandbox and checks what
+Numerai received, what the ledger holds and what the report says, per model, about
+whether a submission exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from azure.storage.blob import BlobLeaseClient
+
+from devkit.local_stack import LocalStack
+from devkit.synthetic import SyntheticRound
+from shared.jobs import RunFailed
+from tests.support import MODELS, fire_timer, post_test_run, reports, results
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.usefixtures("no_secret_anywhere")
+
+
+def line(report: dict, name: str) -> dict:
+    return next(m for m in report["models"] if m["name"] == name)
+
+
+def submitted_once(stack: LocalStack) -> None:
+    """Each model submitted exactly once, and the ledger says exactly what Numerai has."""
+    assert sorted(s.model_name for s in stack.sandbox.submissions) == MODELS
+    assert {(r.model_name, r.submission_id) for r in results(stack).ledger()} == {
+        (s.model_name, s.id) for s in stack.sandbox.submissions}
+
+
+def test_create_submission_answering_too_late_is_found_not_repeated(
+    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NUMERAI_TIMEOUT_SECONDS", "1")
+    deployed.sandbox.faults.create_submission_delay_seconds = 2
+    fire_timer()
+    report = reports(deployed)[-1]
+    assert report["status"] == "succeeded"
+    for name in MODELS:
+        model = line(report, name)
+        assert model["status"] == "submitted" and model["submission"] == "exists"
+        assert model["warnings"] == [
+            f"model '{name}': Numerai API did not answer create_submission (last: timed out); "
+            f"Numerai lists the upload, as submission {model['submission_id']}"]
+    submitted_once(deployed)
+    fire_timer()  # the next firing finds everything in the ledger
+    assert reports(deployed)[-1]["status"] == "nothing_to_do"
+    submitted_once(deployed)
+
+
+def test_create_submission_answering_502_after_creating_is_found_not_repeated(deployed: LocalStack) -> None:
+    deployed.sandbox.faults.create_submission_status = 502
+    fire_timer()
+    report = reports(deployed)[-1]
+    for name in MODELS:
+        assert line(report, name)["status"] == "submitted"
+        assert "did not answer create_submission (last: HTTP 502)" in line(report, name)["warnings"][0]
+    assert deployed.sandbox.requests_log.count("graphql create_submission") == 4  # never asked twice
+    submitted_once(deployed)
+
+
+def test_create_submission_refused_leaves_nothing_and_the_next_run_submits(deployed: LocalStack) -> None:
+    deployed.sandbox.faults.create_submission_error = "Internal server error"
+    with pytest.raises(RunFailed):
+        fire_timer()
+    report = reports(deployed)[-1]
+    for name in MODELS:
+        assert line(report, name)["error"] == f"model '{name}': Numerai API refused create_submission: Internal server error"
+        assert line(report, name)["submission"] == "none"
+    assert deployed.sandbox.submissions == [] and results(deployed).ledger() == []
+    deployed.sandbox.faults.reset()
+    fire_timer()
+    submitted_once(deployed)
+
+
+def test_a_submission_numerai_does_not_list_is_still_recorded(deployed: LocalStack) -> None:
+    deployed.sandbox.faults.hide_submissions = True
+    fire_timer()
+    report = reports(deployed)[-1]
+    for name in MODELS:
+        model = line(report, name)
+        assert model["status"] == "submitted" and model["submission"] == "exists"
+        assert model["warnings"] == [
+            f"model '{name}': Numerai created submission {model['submission_id']} but did not list it when asked"]
+    submitted_once(deployed)
+    fire_timer()
+    submitted_once(deployed)
+
+
+def test_no_answer_and_no_list_is_unknown_and_the_next_run_finds_it(
+    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NUMERAI_TIMEOUT_SECONDS", "1")
+    deployed.sandbox.faults.create_submission_delay_seconds = 2
+    deployed.sandbox.faults.submissions_status = 503
+    with pytest.raises(RunFailed):
+        fire_timer()
+    report = reports(deployed)[-1]
+    for name in MODELS:
+        model = line(report, name)
+        assert model["status"] == "failed" and model["submission"] == "unknown"
+        assert model["error"].startswith(f"model '{name}': Numerai API did not answer create_submission "
+                                         "(last: timed out), and its submissions could not be listed")
+        assert model["error"].endswith("whether it was submitted is unknown. The next run checks before "
+                                       "submitting again")
+    assert results(deployed).ledger() == [] and len(deployed.sandbox.submissions) == 4
+
+    # While Numerai's list still fails, the next run does not risk a second submission.
+    deployed.sandbox.faults.create_submission_delay_seconds = 0
+    with pytest.raises(RunFailed):
+        fire_timer()
+    assert "so it is not submitted again" in line(reports(deployed)[-1], "demo_lightgbm")["error"]
+    assert len(deployed.sandbox.submissions) == 4
+
+    deployed.sandbox.faults.reset()
+    fire_timer()
+    healed = reports(deployed)[-1]
+    assert healed["status"] == "nothing_to_do"
+    assert all(m["status"] == "already_submitted" and m["submission"] == "exists" for m in healed["models"])
+    submitted_once(deployed)
+
+
+def test_a_run_killed_after_create_submission_is_reconciled_not_resubmitted(deployed: LocalStack) -> None:
+    victim: subprocess.Popen | None = None
+
+    def kill_when_it_checks(entry: str) -> None:
+        # The first `submissions` query comes right after the first create_submission answered.
+        if entry == "graphql submissions" and victim is not None and victim.poll() is None:
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(30)
+
+    deployed.sandbox.on_request = kill_when_it_checks
+    victim = subprocess.Popen([sys.executable, "-m", "shared", "run"], cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert victim.wait(180) == -signal.SIGKILL
+    deployed.sandbox.on_request = None
+    [first] = deployed.sandbox.submissions  # one model was submitted; its run never recorded it
+    assert results(deployed).ledger() == []
+
+    fire_timer()  # waits for the dead run's lease, then reconciles with Numerai before submitting
+    report = reports(deployed)[-1]
+    assert report["status"] == "succeeded"
+    reconciled = line(report, first.model_name)
+    assert reconciled["status"] == "already_submitted"
+    assert reconciled["submission_id"] == first.id and reconciled["submission"] == "exists"
+    submitted_once(deployed)
+
+
+def test_a_changed_manifest_entry_is_predicted_again_not_taken_from_the_archive(
+    deployed: LocalStack, small_round: SyntheticRound
+) -> None:
+    deployed.sandbox.faults.put_status = 403  # everything is archived, nothing uploaded
+    with pytest.raises(RunFailed):
+        fire_timer()
+    old = results(deployed).read_predictions(1200, "demo_onnx")
+    assert old is not None and deployed.sandbox.submissions == []
+
+    models = deployed.blob_service.get_container_client(deployed.models_container)
+    manifest = json.loads(models.download_blob("models.json").readall())
+    entry = next(m for m in manifest["models"] if m["name"] == "demo_onnx")
+    # The same model file and width, other columns in each input: other predictions.
+    entry["features"] = list(reversed(small_round.feature_sets["small"]))
+    models.upload_blob("models.json", json.dumps(manifest), overwrite=True)
+    deployed.sandbox.faults.reset()
+
+    fire_timer()
+    report = reports(deployed)[-1]
+    assert line(report, "demo_onnx")["from_archive"] is False
+    assert all(line(report, name)["from_archive"] for name in MODELS if name != "demo_onnx")
+    uploaded = next(s.csv for s in deployed.sandbox.submissions if s.model_name == "demo_onnx")
+    assert uploaded != old.encode()
+    # What the current entry predicts, made by a test run: exactly what was uploaded.
+    assert post_test_run(b'{"models": ["demo_onnx"]}').status_code == 200
+    assert uploaded == results(deployed).read_predictions(1200, "demo_onnx", "test-predictions").encode()
+    submitted_once(deployed)
+
+
+def test_a_lost_lease_stops_the_run_before_its_next_upload(deployed: LocalStack) -> None:
+    lock = deployed.blob_service.get_blob_client(deployed.results_container, "locks/scheduled-run")
+    second: list[BaseException | None] = []
+
+    def break_in_and_run_another(entry: str) -> None:
+        # The first upload begins: the lease is broken and a second run takes the lock and
+        # does the whole round, as it would after renewals slower than the lease.
+        if entry == "graphql submission_upload_auth" and not second:
+            deployed.sandbox.on_request = None
+            BlobLeaseClient(lock).break_lease(lease_break_period=0)
+            try:
+                fire_timer()
+                second.append(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+                second.append(exc)
+
+    deployed.sandbox.on_request = break_in_and_run_another
+    with pytest.raises(RunFailed) as stopped:
+        fire_timer()
+    assert second == [None]
+    assert "this run could not confirm its lock 'locks/scheduled-run'" in str(stopped.value)
+    first_run = reports(deployed)[0]
+    assert first_run["status"] == "failed"
+    assert all(m["submission"] == "none" for m in first_run["models"])
+    submitted_once(deployed)
+
+
+def test_a_run_right_after_a_crashed_one_waits_for_its_lease_and_runs(deployed: LocalStack) -> None:
+    results(deployed)  # creates the container, as the crashed run had
+    lock = deployed.blob_service.get_blob_client(deployed.results_container, "locks/scheduled-run")
+    lock.upload_blob(b"", overwrite=True)
+    lock.acquire_lease(lease_duration=15)  # held by a run that died a moment ago: never renewed
+    started = time.monotonic()
+    fire_timer()
+    assert time.monotonic() - started >= 10
+    assert reports(deployed)[-1]["status"] == "succeeded"
+    submitted_once(deployed)
+
+
+def test_a_run_meeting_a_live_holder_says_so_and_does_nothing(deployed: LocalStack) -> None:
+    holding = threading.Event()
+    release = threading.Event()
+
+    results(deployed)  # creates the container
+
+    def hold_the_lock() -> None:
+        lock = deployed.blob_service.get_blob_client(deployed.results_container, "locks/scheduled-run")
+        lock.upload_blob(b"", overwrite=True)
+        lease = lock.acquire_lease(lease_duration=15)
+        holding.set()
+        while not release.wait(4):
+            lease.renew()  # alive and working
+        lease.release()
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    try:
+        assert holding.wait(30)
+        fire_timer()  # not a failure: the holder does the round
+    finally:
+        release.set()
+        holder.join(30)
+    report = reports(deployed)[-1]
+    assert report["status"] == "locked"
+    assert report["reason"] == ("another run held the lock 'locks/scheduled-run' for all of the 20 s this "
+                                "run waited, so it is alive and working; this run did nothing")
+    assert deployed.sandbox.submissions == []
