@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from azure.storage.blob import BlobServiceClient
 
 from shared.errors import StorageError, SubmitterError
 from shared.manifest import Manifest, ModelFormat, ModelSpec, parse_manifest
@@ -67,7 +68,6 @@ def run_job(
     Never raises for a failure of the run itself: the report says what failed.
     """
     started = time.monotonic()
-    configure_telemetry(environ)
     report = RunReport(run_id=_new_run_id(mode), mode=mode, started_at=utc_now(), past_due=past_due)
     results: ResultsStore | None = None
     secrets: tuple[str, ...] = ()
@@ -77,13 +77,10 @@ def run_job(
         settings = load_settings(environ)
         secrets = settings.secrets
         report.data_version = settings.data_version
-        service = blob_service_client(
-            connection_string=settings.storage_connection_string,
-            account_url=settings.storage_account_url,
-            managed_identity_client_id=settings.managed_identity_client_id,
-            timeout_seconds=settings.storage_timeout_seconds,
-        )
+        service = _service(settings)
         results = ResultsStore(service, settings.results_container)
+        # Once a report can be saved: a malformed telemetry setting then fails the run with a report.
+        configure_telemetry(environ)
         run = _Run(settings, mode, report, NumeraiClient(settings),
                    ModelStore(service, settings.models_container, settings.work_dir / "model-cache"), results)
         _locked_steps(run, model_names)
@@ -91,13 +88,46 @@ def run_job(
         report.fail(str(exc))
     except Exception as exc:  # a bug or a library surprise: still reported, never lost
         log.exception("run %s stopped by an unexpected error", report.run_id)
-        report.fail(f"unexpected error: {type(exc).__name__}: {str(exc)[:300]}")
+        report.fail(_unexpected(exc))
     else:
         report.finish()
     report.redact(secrets)
     _save(report, results)
     record_run(report, time.monotonic() - started)
     return report
+
+
+def report_unexpected(mode: Mode, exc: Exception, environ: Mapping[str, str] | None = None) -> RunReport:
+    """A failed report for an error raised outside `run_job`, saved in the results container like any run's.
+
+    Never raises: should the settings or storage fail too, the report says so and is only returned and logged.
+    """
+    report = RunReport(run_id=_new_run_id(mode), mode=mode, started_at=utc_now())
+    report.fail(_unexpected(exc))
+    results: ResultsStore | None = None
+    secrets: tuple[str, ...] = ()
+    try:
+        settings = load_settings(environ)
+        secrets = settings.secrets
+        results = ResultsStore(_service(settings), settings.results_container)
+    except Exception as error:  # the report is all that is left to give; it must not be lost
+        report.fail(f"{report.reason}; the report could not be saved: {_unexpected(error)}")
+    report.redact(secrets)
+    _save(report, results)
+    return report
+
+
+def _unexpected(exc: Exception) -> str:
+    return f"unexpected error: {type(exc).__name__}: {str(exc)[:300]}"
+
+
+def _service(settings: Settings) -> BlobServiceClient:
+    return blob_service_client(
+        connection_string=settings.storage_connection_string,
+        account_url=settings.storage_account_url,
+        managed_identity_client_id=settings.managed_identity_client_id,
+        timeout_seconds=settings.storage_timeout_seconds,
+    )
 
 
 def _locked_steps(run: _Run, model_names: list[str] | None) -> None:
