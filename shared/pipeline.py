@@ -111,6 +111,7 @@ def report_unexpected(mode: Mode, exc: Exception, environ: Mapping[str, str] | N
         secrets = settings.secrets
         results = ResultsStore(_service(settings), settings.results_container)
     except Exception as error:  # the report is all that is left to give; it must not be lost
+        log.exception("the report of run %s cannot be saved", report.run_id)
         report.fail(f"{report.reason}; the report could not be saved: {_unexpected(error)}")
     report.redact(secrets)
     _save(report, results)

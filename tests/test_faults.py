@@ -454,11 +454,11 @@ def test_10_a_manifest_over_its_size_limit_is_refused_unread(
     text = json.dumps(huge)
     container.upload_blob("models.json", text, overwrite=True)
     message = failed_run(no_secret_anywhere)
-    assert (f"manifest 'models.json' in container '{deployed.models_container}' is {len(text)} bytes; "
+    assert (f"blob 'models.json' in container '{deployed.models_container}' is {len(text)} bytes; "
             "at most 1048576 are read") in message
     report = reports(deployed)[-1]
     results_container = deployed.blob_service.get_container_client(deployed.results_container)
-    assert results_container.get_blob_client(report["report_blob"]).get_blob_properties().size < 20_000
+    assert results_container.get_blob_client(f"reports/{report['run_id']}.json").get_blob_properties().size < 20_000
     assert downloads(deployed) == [] and uploads(deployed) == []
 
     huge["models"][0]["file"] = "a" * 2000
@@ -481,10 +481,9 @@ def test_16_work_folders_of_killed_runs_are_removed_but_never_a_live_runs(
         (folder / "live.parquet").write_bytes(b"x" * 1000)
     (killed / ".in-use.lock").touch()  # its holder died, and the kernel released the lock
     # `older` has no lock file at all, as a version before the lock left it.
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, sys, time\n"
-         "f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(300)",
-         str(live / ".in-use.lock")], stdout=subprocess.PIPE)
+    hold = ("import fcntl, sys, time\n"
+            "f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(300)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(live / ".in-use.lock")], stdout=subprocess.PIPE)
     try:
         assert holder.stdout.readline() == b"locked\n"
         fire_timer()
