@@ -10,7 +10,6 @@ once Numerai has confirmed it.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 import uuid
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ from shared.errors import StorageError, SubmitterError
 from shared.manifest import Manifest, ModelFormat, ModelSpec, parse_manifest
 from shared.numerai_client import NumeraiClient, RoundInfo
 from shared.report import Mode, ModelReport, ModelStatus, RunReport, RunStatus, utc_now
+from shared.run_folder import remove_stale_folders, run_folder
 from shared.run_lock import RunLocked
 from shared.settings import Settings, load_settings
 from shared.storage import (
@@ -145,6 +145,7 @@ def _locked_steps(run: _Run, model_names: list[str] | None) -> None:
 
 
 def _steps(run: _Run, model_names: list[str] | None) -> None:
+    remove_stale_folders(run.settings.work_dir / "rounds")
     round_ = run.numerai.current_round()
     if not _round_allows(run, round_):
         return
@@ -157,14 +158,11 @@ def _steps(run: _Run, model_names: list[str] | None) -> None:
     pending = [s for s in manifest.models if run.report.model(s.name).status is ModelStatus.PENDING]
     if not pending:
         return
-    data_dir = run.settings.work_dir / "rounds" / run.report.run_id
-    try:
+    with run_folder(run.settings.work_dir / "rounds", run.report.run_id) as data_dir:
         outcomes = _reuse_or_predict(run, pending, data_dir)
         _archive(run, outcomes)
         if run.mode is Mode.SCHEDULED and _round_still_current(run):
             _upload(run, outcomes, account, data_dir)
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _round_allows(run: _Run, round_: RoundInfo | None) -> bool:
@@ -313,7 +311,6 @@ class _RoundFiles:
 
 
 def _download(run: _Run, data_dir: Path, with_benchmarks: bool) -> _RoundFiles:
-    data_dir.mkdir(parents=True, exist_ok=False)
     round_number = run.report.round_number
     features = run.numerai.download("features.json", data_dir, round_number)
     live = run.numerai.download("live.parquet", data_dir, round_number)
@@ -355,7 +352,6 @@ def _write_archive(run: _Run, prediction: _Prediction) -> str:
 
 
 def _upload(run: _Run, predictions: list[_Prediction], account: dict[str, str], data_dir: Path) -> None:
-    data_dir.mkdir(parents=True, exist_ok=True)
     round_number = run.report.round_number
     for prediction in predictions:
         spec = prediction.spec

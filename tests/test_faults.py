@@ -31,6 +31,7 @@ from devkit.fault_proxy import FaultProxy
 from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound, write_round
 from shared.jobs import RunFailed
+from shared.run_folder import LOCK_FILE
 from tests.support import MODELS, downloads, fire_timer, post_test_run, reports, results, uploads
 
 REPO = Path(__file__).resolve().parent.parent
@@ -479,11 +480,11 @@ def test_16_work_folders_of_killed_runs_are_removed_but_never_a_live_runs(
     for folder in (killed, older, live):
         (folder / "workers" / "demo_onnx").mkdir(parents=True)
         (folder / "live.parquet").write_bytes(b"x" * 1000)
-    (killed / ".in-use.lock").touch()  # its holder died, and the kernel released the lock
+    (killed / LOCK_FILE).touch()  # its holder died, and the kernel released the lock
     # `older` has no lock file at all, as a version before the lock left it.
     hold = ("import fcntl, sys, time\n"
             "f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(300)")
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(live / ".in-use.lock")], stdout=subprocess.PIPE)
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(live / LOCK_FILE)], stdout=subprocess.PIPE)
     try:
         assert holder.stdout.readline() == b"locked\n"
         fire_timer()
