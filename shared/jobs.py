@@ -12,13 +12,15 @@ from collections.abc import Mapping
 
 from shared.errors import SubmitterError
 from shared.manifest import MODEL_NAME_PATTERN
-from shared.pipeline import run_job
+from shared.pipeline import report_unexpected, run_job
 from shared.report import Mode, RunReport
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_MODELS = 200
+# {"models": [...]} nests two levels; ignored fields may add a few.
+MAX_BODY_DEPTH = 8
 
 
 class RunFailed(SubmitterError):
@@ -43,12 +45,19 @@ def raise_if_failed(report: RunReport) -> None:
 
 
 def test_run(body: bytes, query: Mapping[str, str]) -> tuple[int, str]:
-    """The HTTP test run: (status code, JSON body). It never uploads, whatever the request asks."""
+    """The HTTP test run: (status code, JSON body). It never uploads, whatever the request asks.
+
+    400 for a request it cannot use, saying why; otherwise the run's report, with 500 if the run
+    failed. Nothing escapes: an error of ours is answered 500 with a report saved like any run's.
+    """
     try:
         models = parse_model_selection(body, query)
+        report = run_job(Mode.TEST, models)
     except BadRequest as exc:
         return 400, json.dumps({"error": str(exc)})
-    report = run_job(Mode.TEST, models)
+    except Exception as exc:  # a bug or a library surprise outside the run: still reported
+        log.exception("the test run stopped by an unexpected error")
+        return 500, report_unexpected(Mode.TEST, exc).to_json()
     return (500 if report.failed else 200), report.to_json()
 
 
@@ -56,15 +65,20 @@ def parse_model_selection(body: bytes, query: Mapping[str, str]) -> list[str] | 
     """Which models to run, from `?models=a,b` or a JSON body `{"models": [...]}`; None for all."""
     if len(body) > MAX_BODY_BYTES:
         raise BadRequest(f"the request body is {len(body)} bytes; at most {MAX_BODY_BYTES} are accepted")
-    names: object = None
     if query.get("models"):
-        names = [n.strip() for n in query["models"].split(",") if n.strip()]
+        names: object = [n.strip() for n in query["models"].split(",") if n.strip()]
     elif body.strip():
-        names = _models_from_body(body)
-    if names is None:
+        document = _json_object(body)
+        if "models" not in document:
+            return None
+        names = document["models"]
+    else:
         return None
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise BadRequest("'models' must be a list of model names")
+    if not isinstance(names, list):
+        raise BadRequest(f"'models' must be a list of model names such as [\"my_model\"], not {_json_type(names)}")
+    wrong = [n for n in names if not isinstance(n, str)]
+    if wrong:
+        raise BadRequest(f"'models' must be a list of model names; it holds {_json_type(wrong[0])}")
     if not names or len(names) > MAX_MODELS:
         raise BadRequest(f"'models' must name between 1 and {MAX_MODELS} models")
     bad = [n for n in names if not re.fullmatch(MODEL_NAME_PATTERN, n)]
@@ -73,15 +87,37 @@ def parse_model_selection(body: bytes, query: Mapping[str, str]) -> list[str] | 
     return names
 
 
-def _models_from_body(body: bytes) -> object:
+def _json_object(body: bytes) -> dict[str, object]:
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadRequest("the request body is not UTF-8 text") from None
+    if _nesting_depth(text) > MAX_BODY_DEPTH:
+        # Checked before parsing: Python's JSON parser recurses, and a deep body exhausts its stack.
+        raise BadRequest(f"the request body is nested more than {MAX_BODY_DEPTH} levels deep; "
+                         'send an object such as {"models": ["my_model"]}')
+    try:
+        document = json.loads(text)
+    except ValueError:
         raise BadRequest("the request body is not JSON") from None
     if not isinstance(document, dict):
         raise BadRequest('the request body must be a JSON object such as {"models": ["my_model"]}')
     ignored = sorted(set(document) - {"models"})
     if ignored:
         # A test run never uploads; fields such as "upload" are ignored, not obeyed.
-        log.warning("test run: ignored request fields %s", ", ".join(map(str, ignored))[:200])
-    return document.get("models")
+        log.warning("test run: ignored request fields %s", ", ".join(ignored)[:200])
+    return document
+
+
+def _nesting_depth(text: str) -> int:
+    """How deeply JSON text nests arrays and objects, brackets inside strings aside."""
+    depth = deepest = 0
+    for bracket in re.findall(r"[\[\]{}]", re.sub(r'"(?:[^"\\]|\\.)*"', "", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "true or false", type(None): "null"}
+    return names.get(type(value), "a number")

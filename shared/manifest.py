@@ -35,6 +35,11 @@ from shared.errors import ManifestError
 # Numerai model names are lowercase letters, digits and underscores; the name is
 # also used in blob names and file names, so nothing else may pass.
 MODEL_NAME_PATTERN = r"^[a-z0-9_]{1,64}$"
+# Azure's limit for a blob name.
+MAX_FILE_CHARS = 1024
+# A feature set's or column's name; Numerai's are under 100 characters.
+MAX_FEATURE_CHARS = 200
+FeatureName = Annotated[str, Field(max_length=MAX_FEATURE_CHARS)]
 
 
 class ModelFormat(str, Enum):
@@ -75,12 +80,13 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
-    file: Annotated[str, Field(min_length=1)]
+    # The length is checked before the pattern, whose message quotes the name.
+    name: Annotated[str, Field(max_length=64)]
+    file: Annotated[str, Field(min_length=1, max_length=MAX_FILE_CHARS)]
     format: ModelFormat
     # A feature set of features.json, or the columns; None: the names the model
     # file records (or, for a Numerai pickle, every column, as Numerai passes them).
-    features: str | list[str] | None = None
+    features: FeatureName | list[FeatureName] | None = None
     output: OutputTransform = OutputTransform.RANK
     # Numerai fills missing feature values with the middle bin; a model trained
     # on NaN-aware data can ask for None to see NaN instead.
@@ -189,6 +195,8 @@ def parse_manifest(text: str, source: str) -> Manifest:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{source}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ManifestError(f"{source}: not a manifest: its JSON nests too deeply to be read") from None
     try:
         return Manifest.model_validate(raw)
     except ValidationError as exc:
@@ -224,9 +232,11 @@ def _entry_name(raw: object, index: int) -> str:
         name = raw["models"][index]["name"]  # type: ignore[index]
     except (KeyError, IndexError, TypeError):
         return ""
-    return f" ({name!r})" if isinstance(name, str) else ""
+    if not isinstance(name, str):
+        return ""
+    return f" ({name!r})" if len(name) <= 64 else f" ({name[:64]!r}…)"
 
 
 def _is_type_tag(part: object) -> bool:
     # pydantic adds the union member tried ("str", "list[str]") to the location.
-    return isinstance(part, str) and (part in {"str", "list[str]", "none"})
+    return isinstance(part, str) and (part in {"str", "list[str]", "constrained-str", "list[constrained-str]", "none"})

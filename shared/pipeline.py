@@ -10,13 +10,14 @@ once Numerai has confirmed it.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+from azure.storage.blob import BlobServiceClient
 
 from shared.errors import StorageError, SubmitterError
 from shared.manifest import Manifest, ModelFormat, ModelSpec, parse_manifest
@@ -30,6 +31,7 @@ from shared.report import (
     SubmissionState,
     utc_now,
 )
+from shared.run_folder import remove_stale_folders, run_folder
 from shared.run_lock import LockLost, RunLock, RunLocked
 from shared.settings import Settings, load_settings
 from shared.storage import (
@@ -89,7 +91,6 @@ def run_job(
     Never raises for a failure of the run itself: the report says what failed.
     """
     started = time.monotonic()
-    configure_telemetry(environ)
     report = RunReport(run_id=_new_run_id(mode), mode=mode, started_at=utc_now(), past_due=past_due)
     results: ResultsStore | None = None
     secrets: tuple[str, ...] = ()
@@ -99,13 +100,10 @@ def run_job(
         settings = load_settings(environ)
         secrets = settings.secrets
         report.data_version = settings.data_version
-        service = blob_service_client(
-            connection_string=settings.storage_connection_string,
-            account_url=settings.storage_account_url,
-            managed_identity_client_id=settings.managed_identity_client_id,
-            timeout_seconds=settings.storage_timeout_seconds,
-        )
+        service = _service(settings)
         results = ResultsStore(service, settings.results_container)
+        # Once a report can be saved: a malformed telemetry setting then fails the run with a report.
+        configure_telemetry(environ)
         run = _Run(settings, mode, report, NumeraiClient(settings),
                    ModelStore(service, settings.models_container, settings.work_dir / "model-cache"), results)
         _locked_steps(run, model_names)
@@ -113,13 +111,47 @@ def run_job(
         report.fail(str(exc))
     except Exception as exc:  # a bug or a library surprise: still reported, never lost
         log.exception("run %s stopped by an unexpected error", report.run_id)
-        report.fail(f"unexpected error: {type(exc).__name__}: {str(exc)[:300]}")
+        report.fail(_unexpected(exc))
     else:
         report.finish()
     report.redact(secrets)
     _save(report, results)
     record_run(report, time.monotonic() - started)
     return report
+
+
+def report_unexpected(mode: Mode, exc: Exception, environ: Mapping[str, str] | None = None) -> RunReport:
+    """A failed report for an error raised outside `run_job`, saved in the results container like any run's.
+
+    Never raises: should the settings or storage fail too, the report says so and is only returned and logged.
+    """
+    report = RunReport(run_id=_new_run_id(mode), mode=mode, started_at=utc_now())
+    report.fail(_unexpected(exc))
+    results: ResultsStore | None = None
+    secrets: tuple[str, ...] = ()
+    try:
+        settings = load_settings(environ)
+        secrets = settings.secrets
+        results = ResultsStore(_service(settings), settings.results_container)
+    except Exception as error:  # the report is all that is left to give; it must not be lost
+        log.exception("the report of run %s cannot be saved", report.run_id)
+        report.fail(f"{report.reason}; the report could not be saved: {_unexpected(error)}")
+    report.redact(secrets)
+    _save(report, results)
+    return report
+
+
+def _unexpected(exc: Exception) -> str:
+    return f"unexpected error: {type(exc).__name__}: {str(exc)[:300]}"
+
+
+def _service(settings: Settings) -> BlobServiceClient:
+    return blob_service_client(
+        connection_string=settings.storage_connection_string,
+        account_url=settings.storage_account_url,
+        managed_identity_client_id=settings.managed_identity_client_id,
+        timeout_seconds=settings.storage_timeout_seconds,
+    )
 
 
 def _locked_steps(run: _Run, model_names: list[str] | None) -> None:
@@ -138,6 +170,7 @@ def _locked_steps(run: _Run, model_names: list[str] | None) -> None:
 
 
 def _steps(run: _Run, model_names: list[str] | None) -> None:
+    remove_stale_folders(run.settings.work_dir / "rounds")
     round_ = run.numerai.current_round()
     if not _round_allows(run, round_):
         return
@@ -152,14 +185,11 @@ def _steps(run: _Run, model_names: list[str] | None) -> None:
     pending = [s for s in manifest.models if run.report.model(s.name).status is ModelStatus.PENDING]
     if not pending:
         return
-    data_dir = run.settings.work_dir / "rounds" / run.report.run_id
-    try:
+    with run_folder(run.settings.work_dir / "rounds", run.report.run_id) as data_dir:
         outcomes = _reuse_or_predict(run, pending, data_dir)
         _archive(run, outcomes)
         if run.mode is Mode.SCHEDULED and _round_still_current(run):
             _upload(run, outcomes, account, data_dir)
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _round_allows(run: _Run, round_: RoundInfo | None) -> bool:
@@ -324,7 +354,6 @@ class _RoundFiles:
 
 
 def _download(run: _Run, data_dir: Path, with_benchmarks: bool) -> _RoundFiles:
-    data_dir.mkdir(parents=True, exist_ok=False)
     round_number = run.report.round_number
     features = run.numerai.download("features.json", data_dir, round_number)
     live = run.numerai.download("live.parquet", data_dir, round_number)
@@ -369,7 +398,6 @@ def _made_from(run: _Run, spec: ModelSpec, etag: str) -> dict[str, str]:
 
 
 def _upload(run: _Run, predictions: list[_Prediction], account: dict[str, str], data_dir: Path) -> None:
-    data_dir.mkdir(parents=True, exist_ok=True)
     submitter = run.submitter()
     for prediction in predictions:
         spec = prediction.spec

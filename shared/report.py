@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
+
+# Any message of ours fits; the bound keeps an input (a huge file name, say) from making a report large.
+MAX_TEXT_CHARS = 2000
+_CUT_NOTE = re.compile(r"… \(\d+ characters cut\)")
 
 
 class Mode(str, Enum):
@@ -62,7 +67,7 @@ class ModelReport:
     def fail(self, error: str) -> None:
         """Mark the model failed with a message for the user."""
         self.status = ModelStatus.FAILED
-        self.error = error
+        self.error = cut(error)
 
 
 @dataclass
@@ -100,7 +105,7 @@ class RunReport:
         if any(m.status is ModelStatus.FAILED for m in self.models):
             self.status = RunStatus.FAILED
             failed = [m.name for m in self.models if m.status is ModelStatus.FAILED]
-            self.reason = reason or f"{len(failed)} of {len(self.models)} models failed: {', '.join(failed)}"
+            self.reason = reason or cut(f"{len(failed)} of {len(self.models)} models failed: {', '.join(failed)}")
         elif all(m.status is ModelStatus.ALREADY_SUBMITTED for m in self.models):
             self.status = RunStatus.NOTHING_TO_DO
             self.reason = reason or "every model is already submitted for this round"
@@ -114,7 +119,7 @@ class RunReport:
         Models the run had not finished with say so, so that every line has its reason.
         """
         self.status = RunStatus.FAILED
-        self.reason = reason
+        self.reason = cut(reason)
         self.finished_at = utc_now()
         for model in self.models:
             if model.status is ModelStatus.PENDING:
@@ -126,7 +131,7 @@ class RunReport:
             for secret in secrets:
                 if text and secret:
                     text = text.replace(secret, "***")
-            return text
+            return text and _redact_cut_secrets(text, secrets)
 
         self.reason = clean(self.reason)
         for model in self.models:
@@ -159,6 +164,25 @@ class RunReport:
                          f"{m.peak_memory_mb:6.0f} MiB  submission {m.submission.value:<7}  {detail}")
             lines.extend(f"    warning: {w}" for w in m.warnings)
         return "\n".join(lines)
+
+
+def cut(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """`text`, or its first `limit` characters and a note of how many were cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} characters cut)"
+
+
+def _redact_cut_secrets(text: str, secrets: tuple[str, ...]) -> str:
+    """Blank the start of a secret that a cut split, which a whole-secret search cannot find."""
+    for note in reversed(list(_CUT_NOTE.finditer(text))):
+        head, tail = text[:note.start()], text[note.start():]
+        for secret in filter(None, secrets):
+            kept = next((n for n in range(len(secret) - 1, 0, -1) if head.endswith(secret[:n])), 0)
+            if kept:
+                head = head[:-kept] + "***"
+        text = head + tail
+    return text
 
 
 def utc_now() -> str:

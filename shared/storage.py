@@ -50,6 +50,8 @@ TEST_PREDICTIONS = "test-predictions"
 _JSON = ContentSettings(content_type="application/json")
 _CSV = ContentSettings(content_type="text/csv")
 _MAX_REASON_CHARS = 300
+# Texts read whole into memory (the manifest): a few KB in practice.
+MAX_TEXT_BYTES = 1024 * 1024
 
 
 def blob_service_client(
@@ -192,19 +194,25 @@ class ModelStore:
         self._container = service.get_container_client(container)
         self._cache_dir = cache_dir
 
-    def read_text(self, blob_name: str) -> str:
-        """Return a blob's content as text (UTF-8; a byte-order mark is dropped)."""
+    def read_text(self, blob_name: str, max_bytes: int = MAX_TEXT_BYTES) -> str:
+        """Return a blob's content as text (UTF-8; a byte-order mark is dropped).
+
+        A blob over `max_bytes` is refused by its size, before any of it is downloaded.
+        """
         _check_blob_name(blob_name)
+        blob = self._container.get_blob_client(blob_name)
+        where = f"blob '{blob_name}' in container '{self._container.container_name}'"
         with _azure_errors(self._container, blob_name, "read", "blob"):
-            data = self._container.download_blob(blob_name).readall()
+            properties = blob.get_blob_properties()
+            if properties.size > max_bytes:
+                raise StorageError(f"{where} is {properties.size} bytes; at most {max_bytes} are read")
+            # The condition keeps a larger blob uploaded since the size check from being read.
+            data = blob.download_blob(etag=properties.etag, match_condition=MatchConditions.IfNotModified).readall()
         try:
             # utf-8-sig: editors on Windows often save JSON with a BOM, which json.loads rejects.
             return data.decode("utf-8-sig")
         except UnicodeDecodeError:
-            raise StorageError(
-                f"blob '{blob_name}' in container '{self._container.container_name}' "
-                "is not UTF-8 text"
-            ) from None
+            raise StorageError(f"{where} is not UTF-8 text") from None
 
     def etag(self, blob_name: str) -> str:
         """The model file's current ETag (one HEAD request), without downloading it."""

@@ -32,7 +32,8 @@ from devkit.fault_proxy import FaultProxy
 from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound, write_round
 from shared.jobs import RunFailed
-from tests.support import MODELS, downloads, fire_timer, reports, results, uploads
+from shared.run_folder import LOCK_FILE
+from tests.support import MODELS, downloads, fire_timer, post_test_run, reports, results, uploads
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("no_secret_anywhere")
@@ -367,3 +368,118 @@ def test_models_that_predict_badly_are_reported_and_the_good_one_submitted(
     for rejected in ("nan_model", "flat_model", "steep_model", "few_rows"):  # kept for inspection, never uploaded
         assert line(report, rejected)["predictions_blob"] == f"predictions/round-1200/{rejected}.rejected.csv"
     assert [s.model_name for s in deployed.sandbox.submissions] == ["demo_onnx"]
+
+
+# --- Issue #9, HTTP test run, manifest size, work folders: faults 9, 10, 16 ---------
+
+
+def test_9_a_test_run_body_it_cannot_use_is_answered_400_saying_why(deployed: LocalStack) -> None:
+    nested = b"[" * 8000 + b"]" * 8000  # under the 16 KiB limit, deeper than Python's recursion limit
+    cases = [
+        (nested, "nested"),
+        (b'{"models": ' + nested[:-2_000] + b"}", "nested"),
+        (b"{" + b" " * 20_000 + b"}", "the request body is 20002 bytes; at most 16384 are accepted"),
+        (json.dumps({"models": 5}).encode(), "'models' must be a list of model names"),
+        (json.dumps({"models": [1]}).encode(), "'models' must be a list of model names"),
+        (json.dumps({"models": {"a": 1}}).encode(), "'models' must be a list of model names"),
+        (json.dumps({"models": None}).encode(), "'models' must be a list of model names"),
+        (json.dumps({"models": ["a" * 5000]}).encode(), "not a Numerai model name"),
+        (b'{"models": ["demo_\xff\xfe"]}', "the request body is not UTF-8"),
+        (json.dumps({"models": ["demo_onnx"]}).encode("utf-16"), "the request body is not UTF-8"),
+    ]
+    for body, reason in cases:
+        response = post_test_run(body)
+        assert response.status_code == 400, body[:40]
+        assert response.mimetype == "application/json"
+        error = json.loads(response.get_body())["error"]
+        assert reason in error and len(error) < 300
+    long_query = post_test_run(params={"models": "x" * 10_000})
+    assert long_query.status_code == 400
+    assert "not a Numerai model name" in json.loads(long_query.get_body())["error"]
+    # Refused before any work: no report, nothing asked of Numerai.
+    assert not deployed.blob_service.get_container_client(deployed.results_container).exists()
+    assert deployed.sandbox.requests_log == []
+
+
+def test_9_an_unexpected_error_before_the_run_is_answered_500_with_a_saved_report(
+    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(body: bytes, query: dict) -> None:
+        raise KeyError("a bug of ours")
+
+    monkeypatch.setattr("shared.jobs.parse_model_selection", broken)
+    response = post_test_run(json.dumps({"models": ["demo_onnx"]}).encode())
+    assert response.status_code == 500
+    answered = json.loads(response.get_body())
+    assert answered["status"] == "failed" and answered["mode"] == "test"
+    assert answered["reason"] == "unexpected error: KeyError: 'a bug of ours'"
+    [saved] = reports(deployed)
+    assert saved["run_id"] == answered["run_id"] and saved["reason"] == answered["reason"]
+    assert deployed.sandbox.requests_log == []
+
+
+def test_9_an_unexpected_error_at_the_start_of_a_run_is_reported_not_raised(
+    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch, no_secret_anywhere: list[str]
+) -> None:
+    def broken(environ: object = None) -> bool:
+        # What a malformed APPLICATIONINSIGHTS_CONNECTION_STRING makes azure-monitor raise.
+        raise ValueError("Invalid instrumentation key. It should be a valid UUID.")
+
+    monkeypatch.setattr("shared.pipeline.configure_telemetry", broken)
+    assert "unexpected error: ValueError: Invalid instrumentation key" in failed_run(no_secret_anywhere)
+    response = post_test_run()
+    assert response.status_code == 500
+    scheduled, test = reports(deployed)
+    assert test["run_id"] == json.loads(response.get_body())["run_id"]
+    for saved in (scheduled, test):
+        assert saved["reason"] == "unexpected error: ValueError: Invalid instrumentation key. It should be a valid UUID."
+
+
+def test_10_a_manifest_over_its_size_limit_is_refused_unread(
+    deployed: LocalStack, no_secret_anywhere: list[str]
+) -> None:
+    container = deployed.blob_service.get_container_client(deployed.models_container)
+    huge = {"models": [{"name": "demo_onnx", "file": "a" * 2_000_000, "format": "onnx", "features": "small"}]}
+    text = json.dumps(huge)
+    container.upload_blob("models.json", text, overwrite=True)
+    message = failed_run(no_secret_anywhere)
+    assert (f"blob 'models.json' in container '{deployed.models_container}' is {len(text)} bytes; "
+            "at most 1048576 are read") in message
+    report = reports(deployed)[-1]
+    results_container = deployed.blob_service.get_container_client(deployed.results_container)
+    assert results_container.get_blob_client(f"reports/{report['run_id']}.json").get_blob_properties().size < 20_000
+    assert downloads(deployed) == [] and uploads(deployed) == []
+
+    huge["models"][0]["file"] = "a" * 2000
+    container.upload_blob("models.json", json.dumps(huge), overwrite=True)
+    message = failed_run(no_secret_anywhere)
+    assert (f"{deployed.models_container}/models.json: model #1 ('demo_onnx'): field 'file': "
+            "String should have at most 1024 characters") in message
+    assert len(message) < 1000
+
+
+def test_16_work_folders_of_killed_runs_are_removed_but_never_a_live_runs(
+    deployed: LocalStack, tmp_path: Path
+) -> None:
+    rounds = Path(os.environ["WORK_DIR"]) / "rounds"
+    killed, older, live = (rounds / name for name in ("20240101T000000000000Z-scheduled-killed01",
+                                                      "20240101T000000000000Z-scheduled-older001",
+                                                      "20240101T000000000000Z-test-alive0001"))
+    for folder in (killed, older, live):
+        (folder / "workers" / "demo_onnx").mkdir(parents=True)
+        (folder / "live.parquet").write_bytes(b"x" * 1000)
+    (killed / LOCK_FILE).touch()  # its holder died, and the kernel released the lock
+    # `older` has no lock file at all, as a version before the lock left it.
+    hold = ("import fcntl, sys, time\n"
+            "f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(300)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(live / LOCK_FILE)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"locked\n"
+        fire_timer()
+        assert not killed.exists() and not older.exists()
+        assert (live / "live.parquet").read_bytes() == b"x" * 1000  # another run still works there
+        assert [p.name for p in rounds.iterdir() if p.is_dir()] == [live.name]  # this run's own is gone too
+    finally:
+        holder.kill()
+        holder.wait()
+    assert reports(deployed)[-1]["status"] == "succeeded"

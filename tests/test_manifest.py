@@ -98,6 +98,8 @@ def test_duplicate_names_and_empty_lists_are_refused() -> None:
 def test_not_json_and_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="models.json: not valid JSON"):
         parse_manifest("{models:", "models.json")
+    with pytest.raises(ManifestError, match="models.json: not a manifest: its JSON nests too deeply"):
+        parse_manifest("[" * 100_000 + "]" * 100_000, "models.json")
     with pytest.raises(ManifestError, match="nope.json: cannot be read"):
         load_manifest(tmp_path / "nope.json")
 
@@ -108,3 +110,22 @@ def test_select_keeps_order_and_names_unknown_models() -> None:
     assert manifest.select(None) is manifest
     with pytest.raises(ManifestError, match=r"'zzz' are not in the manifest; it lists: a, b, c"):
         manifest.select(["a", "zzz"])
+
+
+@pytest.mark.parametrize(
+    ("bad", "field", "words"),
+    [
+        ({"file": "m" * 1025}, "file", "String should have at most 1024 characters"),
+        ({"features": "s" * 201}, "features", "String should have at most 200 characters"),
+        ({"features": ["feature_a", "f" * 201]}, "features.1", "String should have at most 200 characters"),
+        ({"name": "n" * 100_000}, "name", "String should have at most 64 characters"),
+    ],
+)
+def test_strings_are_bounded_and_the_error_does_not_repeat_them(bad: dict, field: str, words: str) -> None:
+    with pytest.raises(ManifestError) as error:
+        parse(entry(**bad))
+    message = str(error.value)
+    assert message.startswith("models.json: model #1")
+    assert f"field '{field}': {words}" in message
+    assert len(message) < 400
+    assert parse(entry(file="m" * 1024, features=["f" * 200])).models[0].file == "m" * 1024

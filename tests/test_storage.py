@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 import uuid
@@ -228,6 +229,19 @@ def test_read_text_of_a_missing_blob_names_it_and_the_container(
         model_store.read_text("manifest.json")
     assert "'manifest.json'" in str(caught.value)
     assert f"'{models.container_name}'" in str(caught.value)
+
+
+def test_read_text_refuses_a_blob_over_its_limit_by_its_size_without_downloading_it(
+    model_store: ModelStore, models: ContainerClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    models.upload_blob("manifest.json", b"x" * 2001)
+    caplog.set_level(logging.INFO, logger="azure")  # the SDK logs each request's method
+    with pytest.raises(StorageError, match=f"blob 'manifest.json' in container '{models.container_name}' "
+                                           "is 2001 bytes; at most 2000 are read"):
+        model_store.read_text("manifest.json", max_bytes=2000)
+    methods = [r.getMessage() for r in caplog.records if "Request method" in r.getMessage()]
+    assert methods and not any("'GET'" in method for method in methods)
+    assert model_store.read_text("manifest.json", max_bytes=2001) == "x" * 2001
 
 
 @pytest.mark.parametrize("name", ["../secrets.pkl", "a/../b.pkl", "/etc/model.pkl", ""])

@@ -1,0 +1,32 @@
+"""The run report's texts are bounded, and redaction still holds where a text was cut."""
+
+from __future__ import annotations
+
+from shared.report import MAX_TEXT_CHARS, Mode, ModelReport, ModelStatus, RunReport
+
+
+def test_a_long_error_is_cut_saying_how_much() -> None:
+    line = ModelReport("m")
+    line.fail("x" * 5000)
+    assert line.error == "x" * MAX_TEXT_CHARS + "… (3000 characters cut)"
+    line.fail("short")
+    assert line.error == "short"
+
+
+def test_a_long_run_reason_is_cut_and_so_is_each_unfinished_models_line() -> None:
+    report = RunReport("r", Mode.TEST, "now", models=[ModelReport("a"), ModelReport("b", ModelStatus.VALIDATED)])
+    report.fail("y" * 5000)
+    assert report.reason == "y" * MAX_TEXT_CHARS + "… (3000 characters cut)"
+    assert report.model("a").error == "not finished: " + "y" * (MAX_TEXT_CHARS - 14) + "… (3014 characters cut)"
+    assert report.model("b").error is None
+
+
+def test_a_secret_split_by_the_cut_is_redacted_too() -> None:
+    secret = "S3CRETKEY1234567890"
+    report = RunReport("r", Mode.TEST, "now", models=[ModelReport("a"), ModelReport("b")])
+    report.model("b").fail(f"{secret} and again {secret}")
+    report.fail("a" * (MAX_TEXT_CHARS - 6) + secret + "b" * 100)  # the cut keeps "S3CRET"
+    report.redact((secret, ""))
+    assert report.reason == "a" * (MAX_TEXT_CHARS - 6) + "***… (113 characters cut)"
+    assert "S3C" not in report.model("a").error
+    assert report.model("b").error == "*** and again ***"
