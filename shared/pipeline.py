@@ -48,6 +48,10 @@ from shared.worker.supervisor import run_workers
 
 log = logging.getLogger(__name__)
 
+class RunDeadlinePassed(SubmitterError):
+    """The run is out of time (RUN_DEADLINE_SECONDS); what it made is archived for the next run."""
+
+
 # Short, and renewed while the run works: a killed run frees the lock this soon.
 LOCK_LEASE_SECONDS = 15
 # A run that finds the lock held waits out one lease (and a little) before giving up,
@@ -65,7 +69,15 @@ class _Run:
     numerai: NumeraiClient
     models: ModelStore
     results: ResultsStore
+    ends_at: float = float("inf")  # time.monotonic() at the run's deadline (RUN_DEADLINE_SECONDS)
     lock: RunLock | None = None  # scheduled runs only
+
+    def check_deadline(self, before: str) -> None:
+        """Raise RunDeadlinePassed if the run's deadline has passed."""
+        if time.monotonic() > self.ends_at:
+            raise RunDeadlinePassed(
+                f"the run reached its deadline (RUN_DEADLINE_SECONDS={self.settings.run_deadline_seconds:g}) "
+                f"before {before}")
 
     def confirm_lock(self) -> None:
         """Raise LockLost if this run may no longer upload (a test run holds no lock, and uploads nothing)."""
@@ -105,7 +117,8 @@ def run_job(
         # Once a report can be saved: a malformed telemetry setting then fails the run with a report.
         configure_telemetry(environ)
         run = _Run(settings, mode, report, NumeraiClient(settings),
-                   ModelStore(service, settings.models_container, settings.work_dir / "model-cache"), results)
+                   ModelStore(service, settings.models_container, settings.work_dir / "model-cache"), results,
+                   ends_at=started + settings.run_deadline_seconds)
         _locked_steps(run, model_names)
     except SubmitterError as exc:
         report.fail(str(exc))
@@ -329,11 +342,12 @@ def _predict(run: _Run, pending: list[tuple[ModelSpec, str]], data_dir: Path) ->
             run.report.model(spec.name).fail(f"model '{spec.name}': {exc}")
     if not files:
         return []
+    run.check_deadline("downloading the round's data")
     with_benchmarks = any(spec.format is ModelFormat.NUMERAI_PICKLE for spec, _, _ in files)
     round_files = _download(run, data_dir, with_benchmarks)
     requests = [round_files.request(spec, path, data_dir / "workers" / spec.name, run.settings.batch_rows)
                 for spec, path, _ in files]
-    outcomes = run_workers(requests, run.settings.worker_limits, run.settings.max_parallel_models)
+    outcomes = run_workers(requests, run.settings.worker_limits(run.ends_at), run.settings.max_parallel_models)
     return [_Prediction(spec, outcome, etag, outcome.csv)
             for (spec, _, etag), outcome in zip(files, outcomes, strict=True)]
 
@@ -407,8 +421,9 @@ def _upload(run: _Run, predictions: list[_Prediction], account: dict[str, str], 
         csv_path = data_dir / f"{spec.name}_round{run.report.round_number}.csv"
         csv_path.write_text(prediction.csv)
         try:
+            run.check_deadline(f"uploading model '{spec.name}'")
             result = submitter.submit(spec.name, account[spec.name], csv_path)
-        except LockLost as exc:
+        except (LockLost, RunDeadlinePassed) as exc:
             run.report.fail(f"{exc}; the models not yet submitted are archived for the next run")
             return
         line.submission = result.state

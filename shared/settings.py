@@ -42,6 +42,8 @@ class Settings:
     manifest_blob: str = "models.json"
     batch_rows: int = DEFAULT_BATCH_ROWS
     model_time_limit_seconds: float = 600.0
+    # Below host.json's functionTimeout (30 min), leaving time to save the report and free the lock.
+    run_deadline_seconds: float = 1500.0
     model_memory_limit_mb: float | None = None  # None: a share of the instance's memory
     max_parallel_models: int = 1
     work_dir: Path = Path(tempfile.gettempdir()) / "numerai-submitter"
@@ -50,11 +52,10 @@ class Settings:
         # Settings travel into logs and tracebacks; the secrets must not.
         return f"Settings(data_version={self.data_version!r}, models_container={self.models_container!r}, ...)"
 
-    @property
-    def worker_limits(self) -> WorkerLimits:
-        """What each model's worker process may use."""
+    def worker_limits(self, run_ends_at: float | None = None) -> WorkerLimits:
+        """What each model's worker process may use; none outlives `run_ends_at` (time.monotonic())."""
         memory = self.model_memory_limit_mb or default_memory_limit_mb(self.max_parallel_models)
-        return WorkerLimits(seconds=self.model_time_limit_seconds, memory_mb=memory)
+        return WorkerLimits(seconds=self.model_time_limit_seconds, memory_mb=memory, run_ends_at=run_ends_at)
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -87,6 +88,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         manifest_blob=env.text("MANIFEST_BLOB", defaults.manifest_blob),
         batch_rows=int(env.number("BATCH_ROWS", defaults.batch_rows, minimum=1)),
         model_time_limit_seconds=env.number("MODEL_TIME_LIMIT_SECONDS", defaults.model_time_limit_seconds),
+        run_deadline_seconds=env.number("RUN_DEADLINE_SECONDS", defaults.run_deadline_seconds, minimum=1),
         model_memory_limit_mb=env.optional_number("MODEL_MEMORY_LIMIT_MB", minimum=64),
         max_parallel_models=int(env.number("MAX_PARALLEL_MODELS", defaults.max_parallel_models, minimum=1)),
         work_dir=Path(env.text("WORK_DIR", str(defaults.work_dir))),

@@ -255,3 +255,50 @@ def test_a_run_meeting_a_live_holder_says_so_and_does_nothing(deployed: LocalSta
     assert report["reason"] == ("another run held the lock 'locks/scheduled-run' for all of the 20 s this "
                                 "run waited, so it is alive and working; this run did nothing")
     assert deployed.sandbox.submissions == []
+
+
+def test_the_run_deadline_stops_a_slow_model_and_uploads_nothing_after_it(
+    deployed: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_secret_anywhere: list[str]
+) -> None:
+    import cloudpickle
+
+    def slow(live_features, live_benchmark_models=None):
+        import time as clock
+
+        clock.sleep(60)
+        return live_features[["feature_0000"]].rank(pct=True).set_axis(["prediction"], axis=1)
+
+    container = deployed.blob_service.get_container_client(deployed.models_container)
+    manifest = json.loads(container.download_blob("models.json").readall())
+    manifest["models"].append({"name": "slow_model", "file": "slow.pkl", "format": "numerai_pickle",
+                               "trust_pickle": True})
+    container.upload_blob("slow.pkl", cloudpickle.dumps(slow), overwrite=True)
+    container.upload_blob("models.json", json.dumps(manifest), overwrite=True)
+    deployed.sandbox.models["slow_model"] = "slow_model-id"
+    monkeypatch.setenv("RUN_DEADLINE_SECONDS", "12")  # past the four quick models, not past the slow one
+
+    started = time.monotonic()
+    with pytest.raises(RunFailed) as failed:
+        fire_timer()
+    no_secret_anywhere.append(str(failed.value))
+    assert time.monotonic() - started < 40  # not the model's 60 s, nor its 600 s limit
+    report = reports(deployed)[-1]
+    assert report["status"] == "failed"
+    assert line(report, "slow_model")["error"] == (
+        "model 'slow_model': stopped while predicting because the run reached its deadline "
+        "(RUN_DEADLINE_SECONDS); the models that finished are archived")
+    for name in MODELS:  # predicted in time, archived, but no upload starts after the deadline
+        assert line(report, name)["predictions_blob"] == f"predictions/round-1200/{name}.csv"
+        assert line(report, name)["error"].startswith(
+            "not finished: the run reached its deadline (RUN_DEADLINE_SECONDS=12) before uploading model")
+        assert line(report, name)["submission"] == "none"
+    assert deployed.sandbox.submissions == []
+    # The lock was freed: the next run starts at once and uploads what was archived.
+    monkeypatch.setenv("RUN_DEADLINE_SECONDS", "1500")
+    manifest["models"].pop()
+    container.upload_blob("models.json", json.dumps(manifest), overwrite=True)
+    started = time.monotonic()
+    fire_timer()
+    assert time.monotonic() - started < 10
+    assert all(line(reports(deployed)[-1], name)["from_archive"] for name in MODELS)
+    submitted_once(deployed)

@@ -47,10 +47,14 @@ PRELOADED = {ModelFormat.KERAS: "keras"}
 
 @dataclass(frozen=True)
 class WorkerLimits:
-    """What one worker may use: wall seconds from its start, and memory in MiB."""
+    """What one worker may use: wall seconds from its start, and memory in MiB.
+
+    `run_ends_at` (time.monotonic()) is the run's own deadline: no worker outlives it.
+    """
 
     seconds: float
     memory_mb: float
+    run_ends_at: float | None = None
 
 
 def run_workers(requests: list[WorkRequest], limits: WorkerLimits, max_parallel: int = 1) -> list[ModelOutcome]:
@@ -148,12 +152,15 @@ class _Watch:
         assert self.worker is not None
         pid = self.worker.pid
         deadline = time.monotonic() + self.limits.seconds
+        run_ends_at = self.limits.run_ends_at or float("inf")
         while (code := server.exit_code(self.worker, POLL_SECONDS)) is None:
             self.peak_mb = max(self.peak_mb, _tree_rss_mb(pid))
             if self.peak_mb > self.limits.memory_mb:
                 self.stopped_for = "memory"
             elif time.monotonic() > deadline:
                 self.stopped_for = "time"
+            elif time.monotonic() > run_ends_at:
+                self.stopped_for = "run deadline"
             else:
                 continue
             _kill_group(pid)
@@ -207,6 +214,9 @@ def _explain(request: WorkRequest, limits: WorkerLimits, watch: _Watch) -> str:
     if stopped_for == "time":
         return (f"model '{name}': stopped after its limit of {limits.seconds:g} s while {phase}; "
                 "raise MODEL_TIME_LIMIT_SECONDS if it needs more")
+    if stopped_for == "run deadline":
+        return (f"model '{name}': stopped while {phase} because the run reached its deadline "
+                "(RUN_DEADLINE_SECONDS); the models that finished are archived")
     if stopped_for == "memory":
         return (f"model '{name}': used more than MODEL_MEMORY_LIMIT_MB={limits.memory_mb:g} MiB while "
                 f"{phase} and was stopped; raise the limit on an instance with more memory, or make "
