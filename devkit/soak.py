@@ -1,11 +1,15 @@
 """`make soak`: 30 consecutive rounds in the sandbox with faults injected at random.
 
 Each round the timer fires, sometimes into a fault drawn from a fixed seed
-(an API outage, a failing upload, a broken model, storage answering 503, ...),
-and fires again once the fault is gone, as a user's daily schedule would the
-next time. At the end it checks, and prints:
+(an API outage, a failing upload, a broken model, storage answering 503,
+create_submission answering late or 502, a run killed right after
+create_submission, a lost lease, a manifest entry changed after a failed
+upload, ...), and fires again once the fault is gone, as a user's daily
+schedule would the next time. At the end it checks, and prints:
 - every round's models were each submitted exactly once, or the round's
   reports say why not;
+- every upload is what the manifest in force at the time predicts (made
+  beforehand by test runs of each manifest version);
 - the ledger matches what the sandbox received, submission for submission;
 - no temporary files were left behind and memory did not keep growing.
 Exit code 0 only if all of that holds.
@@ -14,9 +18,12 @@ Exit code 0 only if all of that holds.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import random
+import signal
+import subprocess
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,10 +33,13 @@ from typing import Callable
 from devkit.example_models import DEMO_PLAN, write_example_models
 from devkit.fault_proxy import FaultProxy
 from devkit.local_stack import LocalStack
+from azure.storage.blob import BlobLeaseClient
+
 from devkit.synthetic import write_round
 from shared.jobs import RunFailed
-from shared.report import RunReport
-from shared.storage import ResultsStore
+from shared.pipeline import run_job
+from shared.report import Mode, RunReport
+from shared.storage import TEST_PREDICTIONS, ResultsStore
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / ".work" / "soak"
@@ -46,6 +56,7 @@ class SoakFigures:
     submissions: int = 0
     unexplained: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    wrong_uploads: list[str] = field(default_factory=list)
     ledger_matches: bool = False
     leftover_files: int = 0
     rss_mb: list[float] = field(default_factory=list)
@@ -56,10 +67,54 @@ class SoakFigures:
         # Memory: the last rounds may not hold much more than the first ones after warm-up.
         steady = len(self.rss_mb) < 6 or max(self.rss_mb[-3:]) <= max(self.rss_mb[2:5]) * 1.10
         return self.ledger_matches and not self.unexplained and not self.duplicates \
-            and self.leftover_files == 0 and steady
+            and not self.wrong_uploads and self.leftover_files == 0 and steady
 
 
-def _faults(stack: LocalStack, proxy: FaultProxy) -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:
+class _Manifest:
+    """The deployed manifest, in one of two versions that differ in demo_onnx's columns."""
+
+    def __init__(self, stack: LocalStack) -> None:
+        self._blobs = stack.blob_service.get_container_client(stack.models_container)
+        self.versions = [json.loads(self._blobs.download_blob("models.json").readall())]
+        changed = json.loads(json.dumps(self.versions[0]))
+        entry = next(m for m in changed["models"] if m["name"] == "demo_onnx")
+        entry["features"] = list(reversed(stack_feature_set(stack, entry["features"])))
+        self.versions.append(changed)
+        self.current = 0
+
+    def use(self, version: int) -> None:
+        """Deploy a version of the manifest."""
+        self._blobs.upload_blob("models.json", json.dumps(self.versions[version]), overwrite=True)
+        self.current = version
+
+    def toggle(self) -> None:
+        """Deploy the other version: the same model file, other predictions."""
+        self.use(1 - self.current)
+
+
+def stack_feature_set(stack: LocalStack, name: str) -> list[str]:
+    """The columns of a feature set in the round's features.json."""
+    features = json.loads(Path(stack.sandbox.datasets["v5.3/features.json"]).read_text())
+    return features["feature_sets"][name]
+
+
+def _expected(stack: LocalStack, manifest: _Manifest) -> dict[tuple[int, str], str]:
+    """What each model predicts under each manifest version: test runs, which upload nothing."""
+    results = ResultsStore(stack.blob_service, stack.results_container)
+    expected = {}
+    for version in range(len(manifest.versions)):
+        manifest.use(version)
+        report = run_job(Mode.TEST)
+        for line in report.models:
+            csv = results.read_predictions(report.round_number, line.name, TEST_PREDICTIONS)
+            if csv is not None:
+                expected[(version, line.name)] = csv
+    manifest.use(0)
+    return expected
+
+
+def _faults(stack: LocalStack, proxy: FaultProxy, manifest: _Manifest,
+            figures: SoakFigures) -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:
     """Each fault: how to inject it, and how to take it away again."""
     sandbox = stack.sandbox
     models = stack.blob_service.get_container_client(stack.models_container)
@@ -77,12 +132,61 @@ def _faults(stack: LocalStack, proxy: FaultProxy) -> dict[str, tuple[Callable[[]
     def set_proxy(name: str, value: object) -> Callable[[], None]:
         return lambda: setattr(proxy.faults, name, value)
 
-    clear = sandbox.faults.reset
+    def unanswered(list_fails: bool) -> Callable[[], None]:
+        def inject() -> None:
+            os.environ["NUMERAI_TIMEOUT_SECONDS"] = "1"
+            sandbox.faults.create_submission_delay_seconds = 1.5
+            if list_fails:
+                sandbox.faults.submissions_status = 503
+        return inject
+
+    def clear() -> None:
+        sandbox.faults.reset()
+        sandbox.on_request = None
+        os.environ["NUMERAI_TIMEOUT_SECONDS"] = "10"
+
+    def clear_and_change_manifest() -> None:
+        clear()
+        manifest.toggle()  # the healing run must predict again, not upload the archive
+
+    def kill_after_create_submission() -> None:
+        # In place of this firing's in-process run: a real process, killed once
+        # create_submission has answered and before the ledger is written.
+        victim = subprocess.Popen([sys.executable, "-m", "shared", "run"], cwd=REPO,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def kill(entry: str) -> None:
+            if entry == "graphql submissions" and victim.poll() is None:
+                victim.send_signal(signal.SIGKILL)
+                victim.wait(30)
+
+        sandbox.on_request = kill
+        victim.wait(300)
+        sandbox.on_request = None
+
+    def lose_the_lease() -> None:
+        lock = stack.blob_service.get_blob_client(stack.results_container, "locks/scheduled-run")
+
+        def break_in(entry: str) -> None:
+            if entry == "graphql submission_upload_auth":
+                sandbox.on_request = None
+                BlobLeaseClient(lock).break_lease(lease_break_period=0)
+                _fire(figures)  # a second run takes the lock while the first still works
+
+        sandbox.on_request = break_in
+
     return {
         "api 5xx, recovers": (set_fault("api_5xx", 2), clear),
         "api down": (set_fault("api_5xx_forever", True), clear),
         "upload PUT refused": (set_fault("put_status", 403), clear),
-        "create_submission fails": (set_fault("create_submission_error", "Internal server error"), clear),
+        "create_submission refused": (set_fault("create_submission_error", "Internal server error"), clear),
+        "create_submission answers late": (unanswered(list_fails=False), clear),
+        "create_submission late, submissions list down": (unanswered(list_fails=True), clear),
+        "create_submission 502 after creating": (set_fault("create_submission_status", 502), clear),
+        "submission not listed": (set_fault("hide_submissions", True), clear),
+        "killed after create_submission": (kill_after_create_submission, clear),
+        "lease lost mid-run": (lose_the_lease, clear),
+        "manifest entry changed after a failed upload": (set_fault("put_status", 403), clear_and_change_manifest),
         "download fails": (set_fault("download_status", 500), clear),
         "graphql error once": (set_fault("graphql_error", "Something went wrong"), clear),
         "corrupt model": (corrupt, repair),
@@ -128,7 +232,9 @@ def soak(rounds: int, seed: int, work: Path) -> SoakFigures:
         os.environ.update(stack.environ(work / "app"))
         os.environ["MODELS_STORAGE_CONNECTION_STRING"] = stack.azurite.connection_string.replace(
             f":{stack.azurite.port}/", f":{proxy.port}/")
-        faults = _faults(stack, proxy)
+        manifest = _Manifest(stack)
+        expected = _expected(stack, manifest)
+        faults = _faults(stack, proxy, manifest, figures)
         for number, name in enumerate(_draw(rng, list(faults), rounds)):
             if number:
                 stack.sandbox.open_new_round()
@@ -136,15 +242,25 @@ def soak(rounds: int, seed: int, work: Path) -> SoakFigures:
             if name is not None:
                 inject, remove = faults[name]
                 figures.faults[name] += 1
-                inject()
-                _fire(figures)
+                _watched(figures, stack, expected, manifest, lambda: (inject(), _fire(figures)))
                 remove()
-            _fire(figures)
+            _watched(figures, stack, expected, manifest, lambda: _fire(figures))
             if rng.random() < 0.3:
-                _fire(figures)  # a timer that fires twice in one round
+                _watched(figures, stack, expected, manifest, lambda: _fire(figures))  # a timer firing twice
             figures.rss_mb.append(round(_rss_mb(), 1))
         _check(figures, stack, work / "app")
     return figures
+
+
+def _watched(figures: SoakFigures, stack: LocalStack, expected: dict[tuple[int, str], str],
+             manifest: _Manifest, firing: Callable[[], object]) -> None:
+    """Fire, then check that each new upload is what the manifest in force predicts."""
+    before = len(stack.sandbox.submissions)
+    version = manifest.current
+    firing()
+    for submission in stack.sandbox.submissions[before:]:
+        if submission.csv.decode() != expected.get((version, submission.model_name)):
+            figures.wrong_uploads.append(f"round {submission.round} {submission.model_name}")
 
 
 def _check(figures: SoakFigures, stack: LocalStack, work_dir: Path) -> None:
@@ -186,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         "faults injected: " + (", ".join(f"{k} ×{v}" for k, v in sorted(figures.faults.items())) or "none"),
         f"submissions received by Numerai: {figures.submissions}",
         f"models submitted twice in a round: {len(figures.duplicates)} {figures.duplicates or ''}",
+        f"uploads that differ from what the manifest in force predicts: {len(figures.wrong_uploads)} "
+        f"{figures.wrong_uploads or ''}",
         f"model-rounds neither submitted nor explained: {len(figures.unexplained)} {figures.unexplained or ''}",
         f"ledger matches Numerai's records exactly: {figures.ledger_matches}",
         f"temporary files left: {figures.leftover_files}",
