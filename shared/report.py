@@ -47,6 +47,7 @@ class ModelReport:
     predictions_blob: str | None = None
     from_archive: bool = False  # predictions reused from an earlier run of this round
     peak_memory_mb: float = 0.0  # the model's worker process at its largest
+    warnings: list[str] = field(default_factory=list)  # what could not be checked about a model that ran
 
     def fail(self, error: str) -> None:
         """Mark the model failed with a message for the user."""
@@ -120,6 +121,7 @@ class RunReport:
         self.reason = clean(self.reason)
         for model in self.models:
             model.error = clean(model.error)
+            model.warnings = [clean(warning) or "" for warning in model.warnings]
 
     def to_json(self) -> str:
         """The report as JSON (enums as their values)."""
@@ -144,6 +146,7 @@ class RunReport:
             detail = m.error or (f"submission {m.submission_id}" if m.submission_id else m.predictions_blob or "")
             lines.append(f"  {m.name:<24} {m.status.value:<18} {m.rows:>7} rows {m.seconds:7.2f} s "
                          f"{m.peak_memory_mb:6.0f} MiB  {detail}")
+            lines.extend(f"    warning: {warning}" for warning in m.warnings)
         return "\n".join(lines)
 
 

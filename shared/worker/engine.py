@@ -47,6 +47,9 @@ def run_model(request: WorkRequest, enter: Callable[[Phase], None] = lambda phas
         features = None if spec.features is None else resolve_features(spec, read_feature_sets(request.features_path))
         model = load_model(spec, request.model_path, features)
         outcome.load_seconds = time.perf_counter() - started
+        outcome.warnings = model.warnings
+        for warning in model.warnings:
+            log.warning("%s", warning)
         enter(Phase.PREDICTING)
         started = time.perf_counter()
         if isinstance(model, BatchModel):
