@@ -57,21 +57,54 @@ def write_onnx(path: Path, features: list[str], seed: int = 0) -> None:
     write_onnx_linear(path, solution[:-1], float(solution[-1]))
 
 
-def write_onnx_linear(path: Path, weights: np.ndarray, bias: float) -> None:
-    """An ONNX graph computing features @ weights + bias (MatMul + Add), one output column."""
-    import onnx
+def write_onnx_linear(path: Path, weights: np.ndarray, bias: float, open_width: bool = False) -> None:
+    """An ONNX graph computing features @ weights + bias (MatMul + Add), one output column.
+
+    With `open_width` the input's width is a name, as an export with a dynamic axis leaves it.
+    """
     from onnx import TensorProto, helper, numpy_helper
 
+    width = "n_features" if open_width else len(weights)
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["features", "w"], ["xw"]),
          helper.make_node("Add", ["xw", "b"], ["prediction"])],
         "linear",
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, len(weights)])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, width])],
         [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, [None, 1])],
         initializer=[numpy_helper.from_array(np.asarray(weights, np.float32).reshape(-1, 1), "w"),
                      numpy_helper.from_array(np.asarray([bias], np.float32), "b")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    _save_onnx(path, graph)
+
+
+def write_onnx_stump(path: Path, feature: int) -> None:
+    """A one-split ONNX tree ensemble on column `feature`, its input width left open.
+
+    Converters write tree models this way when given a dynamic width: the graph
+    reads columns by index and records no width at all.
+    """
+    from onnx import TensorProto, helper
+
+    stump = helper.make_node(
+        "TreeEnsembleRegressor", ["features"], ["prediction"], domain="ai.onnx.ml", n_targets=1,
+        nodes_treeids=[0, 0, 0], nodes_nodeids=[0, 1, 2], nodes_featureids=[feature, 0, 0],
+        nodes_modes=["BRANCH_LEQ", "LEAF", "LEAF"], nodes_values=[2.0, 0.0, 0.0],
+        nodes_truenodeids=[1, 0, 0], nodes_falsenodeids=[2, 0, 0],
+        target_treeids=[0, 0], target_nodeids=[1, 2], target_ids=[0, 0], target_weights=[0.25, 0.75],
+    )
+    graph = helper.make_graph(
+        [stump], "stump",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, "n_features"])],
+        [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, [None, 1])],
+    )
+    _save_onnx(path, graph, helper.make_opsetid("ai.onnx.ml", 3))
+
+
+def _save_onnx(path: Path, graph: Any, *more_opsets: Any) -> None:
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), *more_opsets])
     model.ir_version = 8  # readable by every onnxruntime of the last years
     onnx.checker.check_model(model)
     onnx.save(model, path)

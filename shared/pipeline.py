@@ -383,6 +383,7 @@ def _archive(run: _Run, predictions: list[_Prediction]) -> None:
         line.rows = outcome.rows
         line.seconds = round(outcome.load_seconds + outcome.predict_seconds, 3)
         line.peak_memory_mb = outcome.peak_memory_mb
+        line.warnings = outcome.warnings
         line.from_archive = prediction.from_archive
         if prediction.csv is not None and not prediction.from_archive:
             try:

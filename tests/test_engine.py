@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from devkit.example_models import write_onnx_linear
+from devkit.example_models import write_onnx_linear, write_onnx_stump
 from devkit.synthetic import SyntheticRound, write_round
 from shared.manifest import ModelFormat, ModelSpec, load_manifest
 from shared.worker.engine import read_ahead
@@ -142,6 +142,37 @@ def test_a_missing_feature_fails_that_model_only(small_round: SyntheticRound, ex
         "feature_gone_a, feature_gone_b"
     )
     assert all(outcomes[s.name].ok for s, _ in models)
+
+
+def test_values_outside_the_bins_fail_the_models_that_take_them(
+    small_round: SyntheticRound, example_models: Path, tmp_path: Path, run
+) -> None:
+    shutil.copytree(small_round.directory, tmp_path / "bad")
+    bad = SyntheticRound(tmp_path / "bad", small_round.feature_sets, small_round.ids)
+    column = next(c for c in small_round.feature_sets["all"] if c not in small_round.feature_sets["medium"])
+    frame = pd.read_parquet(small_round.live_path)
+    frame[column] = np.int8(127)
+    frame.to_parquet(bad.live_path)
+    outcomes = run(bad, manifest_models(example_models))
+    assert outcomes["demo_catboost"].error == (
+        "model 'demo_catboost': 1 of its 60 features has values outside 0–4 in live.parquet of data "
+        f"version v5.3: {column} (127)"
+    )
+    assert outcomes["demo_catboost"].csv is None  # nothing predicted from bad data
+    # An upload pickle gets every column of the file, as on Numerai, so every one is checked.
+    assert outcomes["demo_upload"].error.startswith("model 'demo_upload': 1 of its 60 features has values outside")
+    assert outcomes["demo_lightgbm"].ok and outcomes["demo_onnx"].ok  # they do not take that column
+
+
+def test_a_warning_of_the_model_reaches_its_outcome(small_round: SyntheticRound, tmp_path: Path, run) -> None:
+    write_onnx_stump(tmp_path / "stump.onnx", feature=0)
+    stump = ModelSpec(name="stump", file="stump.onnx", format="onnx", features="medium")
+    outcome = run(small_round, [(stump, tmp_path / "stump.onnx")])["stump"]
+    assert outcome.ok, outcome.error
+    assert outcome.warnings == [
+        ("model 'stump': the ONNX model's input width is dynamic and its graph does not say how many "
+         "features it takes; the manifest's 17 features were fed unchecked")
+    ]
 
 
 def test_nan_and_constant_outputs_are_reported(small_round: SyntheticRound, tmp_path: Path, run) -> None:

@@ -23,15 +23,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from devkit.azurite import free_port
-from devkit.example_models import write_onnx_linear
+from devkit.example_models import write_onnx_linear, write_onnx_stump
 from devkit.fault_proxy import FaultProxy
 from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound, write_round
 from shared.jobs import RunFailed
+from shared.report import RunReport
 from shared.run_folder import LOCK_FILE
 from tests.support import MODELS, downloads, fire_timer, post_test_run, reports, results, uploads
 
@@ -483,3 +485,51 @@ def test_16_work_folders_of_killed_runs_are_removed_but_never_a_live_runs(
         holder.kill()
         holder.wait()
     assert reports(deployed)[-1]["status"] == "succeeded"
+
+
+# --- Bad data and unchecked widths (issue #9: faults 13 and 15) -----------------------
+
+
+def test_a_feature_outside_the_bins_fails_the_models_that_take_it(
+    deployed: LocalStack, small_round: SyntheticRound, tmp_path: Path, no_secret_anywhere: list[str]
+) -> None:
+    # Numerai's features are bins 0..4; 127 is what a broken int8 encoding or a sentinel leaves.
+    column = next(c for c in small_round.feature_sets["all"] if c not in small_round.feature_sets["medium"])
+    table = pq.read_table(small_round.live_path)
+    position = table.schema.get_field_index(column)
+    table = table.set_column(position, column, pa.array(np.full(len(table), 127, np.int8)))
+    pq.write_table(table, tmp_path / "live.parquet")
+    deployed.sandbox.add_dataset("v5.3/live.parquet", tmp_path / "live.parquet")
+    failed_run(no_secret_anywhere)
+    report = reports(deployed)[-1]
+    expected = f"1 of its 60 features has values outside 0–4 in live.parquet of data version v5.3: {column} (127)"
+    assert line(report, "demo_catboost")["error"] == f"model 'demo_catboost': {expected}"
+    assert line(report, "demo_upload")["error"] == f"model 'demo_upload': {expected}"  # it gets every column
+    assert sorted(s.model_name for s in deployed.sandbox.submissions) == ["demo_lightgbm", "demo_onnx"]
+
+
+def test_an_onnx_model_of_open_width_is_checked_or_reported_unchecked(
+    deployed: LocalStack, small_round: SyntheticRound, tmp_path: Path, no_secret_anywhere: list[str]
+) -> None:
+    write_onnx_linear(tmp_path / "ten.onnx", np.linspace(-1, 1, 10), 0.0, open_width=True)
+    write_onnx_stump(tmp_path / "stump.onnx", feature=3)
+    columns = small_round.feature_sets["all"][:24]
+    entries = [
+        {"name": "made_for_ten", "file": "ten.onnx", "format": "onnx", "features": columns},
+        {"name": "stump", "file": "stump.onnx", "format": "onnx", "features": columns},
+    ]
+    container = deployed.blob_service.get_container_client(deployed.models_container)
+    container.upload_blob("models.json", json.dumps({"models": entries}), overwrite=True)
+    for entry in entries:
+        container.upload_blob(entry["file"], (tmp_path / entry["file"]).read_bytes(), overwrite=True)
+        deployed.sandbox.models[entry["name"]] = entry["name"] + "-id"
+    failed_run(no_secret_anywhere)
+    report = reports(deployed)[-1]
+    assert line(report, "made_for_ten")["error"] == (
+        "model 'made_for_ten': 'ten.onnx' takes 10 features but its manifest entry gives 24; check 'features'")
+    warning = ("model 'stump': the ONNX model's input width is dynamic and its graph does not say how many "
+               "features it takes; the manifest's 24 features were fed unchecked")
+    assert line(report, "stump")["status"] == "submitted" and line(report, "stump")["warnings"] == [warning]
+    assert line(report, "made_for_ten")["warnings"] == []
+    assert f"warning: {warning}" in RunReport.from_json(json.dumps(report)).summary()
+    assert [s.model_name for s in deployed.sandbox.submissions] == ["stump"]

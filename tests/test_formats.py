@@ -13,7 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from devkit.example_models import write_catboost, write_lightgbm, write_xgboost
+from devkit.example_models import (
+    write_catboost,
+    write_lightgbm,
+    write_onnx_linear,
+    write_onnx_stump,
+    write_xgboost,
+)
 from devkit.synthetic import SyntheticRound, training_rows
 from shared.errors import ModelLoadError
 from shared.formats import BatchModel, load_model
@@ -608,6 +614,68 @@ def test_a_catboost_model_with_categorical_features_is_refused(tmp_path: Path) -
     _catboost_fit(path, cat_features=[0, 3])
     with pytest.raises(ModelLoadError, match=r"'model.cbm' has categorical features \(0, 3\)"):
         load_model(spec("catboost", "model.cbm"), path, FEATURES)
+
+
+# --- onnx: a graph whose input width is left open ---
+
+
+def _names(count: int) -> list[str]:
+    return [f"feature_{i:04d}" for i in range(count)]
+
+
+def _onnx(file: str, count: int) -> ModelSpec:
+    return spec("onnx", file, features=_names(count))
+
+
+def _scaled_linear(path: Path, width: int) -> None:
+    """Features scaled, then MatMul: the input meets the weights only through another node."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["features", "scale"], ["scaled"]),
+         helper.make_node("MatMul", ["scaled", "w"], ["prediction"])],
+        "scaled", [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, "n"])],
+        [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, [None, 1])],
+        initializer=[numpy_helper.from_array(np.full(width, 0.5, np.float32), "scale"),
+                     numpy_helper.from_array(np.ones((width, 1), np.float32), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+def test_an_open_width_onnx_graph_is_checked_against_the_manifest_by_its_weights(tmp_path: Path) -> None:
+    write_onnx_linear(tmp_path / "ten.onnx", np.ones(10), 0.0, open_width=True)
+    with pytest.raises(ModelLoadError) as error:
+        load_model(_onnx("ten.onnx", 24), tmp_path / "ten.onnx", _names(24))
+    assert str(error.value) == (
+        "model 'm': 'ten.onnx' takes 10 features but its manifest entry gives 24; check 'features'")
+    assert load_model(_onnx("ten.onnx", 10), tmp_path / "ten.onnx", _names(10)).warnings == []
+
+
+def test_an_open_width_onnx_graph_is_checked_by_shape_inference(tmp_path: Path) -> None:
+    _scaled_linear(tmp_path / "scaled.onnx", 10)
+    with pytest.raises(ModelLoadError) as error:
+        load_model(_onnx("scaled.onnx", 24), tmp_path / "scaled.onnx", _names(24))
+    assert str(error.value).startswith(
+        "model 'm': 'scaled.onnx' does not take 24 features, its manifest entry's count: the graph's "
+        "shapes do not fit that width (")
+    model = load_model(_onnx("scaled.onnx", 10), tmp_path / "scaled.onnx", _names(10))
+    assert model.warnings == []  # 10 fits and 11 does not: the width is known after all
+    np.testing.assert_allclose(model.predict_batch(np.full((3, 10), 2, np.float32)), [10.0] * 3)
+
+
+def test_an_onnx_graph_that_does_not_say_its_width_runs_with_a_warning(tmp_path: Path) -> None:
+    write_onnx_stump(tmp_path / "stump.onnx", feature=3)
+    model = load_model(_onnx("stump.onnx", 24), tmp_path / "stump.onnx", _names(24))
+    assert model.warnings == [
+        ("model 'm': the ONNX model's input width is dynamic and its graph does not say how many features "
+         "it takes; the manifest's 24 features were fed unchecked")
+    ]
+    rows = np.zeros((2, 24), np.float32)
+    rows[1, 3] = 4
+    np.testing.assert_allclose(model.predict_batch(rows), [0.25, 0.75])
 
 
 # --- the engine, with the example writers' manifest ---

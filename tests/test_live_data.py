@@ -92,3 +92,56 @@ def test_files_that_are_not_what_they_claim(tmp_path: Path) -> None:
     bad_json.write_text('{"targets": []}')
     with pytest.raises(DataError, match="features.json: not a Numerai features.json"):
         read_feature_sets(bad_json)
+
+
+def _with_values(source: SyntheticRound, directory: Path, values: dict[str, tuple[slice, float]]) -> Path:
+    """A copy of a round's live.parquet with some rows of some columns overwritten."""
+    frame = pd.read_parquet(source.live_path)
+    for column, (rows, value) in values.items():
+        frame[column] = frame[column].astype("float64")
+        frame.iloc[rows, frame.columns.get_loc(column)] = value
+    directory.mkdir()
+    frame.to_parquet(directory / "live.parquet")
+    return directory / "live.parquet"
+
+
+def test_values_outside_the_bins_name_every_column_even_in_later_batches(
+    small_round: SyntheticRound, tmp_path: Path
+) -> None:
+    columns = small_round.feature_sets["all"]
+    path = _with_values(small_round, tmp_path / "bad", {
+        "feature_0003": (slice(None), 127.0), "feature_0007": (slice(400, 401), -1.0),
+        "feature_0009": (slice(0, 50), np.nan),  # missing is not out of range
+    })
+    live = LiveData(path, "v5.3")
+    yielded = []
+    with pytest.raises(DataError) as error:
+        yielded.extend(live.checked_batches(spec(columns), columns, 100))
+    assert str(error.value) == (
+        "model 'm': 2 of its 60 features have values outside 0–4 in live.parquet of data version v5.3: "
+        "feature_0003 (127), feature_0007 (-1)"
+    )
+    assert yielded == []  # nothing after the first bad batch reaches a model
+
+
+def test_values_outside_the_bins_list_the_first_columns_and_a_count(small_round: SyntheticRound, tmp_path: Path) -> None:
+    columns = small_round.feature_sets["all"]
+    path = _with_values(small_round, tmp_path / "bad", {f"feature_00{i}": (slice(None), 5.0) for i in range(10, 17)})
+    with pytest.raises(DataError) as error:
+        LiveData(path, "v5.2").check_values(spec(columns), columns, 1000)
+    assert str(error.value).endswith(
+        "7 of its 60 features have values outside 0–4 in live.parquet of data version v5.2: feature_0010 (5), "
+        "feature_0011 (5), feature_0012 (5), feature_0013 (5), feature_0014 (5) and 2 more"
+    )
+
+
+def test_columns_a_model_does_not_take_are_not_checked(small_round: SyntheticRound, tmp_path: Path) -> None:
+    path = _with_values(small_round, tmp_path / "bad", {"feature_0003": (slice(None), 127.0)})
+    columns = ["feature_0001", "feature_0002"]
+    batches = list(LiveData(path, "v5.3").checked_batches(spec(columns), columns, 100))
+    assert sum(len(b.ids) for b in batches) == len(small_round.ids)
+
+
+def test_every_feature_column_and_only_those_are_the_files_features(small_round: SyntheticRound) -> None:
+    live = LiveData(small_round.live_path, "v5.3")
+    assert live.feature_columns == small_round.feature_sets["all"]  # not id, era or data_type

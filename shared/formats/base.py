@@ -27,12 +27,14 @@ from shared.manifest import ModelSpec
 class BatchModel(ABC):
     """A model that predicts one float32 batch of feature rows at a time.
 
-    `columns` are the live data's columns it takes, in the order it was trained on.
+    `columns` are the live data's columns it takes, in the order it was trained on;
+    `warnings` what the report should say about a model that runs but could not be fully checked.
     """
 
     def __init__(self, spec: ModelSpec, columns: list[str]) -> None:
         self.spec = spec
         self.columns = columns
+        self.warnings: list[str] = []
 
     @abstractmethod
     def predict_batch(self, features: np.ndarray) -> np.ndarray:
@@ -44,6 +46,7 @@ class WholeRoundModel(ABC):
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
+        self.warnings: list[str] = []
 
     @abstractmethod
     def predict_round(self, live_path: Path, benchmark_path: Path | None) -> tuple[str, Any]:

@@ -47,12 +47,18 @@ def run_model(request: WorkRequest, enter: Callable[[Phase], None] = lambda phas
         features = None if spec.features is None else resolve_features(spec, read_feature_sets(request.features_path))
         model = load_model(spec, request.model_path, features)
         outcome.load_seconds = time.perf_counter() - started
+        outcome.warnings = model.warnings
+        for warning in model.warnings:
+            log.warning("%s", warning)
         enter(Phase.PREDICTING)
         started = time.perf_counter()
         if isinstance(model, BatchModel):
             submission, live_ids = _predict_batches(model, request)
             csv = submission.to_csv(index=False)
         else:
+            # The function reads live.parquet itself, every column of it, so every feature is checked first.
+            live = LiveData(request.live_path, request.data_version)
+            live.check_values(spec, live.feature_columns, request.batch_rows)
             csv, live_ids = model.predict_round(request.live_path, request.benchmark_path)
             # Validated as Numerai reads the uploaded file.
             submission = pd.read_csv(io.StringIO(csv))
@@ -82,7 +88,7 @@ def _predict_batches(model: BatchModel, request: WorkRequest) -> tuple[pd.DataFr
     fill = model.spec.fill_missing
     id_chunks: list[pa.Array] = []
     outputs: list[np.ndarray] = []
-    for batch in read_ahead(live.batches(model.columns, request.batch_rows)):
+    for batch in read_ahead(live.checked_batches(model.spec, model.columns, request.batch_rows)):
         id_chunks.append(batch.ids)
         features = batch.values
         if batch.has_missing and fill is not None:

@@ -20,6 +20,11 @@ from shared.errors import DataError
 from shared.manifest import ModelSpec
 
 ID_COLUMN = "id"
+FEATURE_PREFIX = "feature_"
+# Numerai's v5 features are integers in five bins, 0 to 4; a missing value is set
+# to 2, though older docs say NaN can occur (shared reference numerai-notes.md,
+# "Data (Classic)"). NaN is therefore allowed; any other value outside is bad data.
+LOWEST, HIGHEST = 0, 4
 
 
 def read_feature_sets(path: Path) -> dict[str, list[str]]:
@@ -78,16 +83,44 @@ class LiveData:
         """Rows in the file, from its metadata (nothing is read)."""
         return self._file.metadata.num_rows
 
+    @property
+    def feature_columns(self) -> list[str]:
+        """Every feature column of the file, in file order (not `id`, `era` or `data_type`)."""
+        return [name for name in self._file.schema_arrow.names if name.startswith(FEATURE_PREFIX)]
+
     def check_features(self, spec: ModelSpec, features: list[str]) -> None:
         """Raise DataError if the data lacks any of a model's features."""
         missing = [f for f in features if f not in self.columns]
         if missing:
-            shown = ", ".join(missing[:5])
-            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise DataError(
                 f"model '{spec.name}': {len(missing)} of its {len(features)} features are not in "
-                f"{self.path.name} of data version {self.data_version}: {shown}{more}"
+                f"{self.path.name} of data version {self.data_version}: {first_few(missing)}"
             )
+
+    def checked_batches(self, spec: ModelSpec, columns: list[str], batch_rows: int) -> Iterator[FeatureBatch]:
+        """`batches`, ending in a DataError that names every column with a value outside 0–4.
+
+        No batch is yielded after the first bad one; the rest of the file is
+        still read, only to name every bad column at once.
+        """
+        bad: dict[int, float] = {}
+        for batch in self.batches(columns, batch_rows):
+            for position, value in out_of_range(batch.values).items():
+                bad.setdefault(position, value)
+            if not bad:
+                yield batch
+        if bad:
+            named = [f"{columns[position]} ({bad[position]:g})" for position in sorted(bad)]
+            verb = "has" if len(bad) == 1 else "have"
+            raise DataError(
+                f"model '{spec.name}': {len(bad)} of its {len(columns)} features {verb} values outside "
+                f"{LOWEST}–{HIGHEST} in {self.path.name} of data version {self.data_version}: {first_few(named)}"
+            )
+
+    def check_values(self, spec: ModelSpec, columns: list[str], batch_rows: int) -> None:
+        """Raise DataError if any of `columns` holds a value outside 0–4, reading a batch at a time."""
+        for _ in self.checked_batches(spec, columns, batch_rows):
+            pass
 
     def batches(self, columns: list[str], batch_rows: int) -> Iterator[FeatureBatch]:
         """Yield the rows in file order, `batch_rows` at a time, projected to `columns`."""
@@ -100,6 +133,23 @@ class LiveData:
             raise DataError(
                 f"{self.path.name} ({self.data_version}): reading failed ({exc})"
             ) from None
+
+
+def out_of_range(values: np.ndarray) -> dict[int, float]:
+    """The columns (by position) of a batch holding a value outside 0–4, each with its furthest value."""
+    if not len(values):
+        return {}
+    # fmin/fmax skip NaN and reduce column by column, without a temporary of the batch's size.
+    low = np.fmin.reduce(values, axis=0)
+    high = np.fmax.reduce(values, axis=0)
+    return {int(position): float(high[position] if high[position] > HIGHEST else low[position])
+            for position in np.flatnonzero((low < LOWEST) | (high > HIGHEST))}
+
+
+def first_few(names: list[str], shown: int = 5) -> str:
+    """The first names, and how many more there are, for a one-line message."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _to_float32(batch: pa.RecordBatch) -> tuple[np.ndarray, bool]:

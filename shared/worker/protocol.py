@@ -9,7 +9,7 @@ phase it was in. No user object ever crosses the boundary pickled.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 
@@ -68,7 +68,8 @@ class ModelOutcome:
     """What happened to one model: written by its worker, completed by the supervisor.
 
     `csv` holds the predictions whenever the model produced any, valid or not
-    (so that nothing computed is lost); `ok` says whether they may be uploaded.
+    (so that nothing computed is lost); `ok` says whether they may be uploaded;
+    `warnings` what could not be checked about a model that ran.
     """
 
     name: str
@@ -79,6 +80,7 @@ class ModelOutcome:
     error: str | None = None
     has_predictions: bool = False
     peak_memory_mb: float = 0.0
+    warnings: list[str] = field(default_factory=list)
     csv: str | None = None
 
     def write(self, output_dir: Path) -> None:
