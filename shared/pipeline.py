@@ -70,12 +70,10 @@ def run_job(
     configure_telemetry(environ)
     report = RunReport(run_id=_new_run_id(mode), mode=mode, started_at=utc_now(), past_due=past_due)
     results: ResultsStore | None = None
-    secrets: tuple[str, ...] = ()
     if past_due:
         log.warning("the timer is past due; running now")
     try:
         settings = load_settings(environ)
-        secrets = settings.secrets
         report.data_version = settings.data_version
         service = blob_service_client(
             connection_string=settings.storage_connection_string,
@@ -94,7 +92,7 @@ def run_job(
         report.fail(f"unexpected error: {type(exc).__name__}: {str(exc)[:300]}")
     else:
         report.finish()
-    report.redact(secrets)
+    report.redact()
     _save(report, results)
     record_run(report, time.monotonic() - started)
     return report
@@ -365,6 +363,7 @@ def _save(report: RunReport, results: ResultsStore | None) -> None:
         except StorageError as exc:
             reason = f"the report could not be saved: {exc}"
             report.fail(f"{report.reason}; {reason}" if report.reason else reason)
+            report.redact()
     log.info("run report:\n%s", report.to_json())
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from enum import Enum
+
+from shared.redaction import redact
 
 
 class Mode(str, Enum):
@@ -109,17 +111,13 @@ class RunReport:
             if model.status is ModelStatus.PENDING:
                 model.fail(f"not finished: {reason}")
 
-    def redact(self, secrets: tuple[str, ...]) -> None:
-        """Blank out any secret that slipped into a message, before the report leaves the process."""
-        def clean(text: str | None) -> str | None:
-            for secret in secrets:
-                if text and secret:
-                    text = text.replace(secret, "***")
-            return text
-
-        self.reason = clean(self.reason)
-        for model in self.models:
-            model.error = clean(model.error)
+    def redact(self) -> None:
+        """Redact every text in the report (see shared.redaction), before the report leaves the process."""
+        for item in (self, *self.models):
+            for spec in fields(item):
+                value = getattr(item, spec.name)
+                if type(value) is str:  # not the str-valued enums
+                    setattr(item, spec.name, redact(value))
 
     def to_json(self) -> str:
         """The report as JSON (enums as their values)."""
