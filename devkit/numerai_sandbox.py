@@ -221,6 +221,10 @@ class SandboxFaults:
     download_status: dataset GETs answer this HTTP status.
     truncate_download: dataset GETs announce the full length, send half, then close.
     delay_seconds: every request waits this long before it is answered.
+    graphql_error_echoing_auth: when N > 0, the next GraphQL POST that carries an
+        ``Authorization`` header answers HTTP 200 with an error that echoes the header,
+        its secret key cut to N characters, both as received and URL-encoded, as an API
+        error once did with 26 characters of a real key (one-shot).
     """
 
     api_5xx: int = 0
@@ -235,6 +239,7 @@ class SandboxFaults:
     download_status: int | None = None
     truncate_download: bool = False
     delay_seconds: float = 0.0
+    graphql_error_echoing_auth: int = 0
 
     def reset(self) -> None:
         """Clear every fault."""
@@ -420,6 +425,16 @@ class NumeraiSandbox:
             message, faults.graphql_error = faults.graphql_error, None
             return False, message
 
+    def _take_echo_fault(self, authorization: str | None) -> str | None:
+        """The Authorization header cut as `faults.graphql_error_echoing_auth` says, once; else None."""
+        with self._lock:
+            keep = self.faults.graphql_error_echoing_auth
+            if keep <= 0 or authorization is None:
+                return None
+            self.faults.graphql_error_echoing_auth = 0
+        token, _, secret_key = authorization.partition("$")
+        return f"{token}${secret_key[:keep]}"
+
     def _answer_graphql(
         self, raw_body: bytes, authorization: str | None
     ) -> tuple[int, dict[str, Any] | None]:
@@ -438,6 +453,10 @@ class NumeraiSandbox:
             return HTTPStatus.OK, _errors(injected_error)
         if root == "submissions" and self.faults.submissions_status is not None:
             return self.faults.submissions_status, None
+        echoed = self._take_echo_fault(authorization)
+        if echoed is not None:
+            return HTTPStatus.OK, _errors(f"invalid token in header Authorization: {echoed} "
+                                          f"(received Authorization={quote(echoed, safe='')})")
         result = graphql_sync(
             _SCHEMA,
             query,

@@ -38,6 +38,12 @@ T = TypeVar("T")
 # Words Numerai uses when it refuses the keys; matched loosely on purpose.
 _AUTH_WORDS = ("authenticat", "api key", "api_key", "token", "permission", "unauthori")
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+# The Authorization header's value, "Token <public id>$<secret key>", as written or
+# URL-encoded: an API error has echoed it. Cut out of every message, whatever the
+# redaction of logs and reports knows.
+_ECHOED_TOKEN = re.compile(r"(Token(?:\s+|%20|\+))[^\s\"',;()]*(?:\$|%24)[^\s\"',;()]*", re.IGNORECASE)
+# A presigned URL's query (X-Amz-Signature, X-Amz-Security-Token) is a credential for the file.
+_URL_QUERY = re.compile(r"(https?://[^\s?#]+)\?[^\s#]*")
 
 _ROUND_QUERY = """
     query($tournament: Int!) {
@@ -279,7 +285,7 @@ def _reason(exc: BaseException) -> str:
         return "could not connect"
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
         return "the connection broke off mid-transfer"
-    return str(exc)[:200] or type(exc).__name__
+    return _URL_QUERY.sub(r"\1", str(exc))[:200] or type(exc).__name__
 
 
 def _operation(query: str) -> str:
@@ -289,7 +295,7 @@ def _operation(query: str) -> str:
 
 
 def _graphql_error(operation: str, errors: list[dict]) -> NumeraiApiError:
-    message = "; ".join(str(e.get("message", e)) for e in errors)[:500]
+    message = _ECHOED_TOKEN.sub(r"\1***", "; ".join(str(e.get("message", e)) for e in errors))[:500]
     if any(word in message.lower() for word in _AUTH_WORDS):
         return NumeraiApiError(
             f"Numerai refused the API keys (NUMERAI_PUBLIC_ID / NUMERAI_SECRET_KEY) for "

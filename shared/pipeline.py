@@ -105,12 +105,10 @@ def run_job(
     started = time.monotonic()
     report = RunReport(run_id=_new_run_id(mode), mode=mode, started_at=utc_now(), past_due=past_due)
     results: ResultsStore | None = None
-    secrets: tuple[str, ...] = ()
     if past_due:
         log.warning("the timer is past due; running now")
     try:
         settings = load_settings(environ)
-        secrets = settings.secrets
         report.data_version = settings.data_version
         service = _service(settings)
         results = ResultsStore(service, settings.results_container)
@@ -127,7 +125,7 @@ def run_job(
         report.fail(_unexpected(exc))
     else:
         report.finish()
-    report.redact(secrets)
+    report.redact()
     _save(report, results)
     record_run(report, time.monotonic() - started)
     return report
@@ -141,15 +139,13 @@ def report_unexpected(mode: Mode, exc: Exception, environ: Mapping[str, str] | N
     report = RunReport(run_id=_new_run_id(mode), mode=mode, started_at=utc_now())
     report.fail(_unexpected(exc))
     results: ResultsStore | None = None
-    secrets: tuple[str, ...] = ()
     try:
         settings = load_settings(environ)
-        secrets = settings.secrets
         results = ResultsStore(_service(settings), settings.results_container)
     except Exception as error:  # the report is all that is left to give; it must not be lost
         log.exception("the report of run %s cannot be saved", report.run_id)
         report.fail(f"{report.reason}; the report could not be saved: {_unexpected(error)}")
-    report.redact(secrets)
+    report.redact()
     _save(report, results)
     return report
 
@@ -446,6 +442,7 @@ def _save(report: RunReport, results: ResultsStore | None) -> None:
         except StorageError as exc:
             reason = f"the report could not be saved: {exc}"
             report.fail(f"{report.reason}; {reason}" if report.reason else reason)
+            report.redact()
     log.info("run report:\n%s", report.to_json())
 
 

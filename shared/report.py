@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from enum import Enum
 
+from shared.redaction import redact
+
 # Any message of ours fits; the bound keeps an input (a huge file name, say) from making a report large.
 MAX_TEXT_CHARS = 2000
-_CUT_NOTE = re.compile(r"… \(\d+ characters cut\)")
 
 
 class Mode(str, Enum):
@@ -125,18 +125,15 @@ class RunReport:
             if model.status is ModelStatus.PENDING:
                 model.fail(f"not finished: {reason}")
 
-    def redact(self, secrets: tuple[str, ...]) -> None:
-        """Blank out any secret that slipped into a message, before the report leaves the process."""
-        def clean(text: str | None) -> str | None:
-            for secret in secrets:
-                if text and secret:
-                    text = text.replace(secret, "***")
-            return text and _redact_cut_secrets(text, secrets)
-
-        self.reason = clean(self.reason)
-        for model in self.models:
-            model.error = clean(model.error)
-            model.warnings = [clean(w) or "" for w in model.warnings]
+    def redact(self) -> None:
+        """Redact every text in the report (see shared.redaction), before the report leaves the process."""
+        for item in (self, *self.models):
+            for spec in fields(item):
+                value = getattr(item, spec.name)
+                if type(value) is str:  # not the str-valued enums
+                    setattr(item, spec.name, redact(value))
+                elif isinstance(value, list) and all(type(text) is str for text in value):
+                    setattr(item, spec.name, [redact(text) for text in value])
 
     def to_json(self) -> str:
         """The report as JSON (enums as their values)."""
@@ -171,18 +168,6 @@ def cut(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}… ({len(text) - limit} characters cut)"
-
-
-def _redact_cut_secrets(text: str, secrets: tuple[str, ...]) -> str:
-    """Blank the start of a secret that a cut split, which a whole-secret search cannot find."""
-    for note in reversed(list(_CUT_NOTE.finditer(text))):
-        head, tail = text[:note.start()], text[note.start():]
-        for secret in filter(None, secrets):
-            kept = next((n for n in range(len(secret) - 1, 0, -1) if head.endswith(secret[:n])), 0)
-            if kept:
-                head = head[:-kept] + "***"
-        text = head + tail
-    return text
 
 
 def utc_now() -> str:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import SettingsError
+from shared.redaction import KEY_VAULT_REFERENCE, connection_string_secrets, register
 from shared.worker.supervisor import WorkerLimits, default_memory_limit_mb
 
-KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
 # Rows per batch: enough to keep the frameworks busy, small beside any model.
 DEFAULT_BATCH_ROWS = 2000
 
@@ -59,8 +59,13 @@ class Settings:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """The secret values, for scrubbing them from anything that leaves the process."""
-        values = (self.numerai_public_id, self.numerai_secret_key, self.storage_connection_string)
+        """The secret values, for redacting them from anything that leaves the process.
+
+        Of the connection string only its key or signature: the account name and
+        endpoints are what its errors need to name.
+        """
+        values = (self.numerai_public_id, self.numerai_secret_key,
+                  *connection_string_secrets(self.storage_connection_string))
         return tuple(v for v in values if v)
 
 
@@ -68,7 +73,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and check the settings; raise SettingsError naming the setting at fault."""
     env = _Reader(os.environ if environ is None else environ)
     defaults = Settings("", "")
-    return Settings(
+    settings = Settings(
         numerai_public_id=env.required("NUMERAI_PUBLIC_ID"),
         numerai_secret_key=env.required("NUMERAI_SECRET_KEY"),
         data_version=env.text("NUMERAI_DATA_VERSION", defaults.data_version),
@@ -93,6 +98,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_parallel_models=int(env.number("MAX_PARALLEL_MODELS", defaults.max_parallel_models, minimum=1)),
         work_dir=Path(env.text("WORK_DIR", str(defaults.work_dir))),
     )
+    register(*settings.secrets)  # `environ` may hold secrets that os.environ did not
+    return settings
 
 
 class _Reader:

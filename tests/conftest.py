@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import numerapi.base_api
 import pytest
@@ -22,6 +23,9 @@ from devkit.synthetic import SyntheticRound, write_round
 from tests.support import TEST_PLAN, reports
 
 SECRETS = (FAKE_PUBLIC_ID, FAKE_SECRET_KEY, ACCOUNT_KEY)
+# The shortest piece of a secret that must never appear: shared/redaction.py's
+# minimum, restated rather than imported so that this check cannot share a bug with it.
+FRAGMENT = 8
 ROWS = 503  # not a multiple of any batch size the tests use
 FEATURES = 60
 
@@ -88,7 +92,8 @@ def no_secret_anywhere(
     request: pytest.FixtureRequest, deployed: LocalStack, caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
 ) -> Iterator[list[str]]:
-    """After each row: no secret in the logs (at DEBUG), the console, the reports or raised errors."""
+    """After each row: no secret, nor any piece of one, in the logs (at DEBUG), the console, the
+    reports or raised errors."""
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="azure")  # quieted elsewhere; here every header counts
     texts: list[str] = []  # rows add what they caught: exception messages, HTTP bodies
@@ -97,8 +102,16 @@ def no_secret_anywhere(
     # caplog.text holds only the current phase (teardown); the test's records are kept by phase.
     logged = [caplog.handler.format(r) for when in ("setup", "call") for r in caplog.get_records(when)]
     everything = [*logged, captured.out, captured.err, *texts, *map(json.dumps, _reports_if_any(deployed))]
-    for secret in SECRETS:
-        assert not any(secret in text for text in everything), f"a secret leaked in {request.node.name}"
+    found = "\0".join(everything)  # no fragment holds a NUL, so none spans two texts
+    for fragment in secret_fragments(SECRETS):
+        at = found.find(fragment)
+        assert at < 0, f"a piece of a secret leaked in {request.node.name}: ...{found[max(at - 80, 0):at + 80]!r}..."
+
+
+def secret_fragments(secrets: tuple[str, ...]) -> list[str]:
+    """Every FRAGMENT-character piece of each secret, as written and URL-encoded."""
+    forms = {form for secret in secrets for form in (secret, quote(secret, safe=""))}
+    return sorted({form[i:i + FRAGMENT] for form in forms for i in range(len(form) - FRAGMENT + 1)})
 
 
 def _reports_if_any(stack: LocalStack) -> list[dict]:

@@ -21,16 +21,17 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from devkit.azurite import free_port
+from devkit.azurite import ACCOUNT_KEY, free_port
 from devkit.example_models import write_onnx_linear, write_onnx_stump
 from devkit.fault_proxy import FaultProxy
-from devkit.local_stack import LocalStack
+from devkit.local_stack import FAKE_SECRET_KEY, LocalStack
 from devkit.synthetic import SyntheticRound, write_round
 from shared.jobs import RunFailed
 from shared.report import RunReport
@@ -533,3 +534,49 @@ def test_an_onnx_model_of_open_width_is_checked_or_reported_unchecked(
     assert line(report, "made_for_ten")["warnings"] == []
     assert f"warning: {warning}" in RunReport.from_json(json.dumps(report)).summary()
     assert [s.model_name for s in deployed.sandbox.submissions] == ["stump"]
+
+
+# --- Secrets never leave (issue #9, fault 11) ---------------------------------------
+
+
+def test_an_api_error_echoing_the_auth_header_fails_the_run_without_the_key(
+    deployed: LocalStack, no_secret_anywhere: list[str]
+) -> None:
+    # 20 of the fake key's 24 characters: a piece of it, as a real error once held 26 of 64.
+    deployed.sandbox.faults.graphql_error_echoing_auth = 20
+    message = failed_run(no_secret_anywhere)
+    assert "Numerai refused the API keys (NUMERAI_PUBLIC_ID / NUMERAI_SECRET_KEY) for account" in message
+    assert "invalid token in header Authorization: Token ***" in message
+    report = reports(deployed)[-1]
+    assert report["status"] == "failed" and FAKE_SECRET_KEY[:20] not in json.dumps(report)
+    assert uploads(deployed) == []
+
+
+def test_a_model_error_carrying_pieces_of_the_keys_is_redacted_in_report_and_log(
+    deployed: LocalStack, tmp_path: Path, caplog: pytest.LogCaptureFixture, no_secret_anywhere: list[str]
+) -> None:
+    import cloudpickle
+
+    endpoint = f"http://127.0.0.1:{deployed.azurite.port}/devstoreaccount1"
+    leak = (f"BlobEndpoint={endpoint};AccountKey={ACCOUNT_KEY[:30]} "
+            f"(sent as {quote(ACCOUNT_KEY[50:], safe='')}) with key {FAKE_SECRET_KEY[2:22]}")
+
+    def leaky(live_features, live_benchmark_models=None):
+        raise ConnectionError(f"could not open {leak}")
+
+    (tmp_path / "leaky.pkl").write_bytes(cloudpickle.dumps(leaky))
+    entries = [
+        {"name": "leaky_model", "file": "leaky.pkl", "format": "numerai_pickle", "trust_pickle": True},
+        {"name": "demo_onnx", "file": "demo_onnx.onnx", "format": "onnx", "features": "small"},
+    ]
+    container = deployed.blob_service.get_container_client(deployed.models_container)
+    container.upload_blob("models.json", json.dumps({"models": entries}), overwrite=True)
+    container.upload_blob("leaky.pkl", (tmp_path / "leaky.pkl").read_bytes(), overwrite=True)
+    deployed.sandbox.models["leaky_model"] = "leaky_model-id"
+
+    failed_run(no_secret_anywhere)
+    readable = f"model 'leaky_model': ConnectionError: could not open BlobEndpoint={endpoint};AccountKey=***"
+    assert line(reports(deployed)[-1], "leaky_model")["error"].startswith(readable)
+    relayed = [r.getMessage() for r in caplog.records if "last lines of its worker's log" in r.getMessage()]
+    assert len(relayed) == 1 and readable in relayed[0]
+    assert [s.model_name for s in deployed.sandbox.submissions] == ["demo_onnx"]
