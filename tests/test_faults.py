@@ -169,7 +169,9 @@ def test_a_live_file_that_is_not_parquet_fails_the_run(deployed: LocalStack, tmp
     garbage.write_bytes(b"<html>Service temporarily unavailable</html>")
     deployed.sandbox.add_dataset("v5.3/live.parquet", garbage)
     message = failed_run(no_secret_anywhere)
-    assert "live.parquet (v5.3): not a readable parquet file" in message
+    # Refused as it arrives, before any worker reads it.
+    assert ("download of v5.3/live.parquet failed: not a readable parquet file "
+            "(it starts with b'<htm', not PAR1)") in message
     assert uploads(deployed) == []
 
 
