@@ -106,7 +106,7 @@ class RetryPolicy:
 
     attempts: int = 4
     delay_seconds: float = 2.0
-    timeout_seconds: float = 60.0
+    timeout_seconds: float = 60.0  # an API try's whole answer; one read of an upload or download
 
     def run(self, what: str, call: Callable[[], T], transient: Callable[[Exception], bool]) -> T:
         """Call `call`, retrying transient failures with exponential backoff."""
