@@ -33,10 +33,11 @@ Behaviour worth knowing:
   submissions; they just cannot be staked) and are recorded against the current round.
 * ``listDatasets`` and ``dataset`` ignore the ``round`` argument: one set of files is
   served for every round.
-* Downloads honour ``Range: bytes=N-``, because numerapi resumes an interrupted download
-  from its ``.temp`` file with exactly that header.
-* Faults (5xx answers, GraphQL errors, failed PUTs and downloads, delays) are set through
-  ``sandbox.faults``; see `SandboxFaults`.
+* Downloads honour ``Range: bytes=N-``, because the app (like numerapi) resumes an
+  interrupted download with exactly that header.
+* Faults (5xx answers, GraphQL errors, failed PUTs and downloads, delays, answers that
+  trickle or are oversized, an ignored ``Range``) are set through ``sandbox.faults``;
+  see `SandboxFaults`.
 
 Run by hand: ``python -m devkit.numerai_sandbox --data-dir DIR --version v5.3`` prints the
 URL on stdout and logs the credentials and model ids.
@@ -45,6 +46,7 @@ URL on stdout and logs the credentials and model ids.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import secrets
@@ -85,6 +87,7 @@ FILES_PATH = "/files/"
 UPLOADS_PATH = "/uploads/"
 _COPY_CHUNK_BYTES = 1024 * 1024
 _POLL_INTERVAL_SECONDS = 0.05
+_TRICKLE_INTERVAL_SECONDS = 0.1
 
 SCHEMA_SDL = """
 type Query {
@@ -225,6 +228,16 @@ class SandboxFaults:
         ``Authorization`` header answers HTTP 200 with an error that echoes the header,
         its secret key cut to N characters, both as received and URL-encoded, as an API
         error once did with 26 characters of a real key (one-shot).
+    trickle_graphql_seconds: GraphQL answers arrive in small pieces spread over this
+        long; each piece comes within a tenth of a second, so no single socket read
+        times out, yet the whole answer takes this long.
+    trickle_download_seconds: the same for dataset GETs.
+    ignore_range: dataset GETs answer 200 with the whole file, whatever ``Range`` asks
+        (HTTP allows it; a client that appends the answer to its partial file is wrong).
+    pad_graphql_bytes: GraphQL answers are padded with spaces (still valid JSON) to
+        this many bytes.
+    graphql_without_length: GraphQL answers carry no Content-Length and end when the
+        connection closes, as a chunked answer would: only the bytes read tell the size.
     """
 
     api_5xx: int = 0
@@ -240,6 +253,11 @@ class SandboxFaults:
     truncate_download: bool = False
     delay_seconds: float = 0.0
     graphql_error_echoing_auth: int = 0
+    trickle_graphql_seconds: float = 0.0
+    trickle_download_seconds: float = 0.0
+    ignore_range: bool = False
+    pad_graphql_bytes: int = 0
+    graphql_without_length: bool = False
 
     def reset(self) -> None:
         """Clear every fault."""
@@ -682,7 +700,7 @@ def _root_fields(query: str) -> str:
 
 
 def _range_start(header: str | None, size: int) -> int:
-    """The offset of a ``bytes=N-`` range (the only form numerapi sends); 0 otherwise.
+    """The offset of a ``bytes=N-`` range (the only form the app and numerapi send); 0 otherwise.
 
     Other forms are answered with the whole file, which HTTP allows.
     """
@@ -730,7 +748,7 @@ class _Handler(BaseHTTPRequestHandler):
         if payload is None:
             self._send(status)
         else:
-            self._send(status, json.dumps(payload).encode(), "application/json")
+            self._send_graphql(status, json.dumps(payload).encode())
 
     def do_GET(self) -> None:  # noqa: N802 - name fixed by BaseHTTPRequestHandler
         sandbox = self.server.sandbox
@@ -747,7 +765,7 @@ class _Handler(BaseHTTPRequestHandler):
         if dataset is None:
             self._send(HTTPStatus.NOT_FOUND)
             return
-        self._send_file(dataset, truncate=sandbox.faults.truncate_download)
+        self._send_file(dataset, sandbox.faults)
 
     def do_PUT(self) -> None:  # noqa: N802 - name fixed by BaseHTTPRequestHandler
         body = self._read_body()
@@ -771,9 +789,38 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             log.debug("the client left before its answer (%s %s)", self.command, self.path)
 
-    def _send_file(self, path: Path, *, truncate: bool) -> None:
+    def _send_graphql(self, status: int, body: bytes) -> None:
+        faults = self.server.sandbox.faults
+        body = body.ljust(faults.pad_graphql_bytes)  # JSON allows trailing spaces
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            if not faults.graphql_without_length:
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+        except (BrokenPipeError, ConnectionResetError):
+            log.debug("the client hung up on %s", self.path)
+            return
+        self._write_quietly(body, faults.trickle_graphql_seconds)
+
+    def _write_quietly(self, body: bytes, seconds: float) -> None:
+        """Write `body`, spread over `seconds`; stop quietly if the client hangs up.
+
+        Clients under test hang up on purpose (too slow, too big); a traceback from the
+        server thread for each of those would only bury the test's own output.
+        """
+        pieces = max(1, min(len(body), int(seconds / _TRICKLE_INTERVAL_SECONDS)))
+        cuts = [len(body) * index // pieces for index in range(pieces + 1)]
+        try:
+            for start, end in itertools.pairwise(cuts):
+                time.sleep(seconds / pieces)
+                self.wfile.write(body[start:end])
+        except (BrokenPipeError, ConnectionResetError):
+            log.debug("the client hung up on %s", self.path)
+
+    def _send_file(self, path: Path, faults: SandboxFaults) -> None:
         size = path.stat().st_size
-        start = _range_start(self.headers.get("Range"), size)
+        start = 0 if faults.ignore_range else _range_start(self.headers.get("Range"), size)
         length = size - start
         self.send_response(HTTPStatus.PARTIAL_CONTENT if start else HTTPStatus.OK)
         self.send_header("Content-Type", "application/octet-stream")
@@ -781,11 +828,15 @@ class _Handler(BaseHTTPRequestHandler):
         if start:
             self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
         self.end_headers()
+        # A truncated answer still announced the full length, so the client sees the
+        # connection close early, as with a dropped transfer.
+        count = length // 2 if faults.truncate_download else length
         with path.open("rb") as source:
             source.seek(start)
-            # A truncated answer still announced the full length, so the client sees the
-            # connection close early, as with a dropped transfer.
-            _copy(source, self.wfile, length // 2 if truncate else length)
+            if faults.trickle_download_seconds > 0:
+                self._write_quietly(source.read(count), faults.trickle_download_seconds)
+            else:
+                _copy(source, self.wfile, count)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
         log.debug("%s " + format, self.address_string(), *args)

@@ -3,22 +3,35 @@
 numerapi sends every GraphQL request through `Api.raw_query`, which sets no
 timeout, retries only 5xx, and turns other failures into `{}` (the caller then
 dies with `KeyError: 'data'`). `_DependableNumerAPI` overrides that one method:
-numerapi keeps writing the queries, and each one now has a timeout, retries
-with backoff on connection errors, timeouts and 5xx, and raises our own
-errors in words a user understands. GraphQL errors (bad keys, unknown model)
-are not retried: asking again cannot fix them.
+numerapi keeps writing the queries, and each one now has a deadline for its
+whole answer and a size limit, retries with backoff on connection errors,
+timeouts and 5xx, and raises our own errors in words a user understands.
+GraphQL errors (bad keys, unknown model) are not retried: asking again cannot
+fix them.
+
+requests' timeout bounds each socket read, not an answer: a server that sends a
+byte at a time holds a run for as long as it likes. So answers are streamed and
+cut off when their deadline passes.
+
+numerapi's `download_dataset` retries nothing in time (600 s per read, for as
+long as bytes come), appends a resumed download to its partial file even when
+the server sent the whole file again, and checks nothing. `NumeraiClient.download`
+asks for the URL with numerapi's query and fetches the file itself.
 
 numerapi also never checks the status of the presigned PUT that carries the
-predictions, so `submit` does the upload itself and confirms the submission
-through the API before anyone records it.
+predictions, and retries `create_submission` like any query, although asking
+twice submits twice. So `upload` does the upload itself, `create_submission`
+asks exactly once, and `find_submission` tells whether Numerai has an upload
+(shared/submitter.py puts the three together, exactly once).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,8 +40,9 @@ from typing import Any, TypeVar
 import numerapi
 import numerapi.base_api
 import requests
+import urllib3
 
-from shared.errors import NumeraiApiError, NumeraiUnanswered, UploadError
+from shared.errors import DataError, NumeraiApiError, NumeraiUnanswered, UploadError
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,6 +58,19 @@ _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 _ECHOED_TOKEN = re.compile(r"(Token(?:\s+|%20|\+))[^\s\"',;()]*(?:\$|%24)[^\s\"',;()]*", re.IGNORECASE)
 # A presigned URL's query (X-Amz-Signature, X-Amz-Security-Token) is a credential for the file.
 _URL_QUERY = re.compile(r"(https?://[^\s?#]+)\?[^\s#]*")
+# The largest answer the API may send. Real answers are kilobytes (a model's whole
+# round history, the largest numerapi asks for, stays well under a megabyte); this is
+# far above them yet refuses a runaway answer before it costs memory: the answer is
+# held whole to parse it, and a 400 MB answer once took 1.4 GB.
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
+_READ_BYTES = 64 * 1024
+
+# The query numerapi's download_dataset sends for a file's URL (numerapi 3.1.1).
+_DATASET_QUERY = """
+    query ($filename: String! $round: Int $tournament: Int) {
+      dataset(filename: $filename round: $round tournament: $tournament)
+    }
+"""
 
 _ROUND_QUERY = """
     query($tournament: Int!) {
@@ -87,7 +114,7 @@ class RetryPolicy:
 
     attempts: int = 4
     delay_seconds: float = 2.0
-    timeout_seconds: float = 60.0
+    timeout_seconds: float = 60.0  # an API try's whole answer; one read of an upload or download
 
     def run(self, what: str, call: Callable[[], T], transient: Callable[[Exception], bool]) -> T:
         """Call `call`, retrying transient failures with exponential backoff."""
@@ -112,8 +139,47 @@ class _TransientHttpError(Exception):
         self.status = status
 
 
+class _NoAnswer(NumeraiUnanswered):
+    """One attempt got no usable answer (unreachable, too slow, 5xx): asking again may help.
+
+    Numerai may or may not have acted on the request.
+    """
+
+    def __init__(self, operation: str, reason: str) -> None:
+        super().__init__(f"Numerai API gave no answer to {operation} ({reason})")
+        self.reason = reason
+
+
+class _Overdue(Exception):
+    """An attempt's deadline passed before its answer was complete."""
+
+
+class _Restart(Exception):
+    """A resumed download's answer cannot be appended; the next try starts from byte 0."""
+
+
+class _Deadline:
+    """A point in time, set by a setting, by which something must be finished."""
+
+    def __init__(self, seconds: float, setting: str) -> None:
+        self.seconds = seconds
+        self.setting = setting
+        self._ends_at = time.monotonic() + seconds
+
+    def left(self) -> float:
+        """Seconds left; raises _Overdue if none are."""
+        left = self._ends_at - time.monotonic()
+        if left <= 0:
+            raise _Overdue(f"{self.setting} = {self.seconds:g} s")
+        return left
+
+    def passed(self) -> bool:
+        """Whether the deadline has passed."""
+        return time.monotonic() >= self._ends_at
+
+
 class _DependableNumerAPI(numerapi.NumerAPI):
-    """numerapi, with `raw_query` given a timeout, retries and typed errors."""
+    """numerapi, with `raw_query` given a deadline, a size limit, retries and typed errors."""
 
     def __init__(self, public_id: str, secret_key: str, policy: RetryPolicy) -> None:
         super().__init__(public_id=public_id, secret_key=secret_key, verbosity="warning",
@@ -125,38 +191,47 @@ class _DependableNumerAPI(numerapi.NumerAPI):
                   **_numerapi_retry_options: Any) -> dict:
         """Send one GraphQL request (numerapi's signature; its retry options are replaced)."""
         operation = _operation(query)
+        try:
+            return self._policy.run(f"Numerai API {operation}",
+                                    lambda: self._post_once(query, variables, authorization),
+                                    lambda exc: isinstance(exc, _NoAnswer))
+        except _NoAnswer as exc:
+            tries = f" after {self._policy.attempts} tries" if self._policy.attempts > 1 else ""
+            raise NumeraiUnanswered(
+                f"Numerai API did not answer {operation}{tries} (last: {exc.reason})"
+            ) from None
+
+    def _post_once(self, query: str, variables: dict | None = None, authorization: bool = False) -> dict:
+        """Send a GraphQL request exactly once and return its answer, which has `data`.
+
+        The whole answer must arrive within NUMERAI_TIMEOUT_SECONDS and fit MAX_ANSWER_BYTES.
+        Raises _NoAnswer when asking again may help (and Numerai may have acted on the
+        request), NumeraiApiError when it cannot.
+        """
+        operation = _operation(query)
         headers = {"Content-type": "application/json", "Accept": "application/json"}
         if authorization:
             public_id, secret_key = self.token
             headers["Authorization"] = f"Token {public_id}${secret_key}"
+        # Read on every call, as numerapi does, so a sandbox URL set later applies.
+        url = numerapi.base_api.API_TOURNAMENT_URL
         body = {"query": query, "variables": variables}
-
-        def post() -> dict:
-            # Read on every call, as numerapi does, so a sandbox URL set later applies.
-            response = self._session.post(numerapi.base_api.API_TOURNAMENT_URL, json=body,
-                                          headers=headers, timeout=self._policy.timeout_seconds)
-            if response.status_code in _TRANSIENT_STATUS:
-                raise _TransientHttpError(response.status_code)
-            if response.status_code >= 400:
-                raise NumeraiApiError(f"Numerai API answered HTTP {response.status_code} to {operation}")
-            try:
-                return response.json()
-            except ValueError:
-                # A proxy's error page, say: the API itself may have acted on the request.
-                raise NumeraiUnanswered(f"Numerai API sent a reply to {operation} that is not JSON") from None
-
+        deadline = _Deadline(self._policy.timeout_seconds, "NUMERAI_TIMEOUT_SECONDS")
         try:
-            result = self._policy.run(f"Numerai API {operation}", post, _is_transient)
+            with self._session.post(url, json=body, headers=headers, timeout=deadline.left(),
+                                    stream=True) as response:
+                if response.status_code in _TRANSIENT_STATUS:
+                    raise _TransientHttpError(response.status_code)
+                if response.status_code >= 400:
+                    raise NumeraiApiError(f"Numerai API answered HTTP {response.status_code} to {operation}")
+                answer = _read_answer(response, deadline, operation)
+        except _Overdue as exc:
+            raise _NoAnswer(operation, f"the answer took longer than {exc}") from None
         except (requests.RequestException, _TransientHttpError) as exc:
-            tries = f" after {self._policy.attempts} tries" if self._policy.attempts > 1 else ""
-            raise NumeraiUnanswered(
-                f"Numerai API did not answer {operation}{tries} (last: {_reason(exc)})"
-            ) from None
-        if result.get("errors"):
-            raise _graphql_error(operation, result["errors"])
-        if not isinstance(result.get("data"), dict):
-            raise NumeraiApiError(f"Numerai API sent no data for {operation}")
-        return result
+            if not _is_transient(exc):
+                raise NumeraiApiError(f"Numerai API could not be asked {operation}: {_reason(exc)}") from None
+            raise _NoAnswer(operation, _reason(exc)) from None
+        return _checked_answer(operation, answer)
 
 
 class NumeraiClient:
@@ -175,6 +250,8 @@ class NumeraiClient:
         self._api_once = _DependableNumerAPI(settings.numerai_public_id, settings.numerai_secret_key,
                                              replace(self._policy, attempts=1))
         self._data_version = settings.data_version
+        self._download_seconds = settings.numerai_download_timeout_seconds
+        self._downloads = requests.Session()  # never carries the API keys
 
     def current_round(self) -> RoundInfo | None:
         """The current round, or None when Numerai reports none."""
@@ -195,21 +272,20 @@ class NumeraiClient:
         return self._api.get_models()
 
     def download(self, filename: str, directory: Path, round_number: int) -> Path:
-        """Download `<data version>/<filename>` of the round into `directory` (which must be new).
+        """Download `<data version>/<filename>` of the round into `directory` and check it.
 
-        numerapi skips a file that already exists with the same size, so each run
-        downloads into a folder of its own.
+        Every try of the file together gets NUMERAI_DOWNLOAD_TIMEOUT_SECONDS. The file
+        appears under its name only once it is complete and, for parquet and JSON, well
+        formed; until then it is `<filename>.partial`.
         """
-        destination = directory / filename
         dataset = f"{self._data_version}/{filename}"
-
-        def fetch() -> str:
-            return self._api.download_dataset(dataset, str(destination), round_num=round_number)
-
-        try:
-            return Path(self._policy.run(f"download of {dataset}", fetch, _is_transient))
-        except requests.RequestException as exc:
-            raise NumeraiApiError(f"download of {dataset} failed: {_reason(exc)}") from None
+        url = self._api.raw_query(
+            _DATASET_QUERY, {"filename": dataset, "round": round_number, "tournament": self._api.tournament_id}
+        )["data"]["dataset"]
+        download = _Download(self._downloads, url, directory / filename, dataset,
+                             _Deadline(self._download_seconds, "NUMERAI_DOWNLOAD_TIMEOUT_SECONDS"),
+                             read_seconds=self._policy.timeout_seconds)
+        return download.run(self._policy)
 
     def upload(self, model_name: str, model_id: str, csv_path: Path) -> str:
         """Upload a predictions CSV for a model; return the filename Numerai gave the upload.
@@ -271,14 +347,215 @@ class NumeraiClient:
             ) from None
 
 
+class _Download:
+    """One dataset file fetched into `destination`: resumed where the server allows, checked
+    before it takes its name."""
+
+    def __init__(self, session: requests.Session, url: str, destination: Path, dataset: str,
+                 deadline: _Deadline, read_seconds: float) -> None:
+        self._session = session
+        self._url = url
+        self._destination = destination
+        self._partial = destination.with_name(destination.name + ".partial")
+        self._dataset = dataset
+        self._deadline = deadline
+        self._read_seconds = read_seconds
+        self._total: int | None = None  # the file's size, as the server announced it
+
+    def run(self, policy: RetryPolicy) -> Path:
+        """Fetch, retrying transient failures while time is left; check; rename into place."""
+        try:
+            policy.run(f"download of {self._dataset}", self._try_once,
+                       lambda exc: _is_transient(exc) and not self._deadline.passed())
+            self._check()
+        except (_Overdue, requests.RequestException, _TransientHttpError, _Restart) as exc:
+            arrived = self._size()
+            self._partial.unlink(missing_ok=True)
+            if isinstance(exc, _Overdue) or self._deadline.passed():
+                raise NumeraiApiError(
+                    f"download of {self._dataset} failed: not complete after {self._deadline.setting} = "
+                    f"{self._deadline.seconds:g} s ({arrived} of {self._total or 'unknown'} bytes arrived)"
+                ) from None
+            if not _is_transient(exc):
+                raise NumeraiApiError(f"download of {self._dataset} failed: {_reason(exc)}") from None
+            raise NumeraiApiError(
+                f"download of {self._dataset} failed after {policy.attempts} tries (last: {_reason(exc)})"
+            ) from None
+        except Exception:
+            self._partial.unlink(missing_ok=True)
+            raise
+        self._partial.replace(self._destination)
+        return self._destination
+
+    def _try_once(self) -> None:
+        """One GET: resume the partial file if there is one, else start it."""
+        have = self._size()
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        timeout = min(self._read_seconds, self._deadline.left())
+        with self._session.get(self._url, headers=headers, stream=True, timeout=timeout) as response:
+            if response.status_code in _TRANSIENT_STATUS:
+                raise _TransientHttpError(response.status_code)
+            if response.status_code >= 400:
+                raise NumeraiApiError(f"download of {self._dataset} failed: HTTP {response.status_code}")
+            start, total = _placement(response)
+            if start != have or (have and total != self._total):
+                # A server may ignore Range and send the whole file (HTTP allows it), or
+                # the file may have changed: appending would corrupt it.
+                self._partial.unlink(missing_ok=True)
+                if start != 0:
+                    raise _Restart(f"asked for the file from byte {have}, the server sent "
+                                   f"{'an unusable range' if start is None else f'bytes from {start}'}")
+                log.info("download of %s: the server did not resume at byte %d; starting over",
+                         self._dataset, have)
+            self._total = total
+            with self._partial.open("ab" if start else "wb") as file:
+                for chunk in _chunks(response, self._deadline):
+                    file.write(chunk)
+
+    def _check(self) -> None:
+        """Refuse a file that is not whole: the wrong size, or not what its name says."""
+        size = self._size()
+        if self._total is not None and size != self._total:
+            raise DataError(f"download of {self._dataset} failed: {size} bytes arrived, "
+                            f"the server announced {self._total}")
+        check = _FORMAT_CHECKS.get(self._destination.suffix)
+        problem = check(self._partial) if check else None
+        if problem:
+            raise DataError(f"download of {self._dataset} failed: {problem}")
+
+    def _size(self) -> int:
+        return self._partial.stat().st_size if self._partial.exists() else 0
+
+
+def _placement(response: requests.Response) -> tuple[int | None, int | None]:
+    """(where the answer's bytes start in the file, the file's size), None where unknown.
+
+    A 206 that does not run to the end of the file cannot be used: its start is None.
+    """
+    if response.status_code != 206:
+        return 0, _content_length(response)
+    match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", response.headers.get("Content-Range", "").strip())
+    if match is None or int(match[2]) != int(match[3]) - 1:
+        return None, None
+    return int(match[1]), int(match[3])
+
+
+def _content_length(response: requests.Response) -> int | None:
+    try:
+        return int(response.headers["Content-Length"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _parquet_problem(path: Path) -> str | None:
+    """Why `path` cannot be a whole parquet file, judged from its ends; None if it may be.
+
+    A parquet file starts and ends with PAR1, and its last 8 bytes hold the footer's
+    length before that magic. Read here without pyarrow, which the run's process
+    never imports.
+    """
+    size = path.stat().st_size
+    if size < 12:
+        return f"not a readable parquet file ({size} bytes)"
+    with path.open("rb") as file:
+        head = file.read(4)
+        file.seek(-8, 2)
+        tail = file.read(8)
+    if head != b"PAR1":
+        return f"not a readable parquet file (it starts with {head!r}, not PAR1)"
+    if tail[4:] != b"PAR1":
+        return f"not a readable parquet file (it ends with {tail[4:]!r}, not PAR1)"
+    footer = int.from_bytes(tail[:4], "little")
+    if footer > size - 12:
+        return f"not a readable parquet file (its footer of {footer} bytes is larger than the file)"
+    return None
+
+
+def _json_problem(path: Path) -> str | None:
+    """Why `path` is not JSON; None if it parses."""
+    try:
+        json.loads(path.read_bytes())
+    except ValueError as exc:
+        return f"not valid JSON ({exc})"
+    return None
+
+
+_FORMAT_CHECKS: dict[str, Callable[[Path], str | None]] = {
+    ".parquet": _parquet_problem,
+    ".json": _json_problem,
+}
+
+
+def _chunks(response: requests.Response, deadline: _Deadline) -> Iterator[bytes]:
+    """The body of a streamed `response` as it arrives; raises _Overdue when `deadline` passes.
+
+    read1 returns what has arrived instead of waiting to fill a buffer, and each read
+    may wait only for the time left, so a trickle cannot outlast the deadline.
+    """
+    raw = response.raw
+    while True:
+        _wait_at_most(raw, deadline.left())
+        try:
+            chunk = raw.read1(_READ_BYTES)
+        except urllib3.exceptions.ReadTimeoutError:
+            deadline.left()  # a read cut short by the deadline is overdue, not a timeout
+            raise requests.ReadTimeout() from None
+        except urllib3.exceptions.ProtocolError as exc:
+            raise requests.exceptions.ChunkedEncodingError(exc) from None
+        if not chunk:
+            return
+        yield chunk
+
+
+def _wait_at_most(raw: urllib3.HTTPResponse, seconds: float) -> None:
+    # The socket keeps the read timeout requests gave it; lower it to the time left.
+    sock = getattr(raw.connection, "sock", None)
+    if sock is not None:
+        sock.settimeout(min(seconds, sock.gettimeout() or seconds))
+
+
+def _read_answer(response: requests.Response, deadline: _Deadline, operation: str) -> bytes:
+    """The whole body of an API answer, refused as soon as it is known to be too large."""
+    announced = _content_length(response)
+    if announced is not None and announced > MAX_ANSWER_BYTES:
+        raise NumeraiApiError(f"{_too_large(operation)} (it announced {announced} bytes); refused unread")
+    body = bytearray()
+    for chunk in _chunks(response, deadline):
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise NumeraiApiError(f"{_too_large(operation)} (it sent more); refused after reading "
+                                  f"{MAX_ANSWER_BYTES // (1024 * 1024)} MiB")
+    return bytes(body)
+
+
+def _too_large(operation: str) -> str:
+    return (f"Numerai API's answer to {operation} is over the {MAX_ANSWER_BYTES // (1024 * 1024)} MiB "
+            "limit for any answer")
+
+
+def _checked_answer(operation: str, body: bytes) -> dict:
+    """The answer as JSON, if it is a GraphQL answer with data and no errors."""
+    try:
+        result = json.loads(body)
+    except ValueError:
+        raise NumeraiApiError(f"Numerai API sent a reply to {operation} that is not JSON") from None
+    if not isinstance(result, dict):
+        raise NumeraiApiError(f"Numerai API sent a reply to {operation} that is not a JSON object")
+    if result.get("errors"):
+        raise _graphql_error(operation, result["errors"])
+    if not isinstance(result.get("data"), dict):
+        raise NumeraiApiError(f"Numerai API sent no data for {operation}")
+    return result
+
+
 def _is_transient(exc: Exception) -> bool:
-    if isinstance(exc, requests.HTTPError):  # raised by numerapi's download for 4xx and 5xx
-        return exc.response is not None and exc.response.status_code in _TRANSIENT_STATUS
-    return isinstance(exc, (requests.ConnectionError, requests.Timeout, _TransientHttpError,
+    return isinstance(exc, (requests.ConnectionError, requests.Timeout, _TransientHttpError, _Restart,
                             requests.exceptions.ChunkedEncodingError))
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, _NoAnswer):
+        return exc.reason
     if isinstance(exc, requests.Timeout):
         return "timed out"
     if isinstance(exc, requests.ConnectionError):

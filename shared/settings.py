@@ -30,6 +30,9 @@ class Settings:
     data_version: str = "v5.3"
     numerai_api_url: str | None = None
     numerai_timeout_seconds: float = 60.0
+    # For all tries of one file: a run downloads at most three, so even when each takes
+    # all of it, half of the Functions timeout (30 min, host.json) is left for the models.
+    numerai_download_timeout_seconds: float = 300.0
     numerai_retries: int = 4
     numerai_retry_delay_seconds: float = 2.0
     force_resubmit: bool = False
@@ -79,6 +82,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         data_version=env.text("NUMERAI_DATA_VERSION", defaults.data_version),
         numerai_api_url=env.optional("NUMERAI_API_URL"),
         numerai_timeout_seconds=env.number("NUMERAI_TIMEOUT_SECONDS", defaults.numerai_timeout_seconds),
+        numerai_download_timeout_seconds=env.number(
+            "NUMERAI_DOWNLOAD_TIMEOUT_SECONDS", defaults.numerai_download_timeout_seconds
+        ),
         numerai_retries=int(env.number("NUMERAI_RETRIES", defaults.numerai_retries, minimum=1)),
         numerai_retry_delay_seconds=env.number(
             "NUMERAI_RETRY_DELAY_SECONDS", defaults.numerai_retry_delay_seconds, minimum=0

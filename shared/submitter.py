@@ -8,9 +8,10 @@ stop after:
 2. write an intent (round, model, that filename) beside the ledger;
 3. confirm that this run still holds the run lock;
 4. call `create_submission` once, never retried;
-5. an id comes back: record it in the ledger. Numerai refuses: nothing exists.
-   No answer (a timeout, a 5xx, a broken connection): look for the filename among
-   the model's submissions; listed means it exists, and is recorded;
+5. an id comes back: record it in the ledger. Any failure (no answer, a 5xx, a
+   refusal): look for the filename among the model's submissions; listed means
+   it exists, and is recorded; not listed after a refusal means none exists;
+   not listed after no answer stays unknown, with the intent kept for the next run;
 6. clear the intent.
 
 A run that finds an intent without a ledger entry (its predecessor stopped
@@ -100,30 +101,32 @@ class Submitter:
         self.confirm_lock()
         try:
             submission_id = self.numerai.create_submission(model_id, filename)
-        except NumeraiUnanswered as exc:
-            return self._after_no_answer(model_name, model_id, filename, exc)
         except NumeraiApiError as exc:
-            self._forget(model_name)
-            return SubmitResult(SubmissionState.NONE, error=_about(model_name, exc))
+            return self._after_failure(model_name, model_id, filename, exc)
         return self._after_created(model_name, model_id, filename, submission_id)
 
-    def _after_no_answer(self, model_name: str, model_id: str, filename: str,
-                         exc: NumeraiUnanswered) -> SubmitResult:
+    def _after_failure(self, model_name: str, model_id: str, filename: str, exc: NumeraiApiError) -> SubmitResult:
+        """Settle a create_submission that failed: Numerai's list of submissions decides."""
+        # Even a refusal is checked: an answer that is not what it seems (a proxy's page, an
+        # oversized body) must not make a submission that exists look like none.
         try:
             found = self.numerai.find_submission(model_id, filename)
         except NumeraiApiError as listing:
             return SubmitResult(SubmissionState.UNKNOWN, error=(
                 f"model '{model_name}': {exc}, and its submissions could not be listed ({listing}); "
                 "whether it was submitted is unknown. The next run checks before submitting again"))
-        if found is None:
+        if found is not None:
+            log.warning("model %s: create_submission failed (%s), but Numerai lists the upload as %s",
+                        model_name, exc, found)
+            return self._recorded(model_name, model_id, found, [
+                f"model '{model_name}': {exc}; Numerai lists the upload, as submission {found}"])
+        if isinstance(exc, NumeraiUnanswered):
             # Numerai may still be working on the request: the intent stays for the next run.
             return SubmitResult(SubmissionState.UNKNOWN, error=(
                 f"model '{model_name}': {exc}, and Numerai does not list the upload '{filename}' (yet); "
                 "the next run checks again before submitting"))
-        log.warning("model %s: Numerai did not answer create_submission, but lists the upload as %s",
-                    model_name, found)
-        return self._recorded(model_name, model_id, found, [
-            f"model '{model_name}': {exc}; Numerai lists the upload, as submission {found}"])
+        self._forget(model_name)
+        return SubmitResult(SubmissionState.NONE, error=_about(model_name, exc))
 
     def _after_created(self, model_name: str, model_id: str, filename: str, submission_id: str) -> SubmitResult:
         warnings = []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -173,7 +174,9 @@ def test_a_live_file_that_is_not_parquet_fails_the_run(deployed: LocalStack, tmp
     garbage.write_bytes(b"<html>Service temporarily unavailable</html>")
     deployed.sandbox.add_dataset("v5.3/live.parquet", garbage)
     message = failed_run(no_secret_anywhere)
-    assert "live.parquet (v5.3): not a readable parquet file" in message
+    # Refused as it arrives, before any worker reads it.
+    assert ("download of v5.3/live.parquet failed: not a readable parquet file "
+            "(it starts with b'<htm', not PAR1)") in message
     assert uploads(deployed) == []
 
 
@@ -580,3 +583,101 @@ def test_a_model_error_carrying_pieces_of_the_keys_is_redacted_in_report_and_log
     relayed = [r.getMessage() for r in caplog.records if "last lines of its worker's log" in r.getMessage()]
     assert len(relayed) == 1 and readable in relayed[0]
     assert [s.model_name for s in deployed.sandbox.submissions] == ["demo_onnx"]
+
+
+# --- Issue #9, bounded Numerai calls and downloads: slow, oversized and mis-resumed answers ---
+
+MIB = 1024 * 1024
+
+
+def the_next_run_gets_the_lock(stack: LocalStack) -> dict:
+    """With the faults cleared, a run right after must not be locked out by the one that failed."""
+    stack.sandbox.faults.reset()
+    fire_timer()
+    report = reports(stack)[-1]
+    assert "another run holds the lock" not in (report["reason"] or "")
+    return report
+
+
+def test_an_api_answer_that_trickles_is_cut_off_at_the_timeout(
+    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch, no_secret_anywhere: list[str]
+) -> None:
+    # Every socket read gets a byte in time; the whole answer would take 30 s.
+    monkeypatch.setenv("NUMERAI_TIMEOUT_SECONDS", "1")
+    deployed.sandbox.faults.trickle_graphql_seconds = 30
+    started = time.monotonic()
+    message = failed_run(no_secret_anywhere)
+    assert time.monotonic() - started < 10  # 3 tries of 1 s, not 3 of 30
+    expected = ("Numerai API did not answer rounds after 3 tries "
+                "(last: the answer took longer than NUMERAI_TIMEOUT_SECONDS = 1 s)")
+    assert expected in message
+    assert reports(deployed)[-1]["reason"] == expected
+    assert deployed.sandbox.requests_log == ["graphql rounds"] * 3
+    assert the_next_run_gets_the_lock(deployed)["status"] == "succeeded"
+
+
+def test_a_download_that_trickles_is_cut_off_at_its_timeout(
+    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch, no_secret_anywhere: list[str]
+) -> None:
+    monkeypatch.setenv("NUMERAI_DOWNLOAD_TIMEOUT_SECONDS", "2")
+    deployed.sandbox.faults.trickle_download_seconds = 30
+    started = time.monotonic()
+    message = failed_run(no_secret_anywhere)
+    assert time.monotonic() - started < 15
+    expected = re.compile(r"download of v5\.3/features\.json failed: not complete after "
+                          r"NUMERAI_DOWNLOAD_TIMEOUT_SECONDS = 2 s \(([1-9]\d*) of (\d+) bytes arrived\)")
+    assert expected.search(message)
+    report = reports(deployed)[-1]
+    arrived, size = map(int, expected.fullmatch(report["reason"]).groups())
+    assert arrived < size == deployed.sandbox.datasets["v5.3/features.json"].stat().st_size
+    assert all(m["error"] == f"not finished: {report['reason']}" for m in report["models"])
+    assert downloads(deployed) == ["GET /files/v5.3/features.json"]
+    assert uploads(deployed) == [] and deployed.sandbox.submissions == []
+    assert the_next_run_gets_the_lock(deployed)["status"] == "succeeded"
+
+
+def test_a_resume_the_server_ignores_starts_the_download_over(
+    deployed: LocalStack, small_round: SyntheticRound, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    deployed.sandbox.faults.ignore_range = True
+    live_gets: list[str] = []
+    downloaded: dict[str, bytes] = {}
+
+    def cut_live_once_then_look(entry: str) -> None:
+        if entry == "GET /files/v5.3/live.parquet":  # the first is cut halfway, the resume gets it whole
+            live_gets.append(entry)
+            deployed.sandbox.faults.truncate_download = len(live_gets) == 1
+        if entry == "graphql submission_upload_auth" and not downloaded:  # the files as the models read them
+            for path in (tmp_path / "work" / "rounds").glob("*/*"):
+                if path.is_file():
+                    downloaded[path.name] = path.read_bytes()
+
+    deployed.sandbox.on_request = cut_live_once_then_look
+    fire_timer()
+    assert reports(deployed)[-1]["status"] == "succeeded"
+    assert len(deployed.sandbox.submissions) == 4
+    expected = {p.name: p.read_bytes() for p in small_round.directory.iterdir() if p.is_file()}
+    assert {name: downloaded.get(name) for name in expected} == expected  # exactly, nothing appended
+    assert not [name for name in downloaded if name.endswith((".partial", ".temp"))]
+    assert live_gets == ["GET /files/v5.3/live.parquet"] * 2
+    assert "download of v5.3/live.parquet: the server did not resume at byte" in caplog.text
+    the_next_run_gets_the_lock(deployed)
+
+
+@pytest.mark.parametrize("announced", [True, False], ids=["with-content-length", "without"])
+def test_an_oversized_api_answer_is_refused(
+    deployed: LocalStack, announced: bool, no_secret_anywhere: list[str]
+) -> None:
+    deployed.sandbox.faults.pad_graphql_bytes = 40 * MIB
+    deployed.sandbox.faults.graphql_without_length = not announced
+    started = time.monotonic()
+    message = failed_run(no_secret_anywhere)
+    assert time.monotonic() - started < 10
+    expected = ("Numerai API's answer to rounds is over the 32 MiB limit for any answer "
+                + ("(it announced 41943040 bytes); refused unread" if announced
+                   else "(it sent more); refused after reading 32 MiB"))
+    assert expected in message
+    assert reports(deployed)[-1]["reason"] == expected
+    assert deployed.sandbox.requests_log == ["graphql rounds"]  # not asked again: it would not shrink
+    assert uploads(deployed) == []
+    assert the_next_run_gets_the_lock(deployed)["status"] == "succeeded"

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import requests
 
-from devkit.numerai_sandbox import AUTH_ERROR, NumeraiSandbox
+from devkit.numerai_sandbox import AUTH_ERROR, FILES_PATH, NumeraiSandbox
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VERSION = "v5.3"
@@ -64,9 +64,9 @@ def _write_predictions(path: Path) -> bytes:
     return content
 
 
-def _post(sandbox: NumeraiSandbox, query: str, **headers: str) -> requests.Response:
+def _post(sandbox: NumeraiSandbox, query: str, timeout: float = 10, **headers: str) -> requests.Response:
     return requests.post(sandbox.url, json={"query": query, "variables": None},
-                         headers=headers, timeout=10)
+                         headers=headers, timeout=timeout)
 
 
 def test_listens_on_loopback_only(sandbox: NumeraiSandbox) -> None:
@@ -247,6 +247,43 @@ def test_delay_fault(sandbox: NumeraiSandbox, napi: numerapi.NumerAPI) -> None:
     started = time.monotonic()
     napi.get_current_round()
     assert time.monotonic() - started >= 0.3
+
+
+def test_trickled_answers_keep_every_read_short_but_take_long(
+    sandbox: NumeraiSandbox, data_dir: Path
+) -> None:
+    sandbox.faults.trickle_graphql_seconds = 1.0
+    sandbox.faults.trickle_download_seconds = 1.0
+    started = time.monotonic()
+    # A read timeout of half a second is never reached: a piece comes every tenth.
+    answer = _post(sandbox, "query { rounds(tournament: 8, number: 0) { number } }", timeout=0.5)
+    assert answer.json()["data"]["rounds"] == [{"number": sandbox.round.number}]
+    assert time.monotonic() - started >= 1.0
+    started = time.monotonic()
+    download = requests.get(f"{sandbox.url}{FILES_PATH}{LIVE}", timeout=0.5)
+    assert download.content == (data_dir / "live.parquet").read_bytes()
+    assert time.monotonic() - started >= 1.0
+
+
+def test_ignore_range_sends_the_whole_file(sandbox: NumeraiSandbox, data_dir: Path) -> None:
+    url = f"{sandbox.url}{FILES_PATH}{LIVE}"
+    assert requests.get(url, headers={"Range": "bytes=10-"}, timeout=10).status_code == 206
+    sandbox.faults.ignore_range = True
+    answer = requests.get(url, headers={"Range": "bytes=10-"}, timeout=10)
+    assert answer.status_code == 200 and "Content-Range" not in answer.headers
+    assert answer.content == (data_dir / "live.parquet").read_bytes()
+
+
+def test_padded_answers_with_and_without_their_length(sandbox: NumeraiSandbox) -> None:
+    query = "query { rounds(tournament: 8, number: 0) { number } }"
+    sandbox.faults.pad_graphql_bytes = 100_000
+    padded = _post(sandbox, query)
+    assert padded.headers["Content-Length"] == "100000" and len(padded.content) == 100_000
+    assert padded.json()["data"]["rounds"] == [{"number": sandbox.round.number}]
+    sandbox.faults.graphql_without_length = True
+    unannounced = _post(sandbox, query)
+    assert "Content-Length" not in unannounced.headers and len(unannounced.content) == 100_000
+    assert unannounced.json()["data"]["rounds"] == [{"number": sandbox.round.number}]
 
 
 def test_nothing_downloaded_is_visible_in_the_log(

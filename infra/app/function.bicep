@@ -69,6 +69,7 @@ var appSettings = {
   NUMERAI_SECRET_KEY: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${secretKeySecretName})'
   NUMERAI_DATA_VERSION: dataVersion
   NUMERAI_TIMEOUT_SECONDS: '60'
+  NUMERAI_DOWNLOAD_TIMEOUT_SECONDS: '300'
   NUMERAI_RETRIES: '4'
   NUMERAI_RETRY_DELAY_SECONDS: '2'
   NUMERAI_FORCE_RESUBMIT: 'false'
