@@ -58,7 +58,7 @@ class SoakFigures:
     duplicates: list[str] = field(default_factory=list)
     wrong_uploads: list[str] = field(default_factory=list)
     ledger_matches: bool = False
-    leftover_files: int = 0
+    leftover_folders: int = 0
     rss_mb: list[float] = field(default_factory=list)
 
     @property
@@ -67,7 +67,7 @@ class SoakFigures:
         # Memory: the last rounds may not hold much more than the first ones after warm-up.
         steady = len(self.rss_mb) < 6 or max(self.rss_mb[-3:]) <= max(self.rss_mb[2:5]) * 1.10
         return self.ledger_matches and not self.unexplained and not self.duplicates \
-            and not self.wrong_uploads and self.leftover_files == 0 and steady
+            and not self.wrong_uploads and self.leftover_folders == 0 and steady
 
 
 class _Manifest:
@@ -279,7 +279,9 @@ def _check(figures: SoakFigures, stack: LocalStack, work_dir: Path) -> None:
                     if m.name == model and m.error]
             if not said:
                 figures.unexplained.append(f"round {round_number} {model}: not submitted, no reason given")
-    figures.leftover_files = sum(1 for _ in (work_dir / "rounds").rglob("*")) if (work_dir / "rounds").exists() else 0
+    # Every run's folder must be gone; the folder of folders keeps only its sweep lock.
+    rounds = work_dir / "rounds"
+    figures.leftover_folders = sum(1 for folder in rounds.iterdir() if folder.is_dir()) if rounds.exists() else 0
 
 
 def _reports(stack: LocalStack) -> list[RunReport]:
@@ -306,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{figures.wrong_uploads or ''}",
         f"model-rounds neither submitted nor explained: {len(figures.unexplained)} {figures.unexplained or ''}",
         f"ledger matches Numerai's records exactly: {figures.ledger_matches}",
-        f"temporary files left: {figures.leftover_files}",
+        f"run folders left: {figures.leftover_folders}",
         f"RSS MiB by round: first {figures.rss_mb[:3]}, last {figures.rss_mb[-3:]}",
         f"all checks hold: {figures.ok}",
     ]
