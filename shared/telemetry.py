@@ -60,7 +60,8 @@ def record_run(report: RunReport, seconds: float) -> None:
             "model %s: %s, %d rows, %.2f s%s", model.name, model.status.value, model.rows, model.seconds,
             f": {model.error}" if model.error else "",
             extra={**base, "model": model.name, "model_status": model.status.value, "rows": model.rows,
-                   "seconds": model.seconds, "peak_memory_mb": model.peak_memory_mb, "error": model.error or ""},
+                   "seconds": model.seconds, "peak_memory_mb": model.peak_memory_mb, "error": model.error or "",
+                   "submission": model.submission.value},
         )
     submitted = sum(m.status is ModelStatus.SUBMITTED for m in report.models)
     failed = sum(m.status is ModelStatus.FAILED for m in report.models)

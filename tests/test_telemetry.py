@@ -70,6 +70,8 @@ def test_a_run_emits_a_record_per_model_a_run_record_and_metrics(
     assert per_model["demo_catboost"]["model_status"] == "submitted"
     assert per_model["demo_catboost"]["rows"] == 503 and per_model["demo_catboost"]["seconds"] > 0
     assert per_model["demo_catboost"]["peak_memory_mb"] > 0  # its worker's, for sizing the instance
+    assert per_model["demo_catboost"]["submission"] == "exists"
+    assert per_model["demo_onnx"]["submission"] == "none"
     assert all(a["round"] == 1200 and a["mode"] == "scheduled" for a in per_model.values())
     [run] = [r.attributes for r in records if "run_status" in r.attributes]
     assert run["run_status"] == "failed" and run["models_submitted"] == 3 and run["models_failed"] == 1
