@@ -158,7 +158,7 @@ class RunReport:
         for m in self.models:
             detail = m.error or (f"submission {m.submission_id}" if m.submission_id else m.predictions_blob or "")
             lines.append(f"  {m.name:<24} {m.status.value:<18} {m.rows:>7} rows {m.seconds:7.2f} s "
-                         f"{m.peak_memory_mb:6.0f} MiB  submission {m.submission.value:<7}  {detail}")
+                         f"{m.peak_memory_mb:6.0f} MiB  {detail}")
             lines.extend(f"    warning: {w}" for w in m.warnings)
         return "\n".join(lines)
 
