@@ -78,7 +78,7 @@ class _Manifest:
         self.versions = [json.loads(self._blobs.download_blob("models.json").readall())]
         changed = json.loads(json.dumps(self.versions[0]))
         entry = next(m for m in changed["models"] if m["name"] == "demo_onnx")
-        entry["features"] = list(reversed(stack_feature_set(stack, entry["features"])))
+        entry["features"] = list(reversed(_feature_set(stack, entry["features"])))
         self.versions.append(changed)
         self.current = 0
 
@@ -92,7 +92,7 @@ class _Manifest:
         self.use(1 - self.current)
 
 
-def stack_feature_set(stack: LocalStack, name: str) -> list[str]:
+def _feature_set(stack: LocalStack, name: str) -> list[str]:
     """The columns of a feature set in the round's features.json."""
     features = json.loads(Path(stack.sandbox.datasets["v5.3/features.json"]).read_text())
     return features["feature_sets"][name]
