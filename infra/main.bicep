@@ -9,8 +9,46 @@ targetScope = 'subscription'
 @description('Name of the azd environment; seeds the resource group name and a unique suffix for every resource.')
 param environmentName string
 
+// The regions of Microsoft's Flex Consumption azd templates (Azure-Samples/
+// functions-quickstart-python-azd-timer and durable-functions-quickstart-python-azd,
+// infra/main.bicep), without eastus2euap, an early-access canary region. Elsewhere the
+// plan cannot be created. Microsoft's current list: `az functionapp
+// list-flexconsumption-locations` (learn.microsoft.com/azure/azure-functions/flex-consumption-how-to).
 @minLength(1)
-@description('Region for every resource; it must offer Flex Consumption.')
+@description('Region for every resource; one that offers Flex Consumption.')
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
 @metadata({
   azd: {
     type: 'location'
@@ -24,12 +62,22 @@ param principalId string = ''
 @description('NCRONTAB schedule of the timer, UTC; `0 15 12 * * 2-6` submits every round. The missed-run alert reads it too: change it here, not in the portal.')
 param schedule string = '0 15 12 * * 6'
 
+// Computed from the schedule by infra/hooks/schedule_weekdays.py, which azd runs
+// before every provisioning (azure.yaml) and which refuses a schedule the alert
+// cannot follow. No default: without the hook, provisioning stops here.
+@minLength(1)
+@description('Weekdays the schedule fires on, 0 = Sunday, comma-separated (NUMERAI_SCHEDULE_WEEKDAYS, set by the preprovision hook).')
+param scheduleWeekdays string
+
 @description('Numerai data version to download.')
 param dataVersion string = 'v5.3'
 
-@description('Memory per instance in MB: 2048 is enough for LightGBM and small Keras models; 4096 is for large models.')
+// Flex Consumption offers 512, 2048 and 4096 MB. 512 cannot run the app: `import
+// tensorflow` alone takes about 670 MiB (measured), and the Keras format loads it.
+// Microsoft's canonical Flex Bicep allows the same two (Azure-Samples/
+// azure-functions-flex-consumption-samples, IaC/bicep/main.bicep).
+@description('Memory per instance in MB: 2048 is enough for LightGBM and small Keras models; 4096 is for large models. 512 is not offered: TensorFlow alone needs more.')
 @allowed([
-  512
   2048
   4096
 ])
@@ -42,10 +90,14 @@ param instanceMemoryMB int = 2048
 ])
 param pythonVersion string
 
-@description('Upper bound on Function App instances.')
-@minValue(1)
+// "The lowest maximum scale is currently 40" (learn.microsoft.com/azure/azure-functions/
+// flex-consumption-plan, Considerations); Microsoft's canonical Flex Bicep uses the same
+// bounds and default (Azure-Samples/azure-functions-flex-consumption-samples, IaC/bicep/main.bicep).
+// An upper bound only: the timer runs on one instance; billing is per execution.
+@description('Upper bound on Function App instances; Flex Consumption accepts 40 to 1000.')
+@minValue(40)
 @maxValue(1000)
-param maximumInstanceCount int = 10
+param maximumInstanceCount int = 100
 
 @secure()
 @description('Numerai API key, public part. Empty: set the secret later with `az keyvault secret set`.')
@@ -54,6 +106,9 @@ param numeraiPublicId string = ''
 @secure()
 @description('Numerai API key, secret part. Empty: set the secret later with `az keyvault secret set`.')
 param numeraiSecretKey string = ''
+
+@description('Key Vault purge protection. Off by default: the vault name is derived from the environment name, and a purge-protected vault blocks `azd down --purge` and a new deployment under the same name for 90 days.')
+param keyVaultPurgeProtection bool = false
 
 @description('Email address for alerts; empty creates the action group without receivers.')
 param alertEmail string = ''
@@ -68,6 +123,8 @@ var tags = {
   'azd-env-name': environmentName
 }
 var functionAppName = 'func-api-${resourceToken}'
+var modelsContainerName = 'models'
+var resultsContainerName = 'results'
 // One container per app for the Flex deployment package, named as in Microsoft's templates.
 var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(toLower(uniqueString(functionAppName, resourceToken)), 7)}'
 
@@ -87,14 +144,33 @@ module identity 'app/identity.bicep' = {
   }
 }
 
-module storage 'app/storage.bicep' = {
+// The Functions host's account: host storage and the deployment package.
+module hostStorage 'app/storage.bicep' = {
   name: 'storage'
   scope: rg
   params: {
     name: 'st${resourceToken}'
     location: location
     tags: tags
-    deploymentContainerName: deploymentContainerName
+    containerNames: [
+      deploymentContainerName
+    ]
+  }
+}
+
+// The app's data, in an account of its own so that the app's identity can be
+// given read-only access to the models (see app/rbac.bicep).
+module dataStorage 'app/storage.bicep' = {
+  name: 'data-storage'
+  scope: rg
+  params: {
+    name: 'stdata${resourceToken}'
+    location: location
+    tags: tags
+    containerNames: [
+      modelsContainerName
+      resultsContainerName
+    ]
   }
 }
 
@@ -118,6 +194,7 @@ module keyVault 'app/keyvault.bicep' = {
     tags: tags
     numeraiPublicId: numeraiPublicId
     numeraiSecretKey: numeraiSecretKey
+    purgeProtection: keyVaultPurgeProtection
   }
 }
 
@@ -125,9 +202,10 @@ module rbac 'app/rbac.bicep' = {
   name: 'rbac'
   scope: rg
   params: {
-    storageAccountName: storage.outputs.name
-    modelsContainerName: storage.outputs.modelsContainerName
-    resultsContainerName: storage.outputs.resultsContainerName
+    hostStorageAccountName: hostStorage.outputs.name
+    dataStorageAccountName: dataStorage.outputs.name
+    modelsContainerName: modelsContainerName
+    resultsContainerName: resultsContainerName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     keyVaultName: keyVault.outputs.name
     identityPrincipalId: identity.outputs.principalId
@@ -149,10 +227,11 @@ module function 'app/function.bicep' = {
     tags: tags
     identityId: identity.outputs.id
     identityClientId: identity.outputs.clientId
-    storageAccountName: storage.outputs.name
-    deploymentContainerName: storage.outputs.deploymentContainerName
-    modelsContainerName: storage.outputs.modelsContainerName
-    resultsContainerName: storage.outputs.resultsContainerName
+    hostStorageAccountName: hostStorage.outputs.name
+    dataStorageAccountName: dataStorage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    modelsContainerName: modelsContainerName
+    resultsContainerName: resultsContainerName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     keyVaultName: keyVault.outputs.name
     publicIdSecretName: keyVault.outputs.publicIdSecretName
@@ -174,6 +253,7 @@ module alerts 'app/alerts.bicep' = {
     applicationInsightsId: monitoring.outputs.applicationInsightsId
     alertEmail: alertEmail
     schedule: schedule
+    scheduleWeekdays: scheduleWeekdays
     missedRunGraceMinutes: missedRunGraceMinutes
   }
 }
@@ -183,12 +263,14 @@ output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_NAME string = function.outputs.name
+output AZURE_FUNCTION_APP_ID string = function.outputs.id
 output SERVICE_API_NAME string = function.outputs.name
 output SERVICE_API_URI string = function.outputs.uri
-output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
-output MODELS_STORAGE_ACCOUNT_URL string = storage.outputs.blobEndpoint
-output MODELS_CONTAINER string = storage.outputs.modelsContainerName
-output RESULTS_CONTAINER string = storage.outputs.resultsContainerName
+output AZURE_STORAGE_ACCOUNT_NAME string = hostStorage.outputs.name
+output DATA_STORAGE_ACCOUNT_NAME string = dataStorage.outputs.name
+output MODELS_STORAGE_ACCOUNT_URL string = dataStorage.outputs.blobEndpoint
+output MODELS_CONTAINER string = modelsContainerName
+output RESULTS_CONTAINER string = resultsContainerName
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output AZURE_KEY_VAULT_URI string = keyVault.outputs.uri
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName

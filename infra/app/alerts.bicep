@@ -15,6 +15,10 @@ param alertEmail string = ''
 @description('NCRONTAB schedule of the timer (seconds minutes hours day month weekday, UTC).')
 param schedule string
 
+@description('Weekdays the schedule fires on, 0 = Sunday, comma-separated: infra/hooks/schedule_weekdays.py computes them from the schedule and refuses one this alert cannot follow.')
+@minLength(1)
+param scheduleWeekdays string
+
 @description('Minutes after a scheduled run is due before its missing success alerts; covers the 30-minute function timeout and telemetry delay.')
 @minValue(30)
 @maxValue(240)
@@ -81,22 +85,17 @@ resource runFailed 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   }
 }
 
-// Finds the latest time the schedule was due (seconds, minutes and hours as
-// numbers; weekday '*', 'N', 'A-B' or a list of those, as in the README's
-// weekly and daily schedules) and returns a row when no successful run started
-// since. Each due run is judged in the hourly evaluations of the 90 minutes
+// Finds the latest time the schedule was due and returns a row when no
+// successful run started since. The seconds, minutes and hours are single numbers
+// and the weekdays come parsed (names, ranges, lists, steps, `*`): the
+// preprovision hook's schedule_weekdays.py checks and parses the schedule, since
+// a parser here could not be tested outside Azure. Each due run is judged in the hourly evaluations of the 90 minutes
 // after its grace period; muting actions for two hours makes that one email.
 var missedRunQuery = '''
 let fields = split("{schedule}", " ");
 let runTime = tolong(fields[2]) * 1h + tolong(fields[1]) * 1m + tolong(fields[0]) * 1s;
 let grace = {grace}m;
-let runDays = toscalar(
-    print spec = split(tostring(fields[5]), ",")
-    | mv-expand spec to typeof(string)
-    | extend bounds = split(iff(spec == "*", "0-6", spec), "-")
-    | extend low = tolong(bounds[0]), high = tolong(iff(array_length(bounds) == 2, bounds[1], bounds[0]))
-    | mv-expand day = range(low, high, 1) to typeof(long)
-    | summarize make_set(day % 7));
+let runDays = dynamic([{weekdays}]);
 let lastDue = toscalar(
     range daysAgo from 0 to 7 step 1
     | extend due = startofday(now()) - daysAgo * 1d + runTime
@@ -129,7 +128,7 @@ resource runMissed 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
     criteria: {
       allOf: [
         {
-          query: replace(replace(replace(missedRunQuery, '{schedule}', schedule), '{grace}', string(missedRunGraceMinutes)), '{function}', functionName)
+          query: replace(replace(replace(replace(missedRunQuery, '{schedule}', schedule), '{weekdays}', scheduleWeekdays), '{grace}', string(missedRunGraceMinutes)), '{function}', functionName)
           timeAggregation: 'Count'
           operator: 'GreaterThan'
           threshold: 0

@@ -15,8 +15,12 @@ param identityId string
 @description('Client id of that identity, for the host and DefaultAzureCredential.')
 param identityClientId string
 
-param storageAccountName string
+@description('The Functions host\'s storage account, which holds the deployment package.')
+param hostStorageAccountName string
 param deploymentContainerName string
+
+@description('The storage account with the models and results containers.')
+param dataStorageAccountName string
 param modelsContainerName string
 param resultsContainerName string
 param applicationInsightsName string
@@ -30,9 +34,8 @@ param schedule string
 @description('Numerai data version to download.')
 param dataVersion string
 
-@description('Memory per instance in MB; 4096 for large models.')
+@description('Memory per instance in MB; 4096 for large models. Not 512: `import tensorflow` alone takes about 670 MiB (see main.bicep).')
 @allowed([
-  512
   2048
   4096
 ])
@@ -45,13 +48,17 @@ param instanceMemoryMB int = 2048
 ])
 param pythonVersion string
 
-@description('Upper bound on instances; the timer runs on one, the rest serve test runs.')
-@minValue(1)
+@description('Upper bound on instances; the timer runs on one, the rest serve test runs. Flex Consumption\'s lowest maximum is 40 (see main.bicep).')
+@minValue(40)
 @maxValue(1000)
-param maximumInstanceCount int = 10
+param maximumInstanceCount int = 100
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
-  name: storageAccountName
+  name: hostStorageAccountName
+}
+
+resource dataStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: dataStorageAccountName
 }
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
@@ -73,7 +80,7 @@ var appSettings = {
   NUMERAI_RETRIES: '4'
   NUMERAI_RETRY_DELAY_SECONDS: '2'
   NUMERAI_FORCE_RESUBMIT: 'false'
-  MODELS_STORAGE_ACCOUNT_URL: storage.properties.primaryEndpoints.blob
+  MODELS_STORAGE_ACCOUNT_URL: dataStorage.properties.primaryEndpoints.blob
   AZURE_CLIENT_ID: identityClientId
   STORAGE_TIMEOUT_SECONDS: '30'
   MODELS_CONTAINER: modelsContainerName
@@ -187,4 +194,5 @@ resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2
 }
 
 output name string = functionApp.name
+output id string = functionApp.id
 output uri string = 'https://${functionApp.properties.defaultHostName}'

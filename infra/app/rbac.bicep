@@ -1,12 +1,17 @@
 // Every role assignment, in one place, so the grants can be reviewed at a glance.
 //
-// The app's identity gets what the Functions host needs on its storage account
-// (the roles of Microsoft's Flex Consumption templates), read-only access to the
-// models container, write access to the results container, telemetry publishing
-// and read access to secrets. The deploying user, when known, gets what the
-// README's setup steps need: uploading models and setting the Numerai keys.
+// The app's identity gets what the Functions host needs on the host's storage
+// account (the roles of Microsoft's Flex Consumption templates), read-only access
+// to the models container, write access to the results container, telemetry
+// publishing and read access to secrets. The models and results live in a storage
+// account of their own, where the identity has no account-wide role: the host's
+// Storage Blob Data Owner would otherwise make "read-only models" untrue.
+// The deploying user, when known, gets what the README's setup steps need:
+// uploading models, reading results and setting the Numerai keys.
+// The README's table of roles lists the same grants (tests/test_infra.py checks).
 
-param storageAccountName string
+param hostStorageAccountName string
+param dataStorageAccountName string
 param modelsContainerName string
 param resultsContainerName string
 param applicationInsightsName string
@@ -31,11 +36,15 @@ var roles = {
 }
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
-  name: storageAccountName
+  name: hostStorageAccountName
+}
+
+resource dataStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: dataStorageAccountName
 }
 
 resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
-  parent: storage
+  parent: dataStorage
   name: 'default'
 }
 
@@ -149,7 +158,17 @@ resource deployerModels 'Microsoft.Authorization/roleAssignments@2022-04-01' = i
   }
 }
 
-// Set the Numerai keys with `az keyvault secret set`.
+// Read the run reports, archived predictions and ledger.
+resource deployerResults 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
+  name: guid(resultsContainer.id, deployerPrincipalId, roles.storageBlobDataReader)
+  scope: resultsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
+    principalId: deployerPrincipalId
+  }
+}
+
+// Set the Numerai keys (the postprovision hook, or `az keyvault secret set`).
 resource deployerSecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
   name: guid(vault.id, deployerPrincipalId, roles.keyVaultSecretsOfficer)
   scope: vault

@@ -1,19 +1,17 @@
-// One storage account for the Functions host, the deployment package and the
-// app's data. Shared keys are off, so every caller (host, app, deployer, azd)
-// authenticates with Microsoft Entra ID and needs a role assignment.
+// One storage account with its blob containers. main.bicep makes two: one for the
+// Functions host and the deployment package, one for the app's data (models and
+// results). Two, because the host needs Storage Blob Data Owner on its whole
+// account, which would otherwise include write access to the models.
+// Shared keys are off, so every caller (host, app, deployer, azd) authenticates
+// with Microsoft Entra ID and needs a role assignment.
 
 param name string
 param location string
 param tags object = {}
 
-@description('Blob container that holds the Flex Consumption deployment package.')
-param deploymentContainerName string
-
-@description('Blob container with models.json and the model files.')
-param modelsContainerName string = 'models'
-
-@description('Blob container for run reports, archived predictions and the submission ledger.')
-param resultsContainerName string = 'results'
+@description('Blob containers to create in the account.')
+@minLength(1)
+param containerNames array
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_35: Flex Consumption without VNet integration reaches storage over its public endpoint; access is identity-only (shared keys off), so a network deny would only lock out the host and azd
@@ -59,35 +57,16 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
   }
 }
 
-resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [for containerName in containerNames: {
   parent: blobService
-  name: deploymentContainerName
+  name: containerName
   properties: {
     publicAccess: 'None'
   }
-}
-
-resource modelsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
-  parent: blobService
-  name: modelsContainerName
-  properties: {
-    publicAccess: 'None'
-  }
-}
-
-resource resultsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
-  parent: blobService
-  name: resultsContainerName
-  properties: {
-    publicAccess: 'None'
-  }
-}
+}]
 
 output name string = storage.name
 output id string = storage.id
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
 output queueEndpoint string = storage.properties.primaryEndpoints.queue
 output tableEndpoint string = storage.properties.primaryEndpoints.table
-output deploymentContainerName string = deploymentContainer.name
-output modelsContainerName string = modelsContainer.name
-output resultsContainerName string = resultsContainer.name
