@@ -56,11 +56,17 @@ for secret in numerai-public-id numerai-secret-key; do
         echo "(or give NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY to azd provision), then provision again." >&2
         exit 1
     fi
-    value=$(ask "$secret")
-    retry az keyvault secret set --vault-name "$vault" --name "$secret" --value "$value" --output none || {
+    # Through a file only this user can read (mktemp makes it 0600): a --value argument
+    # would show the key to anyone listing the machine's processes.
+    keyfile=$(mktemp)
+    trap 'rm -f "$keyfile"' EXIT
+    ask "$secret" > "$keyfile"
+    retry az keyvault secret set --vault-name "$vault" --name "$secret" --file "$keyfile" \
+        --encoding utf-8 --output none || {
         echo "error: cannot set $secret in Key Vault $vault" >&2
         exit 1
     }
+    rm -f "$keyfile"
 done
 
 # Resolved: every reference of the app (the two NUMERAI_* settings) reports "Resolved".
