@@ -55,7 +55,7 @@ def _loaded_by(code: str, before: str = "") -> list[str]:
         f"{code}\n"
         "print(json.dumps(sorted(set(sys.modules) - already)))\n"
     )
-    completed = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    completed = subprocess.run([sys.executable, "-c", script], check=False, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
