@@ -31,14 +31,31 @@ def test_format_modules_import_their_framework_only_when_loading() -> None:
     assert _heavy_after_importing(modules, frameworks) == []
 
 
+def test_indexing_the_app_loads_only_azure_functions_and_the_log_redaction() -> None:
+    # The host imports function_app and indexes it at every cold start, within Flex's 30 s limit and
+    # after downloading the package: everything else (numerapi, Blob Storage, pandas, pydantic,
+    # numerai-tools with scipy, telemetry) must wait for the first invocation.
+    added = _loaded_by("import function_app; function_app.app.get_functions()", before="import azure.functions")
+    assert sorted(m for m in added if m.partition(".")[0] not in sys.stdlib_module_names
+                  and not m.startswith("azure.functions.")) == ["function_app", "shared", "shared.redaction"]
+
+
 def _heavy_after_importing(modules: list[str], heavy: tuple[str, ...]) -> list[str]:
     """Which of `heavy` a fresh interpreter has loaded after importing `modules`."""
-    code = (
-        "import importlib, json, sys\n"
-        f"for name in {modules!r}: importlib.import_module(name)\n"
-        f"print(json.dumps([m for m in {heavy!r} if m in sys.modules]))\n"
+    code = f"import importlib\nfor name in {modules!r}: importlib.import_module(name)"
+    return [m for m in heavy if m in _loaded_by(code)]
+
+
+def _loaded_by(code: str, before: str = "") -> list[str]:
+    """The modules a fresh interpreter has loaded after running `before` and then `code`, less those of `before`."""
+    script = (
+        "import json, sys\n"
+        f"{before}\n"
+        "already = set(sys.modules)\n"
+        f"{code}\n"
+        "print(json.dumps(sorted(set(sys.modules) - already)))\n"
     )
-    completed = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    completed = subprocess.run([sys.executable, "-c", script], check=False, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
