@@ -48,7 +48,8 @@ APP_FILES = ("function_app.py", "host.json", "requirements.txt")
 APP_PACKAGES = ("shared",)
 # Wheels for glibc 2.28 or older: the Functions host's Python images are Debian 11 for 3.11
 # (glibc 2.31) and Debian 12 for 3.12 (Azure/azure-functions-docker, host/4/bullseye and
-# host/4/bookworm). Some pins ship only manylinux_2_27/2_28 wheels, others only manylinux2014.
+# host/4/bookworm). onnxruntime, pyarrow, xgboost-cpu and h5py ship only manylinux_2_28
+# wheels, catboost and TensorFlow only manylinux2014 ones: pip needs every tag named.
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
              "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 # Never used at run time, so never shipped: paths relative to site-packages.
