@@ -22,7 +22,7 @@ INFRA_VENV := .venv-infra
 CHECKOV_VERSION := 3.3.30
 INFRA_STAMP := $(INFRA_VENV)/.installed-checkov-$(CHECKOV_VERSION)
 
-.PHONY: setup test demo bench soak audit clean
+.PHONY: setup test demo bench soak audit package clean
 
 setup: $(STAMP) $(INFRA_STAMP) node_modules/.installed
 
@@ -56,6 +56,11 @@ bench: setup
 
 soak: setup
 	$(PY) -m devkit.soak
+
+# The deployment package (.work/package): Linux x86_64 wheels for this Python, so
+# `make package PYTHON=python3.12` for a 3.12 Function App. Needs only pip, not the venv.
+package:
+	$(PYTHON_EXE) -m devkit.package
 
 # Needs PyPI's vulnerability data (pypi.org JSON API); run by the GitHub CI workflow.
 # requirements.txt's markers are resolved for this venv's Python.

@@ -34,13 +34,16 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import psutil
 
 from devkit.example_models import write_keras, write_numerai_pickle, write_onnx
-from devkit.synthetic import LIVE_ROWS, NUMERAI_ALL, training_rows, write_round
+from devkit.local_stack import LocalStack
+from devkit.package import SITE_PACKAGES, build
+from devkit.synthetic import LIVE_ROWS, NUMERAI_ALL, SyntheticRound, training_rows, write_round
 from shared.worker.supervisor import process_tree
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,21 @@ SAMPLE_SECONDS = 0.1
 # The host imports function_app at every cold start; Flex allows 30 s for it, package download included.
 IMPORT_TARGET_SECONDS = 0.3
 IMPORT_BEFORE_SECONDS = 2.1  # median of 5, measured here before the change
+# Flex downloads the package at every cold start; MB are 10^6 bytes.
+PACKAGE_TARGET_MB = 450
+# A fresh interpreter, as a cold Functions host starts one: import the app, answer one
+# POST /api/test-run, print the split as one JSON line.
+COLD_TEST_RUN = """
+import json, time
+started = time.perf_counter()
+import function_app
+import azure.functions as func
+imported = time.perf_counter()
+request = func.HttpRequest("POST", "/api/test-run", body=b"{}")
+response = function_app.test_run.build().get_user_function()(request)
+print(json.dumps({"status": response.status_code, "import": imported - started,
+                  "run": time.perf_counter() - imported, "body": response.get_body().decode()[-2000:]}))
+"""
 
 
 def prepare(work: Path) -> dict[str, list[dict]]:
@@ -242,6 +260,61 @@ def _median_import_seconds(module: str, runs: int) -> float:
     return sorted(seconds[1:])[runs // 2]
 
 
+def package_size() -> list[str]:
+    """The deployment zip (`make package`) against its target; its biggest pieces when over it."""
+    package = build()
+    megabytes = package.zip_bytes / 1e6
+    lines = [package.summary(),
+             _ratio(f"deployment zip / {PACKAGE_TARGET_MB} MB", megabytes / PACKAGE_TARGET_MB, "<=", 1.0)]
+    if megabytes > PACKAGE_TARGET_MB:
+        lines.append(f"{megabytes - PACKAGE_TARGET_MB:,.0f} MB over; the biggest pieces, zipped MB:")
+        lines += [f"  {name:<32} {size / 1e6:7.1f}" for name, size in _biggest_pieces(package.zip_path)]
+    return lines
+
+
+def _biggest_pieces(zip_path: Path, count: int = 10) -> list[tuple[str, int]]:
+    """Compressed bytes per installed package (top folder of site-packages) and for the largest files."""
+    pieces: dict[str, int] = {}
+    files = []
+    with zipfile.ZipFile(zip_path) as archive:
+        for info in archive.infolist():
+            name = info.filename.removeprefix(f"{SITE_PACKAGES}/").split("/", 1)[0]
+            pieces[name] = pieces.get(name, 0) + info.compress_size
+            files.append((f"file {info.filename.removeprefix(SITE_PACKAGES + '/')}", info.compress_size))
+    biggest = sorted(pieces.items(), key=lambda item: -item[1])[:count]
+    return biggest + sorted(files, key=lambda item: -item[1])[:3]
+
+
+def cold_test_run(work: Path) -> list[str]:
+    """Seconds from a fresh interpreter to a finished HTTP test run of one ONNX model on the local stack.
+
+    Azurite and the Numerai sandbox run as in `make demo`; the round is the live-sized
+    one prepare() wrote, the model its ONNX ridge. The page cache is warm.
+    """
+    models = work / "models" / "cold"
+    models.mkdir(parents=True, exist_ok=True)
+    shutil.copy(work / "models" / "ridge.onnx", models / "ridge.onnx")
+    (models / "models.json").write_text(json.dumps(
+        {"models": [{"name": "ridge", "file": "ridge.onnx", "format": "onnx", "features": "small"}]}))
+    sets = json.loads((work / "live" / "features.json").read_text())["feature_sets"]
+    logging.getLogger("azure").setLevel(logging.WARNING)  # the storage SDK logs every request at INFO
+    with LocalStack() as stack:
+        stack.deploy(models, SyntheticRound(work / "live", sets, ids=[]))
+        environment = {**os.environ, **stack.environ(work / "cold-app"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        started = time.perf_counter()
+        completed = subprocess.run([sys.executable, "-c", COLD_TEST_RUN], cwd=REPO, env=environment,
+                                   capture_output=True, text=True, check=False)
+        seconds = time.perf_counter() - started
+    if completed.returncode != 0:
+        raise SystemExit(f"the cold test run failed:\n{completed.stderr[-3000:]}")
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    if result["status"] != 200:
+        raise SystemExit(f"the cold test run answered HTTP {result['status']}: {result['body']}")
+    return [(f"fresh interpreter to a finished HTTP test run (one ONNX model, live-sized round): {seconds:.1f} s "
+             f"(import function_app {result['import']:.1f} s, the run {result['run']:.1f} s, "
+             "the rest interpreter start and exit)")]
+
+
 def _ratio(label: str, value: float, op: str, target: float) -> str:
     met = value <= target if op == "<=" else value >= target
     return f"{label:<42} {value:8.2f}  (target {op} {target:g}: {'met' if met else 'NOT met'})"
@@ -290,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     results["naive"] = {"seconds": _in_child("naive", light)}
     results["fleet_light"] = run_product(WORK, "fleet-light", light)
     print("\n".join(report(results)))  # noqa: T201 - the benchmark's output
+    log.info("deployment package ...")
+    print("\n".join(["", *package_size()]))
+    log.info("cold HTTP test run ...")
+    print("\n".join(cold_test_run(WORK)))
     return 0
 
 

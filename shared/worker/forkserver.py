@@ -209,9 +209,12 @@ class ForkServerClient:
             process.wait()
 
     def _spawn(self) -> _Server:
+        # A run started without site-packages (-S, as the package test runs the unzipped app)
+        # gives its server none either: PYTHONPATH already carries the run's whole path.
+        no_site = ["-S"] if sys.flags.no_site else []
         with self.log_path.open("ab") as server_log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "shared.worker"], env=self._environment, cwd=self.log_path.parent,
+                [sys.executable, *no_site, "-m", "shared.worker"], env=self._environment, cwd=self.log_path.parent,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=server_log, text=True,
                 bufsize=1, start_new_session=True,
             )
