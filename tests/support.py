@@ -45,6 +45,11 @@ def reports(stack: LocalStack) -> list[dict]:
     return [json.loads(container.download_blob(b.name).readall()) for b in blobs]
 
 
+def line(report: dict, name: str) -> dict:
+    """A model's line in a saved report."""
+    return next(m for m in report["models"] if m["name"] == name)
+
+
 def results(stack: LocalStack) -> ResultsStore:
     return ResultsStore(stack.blob_service, stack.results_container)
 

@@ -37,7 +37,16 @@ from devkit.synthetic import SyntheticRound, write_round
 from shared.jobs import RunFailed
 from shared.report import RunReport
 from shared.run_folder import LOCK_FILE
-from tests.support import MODELS, downloads, fire_timer, post_test_run, reports, results, uploads
+from tests.support import (
+    MODELS,
+    downloads,
+    fire_timer,
+    line,
+    post_test_run,
+    reports,
+    results,
+    uploads,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("no_secret_anywhere")
@@ -48,10 +57,6 @@ def failed_run(texts: list[str]) -> str:
         fire_timer()
     texts.append(str(error.value))
     return str(error.value)
-
-
-def line(report: dict, name: str) -> dict:
-    return next(m for m in report["models"] if m["name"] == name)
 
 
 # --- Blob Storage -------------------------------------------------------------------

@@ -23,14 +23,10 @@ from azure.storage.blob import BlobLeaseClient
 from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound
 from shared.jobs import RunFailed
-from tests.support import MODELS, fire_timer, post_test_run, reports, results
+from tests.support import MODELS, fire_timer, line, post_test_run, reports, results
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("no_secret_anywhere")
-
-
-def line(report: dict, name: str) -> dict:
-    return next(m for m in report["models"] if m["name"] == name)
 
 
 def submitted_once(stack: LocalStack) -> None:

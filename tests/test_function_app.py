@@ -16,7 +16,7 @@ from devkit.example_models import MORE_FORMATS_PLAN, write_example_models
 from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound
 from shared.jobs import RunFailed
-from tests.support import MODELS, downloads, fire_timer, post_test_run, reports, results, uploads
+from tests.support import MODELS, downloads, fire_timer, line, post_test_run, reports, results, uploads
 
 # Every test here also proves that the fake keys reached no log, console, report or error.
 pytestmark = pytest.mark.usefixtures("no_secret_anywhere")
@@ -41,14 +41,14 @@ def test_the_timer_submits_every_model_and_the_records_agree(deployed: LocalStac
     assert report["status"] == "succeeded" and report["mode"] == "scheduled"
     assert report["round_number"] == deployed.sandbox.round.number
     ledger = {r.model_name: r for r in results(deployed).ledger(deployed.sandbox.round.number)}
-    for line in report["models"]:
-        sandbox_record = received[line["name"]]
-        assert line["status"] == "submitted"
-        assert line["rows"] == len(small_round.ids)
-        assert line["submission_id"] == sandbox_record.id == ledger[line["name"]].submission_id
-        assert ledger[line["name"]].model_id == deployed.sandbox.models[line["name"]]
+    for model in report["models"]:
+        sandbox_record = received[model["name"]]
+        assert model["status"] == "submitted"
+        assert model["rows"] == len(small_round.ids)
+        assert model["submission_id"] == sandbox_record.id == ledger[model["name"]].submission_id
+        assert ledger[model["name"]].model_id == deployed.sandbox.models[model["name"]]
         # The archived CSV is the one that was uploaded.
-        archived = results(deployed).read_predictions(report["round_number"], line["name"])
+        archived = results(deployed).read_predictions(report["round_number"], model["name"])
         assert archived.encode() == sandbox_record.csv
 
 
@@ -152,7 +152,7 @@ def test_one_corrupt_model_fails_the_run_while_the_others_are_submitted(deployed
     assert sorted(s.model_name for s in deployed.sandbox.submissions) == ["demo_catboost", "demo_onnx", "demo_upload"]
     report = reports(deployed)[-1]
     assert report["status"] == "failed"
-    broken = next(m for m in report["models"] if m["name"] == "demo_lightgbm")
+    broken = line(report, "demo_lightgbm")
     assert broken["status"] == "failed"
     assert "cannot load 'demo_lightgbm.txt' as lightgbm" in broken["error"]
     assert [r.model_name for r in results(deployed).ledger()] == ["demo_catboost", "demo_onnx", "demo_upload"]
@@ -179,10 +179,10 @@ def test_a_failing_put_is_never_recorded_as_submitted(deployed: LocalStack) -> N
     with pytest.raises(RunFailed):
         fire_timer()
     report = reports(deployed)[-1]
-    for line in report["models"]:
-        assert line["status"] == "failed"
-        assert "the upload of the predictions was refused (HTTP 403); nothing was submitted" in line["error"]
-        assert line["predictions_blob"]  # archived all the same
+    for model in report["models"]:
+        assert model["status"] == "failed"
+        assert "the upload of the predictions was refused (HTTP 403); nothing was submitted" in model["error"]
+        assert model["predictions_blob"]  # archived all the same
     assert deployed.sandbox.submissions == [] and results(deployed).ledger() == []
 
 
@@ -198,8 +198,7 @@ def test_a_manifest_model_unknown_to_the_account_is_named_with_the_accounts_mode
     del deployed.sandbox.models["demo_onnx"]
     with pytest.raises(RunFailed):
         fire_timer()
-    line = next(m for m in reports(deployed)[-1]["models"] if m["name"] == "demo_onnx")
-    assert line["error"] == (
+    assert line(reports(deployed)[-1], "demo_onnx")["error"] == (
         "model 'demo_onnx' is not a Classic model of this Numerai account; "
         "the account has: demo_catboost, demo_lightgbm, demo_upload"
     )
