@@ -1,4 +1,5 @@
-"""Azure Functions entry points: a timer that submits, and an HTTP test run that does not.
+"""Azure Functions entry points: a timer that submits, an HTTP test run that does not, the queue
+tasks of queue mode (MODEL_EXECUTION=queue) and the runs API.
 
 Triggers only; the job lives in `shared/`. The host imports this module at every
 cold start just to index the functions, so it imports only azure.functions and
@@ -8,9 +9,14 @@ numerai-tools with scipy, telemetry) load on the first invocation instead:
 about 2 s saved at every cold start. tests/test_imports.py holds this.
 """
 
+from typing import TYPE_CHECKING
+
 import azure.functions as func
 
 import shared  # noqa: F401 - installs log redaction
+
+if TYPE_CHECKING:  # for the annotation only: shared.jobs loads at the first invocation
+    from shared.jobs import HttpAnswer
 
 app = func.FunctionApp()
 
@@ -26,5 +32,37 @@ def test_run(req: func.HttpRequest) -> func.HttpResponse:
     """Run every step but the upload and answer with the run report."""
     from shared import jobs  # here, not above: see the module docstring
 
-    status, body = jobs.test_run(req.get_body(), dict(req.params))
-    return func.HttpResponse(body, status_code=status, mimetype="application/json")
+    return _response(jobs.test_run(req.get_body(), dict(req.params)))
+
+# The queues live in the host's storage (AzureWebJobsStorage); "-poison" is the host's own naming.
+@app.queue_trigger(arg_name="message", queue_name="%TASK_QUEUE%", connection="AzureWebJobsStorage")
+def model_task(message: func.QueueMessage) -> None:
+    """Queue mode: one model of a run; the task that completes the run writes its final report."""
+    from shared import jobs  # here, not above: see the module docstring
+
+    jobs.model_task(message.get_body(), message.dequeue_count or 1)
+
+@app.queue_trigger(arg_name="message", queue_name="%TASK_QUEUE%-poison", connection="AzureWebJobsStorage")
+def poison_task(message: func.QueueMessage) -> None:
+    """Queue mode: a model task the host gave up on; its model is reported failed."""
+    from shared import jobs  # here, not above: see the module docstring
+
+    jobs.poisoned_task(message.get_body(), message.dequeue_count or 1)
+
+@app.route(route="runs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def runs(req: func.HttpRequest) -> func.HttpResponse:
+    """The newest runs first (?limit=N)."""
+    from shared import jobs  # here, not above: see the module docstring
+
+    return _response(jobs.list_runs(dict(req.params)))
+
+@app.route(route="runs/{run_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def run(req: func.HttpRequest) -> func.HttpResponse:
+    """One run's report, and whether the run is finished."""
+    from shared import jobs  # here, not above: see the module docstring
+
+    return _response(jobs.get_run(req.route_params.get("run_id", "")))
+
+def _response(answer: "HttpAnswer") -> func.HttpResponse:
+    return func.HttpResponse(answer.body, status_code=answer.status, headers=answer.headers,
+                             mimetype=answer.mimetype)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from shared.errors import SubmitterError
 from shared.manifest import MODEL_NAME_PATTERN
@@ -21,6 +22,16 @@ MAX_BODY_BYTES = 16 * 1024
 MAX_MODELS = 200
 # {"models": [...]} nests two levels; ignored fields may add a few.
 MAX_BODY_DEPTH = 8
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    """What an HTTP trigger answers."""
+
+    status: int
+    body: str
+    headers: dict[str, str] = field(default_factory=dict)
+    mimetype: str = "application/json"
 
 
 class RunFailed(SubmitterError):
@@ -44,21 +55,75 @@ def raise_if_failed(report: RunReport) -> None:
         raise RunFailed(report.summary())
 
 
-def test_run(body: bytes, query: Mapping[str, str]) -> tuple[int, str]:
-    """The HTTP test run: (status code, JSON body). It never uploads, whatever the request asks.
+def test_run(body: bytes, query: Mapping[str, str]) -> HttpAnswer:
+    """The HTTP test run. It never uploads, whatever the request asks.
 
     400 for a request it cannot use, saying why; otherwise the run's report, with 500 if the run
     failed. Nothing escapes: an error of ours is answered 500 with a report saved like any run's.
+    In queue mode the models run as queue tasks: 202 with the run id and the URL to poll
+    (Location), since Azure cuts an HTTP request at 230 s.
     """
     try:
         models = parse_model_selection(body, query)
         report = run_job(Mode.TEST, models)
     except BadRequest as exc:
-        return 400, json.dumps({"error": str(exc)})
+        return HttpAnswer(400, json.dumps({"error": str(exc)}))
     except Exception as exc:  # a bug or a library surprise outside the run: still reported
         log.exception("the test run stopped by an unexpected error")
-        return 500, report_unexpected(Mode.TEST, exc).to_json()
-    return (500 if report.failed else 200), report.to_json()
+        return HttpAnswer(500, report_unexpected(Mode.TEST, exc).to_json())
+    if report.fanned_out:
+        poll = f"/api/runs/{report.run_id}"
+        accepted = {"run_id": report.run_id, "status": report.status.value, "status_url": poll,
+                    "models": [m.name for m in report.models]}
+        return HttpAnswer(202, json.dumps(accepted), {"Location": poll, "Retry-After": "10"})
+    return HttpAnswer(500 if report.failed else 200, report.to_json())
+
+
+def model_task(body: bytes, dequeue_count: int) -> None:
+    """The queue trigger's job: one model of a fanned-out run (raises to have the host retry it)."""
+    from shared.scaleout.messages import BadTask
+    from shared.scaleout.task import run_task  # the queue's client loads only where tasks run
+
+    try:
+        run_task(body, dequeue_count)
+    except BadTask as exc:
+        log.error("%s; dropped", exc)  # no retry can make it one of ours
+
+
+def poisoned_task(body: bytes, dequeue_count: int) -> None:
+    """The poison queue trigger's job: record that a model's task never finished."""
+    from shared.scaleout.messages import BadTask
+    from shared.scaleout.task import run_poisoned
+
+    try:
+        run_poisoned(body, dequeue_count)
+    except BadTask as exc:
+        log.error("%s; dropped", exc)
+
+
+def list_runs(query: Mapping[str, str]) -> HttpAnswer:
+    """GET /api/runs: the newest runs first, `?limit=` of them (default 20, at most 100)."""
+    from shared.runs import recent_runs
+
+    return _runs_answer(lambda: {"runs": recent_runs(query.get("limit"))})
+
+
+def get_run(run_id: str) -> HttpAnswer:
+    """GET /api/runs/{run_id}: the run's report, and whether the run is finished."""
+    from shared.runs import run_status
+
+    return _runs_answer(lambda: run_status(run_id))
+
+
+def _runs_answer(answer: Callable[[], dict]) -> HttpAnswer:
+    from shared.runs import RunsError
+
+    try:
+        return HttpAnswer(200, json.dumps(answer(), indent=2))
+    except RunsError as exc:
+        return HttpAnswer(exc.status, json.dumps({"error": str(exc)}))
+    except SubmitterError as exc:  # a setting at fault: the message names it
+        return HttpAnswer(500, json.dumps({"error": str(exc)}))
 
 
 def parse_model_selection(body: bytes, query: Mapping[str, str]) -> list[str] | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,9 +31,11 @@ from shared.report import (
     SubmissionState,
     utc_now,
 )
+from shared.round_data import RoundFiles, download_round
 from shared.run_folder import remove_stale_folders, run_folder
 from shared.run_lock import LockLost, RunLock, RunLocked
-from shared.settings import Settings, load_settings
+from shared.scaleout.fanout import fan_out
+from shared.settings import Execution, Settings, load_settings
 from shared.storage import (
     PREDICTIONS,
     TEST_PREDICTIONS,
@@ -43,10 +45,13 @@ from shared.storage import (
 )
 from shared.submitter import SubmissionUnknown, Submitter
 from shared.telemetry import configure_telemetry, record_run
-from shared.worker.protocol import ModelOutcome, WorkRequest
+from shared.worker.protocol import ModelOutcome
 from shared.worker.supervisor import run_workers
 
 log = logging.getLogger(__name__)
+
+# The round's files for a run: given whether the benchmark models are needed, where they are.
+RoundData = Callable[[bool], RoundFiles]
 
 class RunDeadlinePassed(SubmitterError):
     """The run is out of time (RUN_DEADLINE_SECONDS); what it made is archived for the next run."""
@@ -60,8 +65,8 @@ LOCK_WAIT_SECONDS = LOCK_LEASE_SECONDS + 5
 
 
 @dataclass
-class _Run:
-    """What the steps of one run share."""
+class RunContext:
+    """What the steps of one run share (a queue task's steps too: see shared.scaleout.task)."""
 
     settings: Settings
     mode: Mode
@@ -110,13 +115,13 @@ def run_job(
     try:
         settings = load_settings(environ)
         report.data_version = settings.data_version
-        service = _service(settings)
-        results = ResultsStore(service, settings.results_container)
+        blobs = service(settings)
+        results = ResultsStore(blobs, settings.results_container)
         # Once a report can be saved: a malformed telemetry setting then fails the run with a report.
         configure_telemetry(environ)
-        run = _Run(settings, mode, report, NumeraiClient(settings),
-                   ModelStore(service, settings.models_container, settings.work_dir / "model-cache"), results,
-                   ends_at=started + settings.run_deadline_seconds)
+        run = RunContext(settings, mode, report, NumeraiClient(settings),
+                         ModelStore(blobs, settings.models_container, settings.work_dir / "model-cache"), results,
+                         ends_at=started + settings.run_deadline_seconds)
         _locked_steps(run, model_names)
     except SubmitterError as exc:
         report.fail(str(exc))
@@ -124,6 +129,11 @@ def run_job(
         log.exception("run %s stopped by an unexpected error", report.run_id)
         report.fail(_unexpected(exc))
     else:
+        if report.fanned_out:
+            # Saved by fan_out; whichever task finishes last completes the report and records the run.
+            log.info("run %s: %d models are queue tasks; GET /api/runs/%s follows them", report.run_id,
+                     sum(m.status is ModelStatus.PENDING for m in report.models), report.run_id)
+            return report
         report.finish()
     report.redact()
     _save(report, results)
@@ -141,7 +151,7 @@ def report_unexpected(mode: Mode, exc: Exception, environ: Mapping[str, str] | N
     results: ResultsStore | None = None
     try:
         settings = load_settings(environ)
-        results = ResultsStore(_service(settings), settings.results_container)
+        results = ResultsStore(service(settings), settings.results_container)
     except Exception as error:  # the report is all that is left to give; it must not be lost
         log.exception("the report of run %s cannot be saved", report.run_id)
         report.fail(f"{report.reason}; the report could not be saved: {_unexpected(error)}")
@@ -154,7 +164,8 @@ def _unexpected(exc: Exception) -> str:
     return f"unexpected error: {type(exc).__name__}: {str(exc)[:300]}"
 
 
-def _service(settings: Settings) -> BlobServiceClient:
+def service(settings: Settings) -> BlobServiceClient:
+    """The Blob service client the settings describe."""
     return blob_service_client(
         connection_string=settings.storage_connection_string,
         account_url=settings.storage_account_url,
@@ -163,7 +174,7 @@ def _service(settings: Settings) -> BlobServiceClient:
     )
 
 
-def _locked_steps(run: _Run, model_names: list[str] | None) -> None:
+def _locked_steps(run: RunContext, model_names: list[str] | None) -> None:
     """Scheduled runs take the run lock; test runs upload nothing and need none."""
     if run.mode is Mode.TEST:
         _steps(run, model_names)
@@ -178,7 +189,7 @@ def _locked_steps(run: _Run, model_names: list[str] | None) -> None:
         run.report.reason = str(exc)
 
 
-def _steps(run: _Run, model_names: list[str] | None) -> None:
+def _steps(run: RunContext, model_names: list[str] | None) -> None:
     remove_stale_folders(run.settings.work_dir / "rounds")
     round_ = run.numerai.current_round()
     if not _round_allows(run, round_):
@@ -188,20 +199,36 @@ def _steps(run: _Run, model_names: list[str] | None) -> None:
     account = run.numerai.model_ids()
     _check_account(run.report, account)
     if run.mode is Mode.TEST:
-        _note_submitted(run)
+        note_submitted(run)
     elif not run.settings.force_resubmit:
-        _skip_submitted(run, account)
+        skip_submitted(run, account)
     pending = [s for s in manifest.models if run.report.model(s.name).status is ModelStatus.PENDING]
     if not pending:
         return
-    with run_folder(run.settings.work_dir / "rounds", run.report.run_id) as data_dir:
-        outcomes = _reuse_or_predict(run, pending, data_dir)
-        _archive(run, outcomes)
-        if run.mode is Mode.SCHEDULED and _round_still_current(run):
-            _upload(run, outcomes, account, data_dir)
+    if run.settings.model_execution is Execution.QUEUE:
+        fan_out(run.report, run.settings, run.results, pending, account, run.ends_at)
+        return
+    with run_folder(run.settings.work_dir / "rounds", run.report.run_id) as folder:
+        def download(with_benchmarks: bool) -> RoundFiles:
+            return download_round(run.numerai, folder, run.report.round_number, run.settings.data_version,
+                                  with_benchmarks)
+
+        process_models(run, pending, account, folder, download)
 
 
-def _round_allows(run: _Run, round_: RoundInfo | None) -> bool:
+def process_models(run: RunContext, pending: list[ModelSpec], account: dict[str, str], work_dir: Path,
+                   data: RoundData) -> None:
+    """Predict (or reuse), archive and, in a scheduled run, upload `pending`; their lines say how it went.
+
+    A local run passes every pending model; a queue task passes its one.
+    """
+    outcomes = _reuse_or_predict(run, pending, work_dir, data)
+    _archive(run, outcomes)
+    if run.mode is Mode.SCHEDULED and _round_still_current(run):
+        _upload(run, outcomes, account, work_dir)
+
+
+def _round_allows(run: RunContext, round_: RoundInfo | None) -> bool:
     report = run.report
     if round_ is None:
         report.status = RunStatus.NOTHING_TO_DO
@@ -222,7 +249,7 @@ def _round_allows(run: _Run, round_: RoundInfo | None) -> bool:
     return False
 
 
-def _round_still_current(run: _Run) -> bool:
+def _round_still_current(run: RunContext) -> bool:
     """Check the round again before uploading: predictions belong to the round they were made for."""
     round_ = run.numerai.current_round()
     number = run.report.round_number
@@ -240,7 +267,7 @@ def _round_still_current(run: _Run) -> bool:
     return True
 
 
-def _manifest(run: _Run, model_names: list[str] | None) -> Manifest:
+def _manifest(run: RunContext, model_names: list[str] | None) -> Manifest:
     source = f"{run.settings.models_container}/{run.settings.manifest_blob}"
     return parse_manifest(run.models.read_text(run.settings.manifest_blob), source).select(model_names)
 
@@ -254,7 +281,7 @@ def _check_account(report: RunReport, account: dict[str, str]) -> None:
             )
 
 
-def _skip_submitted(run: _Run, account: dict[str, str]) -> None:
+def skip_submitted(run: RunContext, account: dict[str, str]) -> None:
     """Skip the models submitted for this round, including by a run that stopped before recording it."""
     submitter = run.submitter()
     for line in run.report.models:
@@ -272,7 +299,7 @@ def _skip_submitted(run: _Run, account: dict[str, str]) -> None:
             line.submission = SubmissionState.EXISTS
 
 
-def _note_submitted(run: _Run) -> None:
+def note_submitted(run: RunContext) -> None:
     """A test run submits nothing, but its report still says which models the ledger has for the round."""
     for line in run.report.models:
         record = run.results.submission_for(run.report.round_number, line.name)
@@ -295,7 +322,7 @@ class _Prediction:
     from_archive: bool = False
 
 
-def _reuse_or_predict(run: _Run, pending: list[ModelSpec], data_dir: Path) -> list[_Prediction]:
+def _reuse_or_predict(run: RunContext, pending: list[ModelSpec], work_dir: Path, data: RoundData) -> list[_Prediction]:
     """Predict the pending models, except those a killed or failed run already archived."""
     reused: list[_Prediction] = []
     to_predict: list[tuple[ModelSpec, str]] = []
@@ -310,10 +337,10 @@ def _reuse_or_predict(run: _Run, pending: list[ModelSpec], data_dir: Path) -> li
             reused.append(archived)
         else:
             to_predict.append((spec, etag))
-    return reused + _predict(run, to_predict, data_dir)
+    return reused + _predict(run, to_predict, work_dir, data)
 
 
-def _reusable_archive(run: _Run, spec: ModelSpec, etag: str) -> _Prediction | None:
+def _reusable_archive(run: RunContext, spec: ModelSpec, etag: str) -> _Prediction | None:
     """The archived predictions of this round, if a scheduled run made them from this very model file."""
     if run.mode is Mode.TEST:
         return None
@@ -327,7 +354,7 @@ def _reusable_archive(run: _Run, spec: ModelSpec, etag: str) -> _Prediction | No
     return _Prediction(spec, ModelOutcome(name=spec.name, ok=True, rows=rows), etag, archived.csv, from_archive=True)
 
 
-def _predict(run: _Run, pending: list[tuple[ModelSpec, str]], data_dir: Path) -> list[_Prediction]:
+def _predict(run: RunContext, pending: list[tuple[ModelSpec, str]], work_dir: Path, data: RoundData) -> list[_Prediction]:
     # fetch() reads the ETag again. Should the file change in between, the archive
     # records the older ETag and a later run predicts again: the safe side.
     files = []
@@ -340,38 +367,15 @@ def _predict(run: _Run, pending: list[tuple[ModelSpec, str]], data_dir: Path) ->
         return []
     run.check_deadline("downloading the round's data")
     with_benchmarks = any(spec.format is ModelFormat.NUMERAI_PICKLE for spec, _, _ in files)
-    round_files = _download(run, data_dir, with_benchmarks)
-    requests = [round_files.request(spec, path, data_dir / "workers" / spec.name, run.settings.batch_rows)
+    round_files = data(with_benchmarks)
+    requests = [round_files.request(spec, path, work_dir / "workers" / spec.name, run.settings.batch_rows)
                 for spec, path, _ in files]
     outcomes = run_workers(requests, run.settings.worker_limits(run.ends_at), run.settings.max_parallel_models)
     return [_Prediction(spec, outcome, etag, outcome.csv)
             for (spec, _, etag), outcome in zip(files, outcomes, strict=True)]
 
 
-@dataclass(frozen=True)
-class _RoundFiles:
-    """The round's files as downloaded for this run."""
-
-    features: Path
-    live: Path
-    benchmark: Path | None
-    data_version: str
-
-    def request(self, spec: ModelSpec, model_path: Path, output_dir: Path, batch_rows: int) -> WorkRequest:
-        """What a worker needs to predict `spec` for this round."""
-        return WorkRequest(spec, model_path, self.live, self.features, self.benchmark, self.data_version,
-                           batch_rows, output_dir)
-
-
-def _download(run: _Run, data_dir: Path, with_benchmarks: bool) -> _RoundFiles:
-    round_number = run.report.round_number
-    features = run.numerai.download("features.json", data_dir, round_number)
-    live = run.numerai.download("live.parquet", data_dir, round_number)
-    benchmark = run.numerai.download("live_benchmark_models.parquet", data_dir, round_number) if with_benchmarks else None
-    return _RoundFiles(features, live, benchmark, run.settings.data_version)
-
-
-def _archive(run: _Run, predictions: list[_Prediction]) -> None:
+def _archive(run: RunContext, predictions: list[_Prediction]) -> None:
     """Keep every prediction made, valid or not, before anything is uploaded."""
     for prediction in predictions:
         spec, outcome = prediction.spec, prediction.outcome
@@ -395,7 +399,7 @@ def _archive(run: _Run, predictions: list[_Prediction]) -> None:
             line.status = ModelStatus.VALIDATED
 
 
-def _write_archive(run: _Run, prediction: _Prediction) -> str:
+def _write_archive(run: RunContext, prediction: _Prediction) -> str:
     spec, outcome = prediction.spec, prediction.outcome
     name = spec.name if outcome.ok else f"{spec.name}.rejected"
     folder = TEST_PREDICTIONS if run.mode is Mode.TEST else PREDICTIONS
@@ -403,19 +407,19 @@ def _write_archive(run: _Run, prediction: _Prediction) -> str:
     return run.results.write_predictions(run.report.round_number, name, prediction.csv, folder, metadata)
 
 
-def _made_from(run: _Run, spec: ModelSpec, etag: str) -> dict[str, str]:
+def _made_from(run: RunContext, spec: ModelSpec, etag: str) -> dict[str, str]:
     """Everything that changes a model's predictions in a round: a later run reuses them only if all match."""
     return {"model_etag": etag, "data_version": run.settings.data_version, "entry_digest": spec.digest()}
 
 
-def _upload(run: _Run, predictions: list[_Prediction], account: dict[str, str], data_dir: Path) -> None:
+def _upload(run: RunContext, predictions: list[_Prediction], account: dict[str, str], work_dir: Path) -> None:
     submitter = run.submitter()
     for prediction in predictions:
         spec = prediction.spec
         line = run.report.model(spec.name)
         if line.status is not ModelStatus.PENDING or prediction.csv is None:
             continue
-        csv_path = data_dir / f"{spec.name}_round{run.report.round_number}.csv"
+        csv_path = work_dir / f"{spec.name}_round{run.report.round_number}.csv"
         csv_path.write_text(prediction.csv)
         try:
             run.check_deadline(f"uploading model '{spec.name}'")

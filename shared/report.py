@@ -69,6 +69,15 @@ class ModelReport:
         self.status = ModelStatus.FAILED
         self.error = cut(error)
 
+    def to_json(self) -> str:
+        """The line as JSON (enums as their values)."""
+        return json.dumps(asdict(self), default=lambda v: v.value, indent=2)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> ModelReport:
+        """A line read back from its JSON object."""
+        return cls(**{**raw, "status": ModelStatus(raw["status"]), "submission": SubmissionState(raw["submission"])})
+
 
 @dataclass
 class RunReport:
@@ -85,8 +94,14 @@ class RunReport:
     round_close_time: str | None = None
     data_version: str | None = None
     past_due: bool = False
+    execution: str = "local"  # MODEL_EXECUTION: "queue" when the models ran as queue tasks
     models: list[ModelReport] = field(default_factory=list)
     report_blob: str | None = None
+
+    @property
+    def fanned_out(self) -> bool:
+        """True while the run's models are queue tasks still at work: their last one finishes the report."""
+        return self.execution == "queue" and self.status is RunStatus.RUNNING
 
     @property
     def failed(self) -> bool:
@@ -143,8 +158,7 @@ class RunReport:
     def from_json(cls, text: str | bytes) -> RunReport:
         """A report read back from its JSON."""
         raw = json.loads(text)
-        models = [ModelReport(**{**m, "status": ModelStatus(m["status"]),
-                                 "submission": SubmissionState(m["submission"])}) for m in raw["models"]]
+        models = [ModelReport.from_dict(m) for m in raw["models"]]
         return cls(**{**raw, "mode": Mode(raw["mode"]), "status": RunStatus(raw["status"]), "models": models})
 
     def summary(self) -> str:

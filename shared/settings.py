@@ -8,10 +8,13 @@ settings table, `local.settings.json.example` and `infra/` list the same names.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from shared.errors import SettingsError
 from shared.redaction import KEY_VAULT_REFERENCE, connection_string_secrets, register
@@ -19,6 +22,13 @@ from shared.worker.supervisor import WorkerLimits, default_memory_limit_mb
 
 # Rows per batch: enough to keep the frameworks busy, small beside any model.
 DEFAULT_BATCH_ROWS = 2000
+
+
+class Execution(str, Enum):
+    """Where a scheduled or test run predicts its models (MODEL_EXECUTION)."""
+
+    LOCAL = "local"  # every model on this instance, one worker process each
+    QUEUE = "queue"  # one Storage-queue task per model, spread over instances by the Functions host
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,13 @@ class Settings:
     model_memory_limit_mb: float | None = None  # None: a share of the instance's memory
     max_parallel_models: int = 1
     work_dir: Path = Path(tempfile.gettempdir()) / "numerai-submitter"
+    model_execution: Execution = Execution.LOCAL
+    task_queue: str = "model-tasks"  # its poison queue is "<task_queue>-poison", as the host names it
+    # The host's own storage, where the task queues live: the queue trigger reads them through the
+    # same settings (a connection string locally; in Azure the queue endpoint and the identity).
+    host_storage_connection_string: str | None = None
+    host_queue_service_uri: str | None = None
+    host_storage_client_id: str | None = None
 
     def __repr__(self) -> str:
         # Settings travel into logs and tracebacks; the secrets must not.
@@ -68,7 +85,8 @@ class Settings:
         endpoints are what its errors need to name.
         """
         values = (self.numerai_public_id, self.numerai_secret_key,
-                  *connection_string_secrets(self.storage_connection_string))
+                  *connection_string_secrets(self.storage_connection_string),
+                  *connection_string_secrets(self.host_storage_connection_string))
         return tuple(v for v in values if v)
 
 
@@ -103,6 +121,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         model_memory_limit_mb=env.optional_number("MODEL_MEMORY_LIMIT_MB", minimum=64),
         max_parallel_models=int(env.number("MAX_PARALLEL_MODELS", defaults.max_parallel_models, minimum=1)),
         work_dir=Path(env.text("WORK_DIR", str(defaults.work_dir))),
+        model_execution=env.choice("MODEL_EXECUTION", Execution, defaults.model_execution),
+        task_queue=env.queue_name("TASK_QUEUE", defaults.task_queue),
+        host_storage_connection_string=env.optional("AzureWebJobsStorage"),
+        host_queue_service_uri=env.optional("AzureWebJobsStorage__queueServiceUri"),
+        host_storage_client_id=env.optional("AzureWebJobsStorage__clientId"),
     )
     register(*settings.secrets)  # `environ` may hold secrets that os.environ did not
     return settings
@@ -148,6 +171,21 @@ class _Reader:
             raise SettingsError(f"{name} must be a number; it is {raw!r}") from None
         if value < minimum:
             raise SettingsError(f"{name} must be at least {minimum:g}; it is {raw!r}")
+        return value
+
+    def choice(self, name: str, choices: type[Enum], default: Enum) -> Any:
+        raw = (self.optional(name) or default.value).lower()
+        allowed = [member.value for member in choices]
+        if raw not in allowed:
+            raise SettingsError(f"{name} must be one of {', '.join(allowed)}; it is {raw!r}")
+        return choices(raw)
+
+    def queue_name(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        # Storage's rule for queue names; 56 leaves room for the host's "-poison" suffix.
+        if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,54}[a-z0-9]", value):
+            raise SettingsError(f"{name} must be a Storage queue name of 3 to 56 lowercase letters, digits "
+                                f"and single hyphens, starting and ending with a letter or digit; it is {value!r}")
         return value
 
     def flag(self, name: str) -> bool:

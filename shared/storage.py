@@ -238,7 +238,7 @@ class ModelStore:
 
     def _fetch_current(self, blob: BlobClient) -> Path:
         etag = blob.get_blob_properties().etag
-        target = self._cache_dir / _cache_key(blob.blob_name) / _safe(etag.strip('"'))
+        target = self._cache_dir / _cache_key(blob.blob_name) / safe_name(etag.strip('"'))
         target /= PurePosixPath(blob.blob_name).name
         if target.is_file():
             log.info("model file '%s' unchanged (ETag %s): cached copy", blob.blob_name, etag)
@@ -282,6 +282,83 @@ class ResultsStore:
         name = f"reports/{_segment(run_id, 'run id')}.json"
         with _azure_errors(self._container, name, "read", "report"):
             return self._container.download_blob(name, encoding="utf-8").readall()
+
+    def find_report(self, run_id: str) -> str | None:
+        """A run's report, or None if there is none."""
+        return self._read_optional(f"reports/{_segment(run_id, 'run id')}.json", "report")
+
+    def read_report_for_update(self, run_id: str) -> tuple[str, str] | None:
+        """A run's report and its ETag, for `replace_report`; None if there is none."""
+        name = f"reports/{_segment(run_id, 'run id')}.json"
+        with _azure_errors(self._container, name, "read", "report"):
+            try:
+                download = self._container.download_blob(name, encoding="utf-8")
+            except ResourceNotFoundError as exc:
+                if exc.error_code == StorageErrorCode.CONTAINER_NOT_FOUND:
+                    raise
+                return None
+            return download.readall(), download.properties.etag
+
+    def replace_report(self, run_id: str, report_json: str, etag: str) -> bool:
+        """Replace a run's report only if it is still the version `etag` names.
+
+        False when another writer replaced it first: of the tasks that finish a
+        fanned-out run together, exactly one writes the final report.
+        """
+        name = f"reports/{_segment(run_id, 'run id')}.json"
+        with _azure_errors(self._container, name, "write", "report"):
+            try:
+                self._container.upload_blob(name, report_json, overwrite=True, content_settings=_JSON,
+                                            etag=etag, match_condition=MatchConditions.IfNotModified)
+            except ResourceModifiedError:
+                return False
+        return True
+
+    def report_names(self, limit: int) -> list[str]:
+        """The run ids of the `limit` newest reports, newest first."""
+        with _azure_errors(self._container, "reports/", "list", "reports"):
+            names = [blob.name for blob in self._container.list_blobs(name_starts_with="reports/")]
+        run_ids = [PurePosixPath(name).stem for name in names if name.endswith(".json")]
+        return sorted(run_ids, reverse=True)[:limit]  # run ids sort by the time their run started
+
+    def write_plan(self, run_id: str, plan_json: str) -> None:
+        """Store what a fanned-out run's tasks need: the round, the models and their manifest entries."""
+        self._upload(_run_blob(run_id, "plan.json"), plan_json, _JSON, "run plan")
+
+    def read_plan(self, run_id: str) -> str | None:
+        """A fanned-out run's plan, or None if the run wrote none."""
+        return self._read_optional(_run_blob(run_id, "plan.json"), "run plan")
+
+    def add_task_result(self, run_id: str, model_name: str, result_json: str) -> bool:
+        """Keep one model's result of a fanned-out run, unless it already has one; True if this one was kept.
+
+        First come, first kept: a redelivered task, its poison message and the run's
+        deadline may each try to write the same model's result.
+        """
+        name = _run_blob(run_id, f"models/{_segment(model_name, 'model name')}.json")
+        with _azure_errors(self._container, name, "write", "task result"):
+            try:
+                self._container.upload_blob(name, result_json, overwrite=False, content_settings=_JSON)
+            except ResourceExistsError:
+                return False
+        return True
+
+    def task_result(self, run_id: str, model_name: str) -> str | None:
+        """One model's result of a fanned-out run, or None while it has none."""
+        return self._read_optional(_run_blob(run_id, f"models/{_segment(model_name, 'model name')}.json"),
+                                   "task result")
+
+    def task_results(self, run_id: str) -> dict[str, str]:
+        """Every model result a fanned-out run has so far, by model name."""
+        prefix = _run_blob(run_id, "models/")
+        with _azure_errors(self._container, prefix, "list", "task results"):
+            names = [blob.name for blob in self._container.list_blobs(name_starts_with=prefix)]
+        found = {}
+        for name in names:
+            text = self._read_optional(name, "task result")
+            if text is not None:
+                found[PurePosixPath(name).stem] = text
+        return found
 
     def write_predictions(self, round_number: int, model_name: str, csv_text: str,
                           folder: str = PREDICTIONS, metadata: dict[str, str] | None = None) -> str:
@@ -436,6 +513,10 @@ def _predictions_name(folder: str, round_number: int, model_name: str) -> str:
     return f"{_segment(folder, 'folder')}/round-{round_number:d}/{_segment(model_name, 'model name')}.csv"
 
 
+def _run_blob(run_id: str, name: str) -> str:
+    return f"runs/{_segment(run_id, 'run id')}/{name}"
+
+
 def _ledger_name(round_number: int, model_name: str) -> str:
     return f"ledger/round-{round_number:d}/{_segment(model_name, 'model name')}.json"
 
@@ -444,14 +525,15 @@ def _intent_name(round_number: int, model_name: str) -> str:
     return f"intents/round-{round_number:d}/{_segment(model_name, 'model name')}.json"
 
 
-def _safe(text: str) -> str:
+def safe_name(text: str) -> str:
+    """`text` with anything but letters, digits, '.', '_' and '-' replaced: safe in a file or blob name."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", text)
 
 
 def _cache_key(blob_name: str) -> str:
     # Readable, yet unique: "a/b.pkl" and "a_b.pkl" read alike, their hashes do not.
     digest = hashlib.sha256(blob_name.encode()).hexdigest()[:12]
-    return f"{_safe(blob_name)[:100]}-{digest}"
+    return f"{safe_name(blob_name)[:100]}-{digest}"
 
 
 def _write_atomically(target: Path, write_into: Callable[[IO[bytes]], object]) -> None:

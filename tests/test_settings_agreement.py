@@ -12,7 +12,7 @@ from tests.test_infra import infra_app_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # How the code reads settings: shared/settings.py's typed reader, env.get in telemetry.
-READERS = {"required", "optional", "text", "number", "optional_number", "flag", "get"}
+READERS = {"required", "optional", "text", "number", "optional_number", "flag", "choice", "queue_name", "get"}
 SETTING_NAME = re.compile(r"^[A-Z][A-Z0-9_]{3,}$")
 # Read by the Functions host or the platform, not by our code.
 HOST_SETTINGS = {"AzureWebJobsStorage", "FUNCTIONS_WORKER_RUNTIME", "PYTHON_ISOLATE_WORKER_DEPENDENCIES",

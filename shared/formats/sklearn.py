@@ -22,7 +22,11 @@ import numpy as np
 
 from shared.errors import ModelLoadError, PredictionError
 from shared.formats.base import (
-    BatchModel, as_one_column, columns_for, require_trust, unpickle,
+    BatchModel,
+    as_one_column,
+    columns_for,
+    require_trust,
+    unpickle,
 )
 from shared.formats.lightgbm import recorded_names as lightgbm_names
 from shared.manifest import ModelSpec, PredictMethod

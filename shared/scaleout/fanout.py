@@ -1,0 +1,63 @@
+"""Fan out: a run that has found its pending models sends one queue task per model."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+
+from shared.manifest import ModelSpec
+from shared.report import ModelReport, RunReport
+from shared.scaleout.fanin import finish_if_complete
+from shared.scaleout.messages import DEADLINE, MODEL, QueueError, TaskMessage, TaskQueue
+from shared.scaleout.plan import RunPlan
+from shared.settings import Settings
+from shared.storage import ResultsStore
+
+log = logging.getLogger(__name__)
+
+# The deadline message arrives this long after the run's deadline: tasks start no upload
+# after the deadline itself, and one already uploading has this long to record it.
+DEADLINE_GRACE_SECONDS = 120
+
+
+def fan_out(report: RunReport, settings: Settings, results: ResultsStore, pending: list[ModelSpec],
+            account: dict[str, str], ends_at: float) -> None:
+    """Send a task per pending model; the report is saved running and the last task finishes it.
+
+    Raises QueueError if the queue cannot be reached at all; a model whose own message
+    could not be sent is recorded as failed, so the run still ends with a complete report.
+    """
+    assert report.round_number is not None  # set before any model is looked at
+    queue = TaskQueue(settings)
+    seconds = max(ends_at - time.monotonic(), 0.0)
+    plan = RunPlan(report.run_id, report.mode, report.round_number, settings.data_version, report.started_at,
+                   (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat(),
+                   {spec.name: spec.model_dump(mode="json") for spec in pending},
+                   {spec.name: account[spec.name] for spec in pending})
+    # The deadline goes first: whatever happens next, the run is reported by then.
+    plan.deadline_message = list(queue.send(TaskMessage(DEADLINE, report.run_id, report.round_number),
+                                            seconds + DEADLINE_GRACE_SECONDS))
+    results.write_plan(report.run_id, plan.to_json())
+    report.execution = "queue"
+    report.redact()
+    report.report_blob = results.write_report(report.run_id, report.to_json())
+    unsent = _send_models(queue, results, report, pending)
+    log.info("run %s: %d model tasks queued on '%s'", report.run_id, len(pending) - len(unsent), settings.task_queue)
+    if unsent:
+        finish_if_complete(results, plan, TaskQueue(settings))
+
+
+def _send_models(queue: TaskQueue, results: ResultsStore, report: RunReport, pending: list[ModelSpec]) -> list[str]:
+    """Send each model's task; a model whose message fails gets its failed result at once."""
+    assert report.round_number is not None
+    unsent = []
+    for spec in pending:
+        try:
+            queue.send(TaskMessage(MODEL, report.run_id, report.round_number, spec.name, spec.digest()))
+        except QueueError as exc:
+            line = ModelReport(spec.name)
+            line.fail(f"model '{spec.name}': its task could not be queued, so it was not run: {exc}")
+            results.add_task_result(report.run_id, spec.name, line.to_json())
+            unsent.append(spec.name)
+    return unsent
