@@ -1,9 +1,10 @@
-"""Start and stop Azurite (the Blob Storage emulator) for tests, CI and the demo.
+"""Start and stop Azurite (the Storage emulator's Blob and Queue services) for tests, CI and the demo.
 
 Usage::
 
     with Azurite() as azurite:
-        service = BlobServiceClient.from_connection_string(azurite.connection_string)
+        blobs = BlobServiceClient.from_connection_string(azurite.connection_string)
+        queues = QueueServiceClient.from_connection_string(azurite.connection_string)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BLOB = REPO_ROOT / "node_modules" / ".bin" / "azurite-blob"
+AZURITE_QUEUE = REPO_ROOT / "node_modules" / ".bin" / "azurite-queue"
 HOST = "127.0.0.1"
 ACCOUNT_NAME = "devstoreaccount1"
 # Azurite's published development key: public, identical on every machine, not a secret.
@@ -54,21 +56,24 @@ def free_port() -> int:
 
 
 class Azurite:
-    """One Azurite blob service on 127.0.0.1, with its data in a fresh temporary folder."""
+    """Azurite's blob and queue services on 127.0.0.1, each with its data in a fresh temporary folder.
+
+    Each service is its own node process on its own port; one connection string names both.
+    """
 
     def __init__(self) -> None:
-        self._process: subprocess.Popen[bytes] | None = None
-        self._port: int | None = None
-        self._workdir: Path | None = None
-        self._stdout: IO[bytes] | None = None
-        self._stderr: IO[bytes] | None = None
+        self._blob = _Service("blob")
+        self._queue = _Service("queue")
 
     @property
     def port(self) -> int:
-        """The port Azurite listens on."""
-        if self._port is None:
-            raise AzuriteError("Azurite is not running: call start() first")
-        return self._port
+        """The port the blob service listens on."""
+        return self._blob.port
+
+    @property
+    def queue_port(self) -> int:
+        """The port the queue service listens on."""
+        return self._queue.port
 
     @property
     def blob_endpoint(self) -> str:
@@ -76,47 +81,54 @@ class Azurite:
         return f"http://{HOST}:{self.port}/{ACCOUNT_NAME}"
 
     @property
+    def queue_endpoint(self) -> str:
+        """The development account's queue endpoint: http://127.0.0.1:PORT/devstoreaccount1."""
+        return f"http://{HOST}:{self.queue_port}/{ACCOUNT_NAME}"
+
+    @property
     def connection_string(self) -> str:
-        """A connection string for the development account on this Azurite."""
+        """A connection string for the development account's blobs and queues on this Azurite."""
         return (
             f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};"
             f"AccountKey={ACCOUNT_KEY};BlobEndpoint={self.blob_endpoint};"
+            f"QueueEndpoint={self.queue_endpoint};"
         )
 
     @property
     def pid(self) -> int | None:
-        """The process id of the running Azurite, or None when it is not running."""
-        return self._process.pid if self._process else None
+        """The process id of the running blob service, or None when it is not running."""
+        return self._blob.pid
+
+    @property
+    def queue_pid(self) -> int | None:
+        """The process id of the running queue service, or None when it is not running."""
+        return self._queue.pid
 
     def start(self) -> Azurite:
-        """Start Azurite on a free port and wait until it accepts connections."""
-        if self._process is not None:
+        """Start both services on free ports and wait until both accept connections."""
+        if self._blob.pid is not None or self._queue.pid is not None:
             raise AzuriteError("Azurite is already running")
-        if not AZURITE_BLOB.exists():
-            raise AzuriteError(
-                f"Azurite is not installed ({AZURITE_BLOB} is missing): run `make setup`"
-            )
+        for executable in (AZURITE_BLOB, AZURITE_QUEUE):
+            if not executable.exists():
+                raise AzuriteError(
+                    f"Azurite is not installed ({executable} is missing): run `make setup`"
+                )
+        services = ((self._blob, AZURITE_BLOB), (self._queue, AZURITE_QUEUE))
         try:
-            self._start_once()
-        except _PortTaken:
-            log.info("the chosen port was taken before Azurite could bind it; trying another")
-            self._start_once()
+            # Both launch before either is awaited: node's start-up is most of the wait.
+            for service, executable in services:
+                service.launch(executable)
+            for service, executable in services:
+                service.wait_until_listening(executable)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
-        """Stop Azurite (SIGTERM, then SIGKILL after a grace period) and delete its data."""
-        if self._process is not None:
-            _terminate_group(self._process)
-            log.info("Azurite on port %s stopped", self._port)
-        for stream in (self._stdout, self._stderr):
-            if stream is not None:
-                stream.close()
-        if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-        self._process = None
-        self._port = None
-        self._workdir = None
-        self._stdout = self._stderr = None
+        """Stop both services (SIGTERM, then SIGKILL after a grace period) and delete their data."""
+        self._queue.stop()
+        self._blob.stop()
 
     def __enter__(self) -> Azurite:
         return self.start()
@@ -129,8 +141,56 @@ class Azurite:
     ) -> None:
         self.stop()
 
-    def _start_once(self) -> None:
-        self._workdir = Path(tempfile.mkdtemp(prefix="azurite-"))
+
+class _Service:
+    """One Azurite service (`blob` or `queue`): a node process leading its own process group."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._process: subprocess.Popen[bytes] | None = None
+        self._port: int | None = None
+        self._workdir: Path | None = None
+        self._stdout: IO[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise AzuriteError("Azurite is not running: call start() first")
+        return self._port
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def wait_until_listening(self, executable: Path) -> None:
+        """Wait for the launched service; relaunch it once on another port if its port was taken."""
+        try:
+            self._wait_until_listening()
+        except _PortTaken:
+            log.info("the port chosen for Azurite's %s service was taken before it could bind "
+                     "it; trying another", self.name)
+            self.stop()
+            self.launch(executable)
+            self._wait_until_listening()
+
+    def stop(self) -> None:
+        if self._process is not None:
+            _terminate_group(self._process)
+            log.info("Azurite's %s service on port %s stopped", self.name, self._port)
+        for stream in (self._stdout, self._stderr):
+            if stream is not None:
+                stream.close()
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+        self._process = None
+        self._port = None
+        self._workdir = None
+        self._stdout = self._stderr = None
+
+    def launch(self, executable: Path) -> None:
+        """Start the service's process on a free port, without waiting for it."""
+        self._workdir = Path(tempfile.mkdtemp(prefix=f"azurite-{self.name}-"))
         data_dir = self._workdir / "data"
         data_dir.mkdir()
         # Files, not pipes: nobody drains a pipe while Azurite runs, and a full pipe blocks it.
@@ -138,32 +198,27 @@ class Azurite:
         self._stderr = open(self._workdir / "stderr.log", "wb")
         self._port = free_port()
         command = [
-            str(AZURITE_BLOB),
+            str(executable),
             "--location", str(data_dir),
-            "--blobHost", HOST,
-            "--blobPort", str(self._port),
+            f"--{self.name}Host", HOST,
+            f"--{self.name}Port", str(self._port),
             "--loose",
             "--skipApiVersionCheck",
             "--silent",
             # Telemetry phones home to Application Insights and makes SIGTERM take ~10 s.
             "--disableTelemetry",
         ]  # fmt: skip
-        log.info("starting Azurite on %s:%s", HOST, self._port)
+        log.info("starting Azurite's %s service on %s:%s", self.name, HOST, self._port)
         # Its own session and process group: stop() signals the group, so node and anything it
         # spawned go together, and a Ctrl-C meant for the test runner does not reach it first.
-        try:
-            self._process = subprocess.Popen(
-                command,
-                cwd=self._workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=self._stdout,
-                stderr=self._stderr,
-                start_new_session=True,
-            )
-            self._wait_until_listening()
-        except BaseException:
-            self.stop()
-            raise
+        self._process = subprocess.Popen(
+            command,
+            cwd=self._workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=self._stdout,
+            stderr=self._stderr,
+            start_new_session=True,
+        )
 
     def _wait_until_listening(self) -> None:
         assert self._process is not None and self._port is not None
@@ -174,16 +229,16 @@ class Azurite:
                 if "EADDRINUSE" in tail:
                     raise _PortTaken(tail)
                 raise AzuriteError(
-                    f"Azurite exited with code {self._process.returncode} while starting; "
-                    f"its stderr ends with:\n{tail}"
+                    f"Azurite's {self.name} service exited with code {self._process.returncode} "
+                    f"while starting; its stderr ends with:\n{tail}"
                 )
             if _accepts_connections(self._port) and self._says_listening():
-                log.info("Azurite is listening on %s", self.blob_endpoint)
+                log.info("Azurite's %s service is listening on %s:%s", self.name, HOST, self._port)
                 return
             time.sleep(0.05)
         raise AzuriteError(
-            f"Azurite did not report listening on {HOST}:{self._port} within "
-            f"{START_TIMEOUT_SECONDS:.0f} s; its stderr ends with:\n{self._stderr_tail()}"
+            f"Azurite's {self.name} service did not report listening on {HOST}:{self._port} "
+            f"within {START_TIMEOUT_SECONDS:.0f} s; its stderr ends with:\n{self._stderr_tail()}"
         )
 
     def _says_listening(self) -> bool:

@@ -39,6 +39,8 @@ class LocalStack:
         suffix = uuid.uuid4().hex[:8]
         self.models_container = f"models-{suffix}"
         self.results_container = f"results-{suffix}"
+        # The queue mode's task queue; the Functions host names its poison queue `<name>-poison`.
+        self.task_queue = f"tasks-{suffix}"
 
     def start(self) -> LocalStack:
         """Start the services that are not already running."""
@@ -99,4 +101,7 @@ class LocalStack:
             "MODELS_CONTAINER": self.models_container,
             "RESULTS_CONTAINER": self.results_container,
             "WORK_DIR": str(work_dir),
+            # The queue trigger's connection (connection="AzureWebJobsStorage"), as on Azure.
+            "AzureWebJobsStorage": self.azurite.connection_string,
+            "TASK_QUEUE": self.task_queue,
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 import time
@@ -103,15 +104,18 @@ def _record(round_number: int, model_name: str) -> SubmissionRecord:
 def test_azurite_listens_while_running_and_is_gone_after_stop() -> None:
     emulator = Azurite().start()
     port, pid = emulator.port, emulator.pid
-    assert pid is not None
+    queue_port, queue_pid = emulator.queue_port, emulator.queue_pid
+    assert pid is not None and queue_pid is not None
     assert emulator.blob_endpoint == f"http://127.0.0.1:{port}/devstoreaccount1"
+    assert emulator.queue_endpoint == f"http://127.0.0.1:{queue_port}/devstoreaccount1"
     assert f"BlobEndpoint={emulator.blob_endpoint};" in emulator.connection_string
-    assert _accepts_connections(port)
+    assert f"QueueEndpoint={emulator.queue_endpoint};" in emulator.connection_string
+    assert _accepts_connections(port) and _accepts_connections(queue_port)
 
     emulator.stop()
 
-    assert not _accepts_connections(port)
-    assert not Path(f"/proc/{pid}").exists()
+    assert not _accepts_connections(port) and not _accepts_connections(queue_port)
+    assert not Path(f"/proc/{pid}").exists() and not Path(f"/proc/{queue_pid}").exists()
     with pytest.raises(AzuriteError, match="not running"):
         emulator.port
 
@@ -120,7 +124,8 @@ def test_azurite_retries_once_when_its_port_is_taken(monkeypatch: pytest.MonkeyP
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
-        ports = iter([squatter.getsockname()[1], free_port()])
+        # The squatted port first, then real free ports (for the retry and the queue service).
+        ports = itertools.chain([squatter.getsockname()[1]], iter(free_port, None))
         monkeypatch.setattr(azurite_module, "free_port", lambda: next(ports))
         with Azurite() as emulator:
             service = BlobServiceClient.from_connection_string(emulator.connection_string)
