@@ -93,11 +93,35 @@ param pythonVersion string
 // "The lowest maximum scale is currently 40" (learn.microsoft.com/azure/azure-functions/
 // flex-consumption-plan, Considerations); Microsoft's canonical Flex Bicep uses the same
 // bounds and default (Azure-Samples/azure-functions-flex-consumption-samples, IaC/bicep/main.bicep).
-// An upper bound only: the timer runs on one instance; billing is per execution.
+// An upper bound only: the timer runs on one instance, and in queue mode each model task on
+// one (host.json's batchSize 1), so it also caps the models running at once; billing is per execution.
 @description('Upper bound on Function App instances; Flex Consumption accepts 40 to 1000.')
 @minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 100
+
+@description('Where the models run: `local`, every model on the timer\'s instance; `queue`, one queue message per model, each on an instance of its own (README, "Scaling out: queue mode").')
+@allowed([
+  'local'
+  'queue'
+])
+param modelExecution string = 'local'
+
+// Queue names: 3 to 63 lowercase letters, digits and hyphens; the host names the poison
+// queue `<name>-poison`, 7 characters more, so the task queue's name stops at 56.
+@description('Name of queue mode\'s task queue in the host storage account; its poison queue is `<name>-poison`.')
+@minLength(3)
+@maxLength(56)
+param taskQueueName string = 'model-tasks'
+
+// Flex Consumption keeps always-ready instances per scale group or function
+// (`function:<name>`), billed while idle (learn.microsoft.com/azure/azure-functions/
+// flex-consumption-plan, "Always ready instances"). 0 starts model_task's instances on demand.
+// At most 40, Flex's lowest maximumInstanceCount, so the count never exceeds the app's maximum.
+@description('Always-ready instances for the queue-triggered model_task function; billed while idle. 0: on demand only.')
+@minValue(0)
+@maxValue(40)
+param modelTaskAlwaysReady int = 0
 
 @secure()
 @description('Numerai API key, public part. Empty: set the secret later with `az keyvault secret set`.')
@@ -154,6 +178,10 @@ module hostStorage 'app/storage.bicep' = {
     tags: tags
     containerNames: [
       deploymentContainerName
+    ]
+    queueNames: [
+      taskQueueName
+      '${taskQueueName}-poison'
     ]
   }
 }
@@ -241,6 +269,9 @@ module function 'app/function.bicep' = {
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
     pythonVersion: pythonVersion
+    modelExecution: modelExecution
+    taskQueueName: taskQueueName
+    modelTaskAlwaysReady: modelTaskAlwaysReady
   }
 }
 

@@ -9,6 +9,7 @@ written, since checkov does not test all of them.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -401,3 +402,127 @@ def test_postprovision_refreshes_the_key_vault_references_and_waits_for_them(tmp
     still_unresolved = run_postprovision(tmp_path, "numerai-public-id\\nnumerai-secret-key\\n", unresolved="1")
     assert still_unresolved.returncode == 1
     assert "has not resolved its Key Vault references" in still_unresolved.stderr
+
+
+# ===== Queue mode in Azure (issue 11): host.json, the queues, their roles, scaling, the alert =====
+# Sources are cited in the README's "In Azure: queues, host.json and scaling" and in infra/.
+
+HOST_JSON = ROOT / "host.json"
+MODEL_TASK_FUNCTION = "model_task"
+
+
+def timespan_seconds(value: str) -> float:
+    """host.json's `hh:mm:ss[.fff]` TimeSpan in seconds."""
+    hours, minutes, seconds = value.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def test_host_json_gives_each_instance_one_model_at_a_time() -> None:
+    """A queue function runs at most batchSize + newBatchThreshold messages at once per
+    instance, and target-based scaling asks for queue length / batchSize instances."""
+    queues = json.loads(HOST_JSON.read_text())["extensions"]["queues"]
+    assert queues["batchSize"] + queues["newBatchThreshold"] == 1
+    assert queues["batchSize"] == 1
+
+
+def test_host_json_retries_a_failed_model_task_twice_after_a_pause_then_poisons_it() -> None:
+    queues = json.loads(HOST_JSON.read_text())["extensions"]["queues"]
+    assert queues["maxDequeueCount"] == 3
+    assert timespan_seconds(queues["visibilityTimeout"]) == 30
+    # At least the documented floor of 100 ms, and well below the one-minute default.
+    assert 0.1 <= timespan_seconds(queues["maxPollingInterval"]) <= 5
+    # The extension's default, written down because the app's sender must encode alike.
+    assert queues["messageEncoding"] == "base64"
+    # A task that keeps failing uses all its tries inside one function timeout's worth of
+    # waiting: the retries' pauses are small next to the 30-minute functionTimeout.
+    timeout = timespan_seconds(json.loads(HOST_JSON.read_text())["functionTimeout"])
+    assert (queues["maxDequeueCount"] - 1) * timespan_seconds(queues["visibilityTimeout"]) < timeout / 10
+
+
+def test_the_host_account_holds_the_task_queue_and_its_poison_queue() -> None:
+    """The trigger's connection is AzureWebJobsStorage: the queues live in the host's account,
+    named as the host names a poison queue; the data account gets none."""
+    modules = parse(INFRA / "main.bicep")["modules"]
+    assert modules["hostStorage"]["config"]["params"]["queueNames"] == ["taskQueueName", "${taskQueueName}-poison"]
+    assert "queueNames" not in modules["dataStorage"]["config"]["params"]
+    storage = parse(INFRA / "app" / "storage.bicep")
+    queues = storage["resources"]["queues"]["config"]
+    assert queues["loop_type"]["detail"] == {"item_name": "queueName", "array_name": "queueNames"}
+    assert storage["resources"][queues["config"]["parent"]]["config"]["parent"] == "storage"
+    assert storage["parameters"]["queueNames"]["default"] == []
+
+
+def test_the_task_queues_name_leaves_room_for_the_poison_suffix() -> None:
+    """Queue names are 3 to 63 characters; `-poison` adds 7."""
+    param = parse(INFRA / "main.bicep")["parameters"]["taskQueueName"]
+    assert (decorator(param, "min_length"), decorator(param, "max_length")) == (3, 63 - len("-poison"))
+    assert param["default"] == parameter_default("taskQueueName", "TASK_QUEUE") == "model-tasks"
+
+
+def test_the_identity_may_send_receive_and_delete_queue_messages_on_the_host_account() -> None:
+    assert ("app identity", "Storage Queue Data Contributor", "host storage account") in rbac_grants()
+
+
+def test_model_execution_and_task_queue_reach_the_app_from_azd() -> None:
+    main = parse(INFRA / "main.bicep")
+    function = parse(INFRA / "app" / "function.bicep")
+    for tree in (main, function):
+        assert decorator(tree["parameters"]["modelExecution"], "allowed") == ["local", "queue"]
+        assert tree["parameters"]["modelExecution"]["default"] == "local"
+    assert parameter_default("modelExecution", "MODEL_EXECUTION") == "local"
+    params = main["modules"]["function"]["config"]["params"]
+    assert (params["modelExecution"], params["taskQueueName"]) == ("modelExecution", "taskQueueName")
+    settings = infra_app_settings()
+    assert (settings["MODEL_EXECUTION"], settings["TASK_QUEUE"]) == ("modelExecution", "taskQueueName")
+    # The sender and the trigger find the queue service through the host's identity-based settings.
+    assert settings["AzureWebJobsStorage__queueServiceUri"]["operator"]["operands"]["operand_1"] == "storage"
+    assert settings["AzureWebJobsStorage__credential"] == "managedidentity"
+
+
+def test_always_ready_instances_of_the_model_task_are_opt_in() -> None:
+    """Flex keeps always-ready instances per `function:<name>`, billed while idle: none by default."""
+    function = parse(INFRA / "app" / "function.bicep")
+    assert function["variables"]["modelTaskFunctionName"]["value"] == MODEL_TASK_FUNCTION
+    site = resource(INFRA / "app" / "function.bicep", "Microsoft.Web/sites")
+    scale = site["properties"]["functionAppConfig"]["scaleAndConcurrency"]
+    assert scale["alwaysReady"] == {"operator": {"type": "conditional", "operands": {
+        "condition": {"operator": {"type": "greater_than", "operands": {
+            "operand_1": "modelTaskAlwaysReady", "operand_2": 0}}},
+        "true_value": [{"name": "function:${modelTaskFunctionName}", "instanceCount": "modelTaskAlwaysReady"}],
+        "false_value": []}}}
+    main = parse(INFRA / "main.bicep")
+    for tree in (main, function):
+        param = tree["parameters"]["modelTaskAlwaysReady"]
+        assert param["default"] == 0
+        # Never above Flex's lowest maximumInstanceCount, hence never above the app's maximum.
+        assert (decorator(param, "min_value"), decorator(param, "max_value")) == (0, 40)
+    assert parameter_default("modelTaskAlwaysReady", "MODEL_TASK_ALWAYS_READY") == "0"
+    assert main["modules"]["function"]["config"]["params"]["modelTaskAlwaysReady"] == "modelTaskAlwaysReady"
+
+
+def test_the_failed_run_alert_reads_the_run_record_the_app_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """Queue mode's timer succeeds after fanning out: the alert also matches the run's record,
+    whose `extra` fields azure-monitor-opentelemetry exports as customDimensions."""
+    from shared.report import Mode, RunReport
+    from shared.telemetry import record_run
+
+    report = RunReport(run_id="r1", mode=Mode.SCHEDULED, started_at="2026-11-27T12:15:00Z")
+    report.fail("a model failed")
+    with caplog.at_level(logging.INFO, logger="shared"):
+        record_run(report, 1.0)
+    record = next(r for r in caplog.records if hasattr(r, "run_status"))
+    assert (record.levelno, record.run_status, record.mode) == (logging.ERROR, "failed", "scheduled")
+
+    alerts = parse(INFRA / "app" / "alerts.bicep")
+    query = alerts["variables"]["runFailedQuery"]["value"]
+    assert 'requests\n    | where name contains "{function}" and success == false' in query
+    assert ('traces\n    | where tostring(customDimensions.run_status) == "failed" '
+            'and tostring(customDimensions.mode) == "scheduled"') in query
+    assert query.lstrip().startswith("union")
+    rule = next(r["config"] for r in alerts["resources"].values()
+                if r["type"] == "Microsoft.Insights/scheduledQueryRules" and r["config"]["name"] == "alert-scheduled-run-failed")
+    criterion = rule["properties"]["criteria"]["allOf"][0]
+    assert criterion["query"] == {"function": {"type": "replace", "parameters": {
+        "original_string": "runFailedQuery", "old_string": "{function}", "new_string": "functionName"}}}
+    assert (criterion["operator"], criterion["threshold"]) == ("GreaterThan", 0)
+    assert alerts["variables"]["functionName"]["value"] == "scheduled_submission"

@@ -1,6 +1,6 @@
 // Two log search alerts on the app's Application Insights telemetry, sent to
 // one action group: a scheduled run failed, and a scheduled run was due but no
-// successful run followed. The second alert reads the timer's own schedule,
+// successful run followed (the timer's success: in queue mode, its fan-out). The second alert reads the timer's own schedule,
 // because Azure Monitor log alerts look back at most two days
 // ("Supported granularities are: 5 ... 2880" minutes): an alert on "no success
 // in the last N days" cannot see a weekly run.
@@ -44,9 +44,24 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
   }
 }
 
+// Either of two signs of a failed scheduled run. In local mode (MODEL_EXECUTION) the
+// timer invocation fails: a failed request. In queue mode the timer succeeds once it has
+// fanned out, and the run's outcome is known only when its last model task (or the poison
+// or deadline handling) completes the report; the app then logs the run's record
+// (shared/telemetry.py, record_run) at ERROR, exported to the traces table with
+// run_status and mode among its customDimensions. Local mode logs that record too, so
+// both modes alert alike, and a timer that fails before any record still alerts.
 // Request telemetry is stamped with the invocation's start and written at its
 // end, so a run of up to 30 minutes lands well inside a one-hour window. The
 // alert is stateful (autoMitigate): one failure notifies once, not four times.
+var runFailedQuery = '''
+union
+    (requests
+    | where name contains "{function}" and success == false),
+    (traces
+    | where tostring(customDimensions.run_status) == "failed" and tostring(customDimensions.mode) == "scheduled")
+'''
+
 resource runFailed 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   name: 'alert-scheduled-run-failed'
   location: location
@@ -54,7 +69,7 @@ resource runFailed 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   kind: 'LogAlert'
   properties: {
     displayName: 'Numerai scheduled run failed'
-    description: 'The timer function ${functionName} failed: a model failed or the job could not run. The run report in the results container (reports/) says why.'
+    description: 'A scheduled run failed: the timer function ${functionName} failed, or the run\'s record says run_status failed (queue mode, once its last model task is done). A model failed or the job could not run; the run report in the results container (reports/) says why.'
     severity: 1
     enabled: true
     scopes: [
@@ -66,7 +81,7 @@ resource runFailed 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
     criteria: {
       allOf: [
         {
-          query: 'requests | where name contains "${functionName}" and success == false'
+          query: replace(runFailedQuery, '{function}', functionName)
           timeAggregation: 'Count'
           operator: 'GreaterThan'
           threshold: 0

@@ -48,10 +48,32 @@ param instanceMemoryMB int = 2048
 ])
 param pythonVersion string
 
-@description('Upper bound on instances; the timer runs on one, the rest serve test runs. Flex Consumption\'s lowest maximum is 40 (see main.bicep).')
+@description('Upper bound on instances of the whole app; the timer runs on one, the rest serve test runs and, in queue mode, one model each. Flex Consumption\'s lowest maximum is 40 (see main.bicep).')
 @minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 100
+
+@description('Where the models run: local (on the timer\'s instance) or queue (one message per model).')
+@allowed([
+  'local'
+  'queue'
+])
+param modelExecution string = 'local'
+
+@description('Queue mode\'s task queue in the host storage account (created by storage.bicep, with `<name>-poison`).')
+param taskQueueName string
+
+@description('Always-ready instances of the queue-triggered model_task function; 0 starts them on demand.')
+@minValue(0)
+@maxValue(40)
+param modelTaskAlwaysReady int = 0
+
+// The queue-triggered function of function_app.py that runs one model. On Flex
+// Consumption every function other than HTTP, Blob (Event Grid) and Durable ones scales in
+// instances of its own, and always-ready counts are set per `function:<name>`
+// (learn.microsoft.com/azure/azure-functions/flex-consumption-plan, "Per-function scaling";
+// flex-consumption-how-to, "Set always ready instance counts").
+var modelTaskFunctionName = 'model_task'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: hostStorageAccountName
@@ -93,6 +115,10 @@ var appSettings = {
   MODEL_MEMORY_LIMIT_MB: string(instanceMemoryMB * 3 / 4)
   MAX_PARALLEL_MODELS: '1'
   WORK_DIR: '/tmp/numerai-submitter'
+  // Queue mode: the trigger and the app's sender both reach the queue through the
+  // AzureWebJobsStorage__* settings below, with the identity's Storage Queue Data Contributor.
+  MODEL_EXECUTION: modelExecution
+  TASK_QUEUE: taskQueueName
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
 
   // The Functions host
@@ -163,9 +189,19 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           }
         }
       }
+      // Flex offers no per-function maximum: maximumInstanceCount bounds the whole app, and
+      // a queue function's instances follow its queue's length divided by host.json's
+      // batchSize (target-based scaling). `triggers` takes HTTP concurrency only; queue
+      // concurrency per instance is host.json's batchSize + newBatchThreshold.
       scaleAndConcurrency: {
         instanceMemoryMB: instanceMemoryMB
         maximumInstanceCount: maximumInstanceCount
+        alwaysReady: (modelTaskAlwaysReady > 0) ? [
+          {
+            name: 'function:${modelTaskFunctionName}'
+            instanceCount: modelTaskAlwaysReady
+          }
+        ] : []
       }
       runtime: {
         name: 'python'

@@ -79,6 +79,11 @@ resource hostBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+// Queue: the host's own queues, and queue mode's task queue and its poison queue. The
+// one role covers every step there: the app sends a message per model, the queue trigger
+// reads it, updates its visibility, deletes it, and moves it to `<name>-poison` after
+// maxDequeueCount tries (Storage Queue Data Contributor, as functions-bindings-storage-queue
+// recommends for the trigger; Message Sender alone could not receive).
 resource hostQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, identityPrincipalId, roles.storageQueueDataContributor)
   scope: storage

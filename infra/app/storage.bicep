@@ -1,4 +1,4 @@
-// One storage account with its blob containers. main.bicep makes two: one for the
+// One storage account with its blob containers (and queues, if any). main.bicep makes two: one for the
 // Functions host and the deployment package, one for the app's data (models and
 // results). Two, because the host needs Storage Blob Data Owner on its whole
 // account, which would otherwise include write access to the models.
@@ -12,6 +12,12 @@ param tags object = {}
 @description('Blob containers to create in the account.')
 @minLength(1)
 param containerNames array
+
+// The host's account holds queue mode's task queue and its poison queue (main.bicep):
+// the queue trigger's connection is AzureWebJobsStorage. Created here rather than left to
+// the first sender, so that the poison-queue trigger has a queue to listen on from the start.
+@description('Queues to create in the account; none by default.')
+param queueNames array = []
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_35: Flex Consumption without VNet integration reaches storage over its public endpoint; access is identity-only (shared keys off), so a network deny would only lock out the host and azd
@@ -63,6 +69,17 @@ resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2
   properties: {
     publicAccess: 'None'
   }
+}]
+
+// Every StorageV2 account has its `default` queue service: declaring it changes nothing.
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for queueName in queueNames: {
+  parent: queueService
+  name: queueName
 }]
 
 output name string = storage.name
