@@ -72,7 +72,7 @@ def blob_service_client(
             f"set exactly one of {CONNECTION_STRING_SETTING} (local development, e.g. Azurite) "
             f"or {ACCOUNT_URL_SETTING} (in Azure, with the managed identity); {state}"
         )
-    options = _client_options(timeout_seconds)
+    options = client_options(timeout_seconds)
     if connection_string:
         try:
             return BlobServiceClient.from_connection_string(connection_string, **options)
@@ -94,7 +94,8 @@ def blob_service_client(
         ) from None
 
 
-def _client_options(timeout_seconds: float) -> dict[str, object]:
+def client_options(timeout_seconds: float) -> dict[str, object]:
+    """Timeouts and a short retry policy for a storage client (blob or queue)."""
     # The storage SDK ignores azure-core's retry_backoff_factor: its own ExponentialRetry
     # defaults to 15 s + 3**n back-offs (about 84 s over 3 retries), so configure it here.
     # Sleeps are about 3, 5 and 9 s. A refused or timed-out connection is retried only once:

@@ -12,6 +12,7 @@ from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from shared.errors import SubmitterError
 from shared.settings import Settings
+from shared.storage import client_options
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,7 @@ class TaskQueue:
         self._name = settings.task_queue
         # Base64, as the host's queue trigger expects by default (host.json messageEncoding).
         options = {"message_encode_policy": TextBase64EncodePolicy(),
-                   "connection_timeout": settings.storage_timeout_seconds,
-                   "read_timeout": settings.storage_timeout_seconds}
+                   **client_options(settings.storage_timeout_seconds)}
         if settings.host_storage_connection_string:
             try:
                 self._client = QueueClient.from_connection_string(

@@ -1,0 +1,207 @@
+"""Queue mode (MODEL_EXECUTION=queue) against Azurite's queue and blob services and the Numerai sandbox.
+
+Here the tests deliver the task queue's messages themselves, one at a time in this
+process, through the functions in function_app.py; tests/test_queue_scaleout.py runs
+them in worker processes that behave as the Functions host does.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import azure.functions as func
+from azure.functions.queue import QueueMessage as FunctionMessage
+import pytest
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+import function_app
+from devkit.azurite import free_port
+from devkit.local_stack import LocalStack
+from devkit.synthetic import SyntheticRound
+from shared.jobs import RunFailed
+from tests.support import MODELS, fire_timer, line, post_test_run, reports, uploads
+
+
+@pytest.fixture
+def queue_mode(deployed: LocalStack, monkeypatch: pytest.MonkeyPatch) -> LocalStack:
+    monkeypatch.setenv("MODEL_EXECUTION", "queue")
+    return deployed
+
+
+def task_queue(stack: LocalStack, poison: bool = False) -> QueueClient:
+    name = f"{stack.task_queue}-poison" if poison else stack.task_queue
+    return QueueClient.from_connection_string(stack.azurite.connection_string, name,
+                                              message_decode_policy=TextBase64DecodePolicy())
+
+
+def deliver(stack: LocalStack, limit: int = 50) -> int:
+    """Run every visible task message through the queue function, as one host instance would."""
+    queue, done = task_queue(stack), 0
+    while done < limit:
+        batch = list(queue.receive_messages(max_messages=1, visibility_timeout=60))
+        if not batch:
+            return done
+        message = batch[0]
+        function_app.model_task.build().get_user_function()(
+            FunctionMessage(id=message.id, body=message.content.encode(), dequeue_count=message.dequeue_count))
+        queue.delete_message(message)
+        done += 1
+    return done
+
+
+def get(route: str, run_id: str | None = None, params: dict | None = None) -> func.HttpResponse:
+    request = func.HttpRequest("GET", f"/api/{route}", body=b"", params=params or {},
+                               route_params={"run_id": run_id} if run_id else {})
+    function = function_app.run if run_id else function_app.runs
+    return function.build().get_user_function()(request)
+
+
+def test_a_scheduled_run_fans_out_and_the_last_task_writes_the_report(queue_mode: LocalStack) -> None:
+    fire_timer()
+    [planned] = reports(queue_mode)
+    assert planned["status"] == "running" and planned["execution"] == "queue"
+    assert uploads(queue_mode) == []  # the timer only planned
+
+    assert deliver(queue_mode) == len(MODELS)
+
+    [report] = reports(queue_mode)
+    assert report["status"] == "succeeded", report
+    assert {line(report, name)["status"] for name in MODELS} == {"submitted"}
+    assert len(uploads(queue_mode)) == len(MODELS)
+    assert sorted(s.model_name for s in queue_mode.sandbox.submissions) == sorted(MODELS)
+
+
+def test_the_test_run_answers_202_and_the_runs_api_follows_it(queue_mode: LocalStack) -> None:
+    answer = post_test_run()
+    assert answer.status_code == 202
+    accepted = json.loads(answer.get_body())
+    assert answer.headers["Location"] == accepted["status_url"] == f"/api/runs/{accepted['run_id']}"
+
+    running = json.loads(get("runs", accepted["run_id"]).get_body())
+    assert running["finished"] is False
+    deliver(queue_mode, limit=1)
+    partial = json.loads(get("runs", accepted["run_id"]).get_body())
+    assert partial["finished"] is False
+    assert sum(m["status"] == "validated" for m in partial["report"]["models"]) == 1
+
+    deliver(queue_mode)
+    done = json.loads(get("runs", accepted["run_id"]).get_body())
+    assert done["finished"] is True and done["report"]["status"] == "succeeded"
+    assert {m["status"] for m in done["report"]["models"]} == {"validated"}
+    assert uploads(queue_mode) == []
+
+    listed = json.loads(get("runs").get_body())["runs"]
+    assert [r["run_id"] for r in listed] == [accepted["run_id"]]
+    assert listed[0]["models"] == {"validated": len(MODELS)}
+
+
+def deliver_kind(stack: LocalStack, kind: str, poison: bool = False) -> int:
+    """Deliver only the visible messages of one kind ("model" or "deadline"); the others stay hidden a minute."""
+    queue, done = task_queue(stack, poison), 0
+    function = function_app.poison_task if poison else function_app.model_task
+    for message in list(queue.receive_messages(max_messages=32, visibility_timeout=60)):
+        if json.loads(message.content)["kind"] != kind:
+            continue
+        function.build().get_user_function()(
+            FunctionMessage(id=message.id, body=message.content.encode(), dequeue_count=message.dequeue_count))
+        queue.delete_message(message)
+        done += 1
+    return done
+
+
+def test_a_failing_model_fails_the_fanned_out_run_and_the_others_are_submitted(
+    queue_mode: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broken = tmp_path / "models"
+    shutil.copytree(example_models, broken)
+    (broken / "demo_onnx.onnx").write_bytes(b"not an onnx graph")
+    queue_mode.deploy(broken, small_round)
+    fire_timer()  # plans; the failure is only known when the tasks have run
+    deliver(queue_mode)
+
+    [report] = reports(queue_mode)
+    assert report["status"] == "failed"
+    assert report["reason"] == "1 of 4 models failed: demo_onnx"
+    assert line(report, "demo_onnx")["error"].startswith("model 'demo_onnx'")
+    assert sorted(s.model_name for s in queue_mode.sandbox.submissions) == sorted(set(MODELS) - {"demo_onnx"})
+    # The record the failed-run alert looks for (infra/app/alerts.bicep), written by the finishing task.
+    [record] = [r for r in caplog.records if getattr(r, "run_status", None) == "failed"]
+    assert record.levelname == "ERROR" and record.mode == "scheduled" and record.run_id == report["run_id"]
+
+
+def test_two_scheduled_runs_at_once_submit_each_model_once(queue_mode: LocalStack) -> None:
+    fire_timer()
+    fire_timer()  # a second firing before any task ran: both plan every model
+    assert deliver(queue_mode) == 2 * len(MODELS)
+
+    first, second = reports(queue_mode)
+    assert sorted(s.model_name for s in queue_mode.sandbox.submissions) == sorted(MODELS)
+    assert first["status"] == "succeeded" and second["status"] == "nothing_to_do"
+    assert {line(second, name)["status"] for name in MODELS} == {"already_submitted"}
+
+
+def test_a_run_whose_tasks_never_run_is_reported_failed_at_its_deadline(
+    queue_mode: LocalStack, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RUN_DEADLINE_SECONDS", "1")
+    monkeypatch.setattr("shared.scaleout.fanout.DEADLINE_GRACE_SECONDS", 1)
+    fire_timer()
+    time.sleep(2.5)  # the deadline message becomes visible; the model tasks are never delivered
+    assert deliver_kind(queue_mode, "deadline") == 1
+
+    [report] = reports(queue_mode)
+    assert report["status"] == "failed"
+    for name in MODELS:
+        assert "no result by the run's deadline" in line(report, name)["error"]
+    assert uploads(queue_mode) == []
+    # A task delivered after the deadline finds the run finished and changes nothing.
+    deliver(queue_mode)
+    assert reports(queue_mode) == [report] and uploads(queue_mode) == []
+
+
+def test_a_poisoned_task_fails_its_model_and_the_run_still_finishes(queue_mode: LocalStack) -> None:
+    fire_timer()
+    # What the host does after maxDequeueCount failed deliveries: the message moves to <queue>-poison.
+    queue = task_queue(queue_mode)
+    poison = QueueClient.from_connection_string(queue_mode.azurite.connection_string,
+                                                f"{queue_mode.task_queue}-poison",
+                                                message_encode_policy=TextBase64EncodePolicy())
+    poison.create_queue()
+    for message in queue.receive_messages(max_messages=32, visibility_timeout=60):
+        if json.loads(message.content).get("model") == "demo_onnx":
+            poison.send_message(message.content)
+            queue.delete_message(message)
+        else:
+            queue.update_message(message.id, pop_receipt=message.pop_receipt, visibility_timeout=0)
+
+    assert deliver_kind(queue_mode, "model", poison=True) == 1
+    deliver(queue_mode)
+
+    [report] = reports(queue_mode)
+    assert report["status"] == "failed"
+    assert "delivered 3 times (host.json maxDequeueCount) and never finished" in line(report, "demo_onnx")["error"]
+    assert sorted(s.model_name for s in queue_mode.sandbox.submissions) == sorted(set(MODELS) - {"demo_onnx"})
+
+
+def test_a_message_that_is_not_a_task_is_dropped_with_an_error(
+    queue_mode: LocalStack, caplog: pytest.LogCaptureFixture,
+) -> None:
+    function_app.model_task.build().get_user_function()(FunctionMessage(id="x", body=b"hello", dequeue_count=1))
+    assert "not a task message" in caplog.text
+
+
+def test_an_unreachable_queue_fails_the_run_with_a_report_naming_it(
+    queue_mode: LocalStack, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dead = queue_mode.azurite.connection_string.replace(str(queue_mode.azurite.queue_port), str(free_port()))
+    monkeypatch.setenv("AzureWebJobsStorage", dead)
+    with pytest.raises(RunFailed):
+        fire_timer()
+    [report] = reports(queue_mode)
+    assert report["status"] == "failed"
+    assert f"could not send to the task queue '{queue_mode.task_queue}'" in report["reason"]
+    assert uploads(queue_mode) == []
