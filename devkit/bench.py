@@ -21,7 +21,9 @@ Scenarios:
 - naive: as the article does it, pandas.read_parquet of the whole file for each
   model, in one process (the old way, for the engine's time and memory);
 - cold start: `import function_app` in fresh interpreters, as the Functions
-  host does at every cold start to index the triggers.
+  host does at every cold start to index the triggers;
+- queue mode: the eight deep models through the real job, one instance (local)
+  against two (queue), in devkit/bench_scaleout.py.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import psutil
 
 from devkit.example_models import write_keras, write_numerai_pickle, write_onnx
 from devkit.local_stack import LocalStack
+from devkit.bench_scaleout import scaleout
 from devkit.package import SITE_PACKAGES, build
 from devkit.synthetic import LIVE_ROWS, NUMERAI_ALL, SyntheticRound, training_rows, write_round
 from shared.worker.supervisor import process_tree
@@ -367,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(["", *package_size()]))
     log.info("cold HTTP test run ...")
     print("\n".join(cold_test_run(WORK)))
+    log.info("queue mode against local ...")
+    print("\n".join(["", *scaleout(WORK, deep)]))
     return 0
 
 

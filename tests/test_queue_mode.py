@@ -22,6 +22,7 @@ from devkit.azurite import free_port
 from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound
 from shared.jobs import RunFailed
+from shared.scaleout.messages import BadTask, TaskMessage
 from tests.support import MODELS, fire_timer, line, post_test_run, reports, uploads
 
 
@@ -205,3 +206,23 @@ def test_an_unreachable_queue_fails_the_run_with_a_report_naming_it(
     assert report["status"] == "failed"
     assert f"could not send to the task queue '{queue_mode.task_queue}'" in report["reason"]
     assert uploads(queue_mode) == []
+
+
+@pytest.mark.parametrize(("body", "why"), [
+    (b"not json", "not a task message"),
+    (b'{"kind": "model", "run_id": "r", "round_number": 1}', "not a task message"),  # no model
+    (b'{"kind": "deadline", "run_id": "r", "round_number": 1, "model": "m"}', "not a task message"),
+    (b'{"kind": "model", "run_id": "r", "round_number": 1, "model": "m", "extra": 1}', "not a task message"),
+])
+def test_task_messages_that_are_not_ours_are_refused(body: bytes, why: str) -> None:
+    with pytest.raises(BadTask, match=why):
+        TaskMessage.from_body(body)
+
+
+def test_the_runs_api_refuses_what_it_cannot_answer(queue_mode: LocalStack) -> None:
+    bad_id = get("runs", "../reports/x")
+    assert bad_id.status_code == 400 and "not a run id" in json.loads(bad_id.get_body())["error"]
+    unknown = get("runs", "20261128T120000123456Z-test-1a2b3c4d")
+    assert unknown.status_code == 404 and "no run 20261128T120000123456Z-test-1a2b3c4d" in unknown.get_body().decode()
+    bad_limit = get("runs", params={"limit": "1000"})
+    assert bad_limit.status_code == 400 and "limit must be a whole number from 1 to 100" in bad_limit.get_body().decode()

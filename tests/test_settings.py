@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import SettingsError
-from shared.settings import load_settings
+from shared.settings import Execution, load_settings
 
 KEYS = {"NUMERAI_PUBLIC_ID": "public", "NUMERAI_SECRET_KEY": "secret"}
 
@@ -16,6 +16,14 @@ def test_defaults_apply_when_only_the_keys_are_set() -> None:
     assert settings.models_container == "models" and settings.results_container == "results"
     assert settings.batch_rows == 2000 and settings.model_time_limit_seconds == 600
     assert settings.force_resubmit is False and settings.numerai_api_url is None
+    assert settings.model_execution is Execution.LOCAL and settings.task_queue == "model-tasks"
+
+
+def test_queue_mode_and_the_host_storage_key_is_a_secret() -> None:
+    settings = load_settings({**KEYS, "MODEL_EXECUTION": "Queue", "TASK_QUEUE": "tasks-1",
+                              "AzureWebJobsStorage": "AccountName=a;AccountKey=hostkey;"})
+    assert settings.model_execution is Execution.QUEUE and settings.task_queue == "tasks-1"
+    assert "hostkey" in settings.secrets
 
 
 def test_an_unresolved_key_vault_reference_names_the_setting() -> None:
@@ -32,6 +40,10 @@ def test_an_unresolved_key_vault_reference_names_the_setting() -> None:
         ({"BATCH_ROWS": "0"}, "BATCH_ROWS must be at least 1"),
         ({"NUMERAI_FORCE_RESUBMIT": "maybe"}, "NUMERAI_FORCE_RESUBMIT must be true or false"),
         ({"NUMERAI_RETRIES": "0"}, "NUMERAI_RETRIES must be at least 1"),
+        ({"MODEL_EXECUTION": "cluster"}, "MODEL_EXECUTION must be one of local, queue; it is 'cluster'"),
+        ({"TASK_QUEUE": "Model_Tasks"}, "TASK_QUEUE must be a Storage queue name"),
+        ({"TASK_QUEUE": "a" * 57}, "TASK_QUEUE must be a Storage queue name of 3 to 56"),
+        ({"TASK_QUEUE": "model--tasks"}, "TASK_QUEUE must be a Storage queue name"),
     ],
 )
 def test_bad_values_name_the_setting(changes: dict[str, str], message: str) -> None:
