@@ -28,3 +28,11 @@ def test_run(req: func.HttpRequest) -> func.HttpResponse:
 
     status, body = jobs.test_run(req.get_body(), dict(req.params))
     return func.HttpResponse(body, status_code=status, mimetype="application/json")
+
+@app.route(route="report", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def report(req: func.HttpRequest) -> func.HttpResponse:
+    """The report page (reports/index.html in the results container) as HTML."""
+    from shared import report_page  # here, not above: see the module docstring
+
+    status, content_type, body = report_page.page_response()
+    return func.HttpResponse(body, status_code=status, mimetype=content_type, charset="utf-8")

@@ -49,6 +49,9 @@ TEST_PREDICTIONS = "test-predictions"
 
 _JSON = ContentSettings(content_type="application/json")
 _CSV = ContentSettings(content_type="text/csv")
+_HTML = ContentSettings(content_type="text/html; charset=utf-8")
+# The report page, beside the reports it is made from.
+REPORT_PAGE = "reports/index.html"
 _MAX_REASON_CHARS = 300
 # Texts read whole into memory (the manifest): a few KB in practice.
 MAX_TEXT_BYTES = 1024 * 1024
@@ -282,6 +285,29 @@ class ResultsStore:
         name = f"reports/{_segment(run_id, 'run id')}.json"
         with _azure_errors(self._container, name, "read", "report"):
             return self._container.download_blob(name, encoding="utf-8").readall()
+
+    def report_ids(self) -> list[str]:
+        """The run ids of every stored report, oldest first (run ids sort by start time)."""
+        with _azure_errors(self._container, "reports/", "list", "reports"):
+            names = [blob.name for blob in self._container.list_blobs(name_starts_with="reports/")]
+        return sorted(name[len("reports/"):-len(".json")] for name in names if name.endswith(".json"))
+
+    def read_head(self, blob_name: str, max_bytes: int) -> tuple[str, bool]:
+        """A blob's first `max_bytes` bytes as text, and whether the blob was longer."""
+        _check_blob_name(blob_name)
+        with _azure_errors(self._container, blob_name, "read", "blob"):
+            # One byte more than is kept tells whether anything was left out.
+            data = self._container.download_blob(blob_name, offset=0, length=max_bytes + 1).readall()
+        return data[:max_bytes].decode("utf-8", errors="replace"), len(data) > max_bytes
+
+    def write_page(self, html: str) -> str:
+        """Store (or replace) the report page; returns its blob name."""
+        self._upload(REPORT_PAGE, html, _HTML, "report page")
+        return REPORT_PAGE
+
+    def read_page(self) -> str | None:
+        """The stored report page, or None if none has been written yet."""
+        return self._read_optional(REPORT_PAGE, "report page")
 
     def write_predictions(self, round_number: int, model_name: str, csv_text: str,
                           folder: str = PREDICTIONS, metadata: dict[str, str] | None = None) -> str:
