@@ -172,17 +172,22 @@ def write_report_page(results: ResultsStore) -> str:
     return results.write_page(render_report_page(results))
 
 
+def settings_results(environ: Mapping[str, str] | None = None) -> ResultsStore:
+    """The results container the app's settings name (from `environ`, default the process's)."""
+    # Here, not at the top: the pipeline imports this module to write the page after each run.
+    from shared.pipeline import _service
+
+    settings = load_settings(environ)
+    return ResultsStore(_service(settings), settings.results_container)
+
+
 def page_response(environ: Mapping[str, str] | None = None) -> tuple[int, str, str]:
     """`GET /api/report`: (status code, content type, body): the stored page, or one made now if none is stored.
 
     Errors of ours (settings, storage) are answered 500 with their message as text.
     """
-    # Here, not at the top: the pipeline imports this module to write the page after each run.
-    from shared.pipeline import _service
-
     try:
-        settings = load_settings(environ)
-        results = ResultsStore(_service(settings), settings.results_container)
+        results = settings_results(environ)
         page = results.read_page()
         return 200, "text/html", page if page is not None else render_report_page(results)
     except SubmitterError as exc:

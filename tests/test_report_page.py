@@ -16,6 +16,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 import function_app
 from devkit.local_stack import LocalStack
+from shared.cli import main
 from shared.report import Mode, ModelReport, RunReport, RunStatus
 from shared.report_page import BINS, cell_status, histogram, page_response, write_report_page
 from shared.storage import REPORT_PAGE, ResultsStore
@@ -254,3 +255,27 @@ def test_a_histogram_of_a_cut_file_drops_its_partial_last_line() -> None:
     counts = histogram(text, cut=True)
     assert counts.rows == 3 and counts.cut and sum(counts.counts) == 3 and counts.counts[18] == 0
     assert histogram(_csv([0.0, 1.0])).counts[0] == 1 and histogram(_csv([0.0, 1.0])).counts[BINS - 1] == 1
+
+
+def test_the_command_line_rewrites_the_page_and_saves_a_copy(
+    fixture_reports: ResultsStore, stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(json.dumps({"Values": stack.environ(tmp_path / "work")}))
+    for name in stack.environ(tmp_path / "work"):
+        monkeypatch.delenv(name, raising=False)  # from the file alone
+    copy = tmp_path / "copy" / "report.html"
+    copy.parent.mkdir()
+    assert main(["report-page", "--settings", str(settings), "--out", str(copy)]) == 0
+    assert copy.read_text(encoding="utf-8") == fixture_reports.read_page()
+    assert 'data-round="1202"' in copy.read_text(encoding="utf-8")
+    assert main(["report-page", "--settings", str(tmp_path / "missing.json")]) == 2
+
+
+def test_read_head_reads_no_more_than_asked_and_says_whether_there_was_more(stack: LocalStack) -> None:
+    store = results(stack)
+    name = store.write_predictions(5, "alpha", _csv([0.25] * 10))
+    size = len(_csv([0.25] * 10))
+    assert store.read_head(name, 20) == (_csv([0.25] * 10)[:20], True)
+    assert store.read_head(name, size) == (_csv([0.25] * 10), False)
+    assert histogram(*store.read_head(name, 40)).rows == 3  # the header, 3 whole lines and "n3" are read
