@@ -201,7 +201,7 @@ _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fff}
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.8em}
 table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}
-th{background:#f3f3f3;font-weight:600}td.cell{text-align:center;white-space:nowrap;cursor:default}
+th{background:#f3f3f3;font-weight:600;white-space:nowrap}td.cell{text-align:center;white-space:nowrap;cursor:default}
 .s-submitted{background:#c8e6c9}.s-already_submitted{background:#e8f5e9}.s-validated{background:#d6e6fa}
 .s-failed{background:#f7c5c5}.s-gated{background:#ffe0b2}.s-skipped{background:#eee;color:#666}
 .s-other{background:#eadcf5}.s-none{background:#fff;color:#bbb}
