@@ -22,9 +22,13 @@ INFRA_VENV := .venv-infra
 CHECKOV_VERSION := 3.3.30
 INFRA_STAMP := $(INFRA_VENV)/.installed-checkov-$(CHECKOV_VERSION)
 
-.PHONY: setup test demo bench soak audit package clean
+# The report page's browser tests drive Debian's Chromium (Playwright never downloads a browser of its own).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-setup: $(STAMP) $(INFRA_STAMP) node_modules/.installed
+.PHONY: setup test demo bench soak audit package screenshot clean
+
+setup: $(STAMP) $(INFRA_STAMP) node_modules/.installed $(CHROMIUM)
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON_EXE) -m venv $(VENV)
@@ -43,6 +47,11 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# A fresh machine may have no package lists yet: update only then.
+$(CHROMIUM):
+	$(SUDO) apt-get install -y --no-install-recommends chromium || \
+	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }
+
 # Two workers: most tests wait on services, leases and timeouts rather than compute,
 # so two overlap well even on two cores (13 min alone, 8 min in two, measured here).
 test: setup
@@ -56,6 +65,10 @@ bench: setup
 
 soak: setup
 	$(PY) -m devkit.soak
+
+# The README's picture of the report page, taken by its browser test.
+screenshot: setup
+	REPORT_PAGE_SCREENSHOT=docs/report-page.png $(PY) -m pytest tests/test_report_page.py -k real_browser -q
 
 # The deployment package (.work/package): Linux x86_64 wheels for this Python, so
 # `make package PYTHON=python3.12` for a 3.12 Function App. Needs only pip, not the venv.

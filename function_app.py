@@ -1,5 +1,5 @@
 """Azure Functions entry points: a timer that submits, an HTTP test run that does not, the queue
-tasks of queue mode (MODEL_EXECUTION=queue) and the runs API.
+tasks of queue mode (MODEL_EXECUTION=queue), the runs API and the report page.
 
 Triggers only; the job lives in `shared/`. The host imports this module at every
 cold start just to index the functions, so it imports only azure.functions and
@@ -62,6 +62,13 @@ def run(req: func.HttpRequest) -> func.HttpResponse:
     from shared import jobs  # here, not above: see the module docstring
 
     return _response(jobs.get_run(req.route_params.get("run_id", "")))
+
+@app.route(route="report", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def report(req: func.HttpRequest) -> func.HttpResponse:
+    """The report page (reports/index.html in the results container) as HTML."""
+    from shared import jobs  # here, not above: see the module docstring
+
+    return _response(jobs.report_page())
 
 def _response(answer: "HttpAnswer") -> func.HttpResponse:
     return func.HttpResponse(answer.body, status_code=answer.status, headers=answer.headers,

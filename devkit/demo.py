@@ -4,7 +4,8 @@ Starts Azurite and the Numerai sandbox on 127.0.0.1, generates a live-sized
 round (6,720 rows × 2,748 features) and one trained model per format, puts the
 models in Blob Storage, then fires the timer function once and the HTTP test
 run once, through the function objects of function_app.py, and prints both
-reports. Everything it starts, it stops.
+reports. It ends with the report page, as GET /api/report answers it, saved
+beside its work (.work/demo/report.html). Everything it starts, it stops.
 """
 
 from __future__ import annotations
@@ -58,12 +59,18 @@ def main() -> int:
         print(f"HTTP {response.status_code}")
         print(RunReport.from_json(response.get_body()).summary())
         print(f"\nSubmissions after the test run: {len(stack.sandbox.submissions)} (unchanged: test runs never upload)")
-    return 0 if timer_ok and response.status_code == 200 else 1
+
+        _say("GET /api/report (the report page each run rewrites) ...")
+        page = function_app.report.build().get_user_function()(func.HttpRequest("GET", "/api/report", body=b""))
+        (WORK / "report.html").write_bytes(page.get_body())
+        print(f"HTTP {page.status_code}; the page is {stack.results_container}/reports/index.html in Blob Storage,\n"
+              f"and a copy to open in a browser: {WORK / 'report.html'}")
+    return 0 if timer_ok and response.status_code == 200 and page.status_code == 200 else 1
 
 
 def _print_latest_report(stack: LocalStack) -> None:
     container = stack.blob_service.get_container_client(stack.results_container)
-    latest = max(b.name for b in container.list_blobs(name_starts_with="reports/"))
+    latest = max(b.name for b in container.list_blobs(name_starts_with="reports/") if b.name.endswith(".json"))
     report = RunReport.from_json(container.download_blob(latest).readall())
     print(f"Report saved as {stack.results_container}/{latest}:")
     print(report.summary())

@@ -287,7 +287,7 @@ def _check(figures: SoakFigures, stack: LocalStack, work_dir: Path) -> None:
 def _reports(stack: LocalStack) -> list[RunReport]:
     container = stack.blob_service.get_container_client(stack.results_container)
     return [RunReport.from_json(container.download_blob(blob.name).readall())
-            for blob in container.list_blobs(name_starts_with="reports/")]
+            for blob in container.list_blobs(name_starts_with="reports/") if blob.name.endswith(".json")]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
     python -m shared run [--test-mode] [--models a,b] [--settings local.settings.json]
     python -m shared predict --data DIR --manifest models.json --out DIR
+    python -m shared report-page [--settings local.settings.json] [--out report.html]
 
 `run` is the Functions job itself, with the same settings, read from the
 environment or from a local.settings.json (for containers, cron and debugging);
@@ -12,7 +13,8 @@ optionally `live_benchmark_models.parquet`); model files are found relative to
 the manifest. One `<model>.csv` (`id,prediction`) is written per valid model,
 `<model>.rejected.csv` for predictions that failed validation (kept for
 inspection, never uploaded) and `summary.json` for the whole run. The exit
-code is 1 when any model failed.
+code is 1 when any model failed. `report-page` rewrites `reports/index.html` in the
+results container from its reports (as every run does) and can save a copy.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from shared.errors import SubmitterError
+from shared.errors import SettingsError, SubmitterError
 from shared.manifest import load_manifest
 from shared.pipeline import run_job
 from shared.report import Mode
+from shared.report_page import settings_results, write_report_page
 from shared.settings import DEFAULT_BATCH_ROWS, Settings
 from shared.worker.protocol import ModelOutcome, WorkRequest
 from shared.worker.supervisor import WorkerLimits, default_memory_limit_mb, run_workers
@@ -157,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--models", type=_names, default=None, help="comma-separated subset of models")
     run.add_argument("--settings", type=Path, default=None,
                      help="a local.settings.json whose Values are used where the environment has none")
+    page = commands.add_parser("report-page", help="rewrite reports/index.html in the results container")
+    page.add_argument("--settings", type=Path, default=None, help="a local.settings.json, as for `run`")
+    page.add_argument("--out", type=Path, default=None, help="also save the page to this file")
     return parser
 
 
@@ -166,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return _run(args)
+    if args.command == "report-page":
+        return _report_page(args)
     try:
         summary = predict_local(args.data, args.manifest, args.out, data_version=args.data_version,
                                 batch_rows=args.batch_rows, model_names=args.models,
@@ -182,19 +190,43 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    environ = dict(os.environ)
-    if args.settings is not None:
-        try:
-            values = json.loads(args.settings.read_text())["Values"]
-        except (OSError, ValueError, KeyError) as exc:
-            log.error("%s: not a local.settings.json with Values (%s)", args.settings, exc)
-            return 2
-        # The environment wins, as it does for the Functions host.
-        environ = {**{k: str(v) for k, v in values.items()}, **environ}
+    try:
+        environ = _environ(args.settings)
+    except SettingsError as exc:
+        log.error("%s", exc)
+        return 2
     mode = Mode.TEST if args.test_mode else Mode.SCHEDULED
     report = run_job(mode, args.models, environ=environ)
     log.info("%s", report.summary())
     return 1 if report.failed else 0
+
+
+def _environ(settings: Path | None) -> dict[str, str]:
+    """The process's environment, with a local.settings.json's Values where it has none."""
+    environ = dict(os.environ)
+    if settings is None:
+        return environ
+    try:
+        values = json.loads(settings.read_text())["Values"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise SettingsError(f"{settings}: not a local.settings.json with Values ({exc})") from None
+    # The environment wins, as it does for the Functions host.
+    return {**{k: str(v) for k, v in values.items()}, **environ}
+
+
+def _report_page(args: argparse.Namespace) -> int:
+    try:
+        results = settings_results(_environ(args.settings))
+        name = write_report_page(results)
+        page = results.read_page() or ""
+        if args.out is not None:
+            args.out.write_text(page, encoding="utf-8")
+    except (SubmitterError, OSError) as exc:
+        log.error("the report page was not written: %s", exc)
+        return 2
+    log.info("report page written: %s in the results container%s", name,
+             f", and {args.out}" if args.out is not None else "")
+    return 0
 
 
 def _positive_int(text: str) -> int:

@@ -57,3 +57,7 @@ class NumeraiUnanswered(NumeraiApiError):
 
 class UploadError(NumeraiApiError):
     """A submission could not be uploaded or could not be confirmed."""
+
+
+class ReportPageError(SubmitterError):
+    """A stored report or predictions file cannot be shown on the report page."""

@@ -115,6 +115,14 @@ def get_run(run_id: str) -> HttpAnswer:
     return _runs_answer(lambda: run_status(run_id))
 
 
+def report_page() -> HttpAnswer:
+    """GET /api/report: the report page (reports/index.html), made now if none is stored yet."""
+    from shared.report_page import page_response
+
+    status, content_type, body = page_response()
+    return HttpAnswer(status, body, mimetype=content_type)
+
+
 def _runs_answer(answer: Callable[[], dict]) -> HttpAnswer:
     from shared.runs import RunsError
 

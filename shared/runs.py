@@ -38,7 +38,7 @@ def recent_runs(limit_text: str | None, environ: Mapping[str, str] | None = None
     limit = _limit(limit_text)
     results = _results(environ)
     summaries = []
-    for run_id in _storage(lambda: results.report_names(limit)):
+    for run_id in reversed(_storage(results.report_ids)[-limit:]):
         report = _report(results, run_id)
         counts = Counter(m.status.value for m in report.models)
         summaries.append({"run_id": report.run_id, "mode": report.mode.value, "status": report.status.value,

@@ -49,6 +49,9 @@ TEST_PREDICTIONS = "test-predictions"
 
 _JSON = ContentSettings(content_type="application/json")
 _CSV = ContentSettings(content_type="text/csv")
+_HTML = ContentSettings(content_type="text/html; charset=utf-8")
+# The report page, beside the reports it is made from.
+REPORT_PAGE = "reports/index.html"
 _MAX_REASON_CHARS = 300
 # Texts read whole into memory (the manifest): a few KB in practice.
 MAX_TEXT_BYTES = 1024 * 1024
@@ -315,13 +318,6 @@ class ResultsStore:
                 return False
         return True
 
-    def report_names(self, limit: int) -> list[str]:
-        """The run ids of the `limit` newest reports, newest first."""
-        with _azure_errors(self._container, "reports/", "list", "reports"):
-            names = [blob.name for blob in self._container.list_blobs(name_starts_with="reports/")]
-        run_ids = [PurePosixPath(name).stem for name in names if name.endswith(".json")]
-        return sorted(run_ids, reverse=True)[:limit]  # run ids sort by the time their run started
-
     def write_plan(self, run_id: str, plan_json: str) -> None:
         """Store what a fanned-out run's tasks need: the round, the models and their manifest entries."""
         self._upload(_run_blob(run_id, "plan.json"), plan_json, _JSON, "run plan")
@@ -360,6 +356,28 @@ class ResultsStore:
             if text is not None:
                 found[PurePosixPath(name).stem] = text
         return found
+    def report_ids(self) -> list[str]:
+        """The run ids of every stored report, oldest first (run ids sort by start time)."""
+        with _azure_errors(self._container, "reports/", "list", "reports"):
+            names = [blob.name for blob in self._container.list_blobs(name_starts_with="reports/")]
+        return sorted(name[len("reports/"):-len(".json")] for name in names if name.endswith(".json"))
+
+    def read_head(self, blob_name: str, max_bytes: int) -> tuple[str, bool]:
+        """A blob's first `max_bytes` bytes as text, and whether the blob was longer."""
+        _check_blob_name(blob_name)
+        with _azure_errors(self._container, blob_name, "read", "blob"):
+            # One byte more than is kept tells whether anything was left out.
+            data = self._container.download_blob(blob_name, offset=0, length=max_bytes + 1).readall()
+        return data[:max_bytes].decode("utf-8", errors="replace"), len(data) > max_bytes
+
+    def write_page(self, html: str) -> str:
+        """Store (or replace) the report page; returns its blob name."""
+        self._upload(REPORT_PAGE, html, _HTML, "report page")
+        return REPORT_PAGE
+
+    def read_page(self) -> str | None:
+        """The stored report page, or None if none has been written yet."""
+        return self._read_optional(REPORT_PAGE, "report page")
 
     def write_predictions(self, round_number: int, model_name: str, csv_text: str,
                           folder: str = PREDICTIONS, metadata: dict[str, str] | None = None) -> str:

@@ -42,7 +42,8 @@ def reports(stack: LocalStack) -> list[dict]:
     """Every saved report, oldest first."""
     container = stack.blob_service.get_container_client(stack.results_container)
     blobs = sorted(container.list_blobs(name_starts_with="reports/"), key=lambda b: b.name)  # run ids sort by start
-    return [json.loads(container.download_blob(b.name).readall()) for b in blobs]
+    # reports/index.html, the report page, lies beside them.
+    return [json.loads(container.download_blob(b.name).readall()) for b in blobs if b.name.endswith(".json")]
 
 
 def line(report: dict, name: str) -> dict:
