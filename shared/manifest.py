@@ -158,7 +158,9 @@ class ModelSpec(BaseModel):
 
     @field_validator("file")
     @classmethod
-    def _relative_path(cls, value: str) -> str:
+    def _relative_path(cls, value: str | None) -> str | None:
+        if value is None:
+            return value  # an ensemble's; _file_or_members decides whether that is right
         if value.startswith("/") or ".." in Path(value).parts:
             raise ValueError("must be a path relative to the manifest, without '..'")
         return value

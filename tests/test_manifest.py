@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from shared.errors import ManifestError
-from shared.manifest import ModelFormat, OutputTransform, load_manifest, parse_manifest
+from shared.manifest import ModelFormat, ModelSpec, OutputTransform, load_manifest, parse_manifest
 
 
 def entry(**fields: object) -> dict:
@@ -181,6 +181,17 @@ def test_a_missing_format_is_named() -> None:
     del raw["format"]
     with pytest.raises(ManifestError, match=r"model #1 \('my_model'\): field 'format': Field required"):
         parse(raw)
+    with pytest.raises(ManifestError, match=r"model #1 \('my_model'\): field 'file': Field required"):
+        parse(entry(file=None))
+
+
+def test_entries_survive_the_round_trip_through_a_run_plan() -> None:
+    # Queue mode hands entries to workers as model_dump(mode="json") and validates them again.
+    manifest = parse(entry(name="a", neutralize={"proportion": 0.5, "features": ["feature_a"]}),
+                     {**ensemble("ens", a=1), "submit": False, "min_benchmark_corr": 0.1})
+    for spec in manifest.models:
+        again = ModelSpec.model_validate(spec.model_dump(mode="json"))
+        assert again == spec and again.digest() == spec.digest()
 
 
 @pytest.mark.parametrize(
