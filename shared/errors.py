@@ -57,3 +57,7 @@ class NumeraiUnanswered(NumeraiApiError):
 
 class UploadError(NumeraiApiError):
     """A submission could not be uploaded or could not be confirmed."""
+
+
+class PostprocessError(SubmitterError):
+    """Predictions could not be combined, neutralized or checked against the benchmark."""
