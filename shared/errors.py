@@ -61,3 +61,7 @@ class UploadError(NumeraiApiError):
 
 class ReportPageError(SubmitterError):
     """A stored report or predictions file cannot be shown on the report page."""
+
+
+class PostprocessError(SubmitterError):
+    """Predictions could not be combined, neutralized or checked against the benchmark."""

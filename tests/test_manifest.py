@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from shared.errors import ManifestError
-from shared.manifest import ModelFormat, OutputTransform, load_manifest, parse_manifest
+from shared.manifest import ModelFormat, ModelSpec, OutputTransform, load_manifest, parse_manifest
 
 
 def entry(**fields: object) -> dict:
@@ -129,3 +129,176 @@ def test_strings_are_bounded_and_the_error_does_not_repeat_them(bad: dict, field
     assert f"field '{field}': {words}" in message
     assert len(message) < 400
     assert parse(entry(file="m" * 1024, features=["f" * 200])).models[0].file == "m" * 1024
+
+
+# Ensembles, neutralization, submit and the benchmark gate.
+
+
+def ensemble(name: str, **members: float) -> dict:
+    return {"name": name, "members": members}
+
+
+def test_an_ensemble_entry_and_the_new_fields_get_their_defaults() -> None:
+    manifest = parse(
+        entry(name="a", submit=False, neutralize={"proportion": 0.5, "features": "small"}),
+        entry(name="b"),
+        {**ensemble("ens", b=1, a=2.5), "min_benchmark_corr": 0.2, "max_benchmark_corr_drop": 0.3},
+    )
+    a, b, ens = manifest.models
+    assert not a.is_ensemble and a.submit is False
+    assert a.neutralize is not None and a.neutralize.proportion == 0.5 and a.neutralize.features == "small"
+    assert b.submit is True and b.neutralize is None and b.min_benchmark_corr is None
+    assert ens.is_ensemble and ens.file is None and ens.format is None
+    assert list(ens.members or {}) == ["b", "a"]  # the JSON object's order
+    assert ens.members == {"b": 1.0, "a": 2.5}
+    assert (ens.min_benchmark_corr, ens.max_benchmark_corr_drop) == (0.2, 0.3)
+    # Fields left at their defaults, given or not, are harmless on an ensemble.
+    assert parse(entry(name="a"), {**ensemble("e", a=1), "fill_missing": 2, "output": "rank"}).models[1].is_ensemble
+
+
+@pytest.mark.parametrize(
+    ("bad", "field", "words"),
+    [
+        ({"neutralize": {"proportion": 0, "features": "small"}}, "neutralize.proportion", "Input should be greater than 0"),
+        ({"neutralize": {"proportion": 1.5, "features": "small"}}, "neutralize.proportion", "Input should be less than or equal to 1"),
+        ({"neutralize": {"proportion": 0.5, "features": []}}, "neutralize.features", "the feature list is empty"),
+        ({"neutralize": {"proportion": 0.5}}, "neutralize.features", "Field required"),
+        ({"neutralize": {"proportion": 0.5, "features": "small", "x": 1}}, "neutralize.x", "Extra inputs"),
+        ({"min_benchmark_corr": 1.5}, "min_benchmark_corr", "Input should be less than or equal to 1"),
+        ({"max_benchmark_corr_drop": 0}, "max_benchmark_corr_drop", "Input should be greater than 0"),
+        ({"max_benchmark_corr_drop": 2.5}, "max_benchmark_corr_drop", "Input should be less than or equal to 2"),
+        ({"submit": "maybe"}, "submit", "Input should be a valid boolean"),
+    ],
+)
+def test_errors_in_the_new_fields_name_the_entry_and_field(bad: dict, field: str, words: str) -> None:
+    with pytest.raises(ManifestError) as error:
+        parse(entry(name="fine"), entry(name="bad", **bad))
+    assert f"models.json: model #2 ('bad'): field '{field}': {words}" in str(error.value)
+
+
+def test_a_missing_format_is_named() -> None:
+    raw = entry()
+    del raw["format"]
+    with pytest.raises(ManifestError, match=r"model #1 \('my_model'\): field 'format': Field required"):
+        parse(raw)
+    with pytest.raises(ManifestError, match=r"model #1 \('my_model'\): field 'file': Field required"):
+        parse(entry(file=None))
+
+
+def test_entries_survive_the_round_trip_through_a_run_plan() -> None:
+    # Queue mode hands entries to workers as model_dump(mode="json") and validates them again.
+    manifest = parse(entry(name="a", neutralize={"proportion": 0.5, "features": ["feature_a"]}),
+                     {**ensemble("ens", a=1), "submit": False, "min_benchmark_corr": 0.1})
+    for spec in manifest.models:
+        again = ModelSpec.model_validate(spec.model_dump(mode="json"))
+        assert again == spec and again.digest() == spec.digest()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("file", "m.keras"), ("format", "keras"), ("features", "medium"), ("output", "raw"),
+        ("fill_missing", None), ("trust_pickle", True), ("method", "predict_proba"),
+    ],
+)
+def test_an_ensemble_refuses_the_fields_of_a_model_file(field: str, value: object) -> None:
+    with pytest.raises(ManifestError) as error:
+        parse(entry(name="a"), {**ensemble("ens", a=1), field: value})
+    assert str(error.value) == (
+        f"models.json: model #2 ('ens'): field '{field}': does not apply to an ensemble (an entry with "
+        "'members'), which combines its members' predictions; set it on the members"
+    )
+
+
+@pytest.mark.parametrize(
+    ("members", "words"),
+    [
+        ({}, "field 'members': an ensemble needs at least one member"),
+        ({"a": 1, "b": -1}, "field 'members': the weights add up to 0; their sum must be positive"),
+        ({"a": -2}, "field 'members': the weights add up to -2; their sum must be positive"),
+        ({"a": float("inf")}, "field 'members': the weight of member 'a' is inf, not a finite number"),
+        ({"a": float("nan")}, "field 'members': the weight of member 'a' is nan, not a finite number"),
+        ({"a": "heavy"}, "field 'members.a': Input should be a valid number, unable to parse string as a number"),
+    ],
+)
+def test_bad_members_name_the_ensemble_and_member(members: dict, words: str) -> None:
+    with pytest.raises(ManifestError) as error:
+        parse(entry(name="a"), entry(name="b"), {"name": "ens", "members": members})
+    assert str(error.value) == f"models.json: model #3 ('ens'): {words}"
+
+
+def test_a_huge_member_name_is_not_repeated() -> None:
+    with pytest.raises(ManifestError) as error:
+        parse(entry(name="a"), ensemble("ens", **{"m" * 100_000: 1}))
+    assert "model #2 ('ens'): field 'members." in str(error.value)
+    assert "String should have at most 64 characters" in str(error.value)
+    assert len(str(error.value)) < 400
+
+
+def test_an_unknown_member_is_named_with_the_entries_there_are() -> None:
+    with pytest.raises(ManifestError) as error:
+        parse(entry(name="b"), entry(name="a"), ensemble("ens", a=1, x=1))
+    assert str(error.value) == "models.json: ensemble 'ens': member 'x' is not in the manifest; it lists: a, b, ens"
+
+
+@pytest.mark.parametrize(
+    ("entries", "cycle"),
+    [
+        ([ensemble("a", a=1)], "ensemble 'a' includes itself: a → a"),
+        ([ensemble("a", b=1), ensemble("b", a=1)], "ensemble 'a' includes itself: a → b → a"),
+        (
+            [entry(name="m"), ensemble("top", m=1, a=1), ensemble("a", b=1), ensemble("b", m=1, c=1), ensemble("c", a=1)],
+            "ensemble 'a' includes itself: a → b → c → a",
+        ),
+    ],
+)
+def test_a_cycle_of_ensembles_is_shown(entries: list[dict], cycle: str) -> None:
+    with pytest.raises(ManifestError) as error:
+        parse(*entries)
+    assert str(error.value) == f"models.json: {cycle}"
+
+
+def nested() -> object:
+    # "outer" blends "inner" (itself an ensemble of "a" and "b") with "c"; "d" stands alone.
+    return parse(
+        ensemble("outer", inner=1, c=1), entry(name="d"), ensemble("inner", b=1, a=1),
+        entry(name="a"), entry(name="b", submit=False), entry(name="c"),
+    )
+
+
+def test_select_keeps_the_members_of_selected_ensembles_transitively() -> None:
+    manifest = nested()
+    assert [m.name for m in manifest.select(["outer"]).models] == ["outer", "inner", "a", "b", "c"]
+    assert [m.name for m in manifest.select(["inner", "d"]).models] == ["d", "inner", "a", "b"]
+    assert [m.name for m in manifest.select(["a"]).models] == ["a"]
+
+
+def test_in_order_puts_members_before_their_ensembles_and_keeps_the_rest() -> None:
+    assert [m.name for m in nested().in_order()] == ["d", "a", "b", "inner", "c", "outer"]
+    plain = parse(entry(name="z"), entry(name="y"), ensemble("x", z=1), entry(name="w"))
+    assert [m.name for m in plain.in_order()] == ["z", "y", "x", "w"]
+
+
+def test_an_ensembles_digest_changes_when_a_member_changes_at_any_depth() -> None:
+    def manifest(**b_fields: object) -> object:
+        return parse(ensemble("outer", inner=1, c=1), ensemble("inner", a=1, b=2), entry(name="a"),
+                     entry(name="b", **b_fields), entry(name="c"))
+
+    before, after = manifest(), manifest(features="small")
+    assert before.digest("a") == before.spec("a").digest() == after.digest("a")
+    assert before.digest("b") != after.digest("b")
+    assert before.digest("inner") != after.digest("inner")
+    assert before.digest("outer") != after.digest("outer")
+    assert before.digest("c") == after.digest("c")
+    reweighted = parse(ensemble("outer", inner=1, c=1), ensemble("inner", a=1, b=3), entry(name="a"),
+                       entry(name="b"), entry(name="c"))
+    assert reweighted.digest("inner") != before.digest("inner")
+    assert reweighted.digest("a") == before.digest("a")
+
+
+def test_an_entry_without_the_new_fields_keeps_its_digest() -> None:
+    # Archived predictions are reused under an equal digest: the upgrade must not invalidate them.
+    # b37ad50df9d1a64b is the digest this entry had before ensembles existed.
+    assert parse(entry()).models[0].digest() == "b37ad50df9d1a64b"
+    assert parse(entry(submit=True)).models[0].digest() == "b37ad50df9d1a64b"
+    assert parse(entry(submit=False)).models[0].digest() != "b37ad50df9d1a64b"
