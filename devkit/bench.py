@@ -42,9 +42,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from devkit.bench_scaleout import scaleout
 from devkit.example_models import write_keras, write_numerai_pickle, write_onnx
 from devkit.local_stack import LocalStack
-from devkit.bench_scaleout import scaleout
 from devkit.package import SITE_PACKAGES, build
 from devkit.synthetic import LIVE_ROWS, NUMERAI_ALL, SyntheticRound, training_rows, write_round
 from shared.worker.supervisor import process_tree

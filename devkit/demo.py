@@ -36,10 +36,10 @@ def main() -> int:
         _say(f"Azurite on {stack.azurite.blob_endpoint}, Numerai sandbox on {stack.sandbox.url}")
         stack.deploy(WORK / "models", round_)
         os.environ.update(stack.environ(WORK / "app"))
-        import function_app  # after the settings, as the Functions host does
+        import azure.functions as func
         from azure.functions.timer import TimerRequest
 
-        import azure.functions as func
+        import function_app  # after the settings, as the Functions host does
         from shared.jobs import RunFailed
 
         _say("Firing the timer (scheduled run: predict, validate, archive, upload) ...")

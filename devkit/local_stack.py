@@ -78,8 +78,10 @@ class LocalStack:
             container.create_container()
         container.upload_blob("models.json", (models_dir / "models.json").read_bytes(), overwrite=True)
         for entry in manifest["models"]:
-            container.upload_blob(entry["file"], (models_dir / entry["file"]).read_bytes(), overwrite=True)
-            self.sandbox.models.setdefault(entry["name"], str(uuid.uuid4()))
+            if "file" in entry:  # an ensemble has none
+                container.upload_blob(entry["file"], (models_dir / entry["file"]).read_bytes(), overwrite=True)
+            if entry.get("submit", True):  # one that is never submitted need not be a Numerai model
+                self.sandbox.models.setdefault(entry["name"], str(uuid.uuid4()))
         self.sandbox.add_dataset_dir(DATA_VERSION, round_.directory)
         log.info("deployed %d models to container %s", len(manifest["models"]), self.models_container)
         return manifest

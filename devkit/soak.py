@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from azure.storage.blob import BlobLeaseClient
+
 from devkit.example_models import DEMO_PLAN, write_example_models
 from devkit.fault_proxy import FaultProxy
 from devkit.local_stack import LocalStack
-from azure.storage.blob import BlobLeaseClient
-
 from devkit.synthetic import write_round
 from shared.jobs import RunFailed
 from shared.pipeline import run_job
@@ -204,8 +204,9 @@ def _draw(rng: random.Random, faults: list[str], rounds: int) -> list[str | None
 
 
 def _fire(figures: SoakFigures) -> None:
-    from function_app import scheduled_submission
     from azure.functions.timer import TimerRequest
+
+    from function_app import scheduled_submission
 
     figures.firings += 1
     try:

@@ -102,6 +102,8 @@ class Neutralization(BaseModel):
         return _check_features(value)
 
 
+# Stands for the file or format that an entry without members lacks.
+_REQUIRED = object()
 # Fields only a model file gives meaning to, with their defaults; an ensemble
 # combines predictions, so setting one of them on it is a mistake to report.
 _FILE_ONLY_FIELDS = ("file", "format", "features", "output", "fill_missing", "trust_pickle", "method")
@@ -145,7 +147,17 @@ class ModelSpec(BaseModel):
         # same defaults here, so it predicts as it does on Numerai.
         if isinstance(data, dict) and data.get("format") == ModelFormat.NUMERAI_PICKLE.value:
             data = {"fill_missing": None, "output": OutputTransform.RAW.value, **data}
+        if isinstance(data, dict) and data.get("members") is None:
+            # Marked here so that pydantic reports a missing file with the entry's other field errors.
+            data = {**{name: _REQUIRED for name in ("file", "format") if name not in data}, **data}
         return data
+
+    @field_validator("file", "format", mode="before")
+    @classmethod
+    def _required_unless_ensemble(cls, value: Any) -> Any:
+        if value is _REQUIRED:
+            raise PydanticCustomError("missing", "Field required")
+        return value
 
     @field_validator("name")
     @classmethod

@@ -12,16 +12,19 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from azure.storage.blob import BlobServiceClient
 
-from shared.errors import StorageError, SubmitterError
+from shared import benchmark_check
+from shared.ensembles import RoundInputs, combined, neutralized
+from shared.errors import PostprocessError, StorageError, SubmitterError
 from shared.manifest import Manifest, ModelFormat, ModelSpec, parse_manifest
 from shared.numerai_client import NumeraiClient, RoundInfo
+from shared.predictions_csv import read_predictions
 from shared.report import (
     Mode,
     ModelReport,
@@ -31,8 +34,8 @@ from shared.report import (
     SubmissionState,
     utc_now,
 )
-from shared.round_data import RoundFiles, download_round
 from shared.report_page import write_report_page
+from shared.round_data import RoundFetcher
 from shared.run_folder import remove_stale_folders, run_folder
 from shared.run_lock import LockLost, RunLock, RunLocked
 from shared.scaleout.fanout import fan_out
@@ -52,13 +55,12 @@ from shared.worker.supervisor import run_workers
 
 log = logging.getLogger(__name__)
 
-# The round's files for a run: given whether the benchmark models are needed, where they are.
-RoundData = Callable[[bool], RoundFiles]
-
 class RunDeadlinePassed(SubmitterError):
     """The run is out of time (RUN_DEADLINE_SECONDS); what it made is archived for the next run."""
 
 
+# Stands for a model file's ETag in an ensemble's archive metadata: an ensemble has no file.
+ENSEMBLE_ETAG = "ensemble"
 # Short, and renewed while the run works: a killed run frees the lock this soon.
 LOCK_LEASE_SECONDS = 15
 # A run that finds the lock held waits out one lease (and a little) before giving up,
@@ -90,6 +92,16 @@ class RunContext:
         """Raise LockLost if this run may no longer upload (a test run holds no lock, and uploads nothing)."""
         if self.lock is not None:
             self.lock.confirm()
+
+    def member_predictions(self, name: str) -> str | None:
+        """An ensemble member's predictions archived in this round (by this run's mode, or submitted), or None."""
+        assert self.report.round_number is not None
+        folders = [TEST_PREDICTIONS, PREDICTIONS] if self.mode is Mode.TEST else [PREDICTIONS]
+        for folder in folders:
+            csv = self.results.read_predictions(self.report.round_number, name, folder)
+            if csv is not None:
+                return csv
+        return None
 
     def submitter(self) -> Submitter:
         """The exactly-once submissions of this run's round."""
@@ -198,37 +210,61 @@ def _steps(run: RunContext, model_names: list[str] | None) -> None:
     if not _round_allows(run, round_):
         return
     manifest = _manifest(run, model_names)
-    run.report.models = [ModelReport(spec.name) for spec in manifest.models]
+    run.report.models = [ModelReport(spec.name) for spec in manifest.in_order()]
     account = run.numerai.model_ids()
-    _check_account(run.report, account)
+    _check_account(run, manifest, account)
     if run.mode is Mode.TEST:
         note_submitted(run)
     elif not run.settings.force_resubmit:
         skip_submitted(run, account)
-    pending = [s for s in manifest.models if run.report.model(s.name).status is ModelStatus.PENDING]
+    pending = _needed(run, manifest)
     if not pending:
         return
     if run.settings.model_execution is Execution.QUEUE:
         fan_out(run.report, run.settings, run.results, pending, account, run.ends_at)
         return
     with run_folder(run.settings.work_dir / "rounds", run.report.run_id) as folder:
-        def download(with_benchmarks: bool) -> RoundFiles:
-            return download_round(run.numerai, folder, run.report.round_number, run.settings.data_version,
-                                  with_benchmarks)
+        data = RoundFetcher(run.numerai, folder, run.report.round_number, run.settings.data_version)
+        process_models(run, pending, account, folder, data)
 
-        process_models(run, pending, account, folder, download)
+
+def _needed(run: RunContext, manifest: Manifest) -> list[ModelSpec]:
+    """The pending entries to work on: those to submit, and what their ensembles need.
+
+    An entry with `submit: false` that no pending ensemble needs is skipped.
+    """
+    pending = [s for s in manifest.in_order() if run.report.model(s.name).status is ModelStatus.PENDING]
+    wanted = {s.name for s in pending if s.submit}
+    for spec in reversed(pending):  # ensembles come after their members: walk down from them
+        if spec.name in wanted and spec.members:
+            wanted.update(spec.members)
+    for spec in pending:
+        if spec.name not in wanted:
+            line = run.report.model(spec.name)
+            line.status = ModelStatus.SKIPPED
+            line.error = f"model '{spec.name}': submit is false and no ensemble to submit this run needs it"
+    return [s for s in pending if s.name in wanted]
 
 
 def process_models(run: RunContext, pending: list[ModelSpec], account: dict[str, str], work_dir: Path,
-                   data: RoundData) -> None:
-    """Predict (or reuse), archive and, in a scheduled run, upload `pending`; their lines say how it went.
+                   data: RoundFetcher) -> None:
+    """Predict (or reuse), post-process, check, archive and, in a scheduled run, upload `pending`.
 
-    A local run passes every pending model; a queue task passes its one.
+    Their lines say how it went. A local run passes every pending entry (members
+    before their ensembles); a queue task passes its one.
     """
-    outcomes = _reuse_or_predict(run, pending, work_dir, data)
-    _archive(run, outcomes)
+    inputs = RoundInputs(data, run.settings.benchmark_model)
+    made = {p.spec.name: p for p in _reuse_or_predict(run, [s for s in pending if not s.is_ensemble],
+                                                      work_dir, data)}
+    for prediction in made.values():
+        _neutralize(run, prediction, inputs)
+    for spec in pending:
+        if spec.is_ensemble:
+            made[spec.name] = _ensemble(run, spec, made, inputs)
+    predictions = list(made.values())
+    _archive(run, predictions, inputs)
     if run.mode is Mode.SCHEDULED and _round_still_current(run):
-        _upload(run, outcomes, account, work_dir)
+        _upload(run, predictions, account, work_dir)
 
 
 def _round_allows(run: RunContext, round_: RoundInfo | None) -> bool:
@@ -275,9 +311,11 @@ def _manifest(run: RunContext, model_names: list[str] | None) -> Manifest:
     return parse_manifest(run.models.read_text(run.settings.manifest_blob), source).select(model_names)
 
 
-def _check_account(report: RunReport, account: dict[str, str]) -> None:
-    for line in report.models:
-        if line.name not in account:
+def _check_account(run: RunContext, manifest: Manifest, account: dict[str, str]) -> None:
+    """Every entry to submit must be a model of the account; `submit: false` ones need not be."""
+    for spec in manifest.models:
+        line = run.report.model(spec.name)
+        if spec.submit and spec.name not in account:
             line.fail(
                 f"model '{line.name}' is not a Classic model of this Numerai account; "
                 f"the account has: {', '.join(sorted(account)) or 'no models'}"
@@ -288,7 +326,7 @@ def skip_submitted(run: RunContext, account: dict[str, str]) -> None:
     """Skip the models submitted for this round, including by a run that stopped before recording it."""
     submitter = run.submitter()
     for line in run.report.models:
-        if line.status is not ModelStatus.PENDING:
+        if line.status is not ModelStatus.PENDING or line.name not in account:  # not in it: submit is false
             continue
         try:
             submission_id = submitter.existing(line.name, account[line.name])
@@ -325,7 +363,7 @@ class _Prediction:
     from_archive: bool = False
 
 
-def _reuse_or_predict(run: RunContext, pending: list[ModelSpec], work_dir: Path, data: RoundData) -> list[_Prediction]:
+def _reuse_or_predict(run: RunContext, pending: list[ModelSpec], work_dir: Path, data: RoundFetcher) -> list[_Prediction]:
     """Predict the pending models, except those a killed or failed run already archived."""
     reused: list[_Prediction] = []
     to_predict: list[tuple[ModelSpec, str]] = []
@@ -357,7 +395,7 @@ def _reusable_archive(run: RunContext, spec: ModelSpec, etag: str) -> _Predictio
     return _Prediction(spec, ModelOutcome(name=spec.name, ok=True, rows=rows), etag, archived.csv, from_archive=True)
 
 
-def _predict(run: RunContext, pending: list[tuple[ModelSpec, str]], work_dir: Path, data: RoundData) -> list[_Prediction]:
+def _predict(run: RunContext, pending: list[tuple[ModelSpec, str]], work_dir: Path, data: RoundFetcher) -> list[_Prediction]:
     # fetch() reads the ETag again. Should the file change in between, the archive
     # records the older ETag and a later run predicts again: the safe side.
     files = []
@@ -370,7 +408,7 @@ def _predict(run: RunContext, pending: list[tuple[ModelSpec, str]], work_dir: Pa
         return []
     run.check_deadline("downloading the round's data")
     with_benchmarks = any(spec.format is ModelFormat.NUMERAI_PICKLE for spec, _, _ in files)
-    round_files = data(with_benchmarks)
+    round_files = data.files(with_benchmarks)
     requests = [round_files.request(spec, path, work_dir / "workers" / spec.name, run.settings.batch_rows)
                 for spec, path, _ in files]
     outcomes = run_workers(requests, run.settings.worker_limits(run.ends_at), run.settings.max_parallel_models)
@@ -378,19 +416,72 @@ def _predict(run: RunContext, pending: list[tuple[ModelSpec, str]], work_dir: Pa
             for (spec, _, etag), outcome in zip(files, outcomes, strict=True)]
 
 
-def _archive(run: RunContext, predictions: list[_Prediction]) -> None:
-    """Keep every prediction made, valid or not, before anything is uploaded."""
+def _neutralize(run: RunContext, prediction: _Prediction, inputs: RoundInputs) -> None:
+    """Neutralize a model's new predictions as its entry asks; archived ones were neutralized when made."""
+    spec = prediction.spec
+    if spec.neutralize is None or prediction.from_archive or not prediction.outcome.ok or prediction.csv is None:
+        return
+    try:
+        prediction.csv = neutralized(spec, prediction.csv, inputs)
+    except SubmitterError as exc:
+        # The raw predictions stay, archived as rejected: nothing computed is lost.
+        prediction.outcome.ok = False
+        prediction.outcome.error = f"model '{spec.name}': neutralization failed: {exc}"
+
+
+def _ensemble(run: RunContext, spec: ModelSpec, made: dict[str, _Prediction], inputs: RoundInputs) -> _Prediction:
+    """An ensemble's predictions from its members': made in this run, or archived in this round."""
+    outcome = ModelOutcome(name=spec.name)
+    try:
+        members = {name: _member_csv(run, spec, name, made) for name in spec.members or {}}
+        csv = combined(spec, members)
+        if spec.neutralize is not None:
+            csv = neutralized(spec, csv, inputs)
+        # Worker-side rules, here only for ensembles: numerai-tools loads scipy, kept out of the run otherwise.
+        from shared.worker.submission import validate_submission
+
+        validate_submission(spec, read_predictions(csv).reset_index(), inputs.live_ids)
+    except SubmitterError as exc:
+        outcome.error = str(exc)
+        return _Prediction(spec, outcome, ENSEMBLE_ETAG, None)
+    outcome.ok, outcome.rows = True, csv.count("\n") - 1
+    return _Prediction(spec, outcome, ENSEMBLE_ETAG, csv)
+
+
+def _member_csv(run: RunContext, ensemble: ModelSpec, member: str, made: dict[str, _Prediction]) -> str:
+    """A member's predictions for the round; PostprocessError naming the member if it has none."""
+    if member in made:
+        prediction = made[member]
+        if not prediction.outcome.ok or prediction.csv is None:
+            raise PostprocessError(f"ensemble '{ensemble.name}': member '{member}' failed, so the ensemble "
+                                   "was not made")
+        return prediction.csv
+    line = run.report.model(member) if any(m.name == member for m in run.report.models) else None
+    if line is not None and line.status is ModelStatus.FAILED:
+        raise PostprocessError(f"ensemble '{ensemble.name}': member '{member}' failed, so the ensemble was not made")
+    csv = run.member_predictions(member)
+    if csv is None:
+        raise PostprocessError(f"ensemble '{ensemble.name}': member '{member}' has no predictions for round "
+                               f"{run.report.round_number}")
+    return csv
+
+
+def _archive(run: RunContext, predictions: list[_Prediction], inputs: RoundInputs) -> None:
+    """Check and keep every prediction made, valid or not, before anything is uploaded."""
     for prediction in predictions:
         spec, outcome = prediction.spec, prediction.outcome
         line = run.report.model(spec.name)
         line.rows = outcome.rows
         line.seconds = round(outcome.load_seconds + outcome.predict_seconds, 3)
         line.peak_memory_mb = outcome.peak_memory_mb
-        line.warnings = outcome.warnings
+        line.warnings = list(outcome.warnings)
         line.from_archive = prediction.from_archive
+        passed = True
+        if outcome.ok and spec.submit and prediction.csv is not None:
+            passed = _benchmark_check(run, spec, line, prediction.csv, inputs)
         if prediction.csv is not None and not prediction.from_archive:
             try:
-                line.predictions_blob = _write_archive(run, prediction)
+                line.predictions_blob = _write_archive(run, prediction, line.benchmark_corr if passed else None)
             except StorageError as exc:
                 line.fail(f"model '{spec.name}': predictions could not be archived, so they were not uploaded: {exc}")
                 continue
@@ -398,15 +489,30 @@ def _archive(run: RunContext, predictions: list[_Prediction]) -> None:
             line.predictions_blob = f"{PREDICTIONS}/round-{run.report.round_number}/{spec.name}.csv"
         if not outcome.ok:
             line.fail(outcome.error or f"model '{spec.name}' failed")
+        elif not passed:
+            continue  # held back by the gate; the line says why
+        elif not spec.submit:
+            line.status = ModelStatus.PREDICTED
         elif run.mode is Mode.TEST:
             line.status = ModelStatus.VALIDATED
 
 
-def _write_archive(run: RunContext, prediction: _Prediction) -> str:
+def _benchmark_check(run: RunContext, spec: ModelSpec, line: ModelReport, csv: str, inputs: RoundInputs) -> bool:
+    assert run.report.round_number is not None
+    try:
+        return benchmark_check.check(spec, line, csv, inputs.benchmark, run.results, run.report.round_number)
+    except SubmitterError as exc:  # the round's data could not be had: the check says so, and gates hold back
+        return benchmark_check.check(spec, line, csv, benchmark_check.Benchmark(None, str(exc)), run.results,
+                                     run.report.round_number)
+
+
+def _write_archive(run: RunContext, prediction: _Prediction, benchmark_corr: float | None) -> str:
     spec, outcome = prediction.spec, prediction.outcome
     name = spec.name if outcome.ok else f"{spec.name}.rejected"
     folder = TEST_PREDICTIONS if run.mode is Mode.TEST else PREDICTIONS
     metadata = {**_made_from(run, spec, prediction.model_etag), "run_id": run.report.run_id}
+    if benchmark_corr is not None:  # a later round's check compares with it; a gated figure is left out
+        metadata["benchmark_corr"] = f"{benchmark_corr:.4f}"
     return run.results.write_predictions(run.report.round_number, name, prediction.csv, folder, metadata)
 
 
@@ -420,7 +526,7 @@ def _upload(run: RunContext, predictions: list[_Prediction], account: dict[str, 
     for prediction in predictions:
         spec = prediction.spec
         line = run.report.model(spec.name)
-        if line.status is not ModelStatus.PENDING or prediction.csv is None:
+        if line.status is not ModelStatus.PENDING or prediction.csv is None or not spec.submit:
             continue
         csv_path = work_dir / f"{spec.name}_round{run.report.round_number}.csv"
         csv_path.write_text(prediction.csv)

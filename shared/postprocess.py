@@ -1,7 +1,9 @@
 """What happens to predictions after the models predict: ensembles, neutralization and the benchmark check.
 
-The arithmetic is Numerai's: numerai-tools ranks, neutralizes and correlates;
-this module aligns the ids, fills missing features as the worker does, and
+Neutralization is numerai-tools'; ranks and rank correlations are pandas' own
+(numerai-tools' scoring module imports scipy and scikit-learn, over a second and
+a hundred MB, which the run's process loads only when a manifest neutralizes).
+This module aligns the ids, fills missing features as the worker does, and
 words the failures for the participant.
 """
 
@@ -12,8 +14,6 @@ import statistics
 
 import numpy as np
 import pandas as pd
-from numerai_tools.scoring import neutralize as neutralize_frame
-from numerai_tools.scoring import spearman_correlation, tie_kept_rank
 
 from shared.errors import PostprocessError
 
@@ -37,7 +37,7 @@ def rank_average(entry: str, predictions: dict[str, pd.Series], weights: dict[st
         _check_same_ids(entry, first, ids, member, predictions[member].index)
     total = sum(weights.values())
     blended = sum(
-        (weight / total) * tie_kept_rank(predictions[member].sort_index()) for member, weight in weights.items()
+        (weight / total) * _percentile(predictions[member].sort_index()) for member, weight in weights.items()
     )
     return _percentile(blended).reindex(ids)
 
@@ -57,6 +57,8 @@ def neutralize(entry: str, predictions: pd.Series, features: pd.DataFrame, propo
         raise PostprocessError(
             f"model '{entry}': cannot neutralize predictions that are missing or all equal"
         )
+    from numerai_tools.scoring import neutralize as neutralize_frame  # see the module docstring
+
     neutralizers = features.loc[predictions.index].fillna(MIDDLE_BIN).astype(np.float64)
     neutral = neutralize_frame(predictions.astype(np.float64).to_frame(), neutralizers, proportion)
     return _percentile(neutral.iloc[:, 0]).rename(predictions.name)
@@ -67,8 +69,8 @@ def benchmark_corr(predictions: pd.Series, benchmark: pd.Series) -> float:
     ids = predictions.dropna().index.intersection(benchmark.dropna().index).sort_values()
     if predictions.loc[ids].nunique() < 2 or benchmark.loc[ids].nunique() < 2:
         return math.nan  # undefined; checked here, as scipy warns into the log otherwise
-    corr = spearman_correlation(benchmark.loc[ids], predictions.loc[ids])
-    return float(corr)
+    # Spearman's rho: the Pearson correlation of the ranks (ties averaged).
+    return float(predictions.loc[ids].rank().corr(benchmark.loc[ids].rank()))
 
 
 def recent_median(values: list[float]) -> float | None:

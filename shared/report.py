@@ -37,7 +37,14 @@ class ModelStatus(str, Enum):
     SUBMITTED = "submitted"  # uploaded and confirmed by Numerai
     VALIDATED = "validated"  # test mode: would have been uploaded
     ALREADY_SUBMITTED = "already_submitted"  # in the ledger for this round; skipped
+    PREDICTED = "predicted"  # `submit: false` in the manifest: predicted for its ensembles, never uploaded
+    SKIPPED = "skipped"  # `submit: false`, and no ensemble to submit this run needs it
+    GATED = "gated"  # held back by the benchmark check (min_benchmark_corr, max_benchmark_corr_drop): archived, not uploaded
     FAILED = "failed"
+
+
+# The statuses that fail a run: a gated model was not submitted, which its owner must hear about.
+FAILING = (ModelStatus.FAILED, ModelStatus.GATED)
 
 
 class SubmissionState(str, Enum):
@@ -63,11 +70,20 @@ class ModelReport:
     peak_memory_mb: float = 0.0  # the model's worker process at its largest
     submission: SubmissionState = SubmissionState.NONE
     warnings: list[str] = field(default_factory=list)  # worth knowing, not failures
+    # Rank correlation with the round's benchmark predictions (BENCHMARK_MODEL), and its median
+    # over the model's recent rounds, from the archive: a sudden fall means wrong inputs.
+    benchmark_corr: float | None = None
+    benchmark_corr_median: float | None = None
 
     def fail(self, error: str) -> None:
         """Mark the model failed with a message for the user."""
         self.status = ModelStatus.FAILED
         self.error = cut(error)
+
+    def hold_back(self, reason: str) -> None:
+        """Mark the model gated: its predictions are archived but not uploaded, for `reason`."""
+        self.status = ModelStatus.GATED
+        self.error = cut(reason)
 
     def to_json(self) -> str:
         """The line as JSON (enums as their values)."""
@@ -117,16 +133,23 @@ class RunReport:
         self.finished_at = utc_now()
         if self.status is not RunStatus.RUNNING:
             return
-        if any(m.status is ModelStatus.FAILED for m in self.models):
+        if any(m.status in FAILING for m in self.models):
             self.status = RunStatus.FAILED
-            failed = [m.name for m in self.models if m.status is ModelStatus.FAILED]
-            self.reason = reason or cut(f"{len(failed)} of {len(self.models)} models failed: {', '.join(failed)}")
+            self.reason = reason or cut(self._failures())
         elif all(m.status is ModelStatus.ALREADY_SUBMITTED for m in self.models):
             self.status = RunStatus.NOTHING_TO_DO
             self.reason = reason or "every model is already submitted for this round"
         else:
             self.status = RunStatus.SUCCEEDED
             self.reason = reason or self.reason
+
+    def _failures(self) -> str:
+        failed = [m.name for m in self.models if m.status is ModelStatus.FAILED]
+        gated = [m.name for m in self.models if m.status is ModelStatus.GATED]
+        parts = [f"{len(failed)} of {len(self.models)} models failed: {', '.join(failed)}"] if failed else []
+        if gated:
+            parts.append(f"{len(gated)} held back by the benchmark check: {', '.join(gated)}")
+        return "; ".join(parts)
 
     def fail(self, reason: str) -> None:
         """End the run as failed for a reason that is not one model's.

@@ -1,6 +1,8 @@
 """The round's files from Numerai: downloaded into a run's folder, or kept per instance and round.
 
-A local run downloads them once into its own folder. In queue mode each task predicts
+Each file is downloaded when a step first needs it: a run whose predictions all
+come from the archive fetches only what the benchmark check reads. A local run
+keeps them in its own folder. In queue mode each task predicts
 one model, and an instance works through many tasks of the same round one after
 another, so the files are kept in a cache folder per round and data version,
 downloaded by whichever task needs them first.
@@ -12,8 +14,8 @@ import fcntl
 import logging
 import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,22 +46,36 @@ class RoundFiles:
                            batch_rows, output_dir)
 
 
-def download_round(numerai: NumeraiClient, directory: Path, round_number: int, data_version: str,
-                   with_benchmarks: bool) -> RoundFiles:
-    """Download the round's files into `directory`, skipping any already there.
+class RoundFetcher:
+    """The round's files in one folder, each downloaded the first time a step asks for it.
 
     A file appears under its own name only once complete and checked (see
     NumeraiClient.download), so one that exists needs no second look.
     """
-    def fetch(name: str) -> Path:
-        path = directory / name
-        if path.is_file():
-            log.info("round %d: %s already here (%s)", round_number, name, directory)
-            return path
-        return numerai.download(name, directory, round_number)
 
-    features, live = fetch(FEATURES), fetch(LIVE)
-    return RoundFiles(features, live, fetch(BENCHMARK) if with_benchmarks else None, data_version)
+    def __init__(self, numerai: NumeraiClient, directory: Path, round_number: int, data_version: str,
+                 lock: Callable[[], AbstractContextManager[object]] = nullcontext) -> None:
+        """`lock` is held while a file is looked for and downloaded (tasks sharing a cache folder)."""
+        self._numerai = numerai
+        self._directory = directory
+        self._round_number = round_number
+        self.data_version = data_version
+        self._lock = lock
+
+    def file(self, name: str) -> Path:
+        """One of the round's files (FEATURES, LIVE, BENCHMARK), downloaded if it is not here yet."""
+        with self._lock():
+            path = self._directory / name
+            if path.is_file():
+                log.info("round %d: %s already here (%s)", self._round_number, name, self._directory)
+                return path
+            self._directory.mkdir(parents=True, exist_ok=True)
+            return self._numerai.download(name, self._directory, self._round_number)
+
+    def files(self, with_benchmarks: bool) -> RoundFiles:
+        """What the model workers read: the features, the live data and, for upload pickles, the benchmarks."""
+        return RoundFiles(self.file(FEATURES), self.file(LIVE), self.file(BENCHMARK) if with_benchmarks else None,
+                          self.data_version)
 
 
 class RoundDataCache:
@@ -69,16 +85,13 @@ class RoundDataCache:
         """`root` holds one folder per round and data version."""
         self._root = root
 
-    def files(self, numerai: NumeraiClient, round_number: int, data_version: str,
-              with_benchmarks: bool) -> RoundFiles:
-        """The round's files, downloaded only if no earlier task on this instance has them."""
+    def fetcher(self, numerai: NumeraiClient, round_number: int, data_version: str) -> RoundFetcher:
+        """The round's files, each downloaded only if no earlier task on this instance has it."""
         folder = self._root / f"round-{round_number:d}-{safe_name(data_version)}"
         with _locked(self._root):
-            # Under the lock: two tasks on one instance download a file once, and
-            # an older round's folder is removed only when no task is downloading.
+            # Under the lock: an older round's folder is removed only when no task is downloading.
             self._remove_other_rounds(folder)
-            folder.mkdir(parents=True, exist_ok=True)
-            return download_round(numerai, folder, round_number, data_version, with_benchmarks)
+        return RoundFetcher(numerai, folder, round_number, data_version, lambda: _locked(self._root))
 
     def _remove_other_rounds(self, keep: Path) -> None:
         # A task still reading an older round keeps its open files: on Linux unlink does not stop a reader.

@@ -333,12 +333,11 @@ class ResultsStore:
         deadline may each try to write the same model's result.
         """
         name = _run_blob(run_id, f"models/{_segment(model_name, 'model name')}.json")
-        with _azure_errors(self._container, name, "write", "task result"):
-            try:
-                self._container.upload_blob(name, result_json, overwrite=False, content_settings=_JSON)
-            except ResourceExistsError:
-                return False
-        return True
+        return self._create(name, result_json, "task result")
+
+    def mark_released(self, run_id: str, model_name: str) -> bool:
+        """Mark a fanned-out run's ensemble as sent to the queue; True only for the first to mark it."""
+        return self._create(_run_blob(run_id, f"released/{_segment(model_name, 'model name')}"), "{}", "release mark")
 
     def task_result(self, run_id: str, model_name: str) -> str | None:
         """One model's result of a fanned-out run, or None while it has none."""
@@ -401,6 +400,26 @@ class ResultsStore:
                     raise
                 return None
             return Archived(download.readall(), dict(download.properties.metadata or {}))
+
+    def benchmark_history(self, model_name: str, round_number: int, rounds: int) -> list[float]:
+        """The benchmark correlations archived with the model's predictions of the `rounds` rounds before this one.
+
+        Newest first; rounds without archived predictions, or archived before the check
+        existed, are left out.
+        """
+        found = []
+        for earlier in range(round_number - 1, max(round_number - 1 - rounds, -1), -1):
+            name = _predictions_name(PREDICTIONS, earlier, model_name)
+            with _azure_errors(self._container, name, "read", "predictions"):
+                try:
+                    metadata = self._container.get_blob_client(name).get_blob_properties().metadata or {}
+                except ResourceNotFoundError:
+                    continue
+            try:
+                found.append(float(metadata["benchmark_corr"]))
+            except (KeyError, ValueError):
+                continue
+        return found
 
     def run_lock(self, name: str, lease_seconds: int, wait_seconds: float = 0.0) -> RunLock:
         """A lock, held through a lease on the blob `locks/<name>`, for one run at a time."""
@@ -470,6 +489,15 @@ class ResultsStore:
         with _azure_errors(self._container, name, "write", what):
             self._container.upload_blob(name, text, overwrite=True, content_settings=content,
                                         metadata=metadata)
+
+    def _create(self, name: str, text: str, what: str) -> bool:
+        """Write a JSON blob only if it does not exist yet; True if this call wrote it."""
+        with _azure_errors(self._container, name, "write", what):
+            try:
+                self._container.upload_blob(name, text, overwrite=False, content_settings=_JSON)
+            except ResourceExistsError:
+                return False
+        return True
 
     def _read_optional(self, name: str, what: str) -> str | None:
         with _azure_errors(self._container, name, "read", what):

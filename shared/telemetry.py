@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 from opentelemetry import metrics
 
-from shared.report import ModelStatus, RunReport
+from shared.report import ModelReport, ModelStatus, RunReport
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def record_run(report: RunReport, seconds: float) -> None:
             f": {model.error}" if model.error else "",
             extra={**base, "model": model.name, "model_status": model.status.value, "rows": model.rows,
                    "seconds": model.seconds, "peak_memory_mb": model.peak_memory_mb, "error": model.error or "",
-                   "submission": model.submission.value},
+                   "submission": model.submission.value, **_benchmark_figures(model)},
         )
     submitted = sum(m.status is ModelStatus.SUBMITTED for m in report.models)
     failed = sum(m.status is ModelStatus.FAILED for m in report.models)
@@ -78,3 +78,9 @@ def record_run(report: RunReport, seconds: float) -> None:
     meter.create_histogram("run.duration", unit="s", description="Duration of a run").record(seconds, attributes)
     meter.create_counter("models.submitted", description="Submissions confirmed by Numerai").add(submitted, attributes)
     meter.create_counter("models.failed", description="Models that failed in a run").add(failed, attributes)
+
+
+def _benchmark_figures(model: ModelReport) -> dict[str, float]:
+    # Telemetry attributes cannot be None: a figure the run could not compute is left out.
+    figures = {"benchmark_corr": model.benchmark_corr, "benchmark_corr_median": model.benchmark_corr_median}
+    return {name: value for name, value in figures.items() if value is not None}

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import azure.functions as func
 import pandas as pd
+from azure.functions.queue import QueueMessage as FunctionMessage
 from azure.functions.timer import TimerRequest
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 import function_app
 from devkit.local_stack import LocalStack
@@ -81,3 +83,25 @@ def submission(outcome: ModelOutcome) -> pd.DataFrame:
     """The predictions a worker wrote, as Numerai would read them."""
     assert outcome.csv is not None, outcome.error
     return pd.read_csv(io.StringIO(outcome.csv))
+
+
+def task_queue(stack: LocalStack, poison: bool = False) -> QueueClient:
+    """The stack's task queue (or its poison queue), decoding messages as the host does."""
+    name = f"{stack.task_queue}-poison" if poison else stack.task_queue
+    return QueueClient.from_connection_string(stack.azurite.connection_string, name,
+                                              message_decode_policy=TextBase64DecodePolicy())
+
+
+def deliver(stack: LocalStack, limit: int = 50) -> int:
+    """Run every visible task message through the queue function, as one host instance would."""
+    queue, done = task_queue(stack), 0
+    while done < limit:
+        batch = list(queue.receive_messages(max_messages=1, visibility_timeout=60))
+        if not batch:
+            return done
+        message = batch[0]
+        function_app.model_task.build().get_user_function()(
+            FunctionMessage(id=message.id, body=message.content.encode(), dequeue_count=message.dequeue_count))
+        queue.delete_message(message)
+        done += 1
+    return done

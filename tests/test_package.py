@@ -43,7 +43,7 @@ RUN_FROM_PACKAGE = textwrap.dedent("""
 
 @pytest.mark.skipif(sys.platform != "linux" or platform.machine() != "x86_64",
                     reason="the package holds Linux x86_64 wheels: it is built and run only there")
-def test_the_unzipped_package_indexes_both_functions_and_runs_every_format_alone(
+def test_the_unzipped_package_indexes_every_function_and_runs_every_format_alone(
     small_round: SyntheticRound, all_formats: Path, tmp_path: Path,
 ) -> None:
     # One test, not several: a second build in another xdist worker would restage the folder under the first.
@@ -83,7 +83,9 @@ def _run_unzipped(package: Package, root: Path, small_round: SyntheticRound, all
     assert completed.returncode == 0, completed.stderr[-5000:]
     result = json.loads(completed.stdout.strip().splitlines()[-1])
 
-    assert result["functions"] == {"scheduled_submission": "timerTrigger", "test_run": "httpTrigger"}
+    assert result["functions"] == {
+        "scheduled_submission": "timerTrigger", "test_run": "httpTrigger", "model_task": "queueTrigger",
+        "poison_task": "queueTrigger", "runs": "httpTrigger", "run": "httpTrigger", "report": "httpTrigger"}
     summary = json.loads((out / "summary.json").read_text())
     assert {m["name"]: m["error"] for m in summary["models"] if not m["ok"]} == {}
     assert {entry["format"] for entry in manifest["models"]} == {

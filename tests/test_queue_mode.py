@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import azure.functions as func
-from azure.functions.queue import QueueMessage as FunctionMessage
 import pytest
-from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+from azure.functions.queue import QueueMessage as FunctionMessage
+from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 import function_app
 from devkit.azurite import free_port
@@ -23,34 +23,22 @@ from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound
 from shared.jobs import RunFailed
 from shared.scaleout.messages import BadTask, TaskMessage
-from tests.support import MODELS, fire_timer, line, post_test_run, reports, uploads
+from tests.support import (
+    MODELS,
+    deliver,
+    fire_timer,
+    line,
+    post_test_run,
+    reports,
+    task_queue,
+    uploads,
+)
 
 
 @pytest.fixture
 def queue_mode(deployed: LocalStack, monkeypatch: pytest.MonkeyPatch) -> LocalStack:
     monkeypatch.setenv("MODEL_EXECUTION", "queue")
     return deployed
-
-
-def task_queue(stack: LocalStack, poison: bool = False) -> QueueClient:
-    name = f"{stack.task_queue}-poison" if poison else stack.task_queue
-    return QueueClient.from_connection_string(stack.azurite.connection_string, name,
-                                              message_decode_policy=TextBase64DecodePolicy())
-
-
-def deliver(stack: LocalStack, limit: int = 50) -> int:
-    """Run every visible task message through the queue function, as one host instance would."""
-    queue, done = task_queue(stack), 0
-    while done < limit:
-        batch = list(queue.receive_messages(max_messages=1, visibility_timeout=60))
-        if not batch:
-            return done
-        message = batch[0]
-        function_app.model_task.build().get_user_function()(
-            FunctionMessage(id=message.id, body=message.content.encode(), dequeue_count=message.dequeue_count))
-        queue.delete_message(message)
-        done += 1
-    return done
 
 
 def get(route: str, run_id: str | None = None, params: dict | None = None) -> func.HttpResponse:

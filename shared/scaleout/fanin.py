@@ -14,7 +14,7 @@ import logging
 from datetime import datetime, timezone
 
 from shared.report import ModelReport, RunReport, RunStatus
-from shared.scaleout.messages import TaskQueue
+from shared.scaleout.messages import MODEL, QueueError, TaskMessage, TaskQueue
 from shared.scaleout.plan import RunPlan
 from shared.storage import ResultsStore
 from shared.telemetry import record_run
@@ -31,12 +31,20 @@ def keep_result(results: ResultsStore, plan: RunPlan, line: ModelReport) -> bool
     return kept
 
 
+def model_message(plan: RunPlan, name: str) -> TaskMessage:
+    """The task message of a planned model."""
+    return TaskMessage(MODEL, plan.run_id, plan.round_number, name, plan.spec(name).digest())
+
+
 def finish_if_complete(results: ResultsStore, plan: RunPlan, queue: TaskQueue | None) -> RunReport | None:
-    """Write the run's final report if every planned model has its result; the report, or None.
+    """Send the ensembles whose members are done, and write the run's final report if every planned model
+    has its result; the report, or None.
 
     None when results are still missing, or when another task finished the run first.
     """
     found = results.task_results(plan.run_id)
+    if queue is not None:
+        _release_ensembles(results, plan, queue, found)
     missing = set(plan.models) - set(found)
     if missing:
         log.info("run %s: %d of %d models done", plan.run_id, len(plan.models) - len(missing), len(plan.models))
@@ -60,6 +68,23 @@ def finish_if_complete(results: ResultsStore, plan: RunPlan, queue: TaskQueue | 
     if queue is not None and plan.deadline_message:
         queue.delete(*plan.deadline_message)
     return report
+
+
+def _release_ensembles(results: ResultsStore, plan: RunPlan, queue: TaskQueue, found: dict[str, str]) -> None:
+    """Send each ensemble's task once all its members in the run have results (whatever they are)."""
+    for name in plan.models:
+        members = plan.spec(name).members
+        if members is None or name in found or any(m in plan.models and m not in found for m in members):
+            continue
+        # Only the task that marks it released sends it: every later result would find it ready too.
+        if results.mark_released(plan.run_id, name):
+            try:
+                queue.send(model_message(plan, name))
+            except QueueError as exc:
+                line = ModelReport(name)
+                line.fail(f"model '{name}': its task could not be queued, so it was not run: {exc}")
+                keep_result(results, plan, line)
+                found[name] = line.to_json()
 
 
 def handle_deadline(results: ResultsStore, plan: RunPlan) -> RunReport | None:

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 from shared.manifest import ModelSpec
 from shared.report import ModelReport, RunReport
-from shared.scaleout.fanin import finish_if_complete
-from shared.scaleout.messages import DEADLINE, MODEL, QueueError, TaskMessage, TaskQueue
+from shared.scaleout.fanin import finish_if_complete, model_message
+from shared.scaleout.messages import DEADLINE, QueueError, TaskMessage, TaskQueue
 from shared.scaleout.plan import RunPlan
 from shared.settings import Settings
 from shared.storage import ResultsStore
@@ -34,7 +34,7 @@ def fan_out(report: RunReport, settings: Settings, results: ResultsStore, pendin
     plan = RunPlan(report.run_id, report.mode, report.round_number, settings.data_version, report.started_at,
                    (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat(),
                    {spec.name: spec.model_dump(mode="json") for spec in pending},
-                   {spec.name: account[spec.name] for spec in pending})
+                   {spec.name: account[spec.name] for spec in pending if spec.name in account})
     # The deadline goes first: whatever happens next, the run is reported by then.
     plan.deadline_message = list(queue.send(TaskMessage(DEADLINE, report.run_id, report.round_number),
                                             seconds + DEADLINE_GRACE_SECONDS))
@@ -42,22 +42,28 @@ def fan_out(report: RunReport, settings: Settings, results: ResultsStore, pendin
     report.execution = "queue"
     report.redact()
     report.report_blob = results.write_report(report.run_id, report.to_json())
-    unsent = _send_models(queue, results, report, pending)
-    log.info("run %s: %d model tasks queued on '%s'", report.run_id, len(pending) - len(unsent), settings.task_queue)
+    # An ensemble waits for its members' results (fanin.release_ensembles), unless none is in this run.
+    first = [s for s in pending if not _waits(s, plan)]
+    unsent = _send_models(queue, results, plan, first)
+    log.info("run %s: %d model tasks queued on '%s', %d ensembles wait for their members", report.run_id,
+             len(first) - len(unsent), settings.task_queue, len(pending) - len(first))
     if unsent:
         finish_if_complete(results, plan, TaskQueue(settings))
 
 
-def _send_models(queue: TaskQueue, results: ResultsStore, report: RunReport, pending: list[ModelSpec]) -> list[str]:
+def _waits(spec: ModelSpec, plan: RunPlan) -> bool:
+    return any(member in plan.models for member in spec.members or {})
+
+
+def _send_models(queue: TaskQueue, results: ResultsStore, plan: RunPlan, pending: list[ModelSpec]) -> list[str]:
     """Send each model's task; a model whose message fails gets its failed result at once."""
-    assert report.round_number is not None
     unsent = []
     for spec in pending:
         try:
-            queue.send(TaskMessage(MODEL, report.run_id, report.round_number, spec.name, spec.digest()))
+            queue.send(model_message(plan, spec.name))
         except QueueError as exc:
             line = ModelReport(spec.name)
             line.fail(f"model '{spec.name}': its task could not be queued, so it was not run: {exc}")
-            results.add_task_result(report.run_id, spec.name, line.to_json())
+            results.add_task_result(plan.run_id, spec.name, line.to_json())
             unsent.append(spec.name)
     return unsent

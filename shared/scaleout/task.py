@@ -12,6 +12,7 @@ result instead, so the report gives the real reason rather than "poisoned".
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 
@@ -28,7 +29,7 @@ from shared.pipeline import (
     skip_submitted,
 )
 from shared.report import Mode, ModelReport, ModelStatus, RunReport
-from shared.round_data import RoundDataCache, RoundFiles
+from shared.round_data import RoundDataCache
 from shared.run_folder import remove_stale_folders, run_folder
 from shared.run_lock import RunLocked
 from shared.scaleout.fanin import finish_if_complete, handle_deadline, keep_result
@@ -101,6 +102,11 @@ def _run_model(settings: Settings, results: ResultsStore, plan: RunPlan, message
     if name not in plan.models or plan.spec(name).digest() != message.entry_digest:
         line.fail(f"model '{name}': the task's manifest entry is not the one its run planned; not run")
         return line
+    # An ensemble's task sees how its members' tasks ended: a failed member fails it.
+    for member in plan.spec(name).members or {}:
+        result = results.task_result(plan.run_id, member)
+        if result is not None:
+            report.models.append(ModelReport.from_dict(json.loads(result)))
     run = RunContext(settings, plan.mode, report, NumeraiClient(settings),
                      ModelStore(service(settings), settings.models_container, settings.work_dir / "model-cache"),
                      results, ends_at=plan.ends_at())
@@ -145,10 +151,7 @@ def _model_steps(run: RunContext, plan: RunPlan, name: str) -> None:
         return
     rounds = run.settings.work_dir / "rounds"
     remove_stale_folders(rounds)
-    cache = RoundDataCache(run.settings.work_dir / "round-data")
-
-    def data(with_benchmarks: bool) -> RoundFiles:
-        return cache.files(run.numerai, plan.round_number, plan.data_version, with_benchmarks)
-
+    data = RoundDataCache(run.settings.work_dir / "round-data").fetcher(run.numerai, plan.round_number,
+                                                                         plan.data_version)
     with run_folder(rounds, f"{plan.run_id}-{name}") as folder:
         process_models(run, [plan.spec(name)], plan.account, folder, data)
