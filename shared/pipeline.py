@@ -34,7 +34,7 @@ from shared.report import (
     SubmissionState,
     utc_now,
 )
-from shared.report_page import write_report_page
+from shared.report_page import refresh_report_page
 from shared.round_data import RoundFetcher
 from shared.run_folder import remove_stale_folders, run_folder
 from shared.run_lock import LockLost, RunLock, RunLocked
@@ -42,7 +42,6 @@ from shared.scaleout.fanout import fan_out
 from shared.settings import Execution, Settings, load_settings
 from shared.storage import (
     PREDICTIONS,
-    REPORT_PAGE,
     TEST_PREDICTIONS,
     ModelStore,
     ResultsStore,
@@ -154,7 +153,8 @@ def run_job(
         report.finish()
     report.redact()
     _save(report, results)
-    _refresh_page(results)
+    if results is not None and report.status is not RunStatus.NOTHING_TO_DO:
+        refresh_report_page(results)  # a firing with nothing to do changes nothing on it
     record_run(report, time.monotonic() - started)
     return report
 
@@ -593,16 +593,6 @@ def _save(report: RunReport, results: ResultsStore | None) -> None:
             report.fail(f"{report.reason}; {reason}" if report.reason else reason)
             report.redact()
     log.info("run report:\n%s", report.to_json())
-
-
-def _refresh_page(results: ResultsStore | None) -> None:
-    """Rewrite the report page with this run on it; a page that cannot be written never fails the run."""
-    if results is None:
-        return
-    try:
-        write_report_page(results)
-    except Exception:  # the page only shows the reports, which are saved; the run's outcome stands
-        log.warning("the report page %s could not be written", REPORT_PAGE, exc_info=True)
 
 
 def _new_run_id(mode: Mode) -> str:

@@ -28,11 +28,15 @@ from dataclasses import dataclass
 from shared.errors import ReportPageError, StorageError, SubmitterError
 from shared.report import utc_now
 from shared.settings import load_settings
-from shared.storage import ResultsStore
+from shared.storage import REPORT_PAGE, ResultsStore
 
 log = logging.getLogger(__name__)
 
 MAX_RUNS = 30
+# Runs that had nothing to do (the healing schedule's firings once a round is submitted) add
+# nothing to the page: they are passed over, looking back at most this many reports.
+MAX_SCANNED = 400
+UNEVENTFUL = frozenset({"nothing_to_do"})
 # A live round is about 7,000 rows of some 30 bytes: this reads it whole with room to spare.
 MAX_PREDICTION_BYTES = 4 * 1024 * 1024
 BINS = 20
@@ -117,12 +121,18 @@ def load_page_data(results: ResultsStore, limit: int = MAX_RUNS) -> PageData:
     """Read the last `limit` reports and the predictions of the latest run that has any."""
     runs: list[Run] = []
     unreadable: list[str] = []
-    for run_id in results.report_ids()[-limit:]:
+    for run_id in reversed(results.report_ids()[-MAX_SCANNED:]):
+        if len(runs) == limit:
+            break
         try:
-            runs.append(parse_run(run_id, results.read_report(run_id)))
+            run = parse_run(run_id, results.read_report(run_id))
         except ReportPageError as exc:
             log.warning("%s", exc)
             unreadable.append(str(exc))
+            continue
+        if run.status not in UNEVENTFUL:
+            runs.append(run)
+    runs.reverse()  # oldest first, as the page shows them
     latest = next((r for r in reversed(runs) if any(line.predictions_blob for line in r.lines)), None)
     histograms = {} if latest is None else {line.name: _histogram_of(results, line) for line in latest.lines}
     return PageData(runs, unreadable, histograms, latest.run_id if latest else None)
@@ -165,6 +175,14 @@ def histogram(csv_text: str, cut: bool = False) -> Histogram:
 def render_report_page(results: ResultsStore) -> str:
     """The report page as HTML, from what the results container holds now."""
     return render_page(load_page_data(results), utc_now())
+
+
+def refresh_report_page(results: ResultsStore) -> None:
+    """Rewrite the page after a run; a page that cannot be written never fails the run (it is logged)."""
+    try:
+        write_report_page(results)
+    except Exception:  # the page only shows the reports, which are saved; the run's outcome stands
+        log.warning("the report page %s could not be written", REPORT_PAGE, exc_info=True)
 
 
 def write_report_page(results: ResultsStore) -> str:
