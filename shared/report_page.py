@@ -44,7 +44,7 @@ BINS = 20
 # A round's cell shows the first of these that any run of the window reached for the model: what
 # became of the submission matters more than the order of the runs (a test run's `validated` after
 # a failed scheduled run does not hide the failure). Statuses not listed come after these.
-PRECEDENCE = ("submitted", "already_submitted", "gated", "failed", "skipped", "validated")
+PRECEDENCE = ("submitted", "already_submitted", "gated", "missed", "failed", "predicted", "skipped", "validated")
 _LABELS = {"already_submitted": "already submitted", "validated": "validated (test)"}
 
 
@@ -221,13 +221,14 @@ h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.8em}
 table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}
 th{background:#f3f3f3;font-weight:600;white-space:nowrap}td.cell{text-align:center;white-space:nowrap;cursor:default}
 .s-submitted{background:#c8e6c9}.s-already_submitted{background:#e8f5e9}.s-validated{background:#d6e6fa}
-.s-failed{background:#f7c5c5}.s-gated{background:#ffe0b2}.s-skipped{background:#eee;color:#666}
+.s-failed{background:#f7c5c5}.s-missed{background:#f7c5c5}.s-gated{background:#ffe0b2}
+.s-skipped{background:#eee;color:#666}.s-predicted{background:#eee;color:#666}
 .s-other{background:#eadcf5}.s-none{background:#fff;color:#bbb}
 .charts{display:flex;flex-wrap:wrap;gap:14px}figure{margin:0;border:1px solid #ddd;padding:6px}
 figcaption{font-weight:600;margin-bottom:2px}svg text{font:10px sans-serif;fill:#555}
 .note{color:#666}.error{color:#a00}td.reason{max-width:40em;overflow-wrap:anywhere}td.run{white-space:nowrap}
 """
-_KNOWN_CLASSES = {"submitted", "already_submitted", "validated", "failed", "gated", "skipped"}
+_KNOWN_CLASSES = {"submitted", "already_submitted", "validated", "failed", "gated", "missed", "predicted", "skipped"}
 _W, _H, _LEFT, _BOTTOM, _TOP = 260, 90, 34, 16, 6
 
 
