@@ -90,7 +90,7 @@ class LocalStack:
         """The app settings that point the app at these services."""
         public_id, secret_key = self.sandbox.credentials
         return {
-            "NUMERAI_SCHEDULE": "0 15 12 * * 6",
+            "NUMERAI_SCHEDULE": "0 */10 12-13 * * 6",
             "NUMERAI_PUBLIC_ID": public_id,
             "NUMERAI_SECRET_KEY": secret_key,
             "NUMERAI_DATA_VERSION": DATA_VERSION,

@@ -59,8 +59,8 @@ param location string
 @description('Object id of the deploying user or service principal (azd sets AZURE_PRINCIPAL_ID): may upload models and set the Numerai keys. Empty: no grants.')
 param principalId string = ''
 
-@description('NCRONTAB schedule of the timer, UTC; `0 15 12 * * 2-6` submits every round. The missed-run alert reads it too: change it here, not in the portal.')
-param schedule string = '0 15 12 * * 6'
+@description('NCRONTAB schedule of the timer, UTC; the default fires every 10 minutes of Saturday 12:00-13:50, and `0 */10 12-13 * * 2-6` submits every round; a firing with every model submitted does nothing. The missed-run alert reads it too: change it here, not in the portal.')
+param schedule string = '0 */10 12-13 * * 6'
 
 // Computed from the schedule by infra/hooks/schedule_weekdays.py, which azd runs
 // before every provisioning (azure.yaml) and which refuses a schedule the alert
@@ -68,6 +68,9 @@ param schedule string = '0 15 12 * * 6'
 @minLength(1)
 @description('Weekdays the schedule fires on, 0 = Sunday, comma-separated (NUMERAI_SCHEDULE_WEEKDAYS, set by the preprovision hook).')
 param scheduleWeekdays string
+
+@description('The first firing of a due day, HH:MM:SS UTC (NUMERAI_SCHEDULE_FIRST_RUN, set by the preprovision hook).')
+param scheduleFirstRun string
 
 @description('Numerai data version to download.')
 param dataVersion string = 'v5.3'
@@ -285,6 +288,7 @@ module alerts 'app/alerts.bicep' = {
     alertEmail: alertEmail
     schedule: schedule
     scheduleWeekdays: scheduleWeekdays
+    scheduleFirstRun: scheduleFirstRun
     missedRunGraceMinutes: missedRunGraceMinutes
   }
 }

@@ -327,6 +327,20 @@ class NumeraiClient:
                 return str(submission["id"])
         return None
 
+    def submissions_since(self, model_id: str, since: datetime) -> dict[str, datetime]:
+        """The model's submissions Numerai lists as made at or after `since`: id → when.
+
+        Raises NumeraiApiError when the list cannot be had.
+        """
+        listed = {}
+        for submission in self._api.submission_ids(model_id):
+            inserted = submission.get("insertedAt")
+            when = inserted if isinstance(inserted, datetime) else _parse_time(str(inserted))
+            when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+            if when >= since:
+                listed[str(submission["id"])] = when
+        return listed
+
     def _put(self, model_name: str, url: str, payload: bytes) -> None:
         def put() -> None:
             response = requests.put(url, data=payload, timeout=self._policy.timeout_seconds)

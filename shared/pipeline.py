@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from azure.storage.blob import BlobServiceClient
@@ -34,7 +34,7 @@ from shared.report import (
     SubmissionState,
     utc_now,
 )
-from shared.report_page import write_report_page
+from shared.report_page import refresh_report_page
 from shared.round_data import RoundFetcher
 from shared.run_folder import remove_stale_folders, run_folder
 from shared.run_lock import LockLost, RunLock, RunLocked
@@ -42,7 +42,6 @@ from shared.scaleout.fanout import fan_out
 from shared.settings import Execution, Settings, load_settings
 from shared.storage import (
     PREDICTIONS,
-    REPORT_PAGE,
     TEST_PREDICTIONS,
     ModelStore,
     ResultsStore,
@@ -50,6 +49,7 @@ from shared.storage import (
 )
 from shared.submitter import SubmissionUnknown, Submitter
 from shared.telemetry import configure_telemetry, record_run
+from shared.window import check_listed, duration, missed_reason, staking_closed_for
 from shared.worker.protocol import ModelOutcome
 from shared.worker.supervisor import run_workers
 
@@ -80,6 +80,8 @@ class RunContext:
     results: ResultsStore
     ends_at: float = float("inf")  # time.monotonic() at the run's deadline (RUN_DEADLINE_SECONDS)
     lock: RunLock | None = None  # scheduled runs only
+    round: RoundInfo | None = None  # once the run has looked it up
+    late_by: timedelta | None = None  # set when SUBMIT_LATE uploads after the staking close
 
     def check_deadline(self, before: str) -> None:
         """Raise RunDeadlinePassed if the run's deadline has passed."""
@@ -151,7 +153,8 @@ def run_job(
         report.finish()
     report.redact()
     _save(report, results)
-    _refresh_page(results)
+    if results is not None and report.status is not RunStatus.NOTHING_TO_DO:
+        refresh_report_page(results)  # a firing with nothing to do changes nothing on it
     record_run(report, time.monotonic() - started)
     return report
 
@@ -217,9 +220,18 @@ def _steps(run: RunContext, model_names: list[str] | None) -> None:
         note_submitted(run)
     elif not run.settings.force_resubmit:
         skip_submitted(run, account)
+    if run.report.after_window:
+        assert run.round is not None
+        check_listed(run.report, run.numerai, account, run.round)
     pending = _needed(run, manifest)
-    if not pending:
-        return
+    if pending:
+        _work_on(run, pending, account)
+    if run.report.after_window:
+        run.results.mark_window_checked(run.report.round_number, run.report.run_id)
+
+
+def _work_on(run: RunContext, pending: list[ModelSpec], account: dict[str, str]) -> None:
+    """Predict the pending entries on this instance, or fan them out as queue tasks."""
     if run.settings.model_execution is Execution.QUEUE:
         fan_out(run.report, run.settings, run.results, pending, account, run.ends_at)
         return
@@ -276,6 +288,7 @@ def _round_allows(run: RunContext, round_: RoundInfo | None) -> bool:
     report.round_number = round_.number
     report.round_open_time = round_.open_time.isoformat()
     report.round_close_time = round_.close_time.isoformat()
+    run.round = round_
     if round_.is_open():
         return True
     closed = f"round {round_.number} is not open for submissions (window {report.round_open_time} to {report.round_close_time})"
@@ -283,13 +296,24 @@ def _round_allows(run: RunContext, round_: RoundInfo | None) -> bool:
         # A test run exists to prove the next run will work: it carries on with the latest data.
         report.reason = f"{closed}; the test run used its data"
         return True
-    report.status = RunStatus.NOTHING_TO_DO
-    report.reason = f"{closed}; nothing was downloaded or uploaded"
-    return False
+    late = staking_closed_for(round_)
+    checked_by = None if late is None else run.results.window_checked_by(round_.number)
+    if late is None or checked_by is not None:
+        report.status = RunStatus.NOTHING_TO_DO
+        done = f"; run {checked_by} already checked what Numerai lists for it" if checked_by else ""
+        report.reason = f"{closed}{done}; nothing was downloaded or uploaded"
+        return False
+    # The first scheduled run after the close: it checks, archives, and uploads only if SUBMIT_LATE.
+    report.after_window = True
+    report.reason = (f"round {round_.number} closed for staking {duration(late)} ago; "
+                     + ("late submissions are scored but not staked (SUBMIT_LATE=true)" if run.settings.submit_late
+                        else "what was not submitted in the window is archived, not uploaded (SUBMIT_LATE=false)"))
+    return True
 
 
 def _round_still_current(run: RunContext) -> bool:
-    """Check the round again before uploading: predictions belong to the round they were made for."""
+    """Check the round again before uploading: predictions belong to the round they were made for,
+    and after its staking close only SUBMIT_LATE uploads them."""
     round_ = run.numerai.current_round()
     number = run.report.round_number
     if round_ is None or round_.number != number:
@@ -299,11 +323,20 @@ def _round_still_current(run: RunContext) -> bool:
                 line.fail(f"model '{line.name}': round {number} ended during the run ({now} is current); "
                           "its predictions are archived but were not uploaded")
         return False
-    if not round_.is_open():
+    late = staking_closed_for(round_)
+    if late is None:
+        return True
+    if run.settings.submit_late:
         # Numerai still scores a late submission; it just cannot be staked.
-        run.report.reason = (f"round {number} closed for staking during the run; "
-                             "the submissions are late: scored, but not staked")
-    return True
+        run.late_by = late
+        if not run.report.after_window:
+            run.report.reason = (f"round {number} closed for staking during the run; "
+                                 "the submissions are late: scored, but not staked")
+        return True
+    for line in run.report.models:
+        if line.status is ModelStatus.PENDING:
+            line.miss(missed_reason(line.name, round_, late, line.predictions_blob))
+    return False
 
 
 def _manifest(run: RunContext, model_names: list[str] | None) -> Manifest:
@@ -543,6 +576,9 @@ def _upload(run: RunContext, predictions: list[_Prediction], account: dict[str, 
             line.fail(result.error)
         else:
             line.status = ModelStatus.SUBMITTED
+            if run.late_by is not None:
+                line.warnings.append(f"model '{spec.name}': submitted {duration(run.late_by)} after the staking "
+                                     "close (SUBMIT_LATE=true): scored, not staked")
             log.info("model %s: submission %s confirmed for round %d", spec.name, result.submission_id,
                      run.report.round_number)
 
@@ -557,16 +593,6 @@ def _save(report: RunReport, results: ResultsStore | None) -> None:
             report.fail(f"{report.reason}; {reason}" if report.reason else reason)
             report.redact()
     log.info("run report:\n%s", report.to_json())
-
-
-def _refresh_page(results: ResultsStore | None) -> None:
-    """Rewrite the report page with this run on it; a page that cannot be written never fails the run."""
-    if results is None:
-        return
-    try:
-        write_report_page(results)
-    except Exception:  # the page only shows the reports, which are saved; the run's outcome stands
-        log.warning("the report page %s could not be written", REPORT_PAGE, exc_info=True)
 
 
 def _new_run_id(mode: Mode) -> str:

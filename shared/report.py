@@ -39,12 +39,13 @@ class ModelStatus(str, Enum):
     ALREADY_SUBMITTED = "already_submitted"  # in the ledger for this round; skipped
     PREDICTED = "predicted"  # `submit: false` in the manifest: predicted for its ensembles, never uploaded
     SKIPPED = "skipped"  # `submit: false`, and no ensemble to submit this run needs it
+    MISSED = "missed"  # the round's staking closed without a submission of it (SUBMIT_LATE off): archived only
     GATED = "gated"  # held back by the benchmark check (min_benchmark_corr, max_benchmark_corr_drop): archived, not uploaded
     FAILED = "failed"
 
 
 # The statuses that fail a run: a gated model was not submitted, which its owner must hear about.
-FAILING = (ModelStatus.FAILED, ModelStatus.GATED)
+FAILING = (ModelStatus.FAILED, ModelStatus.GATED, ModelStatus.MISSED)
 
 
 class SubmissionState(str, Enum):
@@ -80,6 +81,11 @@ class ModelReport:
         self.status = ModelStatus.FAILED
         self.error = cut(error)
 
+    def miss(self, reason: str) -> None:
+        """Mark the model missed: the round closed for staking before it was submitted."""
+        self.status = ModelStatus.MISSED
+        self.error = cut(reason)
+
     def hold_back(self, reason: str) -> None:
         """Mark the model gated: its predictions are archived but not uploaded, for `reason`."""
         self.status = ModelStatus.GATED
@@ -111,6 +117,8 @@ class RunReport:
     data_version: str | None = None
     past_due: bool = False
     execution: str = "local"  # MODEL_EXECUTION: "queue" when the models ran as queue tasks
+    # The run that came after the round's staking closed, and checked with Numerai what it lists.
+    after_window: bool = False
     models: list[ModelReport] = field(default_factory=list)
     report_blob: str | None = None
 
@@ -146,9 +154,12 @@ class RunReport:
     def _failures(self) -> str:
         failed = [m.name for m in self.models if m.status is ModelStatus.FAILED]
         gated = [m.name for m in self.models if m.status is ModelStatus.GATED]
+        missed = [m.name for m in self.models if m.status is ModelStatus.MISSED]
         parts = [f"{len(failed)} of {len(self.models)} models failed: {', '.join(failed)}"] if failed else []
         if gated:
             parts.append(f"{len(gated)} held back by the benchmark check: {', '.join(gated)}")
+        if missed:
+            parts.append(f"{len(missed)} missed the round's staking window: {', '.join(missed)}")
         return "; ".join(parts)
 
     def fail(self, reason: str) -> None:

@@ -28,11 +28,15 @@ from dataclasses import dataclass
 from shared.errors import ReportPageError, StorageError, SubmitterError
 from shared.report import utc_now
 from shared.settings import load_settings
-from shared.storage import ResultsStore
+from shared.storage import REPORT_PAGE, ResultsStore
 
 log = logging.getLogger(__name__)
 
 MAX_RUNS = 30
+# Runs that had nothing to do (the healing schedule's firings once a round is submitted) add
+# nothing to the page: they are passed over, looking back at most this many reports.
+MAX_SCANNED = 400
+UNEVENTFUL = frozenset({"nothing_to_do"})
 # A live round is about 7,000 rows of some 30 bytes: this reads it whole with room to spare.
 MAX_PREDICTION_BYTES = 4 * 1024 * 1024
 BINS = 20
@@ -40,7 +44,7 @@ BINS = 20
 # A round's cell shows the first of these that any run of the window reached for the model: what
 # became of the submission matters more than the order of the runs (a test run's `validated` after
 # a failed scheduled run does not hide the failure). Statuses not listed come after these.
-PRECEDENCE = ("submitted", "already_submitted", "gated", "failed", "skipped", "validated")
+PRECEDENCE = ("submitted", "already_submitted", "gated", "missed", "failed", "predicted", "skipped", "validated")
 _LABELS = {"already_submitted": "already submitted", "validated": "validated (test)"}
 
 
@@ -117,12 +121,18 @@ def load_page_data(results: ResultsStore, limit: int = MAX_RUNS) -> PageData:
     """Read the last `limit` reports and the predictions of the latest run that has any."""
     runs: list[Run] = []
     unreadable: list[str] = []
-    for run_id in results.report_ids()[-limit:]:
+    for run_id in reversed(results.report_ids()[-MAX_SCANNED:]):
+        if len(runs) == limit:
+            break
         try:
-            runs.append(parse_run(run_id, results.read_report(run_id)))
+            run = parse_run(run_id, results.read_report(run_id))
         except ReportPageError as exc:
             log.warning("%s", exc)
             unreadable.append(str(exc))
+            continue
+        if run.status not in UNEVENTFUL:
+            runs.append(run)
+    runs.reverse()  # oldest first, as the page shows them
     latest = next((r for r in reversed(runs) if any(line.predictions_blob for line in r.lines)), None)
     histograms = {} if latest is None else {line.name: _histogram_of(results, line) for line in latest.lines}
     return PageData(runs, unreadable, histograms, latest.run_id if latest else None)
@@ -167,6 +177,14 @@ def render_report_page(results: ResultsStore) -> str:
     return render_page(load_page_data(results), utc_now())
 
 
+def refresh_report_page(results: ResultsStore) -> None:
+    """Rewrite the page after a run; a page that cannot be written never fails the run (it is logged)."""
+    try:
+        write_report_page(results)
+    except Exception:  # the page only shows the reports, which are saved; the run's outcome stands
+        log.warning("the report page %s could not be written", REPORT_PAGE, exc_info=True)
+
+
 def write_report_page(results: ResultsStore) -> str:
     """Render the report page and store it as `reports/index.html`; returns the blob name."""
     return results.write_page(render_report_page(results))
@@ -203,13 +221,14 @@ h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.8em}
 table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}
 th{background:#f3f3f3;font-weight:600;white-space:nowrap}td.cell{text-align:center;white-space:nowrap;cursor:default}
 .s-submitted{background:#c8e6c9}.s-already_submitted{background:#e8f5e9}.s-validated{background:#d6e6fa}
-.s-failed{background:#f7c5c5}.s-gated{background:#ffe0b2}.s-skipped{background:#eee;color:#666}
+.s-failed{background:#f7c5c5}.s-missed{background:#f7c5c5}.s-gated{background:#ffe0b2}
+.s-skipped{background:#eee;color:#666}.s-predicted{background:#eee;color:#666}
 .s-other{background:#eadcf5}.s-none{background:#fff;color:#bbb}
 .charts{display:flex;flex-wrap:wrap;gap:14px}figure{margin:0;border:1px solid #ddd;padding:6px}
 figcaption{font-weight:600;margin-bottom:2px}svg text{font:10px sans-serif;fill:#555}
 .note{color:#666}.error{color:#a00}td.reason{max-width:40em;overflow-wrap:anywhere}td.run{white-space:nowrap}
 """
-_KNOWN_CLASSES = {"submitted", "already_submitted", "validated", "failed", "gated", "skipped"}
+_KNOWN_CLASSES = {"submitted", "already_submitted", "validated", "failed", "gated", "missed", "predicted", "skipped"}
 _W, _H, _LEFT, _BOTTOM, _TOP = 260, 90, 34, 16, 6
 
 

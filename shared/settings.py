@@ -46,6 +46,8 @@ class Settings:
     numerai_retries: int = 4
     numerai_retry_delay_seconds: float = 2.0
     force_resubmit: bool = False
+    # After closeStakingTime a submission is scored but not staked: only on purpose.
+    submit_late: bool = False
     storage_connection_string: str | None = None
     storage_account_url: str | None = None
     managed_identity_client_id: str | None = None
@@ -110,6 +112,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "NUMERAI_RETRY_DELAY_SECONDS", defaults.numerai_retry_delay_seconds, minimum=0
         ),
         force_resubmit=env.flag("NUMERAI_FORCE_RESUBMIT"),
+        submit_late=env.flag("SUBMIT_LATE"),
         storage_connection_string=env.optional("MODELS_STORAGE_CONNECTION_STRING"),
         storage_account_url=env.optional("MODELS_STORAGE_ACCOUNT_URL"),
         managed_identity_client_id=env.optional("AZURE_CLIENT_ID"),

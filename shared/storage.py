@@ -335,6 +335,20 @@ class ResultsStore:
         name = _run_blob(run_id, f"models/{_segment(model_name, 'model name')}.json")
         return self._create(name, result_json, "task result")
 
+    def mark_window_checked(self, round_number: int, run_id: str) -> bool:
+        """Note that `run_id` checked, after the round's staking close, what Numerai lists; True if first."""
+        return self._create(_window_mark(round_number), json.dumps({"run_id": run_id}), "window check")
+
+    def window_checked_by(self, round_number: int) -> str | None:
+        """The run that checked the round after its staking close, or None if none has yet."""
+        text = self._read_optional(_window_mark(round_number), "window check")
+        if text is None:
+            return None
+        try:
+            return str(json.loads(text)["run_id"])
+        except (ValueError, KeyError, TypeError):
+            return "(unreadable)"
+
     def mark_released(self, run_id: str, model_name: str) -> bool:
         """Mark a fanned-out run's ensemble as sent to the queue; True only for the first to mark it."""
         return self._create(_run_blob(run_id, f"released/{_segment(model_name, 'model name')}"), "{}", "release mark")
@@ -558,6 +572,10 @@ def _segment(value: str, what: str) -> str:
 
 def _predictions_name(folder: str, round_number: int, model_name: str) -> str:
     return f"{_segment(folder, 'folder')}/round-{round_number:d}/{_segment(model_name, 'model name')}.csv"
+
+
+def _window_mark(round_number: int) -> str:
+    return f"rounds/round-{round_number:d}/window-checked.json"
 
 
 def _run_blob(run_id: str, name: str) -> str:

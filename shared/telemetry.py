@@ -73,6 +73,11 @@ def record_run(report: RunReport, seconds: float) -> None:
         extra={**base, "run_status": report.status.value, "seconds": round(seconds, 3),
                "models_submitted": submitted, "models_failed": failed, "reason": report.reason or ""},
     )
+    missed = [m.name for m in report.models if m.status is ModelStatus.MISSED]
+    if missed:
+        # The record the "a model missed the round" alert looks for (infra/app/alerts.bicep).
+        log.error("round %s closed for staking without a submission of %s", report.round_number, ", ".join(missed),
+                  extra={**base, "round_missed": "true", "models_missed": ",".join(missed)})
     attributes = {"mode": report.mode.value, "status": report.status.value}
     meter = metrics.get_meter(METER_NAME)
     meter.create_histogram("run.duration", unit="s", description="Duration of a run").record(seconds, attributes)

@@ -239,17 +239,41 @@ def test_the_round_ending_during_the_run_uploads_nothing(deployed: LocalStack, n
     assert results(deployed).read_predictions(1200, "demo_catboost") is not None
 
 
-def test_the_round_closing_for_staking_during_the_run_submits_late(deployed: LocalStack) -> None:
+def test_the_round_closing_for_staking_during_the_run_submits_late_only_when_asked(
+    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     def staking_closes(entry: str) -> None:
         if entry.endswith("live.parquet"):
             deployed.sandbox.close_round()
 
+    monkeypatch.setenv("SUBMIT_LATE", "true")
     deployed.sandbox.on_request = staking_closes
     fire_timer()
     report = reports(deployed)[-1]
     assert report["status"] == "succeeded"
     assert "closed for staking during the run; the submissions are late" in report["reason"]
     assert len(deployed.sandbox.submissions) == 4
+    assert "after the staking close (SUBMIT_LATE=true): scored, not staked" in line(report, "demo_onnx")["warnings"][-1]
+
+
+def test_the_round_closing_for_staking_during_the_run_archives_and_uploads_nothing_by_default(
+    deployed: LocalStack,
+) -> None:
+    def staking_closes(entry: str) -> None:
+        if entry.endswith("live.parquet"):
+            deployed.sandbox.close_round()
+
+    deployed.sandbox.on_request = staking_closes
+    with pytest.raises(RunFailed):
+        fire_timer()
+    report = reports(deployed)[-1]
+    assert deployed.sandbox.submissions == []
+    missed = line(report, "demo_onnx")
+    assert missed["status"] == "missed"
+    assert missed["error"].startswith("model 'demo_onnx': round 1200 closed for staking at ")
+    assert "its predictions are archived (predictions/round-1200/demo_onnx.csv) but were not uploaded: " \
+           "set SUBMIT_LATE=true" in missed["error"]
+    assert report["reason"] == "4 missed the round's staking window: demo_catboost, demo_lightgbm, demo_onnx, demo_upload"
 
 
 # --- The timer ----------------------------------------------------------------------

@@ -158,13 +158,23 @@ def test_one_corrupt_model_fails_the_run_while_the_others_are_submitted(deployed
     assert [r.model_name for r in results(deployed).ledger()] == ["demo_catboost", "demo_onnx", "demo_upload"]
 
 
-def test_no_round_open_means_nothing_downloaded_or_uploaded(deployed: LocalStack) -> None:
+def test_after_the_window_was_checked_a_closed_round_means_nothing_downloaded_or_uploaded(
+    deployed: LocalStack,
+) -> None:
+    fire_timer()  # in the window: every model submitted
     deployed.sandbox.close_round()
+    fire_timer()  # the first run after the close checks what Numerai lists
+    after = reports(deployed)[-1]
+    assert after["after_window"] is True and after["status"] == "nothing_to_do"
+    before = list(deployed.sandbox.requests_log)
     fire_timer()
     report = reports(deployed)[-1]
     assert report["status"] == "nothing_to_do"
-    assert "round 1200 is not open for submissions" in report["reason"]
-    assert downloads(deployed) == [] and uploads(deployed) == []
+    assert report["reason"] == (f"round 1200 is not open for submissions (window {report['round_open_time']} to "
+                                f"{report['round_close_time']}); run {after['run_id']} already checked what Numerai "
+                                "lists for it; nothing was downloaded or uploaded")
+    later = deployed.sandbox.requests_log[len(before):]
+    assert not [r for r in later if r.startswith(("GET /files", "PUT "))]
 
 
 def test_a_5xx_that_recovers_is_retried(deployed: LocalStack) -> None:

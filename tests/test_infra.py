@@ -328,15 +328,25 @@ def test_the_alert_gets_the_weekdays_the_timer_fires_on(weekday_field: str, expe
     ("0 15 12 * * */0", "no positive whole step"),
     ("0 15 12 * Sat", "needs six fields"),
     ("0 15 12 * *  6", "needs six fields"),
-    ("0 15 12,18 * * 6", "the hour field must be one number"),
-    ("0 */5 * * * *", "the minute field must be one number"),
-    ("0 15 24 * * 6", "the hour field must be one number from 0 to 23"),
+    ("*/30 15 12 * * 6", "the second field must be one number from 0 to 59"),
+    ("0 61 12 * * 6", "the minute field must use numbers from 0 to 59"),
+    ("0 15 24 * * 6", "the hour field must use numbers from 0 to 23"),
+    ("0 */0 12 * * 6", "minute item '*/0' has no positive whole step"),
     ("0 15 12 1 * 6", "day-of-month and month fields must be '*'"),
 ])
 def test_a_schedule_the_alert_cannot_follow_stops_provisioning_with_the_reason(schedule: str, reason: str) -> None:
     done = schedule_weekdays(schedule)
     assert done.returncode == 2 and done.stdout == ""
     assert f"NUMERAI_SCHEDULE {schedule!r} refused: " in done.stderr and reason in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(("schedule", "first"), [
+    ("0 */10 12-13 * * 6", "12:00:00"), ("0 15 12 * * 6", "12:15:00"), ("30 0,30 13,12 * * 2-6", "12:00:30"),
+    ("0 5/20 9-7 * * 6", "07:05:00"), ("0 * * * * *", "00:00:00"),
+])
+def test_the_alert_gets_the_first_firing_of_a_due_day(schedule: str, first: str) -> None:
+    done = schedule_weekdays("--first-run", schedule)
+    assert (done.returncode, done.stdout.strip(), done.stderr) == (0, first, "")
 
 
 def test_without_an_argument_the_script_reads_the_azd_environment_then_the_default() -> None:
@@ -360,6 +370,13 @@ def test_the_weekdays_reach_the_alert_from_the_hook_and_nothing_else() -> None:
     assert hook in (ROOT / "azure.yaml").read_text()
     deploy = (ROOT / ".github" / "workflows" / "deploy.yml").read_text()
     assert "weekdays=$(python3 infra/hooks/schedule_weekdays.py)" in deploy
+    # And the first firing of a due day, the same way.
+    assert parameter_default("scheduleFirstRun", "NUMERAI_SCHEDULE_FIRST_RUN") is None
+    assert main["modules"]["alerts"]["config"]["params"]["scheduleFirstRun"] == "scheduleFirstRun"
+    assert 'let runTime = totimespan("{firstRun}");' in alerts and "'{firstRun}', scheduleFirstRun)" in alerts
+    assert "first=$(python3 infra/hooks/schedule_weekdays.py --first-run) && azd env set " \
+           "NUMERAI_SCHEDULE_FIRST_RUN" in (ROOT / "azure.yaml").read_text()
+    assert "first=$(python3 infra/hooks/schedule_weekdays.py --first-run)" in deploy
 
 
 # --- The Numerai keys before the first run (infra/hooks/postprovision.sh) -----
@@ -500,29 +517,33 @@ def test_always_ready_instances_of_the_model_task_are_opt_in() -> None:
     assert main["modules"]["function"]["config"]["params"]["modelTaskAlwaysReady"] == "modelTaskAlwaysReady"
 
 
-def test_the_failed_run_alert_reads_the_run_record_the_app_logs(caplog: pytest.LogCaptureFixture) -> None:
-    """Queue mode's timer succeeds after fanning out: the alert also matches the run's record,
-    whose `extra` fields azure-monitor-opentelemetry exports as customDimensions."""
-    from shared.report import Mode, RunReport
+def test_the_missed_round_alert_reads_the_records_the_app_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """The alert pages for what did not heal: a round closed with a model missed, or a round's
+    last scheduled run failed. It reads the records record_run logs, whose `extra` fields
+    azure-monitor-opentelemetry exports as customDimensions."""
+    from shared.report import Mode, ModelReport, RunReport
     from shared.telemetry import record_run
 
-    report = RunReport(run_id="r1", mode=Mode.SCHEDULED, started_at="2026-11-27T12:15:00Z")
-    report.fail("a model failed")
+    report = RunReport(run_id="r1", mode=Mode.SCHEDULED, started_at="2026-11-27T12:15:00Z", round_number=1200,
+                       models=[ModelReport("m")])
+    report.models[0].miss("model 'm': round 1200 closed for staking")
+    report.finish()
     with caplog.at_level(logging.INFO, logger="shared"):
         record_run(report, 1.0)
-    record = next(r for r in caplog.records if hasattr(r, "run_status"))
-    assert (record.levelno, record.run_status, record.mode) == (logging.ERROR, "failed", "scheduled")
+    run = next(r for r in caplog.records if hasattr(r, "run_status"))
+    assert (run.levelno, run.run_status, run.mode, run.round) == (logging.ERROR, "failed", "scheduled", 1200)
+    missed = next(r for r in caplog.records if hasattr(r, "round_missed"))
+    assert (missed.levelno, missed.round_missed, missed.models_missed) == (logging.ERROR, "true", "m")
 
     alerts = parse(INFRA / "app" / "alerts.bicep")
-    query = alerts["variables"]["runFailedQuery"]["value"]
-    assert 'requests\n    | where name contains "{function}" and success == false' in query
-    assert ('traces\n    | where tostring(customDimensions.run_status) == "failed" '
-            'and tostring(customDimensions.mode) == "scheduled"') in query
+    query = alerts["variables"]["roundMissedQuery"]["value"]
     assert query.lstrip().startswith("union")
+    assert 'traces\n    | where tostring(customDimensions.round_missed) == "true"' in query
+    assert 'tostring(customDimensions.mode) == "scheduled"' in query and "by round" in query
+    assert "lastFailed < ago({heal}m)" in query
     rule = next(r["config"] for r in alerts["resources"].values()
-                if r["type"] == "Microsoft.Insights/scheduledQueryRules" and r["config"]["name"] == "alert-scheduled-run-failed")
+                if r["type"] == "Microsoft.Insights/scheduledQueryRules" and r["config"]["name"] == "alert-round-missed")
     criterion = rule["properties"]["criteria"]["allOf"][0]
-    assert criterion["query"] == {"function": {"type": "replace", "parameters": {
-        "original_string": "runFailedQuery", "old_string": "{function}", "new_string": "functionName"}}}
+    assert criterion["query"]["function"]["parameters"]["original_string"] == "roundMissedQuery"
     assert (criterion["operator"], criterion["threshold"]) == ("GreaterThan", 0)
     assert alerts["variables"]["functionName"]["value"] == "scheduled_submission"

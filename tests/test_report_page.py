@@ -18,7 +18,7 @@ import function_app
 from devkit.local_stack import LocalStack
 from shared.cli import main
 from shared.report import Mode, ModelReport, RunReport, RunStatus
-from shared.report_page import BINS, cell_status, histogram, page_response, write_report_page
+from shared.report_page import BINS, cell_status, histogram, load_page_data, page_response, write_report_page
 from shared.storage import REPORT_PAGE, ResultsStore
 from tests.support import fire_timer, reports, results
 
@@ -279,3 +279,13 @@ def test_read_head_reads_no_more_than_asked_and_says_whether_there_was_more(stac
     assert store.read_head(name, 20) == (_csv([0.25] * 10)[:20], True)
     assert store.read_head(name, size) == (_csv([0.25] * 10), False)
     assert histogram(*store.read_head(name, 40)).rows == 3  # the header, 3 whole lines and "n3" are read
+
+
+def test_runs_with_nothing_to_do_are_passed_over_so_the_page_keeps_its_rounds(stack: LocalStack) -> None:
+    store = results(stack)
+    busy = "20261128T120000000000Z-scheduled-bbbb0001"
+    _run(store, busy, Mode.SCHEDULED, 1300, [{"name": "alpha", "status": "submitted"}])
+    for minute in range(10, 60, 10):  # the healing schedule's later firings in the round
+        _run(store, f"20261128T12{minute:02d}00000000Z-scheduled-bbbb00{minute:02d}", Mode.SCHEDULED, 1300,
+             [{"name": "alpha", "status": "already_submitted"}], RunStatus.NOTHING_TO_DO)
+    assert [run.run_id for run in load_page_data(store, limit=1).runs] == [busy]

@@ -19,10 +19,16 @@ param schedule string
 @minLength(1)
 param scheduleWeekdays string
 
+@description('The schedule\'s first firing of a due day, HH:MM:SS (from the preprovision hook).')
+param scheduleFirstRun string
+
 @description('Minutes after a scheduled run is due before its missing success alerts; covers the 30-minute function timeout and telemetry delay.')
 @minValue(30)
 @maxValue(240)
 param missedRunGraceMinutes int = 60
+
+// A failed run's next firings have this long to heal it before anyone is paged.
+var healMinutes = 45
 
 // The name of the timer function in function_app.py.
 var functionName = 'scheduled_submission'
@@ -44,32 +50,36 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
   }
 }
 
-// Either of two signs of a failed scheduled run. In local mode (MODEL_EXECUTION) the
-// timer invocation fails: a failed request. In queue mode the timer succeeds once it has
-// fanned out, and the run's outcome is known only when its last model task (or the poison
-// or deadline handling) completes the report; the app then logs the run's record
-// (shared/telemetry.py, record_run) at ERROR, exported to the traces table with
-// run_status and mode among its customDimensions. Local mode logs that record too, so
-// both modes alert alike, and a timer that fails before any record still alerts.
-// Request telemetry is stamped with the invocation's start and written at its
-// end, so a run of up to 30 minutes lands well inside a one-hour window. The
-// alert is stateful (autoMitigate): one failure notifies once, not four times.
-var runFailedQuery = '''
+// Pages only for what did not heal. The default schedule fires every ten minutes while a
+// round can be open, so a run that failed is retried by the next firing; a failure is worth
+// an email only when (1) a round's staking closed with a model not submitted: the first
+// run after the close asks Numerai and logs a record with round_missed (shared/window.py,
+// shared/telemetry.py), or (2) a round's last scheduled run failed and none has succeeded
+// since, {heal} minutes on. Every run logs its record (record_run, run_status, mode and
+// round among the customDimensions of the traces table), in local and queue mode alike;
+// a timer that fails before any record leaves no success, which the missed-run alert sees.
+// The alert is stateful (autoMitigate): one failure notifies once, not every hour.
+var roundMissedQuery = '''
 union
-    (requests
-    | where name contains "{function}" and success == false),
     (traces
-    | where tostring(customDimensions.run_status) == "failed" and tostring(customDimensions.mode) == "scheduled")
+    | where tostring(customDimensions.round_missed) == "true"),
+    (traces
+    | where tostring(customDimensions.mode) == "scheduled" and isnotempty(tostring(customDimensions.run_status))
+    | extend round = tostring(customDimensions.round), status = tostring(customDimensions.run_status)
+    | summarize lastFailed = maxif(timestamp, status == "failed"),
+                lastHealthy = maxif(timestamp, status in ("succeeded", "nothing_to_do")) by round
+    | where isnotnull(lastFailed) and (isnull(lastHealthy) or lastHealthy < lastFailed)
+        and lastFailed < ago({heal}m))
 '''
 
-resource runFailed 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
-  name: 'alert-scheduled-run-failed'
+resource roundMissed 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: 'alert-round-missed'
   location: location
   tags: tags
   kind: 'LogAlert'
   properties: {
-    displayName: 'Numerai scheduled run failed'
-    description: 'A scheduled run failed: the timer function ${functionName} failed, or the run\'s record says run_status failed (queue mode, once its last model task is done). A model failed or the job could not run; the run report in the results container (reports/) says why.'
+    displayName: 'Numerai model missed the round'
+    description: 'A round\'s staking closed with a model not submitted (the first run after the close checked with Numerai), or a round\'s last scheduled run failed and none succeeded in the ${healMinutes} minutes since. The run reports in the results container (reports/, GET /api/runs) say which model and why.'
     severity: 1
     enabled: true
     scopes: [
@@ -81,7 +91,7 @@ resource runFailed 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
     criteria: {
       allOf: [
         {
-          query: replace(runFailedQuery, '{function}', functionName)
+          query: replace(roundMissedQuery, '{heal}', string(healMinutes))
           timeAggregation: 'Count'
           operator: 'GreaterThan'
           threshold: 0
@@ -100,15 +110,13 @@ resource runFailed 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   }
 }
 
-// Finds the latest time the schedule was due and returns a row when no
-// successful run started since. The seconds, minutes and hours are single numbers
-// and the weekdays come parsed (names, ranges, lists, steps, `*`): the
-// preprovision hook's schedule_weekdays.py checks and parses the schedule, since
-// a parser here could not be tested outside Azure. Each due run is judged in the hourly evaluations of the 90 minutes
+// Finds the latest time the schedule was first due on a due day and returns a row when
+// no successful run started since. The first firing and the weekdays come parsed (names,
+// ranges, lists, steps, `*`): the preprovision hook's schedule_weekdays.py checks and
+// parses the schedule, since a parser here could not be tested outside Azure. Each due run is judged in the hourly evaluations of the 90 minutes
 // after its grace period; muting actions for two hours makes that one email.
 var missedRunQuery = '''
-let fields = split("{schedule}", " ");
-let runTime = tolong(fields[2]) * 1h + tolong(fields[1]) * 1m + tolong(fields[0]) * 1s;
+let runTime = totimespan("{firstRun}");
 let grace = {grace}m;
 let runDays = dynamic([{weekdays}]);
 let lastDue = toscalar(
@@ -129,7 +137,7 @@ resource runMissed 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   kind: 'LogAlert'
   properties: {
     displayName: 'Numerai scheduled run missed'
-    description: 'No successful ${functionName} run started since the schedule (${schedule}, UTC) was last due. The app may be stopped, failing to start, or the run failed (see the failed-run alert).'
+    description: 'No successful ${functionName} run started since the schedule (${schedule}, UTC) was last due. The app may be stopped, failing to start, or every firing failed (see the missed-round alert).'
     severity: 1
     enabled: true
     scopes: [
@@ -143,7 +151,7 @@ resource runMissed 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
     criteria: {
       allOf: [
         {
-          query: replace(replace(replace(replace(missedRunQuery, '{schedule}', schedule), '{weekdays}', scheduleWeekdays), '{grace}', string(missedRunGraceMinutes)), '{function}', functionName)
+          query: replace(replace(replace(replace(missedRunQuery, '{firstRun}', scheduleFirstRun), '{weekdays}', scheduleWeekdays), '{grace}', string(missedRunGraceMinutes)), '{function}', functionName)
           timeAggregation: 'Count'
           operator: 'GreaterThan'
           threshold: 0

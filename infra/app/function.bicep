@@ -111,6 +111,7 @@ var appSettings = {
   BATCH_ROWS: '2000'
   MODEL_TIME_LIMIT_SECONDS: '600'
   RUN_DEADLINE_SECONDS: '1500'
+  SUBMIT_LATE: 'false'
   BENCHMARK_MODEL: 'v52_lgbm_teager2b20'
   // A model's worker may use three quarters of the instance; the host and the run keep the rest.
   MODEL_MEMORY_LIMIT_MB: string(instanceMemoryMB * 3 / 4)

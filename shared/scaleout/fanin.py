@@ -14,6 +14,7 @@ import logging
 from datetime import datetime, timezone
 
 from shared.report import ModelReport, RunReport, RunStatus
+from shared.report_page import refresh_report_page
 from shared.scaleout.messages import MODEL, QueueError, TaskMessage, TaskQueue
 from shared.scaleout.plan import RunPlan
 from shared.storage import ResultsStore
@@ -64,6 +65,7 @@ def finish_if_complete(results: ResultsStore, plan: RunPlan, queue: TaskQueue | 
     if not results.replace_report(plan.run_id, report.to_json(), etag):
         return None  # another task finished it a moment ago
     log.info("run report:\n%s", report.to_json())
+    refresh_report_page(results)
     record_run(report, _seconds_since(plan.started_at))
     if queue is not None and plan.deadline_message:
         queue.delete(*plan.deadline_message)

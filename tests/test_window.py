@@ -1,0 +1,80 @@
+"""The staking window: after closeStakingTime nothing is uploaded unless SUBMIT_LATE, and the first run after
+the close checks with Numerai what it lists, once per round, raising the "missed the round" record."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from devkit.local_stack import LocalStack
+from shared.jobs import RunFailed
+from tests.support import MODELS, fire_timer, line, reports, results, uploads
+
+
+def missed_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "round_missed", None) == "true"]
+
+
+def test_a_round_closed_before_any_run_is_archived_reported_missed_and_checked_once(
+    deployed: LocalStack, caplog: pytest.LogCaptureFixture,
+) -> None:
+    deployed.sandbox.close_round()
+    with pytest.raises(RunFailed):
+        fire_timer()
+    report = reports(deployed)[-1]
+    assert report["after_window"] is True
+    assert uploads(deployed) == []
+    for name in MODELS:
+        assert line(report, name)["status"] == "missed"
+        assert results(deployed).read_predictions(1200, name) is not None  # archived, not lost
+    [record] = missed_records(caplog)
+    assert record.levelname == "ERROR" and record.models_missed == ",".join(sorted(MODELS))
+
+    fire_timer()  # later firings of the healing schedule: the round was checked
+    assert reports(deployed)[-1]["status"] == "nothing_to_do"
+    assert len(missed_records(caplog)) == 1
+
+
+def test_submit_late_uploads_after_the_close_and_says_by_how_much(
+    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("SUBMIT_LATE", "true")
+    deployed.sandbox.close_round()
+    fire_timer()
+    report = reports(deployed)[-1]
+    assert report["status"] == "succeeded"
+    assert "late submissions are scored but not staked (SUBMIT_LATE=true)" in report["reason"]
+    assert sorted(s.model_name for s in deployed.sandbox.submissions) == sorted(MODELS)
+    assert line(report, "demo_onnx")["warnings"][-1].startswith("model 'demo_onnx': submitted ")
+    assert missed_records(caplog) == []
+
+
+def test_the_first_run_after_the_close_confirms_with_numerai_what_was_submitted(
+    deployed: LocalStack, caplog: pytest.LogCaptureFixture,
+) -> None:
+    fire_timer()
+    submitted = {line(reports(deployed)[-1], name)["submission_id"] for name in MODELS}
+    deployed.sandbox.close_round()
+    fire_timer()
+    report = reports(deployed)[-1]
+    assert report["after_window"] is True and report["status"] == "nothing_to_do"
+    assert {line(report, name)["status"] for name in MODELS} == {"already_submitted"}
+    assert {line(report, name)["submission_id"] for name in MODELS} == submitted
+    assert all(line(report, name)["warnings"] == [] for name in MODELS)
+    assert missed_records(caplog) == []
+
+
+def test_a_submission_numerai_lists_but_the_ledger_lacks_counts_and_is_named(deployed: LocalStack) -> None:
+    fire_timer()
+    ledger = results(deployed)
+    for record in ledger.ledger(1200):
+        if record.model_name == "demo_onnx":  # as if another tool had submitted it
+            deployed.blob_service.get_container_client(deployed.results_container).delete_blob(
+                f"ledger/round-1200/{record.model_name}.json")
+    deployed.sandbox.close_round()
+    fire_timer()
+    onnx = line(reports(deployed)[-1], "demo_onnx")
+    assert onnx["status"] == "already_submitted"
+    assert onnx["warnings"] == ["model 'demo_onnx': Numerai lists a submission for round 1200 that this app did not make"]
+    assert len(deployed.sandbox.submissions) == len(MODELS)
