@@ -110,6 +110,7 @@ class RunReport:
     round_close_time: str | None = None
     data_version: str | None = None
     past_due: bool = False
+    trigger_id: str | None = None  # Numerai's, when its webhook started the run; passed to create_submission
     execution: str = "local"  # MODEL_EXECUTION: "queue" when the models ran as queue tasks
     models: list[ModelReport] = field(default_factory=list)
     report_blob: str | None = None
