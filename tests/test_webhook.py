@@ -19,6 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import azure.functions as func
+import numerapi
+import numerapi.base_api
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.functions.queue import QueueMessage as FunctionMessage
@@ -27,7 +29,7 @@ import function_app
 from devkit.local_stack import LocalStack
 from shared.cli import main
 from shared.jobs import RunFailed
-from shared.scaleout.messages import RUN, TaskMessage
+from shared.scaleout.messages import RUN, BadTask, TaskMessage
 from tests.support import MODELS, deliver, line, reports, task_queue
 
 FUNCTION_KEY = "test-function-key-5e1d"
@@ -248,3 +250,23 @@ def test_a_failed_webhook_run_fails_its_invocation_once_and_is_not_run_again(
     # The host delivers a failed message again: that delivery runs nothing, and succeeds.
     run_message(FunctionMessage(id=message.id, body=message.content.encode(), dequeue_count=2))
     assert len(reports(deployed)) == 1 and deployed.sandbox.submissions == []
+
+
+def test_numerapis_own_set_submission_webhook_works_against_the_sandbox_and_needs_the_keys(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(numerapi.base_api, "API_TOURNAMENT_URL", stack.sandbox.url)
+    stack.sandbox.models["my_model"] = model_id = "9d3c1b6e-0000-4000-8000-000000000001"
+    assert numerapi.NumerAPI(*stack.sandbox.credentials).set_submission_webhook(model_id, "https://a/b?code=k")
+    assert stack.sandbox.webhooks == {model_id: "https://a/b?code=k"}
+    with pytest.raises(ValueError, match="You must be authenticated"):
+        numerapi.NumerAPI("someone", "else").set_submission_webhook(model_id, None)
+    assert numerapi.NumerAPI(*stack.sandbox.credentials).set_submission_webhook(model_id, None)
+    assert stack.sandbox.webhooks == {}
+
+
+def test_a_run_message_names_no_model() -> None:
+    with pytest.raises(BadTask, match="not a task message"):
+        TaskMessage.from_body(b'{"kind": "run", "run_id": "webhook-1", "round_number": 0, "model": "m"}')
+    message = TaskMessage.from_body(b'{"kind": "run", "run_id": "webhook-1", "round_number": 0, "trigger_id": "t"}')
+    assert (message.kind, message.trigger_id) == (RUN, "t")
