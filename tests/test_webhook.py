@@ -270,3 +270,21 @@ def test_a_run_message_names_no_model() -> None:
         TaskMessage.from_body(b'{"kind": "run", "run_id": "webhook-1", "round_number": 0, "model": "m"}')
     message = TaskMessage.from_body(b'{"kind": "run", "run_id": "webhook-1", "round_number": 0, "trigger_id": "t"}')
     assert (message.kind, message.trigger_id) == (RUN, "t")
+
+
+def test_calls_at_once_before_the_queue_exists_are_all_queued(deployed: LocalStack, app_url: str) -> None:
+    # Seen once: two first calls both found no queue, both made it, and the second's "already exists" lost its run.
+    start = threading.Barrier(8)
+    answers: list[int] = []
+
+    def call(n: int) -> None:
+        start.wait(10)
+        answers.append(post(app_url, json.dumps({"triggerId": f"t-{n}"}).encode())[0])
+
+    callers = [threading.Thread(target=call, args=(n,)) for n in range(8)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(30)
+    assert answers == [202] * 8
+    assert sorted(m.trigger_id for m in queued(deployed)) == sorted(f"t-{n}" for n in range(8))

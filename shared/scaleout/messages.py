@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from shared.errors import SubmitterError
@@ -99,7 +100,8 @@ class TaskQueue:
                 if getattr(exc, "error_code", None) != "QueueNotFound":
                     raise
                 # Infra creates the queues in Azure; Azurite and a fresh account need it made.
-                self._client.create_queue()
+                with contextlib.suppress(ResourceExistsError):  # by a sender at the same moment
+                    self._client.create_queue()
                 sent = self._client.send_message(message.to_json(), visibility_timeout=delay or None)
         except AzureError as exc:
             raise QueueError(f"could not send to the task queue '{self._name}': {_first_line(exc)}") from exc
