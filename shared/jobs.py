@@ -124,12 +124,18 @@ def _webhook_fields(body: bytes) -> tuple[str | None, int]:
     if trigger not in (None, "") and not (isinstance(trigger, str) and re.fullmatch(TRIGGER_ID_PATTERN, trigger)):
         raise BadRequest(f"'triggerId' must be an id such as \"a1b2c3\" (letters, digits, - _ . :, at most "
                          f"128), not {_json_type(trigger)}")
-    round_number = document.get("roundNumber", document.get("round_number", 0))
-    if round_number is None:
-        round_number = 0
-    if not isinstance(round_number, int) or isinstance(round_number, bool) or round_number < 0:
-        raise BadRequest(f"'roundNumber' must be a round number, not {_json_type(round_number)}")
-    return trigger or None, round_number
+    return trigger or None, _round_number(document.get("roundNumber", document.get("round_number")))
+
+
+def _round_number(value: object) -> int:
+    """The round the call names, or 0. Only logged (the run asks Numerai), so never worth refusing a call."""
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if value is not None:
+        log.warning("numerai-webhook: ignored a 'roundNumber' that is not a round number (%s)", _json_type(value))
+    return 0
 
 
 def model_task(body: bytes, dequeue_count: int) -> None:
