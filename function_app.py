@@ -1,5 +1,5 @@
-"""Azure Functions entry points: a timer that submits, an HTTP test run that does not, the queue
-tasks of queue mode (MODEL_EXECUTION=queue), the runs API and the report page.
+"""Azure Functions entry points: a timer that submits, an HTTP test run that does not, Numerai's
+webhook, the queue tasks (queue mode's models, the webhook's runs), the runs API and the report page.
 
 Triggers only; the job lives in `shared/`. The host imports this module at every
 cold start just to index the functions, so it imports only azure.functions and
@@ -34,10 +34,17 @@ def test_run(req: func.HttpRequest) -> func.HttpResponse:
 
     return _response(jobs.test_run(req.get_body(), dict(req.params)))
 
+@app.route(route="numerai-webhook", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def numerai_webhook(req: func.HttpRequest) -> func.HttpResponse:
+    """Numerai's call when a round opens: queues the scheduled run and answers 202 at once."""
+    from shared import jobs  # here, not above: see the module docstring
+
+    return _response(jobs.numerai_webhook(req.get_body()))
+
 # The queues live in the host's storage (AzureWebJobsStorage); "-poison" is the host's own naming.
 @app.queue_trigger(arg_name="message", queue_name="%TASK_QUEUE%", connection="AzureWebJobsStorage")
 def model_task(message: func.QueueMessage) -> None:
-    """Queue mode: one model of a run; the task that completes the run writes its final report."""
+    """One model of a queue-mode run (the task that completes it writes its report), or a webhook's run."""
     from shared import jobs  # here, not above: see the module docstring
 
     jobs.model_task(message.get_body(), message.dequeue_count or 1)

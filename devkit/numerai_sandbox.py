@@ -3,8 +3,9 @@
 The real API (https://api-tournament.numer.ai) cannot be reached from tests, and calling
 it would submit real predictions. This sandbox answers the part of Numerai's GraphQL API
 that numerapi uses to run one Classic round: the current round, listing and downloading
-datasets, the account's models, and the three-step upload of predictions
-(``submission_upload_auth``, an HTTP PUT to a presigned URL, ``create_submission``).
+datasets, the account's models, the three-step upload of predictions
+(``submission_upload_auth``, an HTTP PUT to a presigned URL, ``create_submission``), and
+``setSubmissionWebhook``, whose URLs `open_new_round` calls as Numerai does.
 
 numerapi has no setting for its endpoint: ``Api.raw_query`` reads the module constant
 ``numerapi.base_api.API_TOURNAMENT_URL`` on every call, and numerapi's own tests point it
@@ -52,6 +53,8 @@ import logging
 import secrets
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
@@ -88,6 +91,8 @@ UPLOADS_PATH = "/uploads/"
 _COPY_CHUNK_BYTES = 1024 * 1024
 _POLL_INTERVAL_SECONDS = 0.05
 _TRICKLE_INTERVAL_SECONDS = 0.1
+# How long a webhook call waits for its answer (the app answers at once).
+WEBHOOK_TIMEOUT_SECONDS = 30.0
 
 SCHEMA_SDL = """
 type Query {
@@ -108,6 +113,7 @@ type Mutation {
     source: String
     dataDatestamp: Int
   ): Submission!
+  setSubmissionWebhook(modelId: String!, newSubmissionWebhook: String): String!
 }
 
 enum RoundStatus { UPCOMING OPEN RESOLVING RESOLVED }
@@ -203,6 +209,18 @@ class SandboxSubmission:
     filename: str
     csv: bytes
     inserted_at: datetime
+    trigger_id: str | None = None  # create_submission's triggerId: set when a webhook call started the run
+
+
+@dataclass(frozen=True)
+class SandboxWebhookCall:
+    """One call the sandbox made to a registered webhook when a round opened."""
+
+    url: str
+    round: int
+    trigger_id: str
+    status: int | None  # the HTTP status answered; None if no answer came
+    error: str | None = None  # why no answer came
 
 
 @dataclass
@@ -313,6 +331,9 @@ class NumeraiSandbox:
         self._submissions: list[SandboxSubmission] = []
         self._requests_log: list[str] = []
         self._uploads: dict[str, _Upload] = {}
+        self._webhooks: dict[str, str] = {}  # model id -> URL, as setSubmissionWebhook set it
+        self._webhook_calls: list[SandboxWebhookCall] = []
+        self._webhook_threads: list[threading.Thread] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._root = {
@@ -323,6 +344,7 @@ class NumeraiSandbox:
             "submission_upload_auth": self._resolve_upload_auth,
             "create_submission": self._resolve_create_submission,
             "submissions": self._resolve_submissions,
+            "setSubmissionWebhook": self._resolve_set_webhook,
         }
 
     # --- lifecycle -------------------------------------------------------------------
@@ -391,11 +413,55 @@ class NumeraiSandbox:
                 self.add_dataset(f"{version}/{path.name}", path)
 
     def open_new_round(self, duration: timedelta = DEFAULT_ROUND_LENGTH) -> SandboxRound:
-        """Open round number+1 now, closing for staking after `duration`."""
+        """Open round number+1 now, closing for staking after `duration`.
+
+        Like Numerai, then calls each registered webhook (each distinct URL once) in a thread of
+        its own, without waiting: `wait_for_webhooks` returns the calls once they are answered.
+        """
         now = _now()
         with self._lock:
             self.round = SandboxRound(self.round.number + 1, now, now + duration)
-            return self.round
+            opened = self.round
+            urls = sorted(set(self._webhooks.values()))
+            calls = [threading.Thread(target=self._call_webhook, args=(url, opened.number), daemon=True,
+                                      name="numerai-sandbox-webhook") for url in urls]
+            self._webhook_threads.extend(calls)
+        for call in calls:
+            call.start()
+        return opened
+
+    @property
+    def webhooks(self) -> dict[str, str]:
+        """A snapshot of the registered webhooks: model id -> URL."""
+        with self._lock:
+            return dict(self._webhooks)
+
+    def wait_for_webhooks(self, timeout: float = WEBHOOK_TIMEOUT_SECONDS) -> list[SandboxWebhookCall]:
+        """Wait for the webhook calls under way to be answered; every call made so far, oldest first."""
+        with self._lock:
+            pending, self._webhook_threads = self._webhook_threads, []
+        for thread in pending:
+            thread.join(timeout)
+        with self._lock:
+            return list(self._webhook_calls)
+
+    def _call_webhook(self, url: str, round_number: int) -> None:
+        """POST what Numerai's call carries: the round and a fresh trigger id."""
+        trigger_id = uuid.uuid4().hex
+        body = json.dumps({"roundNumber": round_number, "triggerId": trigger_id}).encode()
+        request = urllib.request.Request(url, data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        status: int | None = None
+        error = None
+        try:
+            with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as answer:
+                status = answer.status
+        except urllib.error.HTTPError as exc:  # an answer all the same: 4xx, 5xx
+            status = exc.code
+        except OSError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            self._webhook_calls.append(SandboxWebhookCall(url, round_number, trigger_id, status, error))
 
     def close_round(self) -> None:
         """End the current round's submission window now; the round stays the latest."""
@@ -599,9 +665,20 @@ class NumeraiSandbox:
                 filename=filename,
                 csv=upload.body,
                 inserted_at=_now(),
+                trigger_id=args.get("triggerId"),
             )
             self._submissions.append(submission)
         return _submission_payload(submission)
+
+    def _resolve_set_webhook(self, info: GraphQLResolveInfo, **args: Any) -> str:
+        self._require_auth(info)
+        model_id = self._model_id(args["modelId"])
+        with self._lock:
+            if args.get("newSubmissionWebhook"):
+                self._webhooks[model_id] = args["newSubmissionWebhook"]
+            else:  # null or "" clears it, as numerapi's default of None does
+                self._webhooks.pop(model_id, None)
+        return "true"
 
     def _resolve_submissions(
         self, info: GraphQLResolveInfo, **args: Any

@@ -3,6 +3,7 @@
     python -m shared run [--test-mode] [--models a,b] [--settings local.settings.json]
     python -m shared predict --data DIR --manifest models.json --out DIR
     python -m shared report-page [--settings local.settings.json] [--out report.html]
+    python -m shared webhooks (--set URL | --clear) [--settings local.settings.json]
 
 `run` is the Functions job itself, with the same settings, read from the
 environment or from a local.settings.json (for containers, cron and debugging);
@@ -15,6 +16,9 @@ the manifest. One `<model>.csv` (`id,prediction`) is written per valid model,
 inspection, never uploaded) and `summary.json` for the whole run. The exit
 code is 1 when any model failed. `report-page` rewrites `reports/index.html` in the
 results container from its reports (as every run does) and can save a copy.
+`webhooks` registers URL (the app's /api/numerai-webhook with its function key) as
+Numerai's submission webhook of every model the manifest submits, or clears it;
+it exits 1 when any model's failed.
 """
 
 from __future__ import annotations
@@ -29,13 +33,14 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from shared.errors import SettingsError, SubmitterError
 from shared.manifest import load_manifest
 from shared.pipeline import run_job
 from shared.report import Mode
 from shared.report_page import settings_results, write_report_page
-from shared.settings import DEFAULT_BATCH_ROWS, Settings
+from shared.settings import DEFAULT_BATCH_ROWS, Settings, load_settings
 from shared.worker.protocol import ModelOutcome, WorkRequest
 from shared.worker.supervisor import WorkerLimits, default_memory_limit_mb, run_workers
 
@@ -163,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     page = commands.add_parser("report-page", help="rewrite reports/index.html in the results container")
     page.add_argument("--settings", type=Path, default=None, help="a local.settings.json, as for `run`")
     page.add_argument("--out", type=Path, default=None, help="also save the page to this file")
+    hooks = commands.add_parser("webhooks", help="register (or clear) Numerai's webhook for the manifest's models")
+    change = hooks.add_mutually_exclusive_group(required=True)
+    change.add_argument("--set", type=_webhook_url, metavar="URL", dest="url",
+                        help="https://<app>.azurewebsites.net/api/numerai-webhook?code=<function key>")
+    change.add_argument("--clear", action="store_true", help="remove the webhook")
+    hooks.add_argument("--settings", type=Path, default=None, help="a local.settings.json, as for `run`")
     return parser
 
 
@@ -174,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     if args.command == "report-page":
         return _report_page(args)
+    if args.command == "webhooks":
+        return _webhooks(args)
     try:
         summary = predict_local(args.data, args.manifest, args.out, data_version=args.data_version,
                                 batch_rows=args.batch_rows, model_names=args.models,
@@ -227,6 +240,35 @@ def _report_page(args: argparse.Namespace) -> int:
     log.info("report page written: %s in the results container%s", name,
              f", and {args.out}" if args.out is not None else "")
     return 0
+
+
+def _webhooks(args: argparse.Namespace) -> int:
+    from shared.webhooks import set_webhooks
+
+    try:
+        changes = set_webhooks(load_settings(_environ(args.settings)), None if args.clear else args.url)
+    except SubmitterError as exc:
+        log.error("no webhook was changed: %s", exc)
+        return 2
+    for change in changes:
+        if change.error:
+            log.error("%s", change.error)
+        else:
+            log.info("%s", change.done)
+    if not changes:
+        log.warning("the manifest submits no model; no webhook was changed")
+    return 1 if any(change.error for change in changes) else 0
+
+
+def _webhook_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        raise argparse.ArgumentTypeError("must be a URL such as "
+                                         "https://<app>.azurewebsites.net/api/numerai-webhook?code=<function key>")
+    if "code" not in parse_qs(parts.query):
+        # Said, not refused: a proxy in front of the app may take the key another way.
+        log.warning("the URL has no ?code=<function key>: Azure answers Numerai's call with 401")
+    return text
 
 
 def _positive_int(text: str) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -22,6 +23,8 @@ MAX_BODY_BYTES = 16 * 1024
 MAX_MODELS = 200
 # {"models": [...]} nests two levels; ignored fields may add a few.
 MAX_BODY_DEPTH = 8
+# What a trigger id may be: Numerai's are opaque; this keeps anything else out of reports and queries.
+TRIGGER_ID_PATTERN = r"[A-Za-z0-9_.:-]{1,128}"
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class RunFailed(SubmitterError):
 
 
 class BadRequest(SubmitterError):
-    """The HTTP test run's request cannot be understood; answered with 400."""
+    """An HTTP request (the test run's, the webhook's) cannot be understood; answered with 400."""
 
 
 def scheduled_run(past_due: bool = False) -> RunReport:
@@ -79,8 +82,65 @@ def test_run(body: bytes, query: Mapping[str, str]) -> HttpAnswer:
     return HttpAnswer(500 if report.failed else 200, report.to_json())
 
 
+def numerai_webhook(body: bytes) -> HttpAnswer:
+    """Numerai's call when a round opens: queue the scheduled run and answer 202 at once.
+
+    Numerai does not wait for a run, and Azure cuts an HTTP request at 230 s, so the run is a
+    message on the task queue (kind "run"), which the queue trigger runs. The body is read as
+    numerai-cli's triggers read it: a JSON object whose `triggerId` (numerai-cli's GCP workflow
+    reads `trigger_id`) is passed on to create_submission; without one, the run has no trigger
+    id. 400 for a body that is not such an object, and nothing is queued; 500 if the queue
+    cannot be written.
+    """
+    # The queue's client loads only where it is used.
+    from shared.scaleout.messages import RUN, TaskMessage, TaskQueue
+    from shared.settings import load_settings
+
+    try:
+        trigger_id, round_number = _webhook_fields(body)
+        delivery = f"webhook-{uuid.uuid4().hex[:12]}"
+        TaskQueue(load_settings()).send(TaskMessage(RUN, delivery, round_number, trigger_id=trigger_id))
+    except BadRequest as exc:
+        log.warning("numerai-webhook: %s; nothing was queued", exc)
+        return HttpAnswer(400, json.dumps({"error": str(exc)}))
+    except SubmitterError as exc:  # a setting at fault, or the queue unreachable: the message says which
+        log.error("numerai-webhook: the run was not queued: %s", exc)
+        return HttpAnswer(500, json.dumps({"error": f"the run was not queued: {exc}"}))
+    log.info("numerai-webhook: queued the scheduled run as %s (trigger %s, round %s)", delivery, trigger_id,
+             round_number or "not named")
+    return HttpAnswer(202, json.dumps({"queued": RUN, "delivery": delivery, "trigger_id": trigger_id}))
+
+
+def _webhook_fields(body: bytes) -> tuple[str | None, int]:
+    """(trigger id or None, round number or 0) from the webhook call's body."""
+    if len(body) > MAX_BODY_BYTES:
+        raise BadRequest(f"the request body is {len(body)} bytes; at most {MAX_BODY_BYTES} are accepted")
+    if not body.strip():
+        return None, 0
+    document = _json_document(body, '{"triggerId": "...", "roundNumber": 1234}')
+    trigger = document.get("triggerId", document.get("trigger_id"))
+    if isinstance(trigger, int) and not isinstance(trigger, bool):
+        trigger = str(trigger)
+    if trigger not in (None, "") and not (isinstance(trigger, str) and re.fullmatch(TRIGGER_ID_PATTERN, trigger)):
+        raise BadRequest(f"'triggerId' must be an id such as \"a1b2c3\" (letters, digits, - _ . :, at most "
+                         f"128), not {_json_type(trigger)}")
+    return trigger or None, _round_number(document.get("roundNumber", document.get("round_number")))
+
+
+def _round_number(value: object) -> int:
+    """The round the call names, or 0. Only logged (the run asks Numerai), so never worth refusing a call."""
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if value is not None:
+        log.warning("numerai-webhook: ignored a 'roundNumber' that is not a round number (%s)", _json_type(value))
+    return 0
+
+
 def model_task(body: bytes, dequeue_count: int) -> None:
-    """The queue trigger's job: one model of a fanned-out run (raises to have the host retry it)."""
+    """The queue trigger's job: one model of a fanned-out run (raises to have the host retry it), or
+    the scheduled run a webhook call queued (raises RunFailed if it failed)."""
     from shared.scaleout.messages import BadTask
     from shared.scaleout.task import run_task  # the queue's client loads only where tasks run
 
@@ -161,6 +221,16 @@ def parse_model_selection(body: bytes, query: Mapping[str, str]) -> list[str] | 
 
 
 def _json_object(body: bytes) -> dict[str, object]:
+    document = _json_document(body, '{"models": ["my_model"]}')
+    ignored = sorted(set(document) - {"models"})
+    if ignored:
+        # A test run never uploads; fields such as "upload" are ignored, not obeyed.
+        log.warning("test run: ignored request fields %s", ", ".join(ignored)[:200])
+    return document
+
+
+def _json_document(body: bytes, example: str) -> dict[str, object]:
+    """The body as a JSON object; BadRequest naming `example` if it is not one."""
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -168,17 +238,13 @@ def _json_object(body: bytes) -> dict[str, object]:
     if _nesting_depth(text) > MAX_BODY_DEPTH:
         # Checked before parsing: Python's JSON parser recurses, and a deep body exhausts its stack.
         raise BadRequest(f"the request body is nested more than {MAX_BODY_DEPTH} levels deep; "
-                         'send an object such as {"models": ["my_model"]}')
+                         f"send an object such as {example}")
     try:
         document = json.loads(text)
     except ValueError:
         raise BadRequest("the request body is not JSON") from None
     if not isinstance(document, dict):
-        raise BadRequest('the request body must be a JSON object such as {"models": ["my_model"]}')
-    ignored = sorted(set(document) - {"models"})
-    if ignored:
-        # A test run never uploads; fields such as "upload" are ignored, not obeyed.
-        log.warning("test run: ignored request fields %s", ", ".join(ignored)[:200])
+        raise BadRequest(f"the request body must be a JSON object such as {example}")
     return document
 
 

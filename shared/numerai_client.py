@@ -92,6 +92,18 @@ _CREATE_SUBMISSION = """
                         dataDatestamp: $dataDatestamp) { id }
     }
 """
+# numerapi 3.1.1's set_submission_webhook, word for word: Numerai calls the URL when a round opens.
+_SET_WEBHOOK = """
+          mutation (
+            $modelId: String!
+            $newSubmissionWebhook: String
+          ) {
+            setSubmissionWebhook(
+              modelId: $modelId
+              newSubmissionWebhook: $newSubmissionWebhook
+            )
+          }
+        """
 
 
 @dataclass(frozen=True)
@@ -301,9 +313,10 @@ class NumeraiClient:
         self._put(model_name, auth["url"], csv_path.read_bytes())
         return auth["filename"]
 
-    def create_submission(self, model_id: str, filename: str) -> str:
+    def create_submission(self, model_id: str, filename: str, trigger_id: str | None = None) -> str:
         """Ask Numerai, once, to submit the uploaded `filename`; return the submission id.
 
+        `trigger_id` is the one Numerai's webhook call carried, when the run started on it.
         Never retried: a request that timed out may still have created the submission.
         Raises NumeraiUnanswered when the outcome is unknown (then `find_submission`
         tells), NumeraiApiError when Numerai refused (then nothing was created).
@@ -311,10 +324,20 @@ class NumeraiClient:
         created = self._api_once.raw_query(
             _CREATE_SUBMISSION,
             {"filename": filename, "tournament": self._api.tournament_id, "modelId": model_id,
-             "triggerId": None, "dataDatestamp": None},
+             "triggerId": trigger_id, "dataDatestamp": None},
             authorization=True,
         )["data"]["create_submission"]
         return str(created["id"])
+
+    def set_submission_webhook(self, model_id: str, url: str | None) -> bool:
+        """Register the URL Numerai calls when a round opens for the model (None clears it).
+
+        Returns whether Numerai confirmed it. Setting a URL twice does no harm, so this is retried.
+        """
+        answer = self._api.raw_query(_SET_WEBHOOK, {"modelId": model_id, "newSubmissionWebhook": url},
+                                     authorization=True)
+        # Numerai answers with the string "true", as numerapi compares it.
+        return answer["data"].get("setSubmissionWebhook") == "true"
 
     def find_submission(self, model_id: str, filename: str) -> str | None:
         """The id of the model's submission of `filename`, or None if Numerai lists none.

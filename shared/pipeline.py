@@ -109,7 +109,7 @@ class RunContext:
         """The exactly-once submissions of this run's round."""
         assert self.report.round_number is not None  # set before any model is looked at
         return Submitter(self.numerai, self.results, self.report.round_number, self.report.run_id,
-                         self.confirm_lock)
+                         self.confirm_lock, self.report.trigger_id)
 
 
 def run_job(
@@ -118,13 +118,16 @@ def run_job(
     *,
     past_due: bool = False,
     environ: Mapping[str, str] | None = None,
+    trigger_id: str | None = None,
 ) -> RunReport:
     """Run the job once and return its report (also saved in the results container).
 
+    `trigger_id` is Numerai's, when its webhook started the run: every submission passes it on.
     Never raises for a failure of the run itself: the report says what failed.
     """
     started = time.monotonic()
-    report = RunReport(run_id=_new_run_id(mode), mode=mode, started_at=utc_now(), past_due=past_due)
+    report = RunReport(run_id=_new_run_id(mode), mode=mode, started_at=utc_now(), past_due=past_due,
+                       trigger_id=trigger_id)
     results: ResultsStore | None = None
     if past_due:
         log.warning("the timer is past due; running now")

@@ -116,6 +116,7 @@ class RunReport:
     round_close_time: str | None = None
     data_version: str | None = None
     past_due: bool = False
+    trigger_id: str | None = None  # Numerai's, when its webhook started the run; passed to create_submission
     execution: str = "local"  # MODEL_EXECUTION: "queue" when the models ran as queue tasks
     # The run that came after the round's staking closed, and checked with Numerai what it lists.
     after_window: bool = False

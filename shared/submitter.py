@@ -58,6 +58,7 @@ class Submitter:
     round_number: int
     run_id: str
     confirm_lock: Callable[[], None]
+    trigger_id: str | None = None  # Numerai's webhook call's, passed on to create_submission
 
     def existing(self, model_name: str, model_id: str) -> str | None:
         """The id of the model's submission for the round that an earlier run made, or None.
@@ -100,7 +101,7 @@ class Submitter:
             return SubmitResult(SubmissionState.NONE, error=_about(model_name, exc))
         self.confirm_lock()
         try:
-            submission_id = self.numerai.create_submission(model_id, filename)
+            submission_id = self.numerai.create_submission(model_id, filename, self.trigger_id)
         except NumeraiApiError as exc:
             return self._after_failure(model_name, model_id, filename, exc)
         return self._after_created(model_name, model_id, filename, submission_id)

@@ -85,7 +85,8 @@ def _run_unzipped(package: Package, root: Path, small_round: SyntheticRound, all
 
     assert result["functions"] == {
         "scheduled_submission": "timerTrigger", "test_run": "httpTrigger", "model_task": "queueTrigger",
-        "poison_task": "queueTrigger", "runs": "httpTrigger", "run": "httpTrigger", "report": "httpTrigger"}
+        "poison_task": "queueTrigger", "runs": "httpTrigger", "run": "httpTrigger", "report": "httpTrigger",
+        "numerai_webhook": "httpTrigger"}
     summary = json.loads((out / "summary.json").read_text())
     assert {m["name"]: m["error"] for m in summary["models"] if not m["ok"]} == {}
     assert {entry["format"] for entry in manifest["models"]} == {

@@ -34,7 +34,8 @@ def fan_out(report: RunReport, settings: Settings, results: ResultsStore, pendin
     plan = RunPlan(report.run_id, report.mode, report.round_number, settings.data_version, report.started_at,
                    (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat(),
                    {spec.name: spec.model_dump(mode="json") for spec in pending},
-                   {spec.name: account[spec.name] for spec in pending if spec.name in account})
+                   {spec.name: account[spec.name] for spec in pending if spec.name in account},
+                   trigger_id=report.trigger_id)
     # The deadline goes first: whatever happens next, the run is reported by then.
     plan.deadline_message = list(queue.send(TaskMessage(DEADLINE, report.run_id, report.round_number),
                                             seconds + DEADLINE_GRACE_SECONDS))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from shared.errors import SubmitterError
@@ -18,6 +19,8 @@ log = logging.getLogger(__name__)
 
 MODEL = "model"
 DEADLINE = "deadline"
+# A whole scheduled run, started by Numerai's webhook call (POST /api/numerai-webhook).
+RUN = "run"
 # host.json sits beside shared/ in the app's folder, here and in the deployment package.
 HOST_JSON = Path(__file__).resolve().parents[2] / "host.json"
 # The host's default, when host.json does not set maxDequeueCount.
@@ -36,13 +39,14 @@ class BadTask(SubmitterError):
 
 @dataclass(frozen=True)
 class TaskMessage:
-    """One unit of a fanned-out run: a model to predict, or the run's deadline."""
+    """One unit of a fanned-out run (a model to predict, or the run's deadline), or a run to start."""
 
-    kind: str  # MODEL or DEADLINE
-    run_id: str
-    round_number: int
+    kind: str  # MODEL, DEADLINE or RUN
+    run_id: str  # RUN: the webhook delivery's id; the run it starts makes its own run id
+    round_number: int  # RUN: the round Numerai's call named, or 0
     model: str | None = None  # MODEL only
     entry_digest: str | None = None  # MODEL only: the manifest entry the plan holds for the model
+    trigger_id: str | None = None  # RUN only: Numerai's trigger id, for create_submission
 
     def to_json(self) -> str:
         """The message body."""
@@ -56,7 +60,7 @@ class TaskMessage:
             message = cls(**raw)
         except (ValueError, TypeError) as exc:
             raise BadTask(f"not a task message ({exc}): {str(body)[:200]!r}") from None
-        if message.kind not in (MODEL, DEADLINE) or (message.kind == MODEL) != bool(message.model):
+        if message.kind not in (MODEL, DEADLINE, RUN) or (message.kind == MODEL) != bool(message.model):
             raise BadTask(f"not a task message: {str(body)[:200]!r}")
         return message
 
@@ -96,7 +100,8 @@ class TaskQueue:
                 if getattr(exc, "error_code", None) != "QueueNotFound":
                     raise
                 # Infra creates the queues in Azure; Azurite and a fresh account need it made.
-                self._client.create_queue()
+                with contextlib.suppress(ResourceExistsError):  # by a sender at the same moment
+                    self._client.create_queue()
                 sent = self._client.send_message(message.to_json(), visibility_timeout=delay or None)
         except AzureError as exc:
             raise QueueError(f"could not send to the task queue '{self._name}': {_first_line(exc)}") from exc

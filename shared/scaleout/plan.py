@@ -24,6 +24,7 @@ class RunPlan:
     models: dict[str, dict] = field(default_factory=dict)  # name → its manifest entry, as planned
     account: dict[str, str] = field(default_factory=dict)  # model name → Numerai model id
     deadline_message: list[str] | None = None  # [id, pop receipt]: deleted once the run is finished
+    trigger_id: str | None = None  # Numerai's webhook call's, for every task's create_submission
 
     def spec(self, name: str) -> ModelSpec:
         """The planned manifest entry of a model."""

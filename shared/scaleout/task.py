@@ -17,6 +17,7 @@ import logging
 from collections.abc import Mapping
 
 from shared.errors import SettingsError, SubmitterError
+from shared.jobs import raise_if_failed
 from shared.numerai_client import NumeraiClient
 from shared.pipeline import (
     LOCK_LEASE_SECONDS,
@@ -25,6 +26,7 @@ from shared.pipeline import (
     RunDeadlinePassed,
     note_submitted,
     process_models,
+    run_job,
     service,
     skip_submitted,
 )
@@ -33,7 +35,7 @@ from shared.round_data import RoundDataCache
 from shared.run_folder import remove_stale_folders, run_folder
 from shared.run_lock import RunLocked
 from shared.scaleout.fanin import finish_if_complete, handle_deadline, keep_result
-from shared.scaleout.messages import DEADLINE, TaskMessage, TaskQueue, max_dequeue_count
+from shared.scaleout.messages import DEADLINE, RUN, TaskMessage, TaskQueue, max_dequeue_count
 from shared.scaleout.plan import RunPlan
 from shared.settings import Settings, load_settings
 from shared.storage import ModelStore, ResultsStore
@@ -43,8 +45,11 @@ log = logging.getLogger(__name__)
 
 
 def run_task(body: bytes | str, dequeue_count: int, environ: Mapping[str, str] | None = None) -> None:
-    """The queue trigger's work: one model of a run, or the run's deadline."""
+    """The queue trigger's work: one model of a run, the run's deadline, or a run Numerai's webhook started."""
     message = TaskMessage.from_body(body)
+    if message.kind == RUN:
+        _webhook_run(message, dequeue_count, environ)
+        return
     settings, results, plan = _context(message, environ)
     if plan is None:
         return
@@ -62,6 +67,10 @@ def run_task(body: bytes | str, dequeue_count: int, environ: Mapping[str, str] |
 def run_poisoned(body: bytes | str, dequeue_count: int, environ: Mapping[str, str] | None = None) -> None:
     """The poison queue's work: a task the host gave up on (its instance died each time) failed."""
     message = TaskMessage.from_body(body)
+    if message.kind == RUN:
+        log.error("webhook delivery %s (trigger %s) never finished its run; the schedule's next run "
+                  "submits what it left", message.run_id, message.trigger_id)
+        return
     settings, results, plan = _context(message, environ)
     if plan is None:
         return
@@ -76,6 +85,23 @@ def run_poisoned(body: bytes | str, dequeue_count: int, environ: Mapping[str, st
               f"{plan.run_id}")
     keep_result(results, plan, line)
     finish_if_complete(results, plan, TaskQueue(settings))
+
+
+def _webhook_run(message: TaskMessage, dequeue_count: int, environ: Mapping[str, str] | None) -> None:
+    """The scheduled run Numerai's webhook asked for; raises RunFailed if it failed, as the timer does.
+
+    Run on the first delivery only. The host delivers the message again after a failure, and a
+    second run would submit nothing twice (the run lock and the ledger see to that) but would
+    rerun every failed model and raise the alert again, up to maxDequeueCount times: like a
+    timer's failed run, it is left to the next scheduled run.
+    """
+    if dequeue_count > 1:
+        log.warning("webhook delivery %s (trigger %s) came back (delivery %d): its run already ran, or "
+                    "its instance stopped; not run again", message.run_id, message.trigger_id, dequeue_count)
+        return
+    log.info("webhook delivery %s: the scheduled run for trigger %s (round %s)", message.run_id,
+             message.trigger_id, message.round_number or "not named")
+    raise_if_failed(run_job(Mode.SCHEDULED, environ=environ, trigger_id=message.trigger_id))
 
 
 def _context(message: TaskMessage, environ: Mapping[str, str] | None
@@ -97,7 +123,8 @@ def _run_model(settings: Settings, results: ResultsStore, plan: RunPlan, message
     name = message.model
     assert name is not None
     report = RunReport(run_id=plan.run_id, mode=plan.mode, started_at=plan.started_at, execution="queue",
-                       round_number=plan.round_number, data_version=plan.data_version, models=[ModelReport(name)])
+                       round_number=plan.round_number, data_version=plan.data_version, models=[ModelReport(name)],
+                       trigger_id=plan.trigger_id)
     line = report.model(name)
     if name not in plan.models or plan.spec(name).digest() != message.entry_digest:
         line.fail(f"model '{name}': the task's manifest entry is not the one its run planned; not run")

@@ -1,0 +1,290 @@
+"""Starting on Numerai's webhook, end to end: `python -m shared webhooks --set` registers the app's
+URL with the Numerai sandbox, the sandbox calls it when a round opens, the app's function queues the
+scheduled run on the task queue (Azurite), and the queue function runs it.
+
+The app's URL is function_app's webhook function behind a small HTTP server, which refuses a call
+without the function key as the Functions host does (auth_level FUNCTION).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import azure.functions as func
+import numerapi
+import numerapi.base_api
+import pytest
+from azure.core.exceptions import ResourceNotFoundError
+from azure.functions.queue import QueueMessage as FunctionMessage
+
+import function_app
+from devkit.local_stack import LocalStack
+from shared.cli import main
+from shared.jobs import RunFailed
+from shared.scaleout.messages import RUN, BadTask, TaskMessage
+from tests.support import MODELS, deliver, line, reports, task_queue
+
+FUNCTION_KEY = "test-function-key-5e1d"
+ROUTE = "/api/numerai-webhook"
+
+
+class _App(BaseHTTPRequestHandler):
+    """POST /api/numerai-webhook?code=<key>, answered by function_app's function as the host would."""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        url = urlsplit(self.path)
+        params = {name: values[0] for name, values in parse_qs(url.query).items()}
+        if url.path != ROUTE:
+            self._answer(404, b"")
+            return
+        if params.get("code") != FUNCTION_KEY:  # the host checks the key before the function runs
+            self._answer(401, b"")
+            return
+        request = func.HttpRequest("POST", f"http://localhost{self.path}", headers=dict(self.headers),
+                                   params=params, body=body)
+        response = function_app.numerai_webhook.build().get_user_function()(request)
+        self._answer(response.status_code, response.get_body())
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        logging.getLogger(__name__).debug(format, *args)
+
+
+@pytest.fixture
+def app_url(deployed: LocalStack) -> Iterator[str]:
+    """The webhook's URL, with its key, as a participant registers it."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _App)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}{ROUTE}?code={FUNCTION_KEY}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def post(url: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def queued(stack: LocalStack) -> list[TaskMessage]:
+    """The messages waiting on the task queue."""
+    try:
+        waiting = task_queue(stack).peek_messages(max_messages=32)
+    except ResourceNotFoundError:  # the first message sent creates the queue
+        return []
+    return [TaskMessage.from_body(m.content) for m in waiting]
+
+
+def run_message(message: FunctionMessage) -> None:
+    function_app.model_task.build().get_user_function()(message)
+
+
+def test_the_webhook_takes_posts_with_a_function_key_only() -> None:
+    # Not app.get_functions(): the app indexes its functions once, and other tests may have.
+    [trigger] = [b for b in function_app.numerai_webhook.build().get_bindings() if b.type == "httpTrigger"]
+    assert trigger.auth_level == func.AuthLevel.FUNCTION and [str(m.value) for m in trigger.methods] == ["POST"]
+    assert trigger.route == "numerai-webhook"
+
+
+@pytest.mark.usefixtures("no_secret_anywhere")
+def test_the_cli_sets_and_clears_the_webhook_of_each_model_the_manifest_submits(
+    deployed: LocalStack, app_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    container = deployed.blob_service.get_container_client(deployed.models_container)
+    manifest = json.loads(container.download_blob("models.json").readall())
+    for entry in manifest["models"]:
+        if entry["name"] == "demo_upload":
+            entry["submit"] = False  # predicted for ensembles only: Numerai never starts it
+    container.upload_blob("models.json", json.dumps(manifest), overwrite=True)
+    ids = deployed.sandbox.models
+    submitted = ["demo_catboost", "demo_lightgbm", "demo_onnx"]
+
+    assert main(["webhooks", "--set", app_url]) == 0
+    assert deployed.sandbox.webhooks == {ids[name]: app_url for name in submitted}
+    assert "model 'demo_onnx': webhook set to http://127.0.0.1:" in caplog.text
+    assert FUNCTION_KEY not in caplog.text  # the key is the URL's query, never logged
+
+    onnx = ids.pop("demo_onnx")  # no longer a model of the account
+    assert main(["webhooks", "--clear"]) == 1
+    assert deployed.sandbox.webhooks == {onnx: app_url}
+    assert "model 'demo_onnx' is not a Classic model of this Numerai account, so its webhook was not cleared" \
+        in caplog.text
+    assert "model 'demo_catboost': webhook cleared" in caplog.text
+
+
+def test_the_cli_refuses_a_url_that_is_not_one(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["webhooks", "--set", "my-app.azurewebsites.net/api/numerai-webhook"])
+    assert stopped.value.code == 2 and "must be a URL such as https://" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("no_secret_anywhere")
+@pytest.mark.parametrize("execution", ["local", "queue"])
+def test_a_round_opens_numerai_calls_the_webhook_and_every_model_is_submitted_with_its_trigger_id(
+    deployed: LocalStack, app_url: str, execution: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MODEL_EXECUTION", execution)
+    assert main(["webhooks", "--set", app_url]) == 0
+
+    opened = deployed.sandbox.open_new_round()
+    [call] = deployed.sandbox.wait_for_webhooks()  # one URL for every model: one call
+    assert (call.status, call.round) == (202, opened.number)
+    assert deployed.sandbox.submissions == []  # the answer came before any run
+    [message] = queued(deployed)
+    assert (message.kind, message.trigger_id, message.round_number) == (RUN, call.trigger_id, opened.number)
+
+    deliver(deployed)
+
+    submissions = deployed.sandbox.submissions
+    assert Counter(s.model_name for s in submissions) == Counter(MODELS)
+    assert {(s.round, s.trigger_id) for s in submissions} == {(opened.number, call.trigger_id)}
+    [report] = reports(deployed)
+    assert report["status"] == "succeeded" and report["mode"] == "scheduled", report
+    assert report["trigger_id"] == call.trigger_id and report["execution"] == execution
+    assert all(line(report, name)["status"] == "submitted" for name in MODELS)
+
+
+def test_two_deliveries_at_once_submit_each_model_once(deployed: LocalStack, app_url: str) -> None:
+    answers: list[tuple[int, dict]] = []
+    callers = [threading.Thread(target=lambda n=n: answers.append(post(app_url, json.dumps(
+        {"triggerId": f"trigger-{n}", "roundNumber": deployed.sandbox.round.number}).encode())))
+        for n in range(2)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(30)
+    assert sorted(status for status, _ in answers) == [202, 202]
+
+    queue = task_queue(deployed)
+    received = [m for _ in range(2) for m in queue.receive_messages(max_messages=1, visibility_timeout=300)]
+    assert len(received) == 2
+    failures: list[Exception] = []
+
+    def run(message) -> None:  # both runs at once, as two instances would
+        try:
+            run_message(FunctionMessage(id=message.id, body=message.content.encode(),
+                                                  dequeue_count=message.dequeue_count))
+        except Exception as exc:  # noqa: BLE001 - handed to the test's thread
+            failures.append(exc)
+
+    runs = [threading.Thread(target=run, args=(m,)) for m in received]
+    for thread in runs:
+        thread.start()
+    for thread in runs:
+        thread.join(300)
+
+    assert failures == []
+    assert Counter(s.model_name for s in deployed.sandbox.submissions) == Counter(MODELS)
+    first, second = sorted(reports(deployed), key=lambda r: r["status"] != "succeeded")
+    assert first["status"] == "succeeded"
+    # The other waited for the run lock: past its wait it did nothing, or after the first, found all submitted.
+    assert second["status"] in ("locked", "nothing_to_do"), second
+    assert {s.trigger_id for s in deployed.sandbox.submissions} == {first["trigger_id"]}
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    (b"round 1234 is open", "the request body is not JSON"),
+    (b'["trigger-1"]', "the request body must be a JSON object"),
+    (b'{"triggerId": ["a", "b"]}', "'triggerId' must be an id"),
+    (b'{"triggerId": "a b; DROP"}', "'triggerId' must be an id"),
+])
+def test_a_body_that_is_not_numerais_is_refused_and_nothing_is_queued(
+    deployed: LocalStack, app_url: str, body: bytes, error: str,
+) -> None:
+    status, answer = post(app_url, body)
+    assert status == 400 and error in answer["error"]
+    assert queued(deployed) == []
+
+
+@pytest.mark.parametrize(("body", "trigger_id"), [
+    (b"", None), (b"{}", None), (b'{"roundNumber": 1201}', None), (b'{"trigger_id": 42}', "42"),
+    (b'{"triggerId": "t-1", "roundNumber": "soon"}', "t-1"),  # the round is only logged: never worth a refusal
+])
+def test_a_call_without_a_trigger_id_still_queues_the_run(
+    deployed: LocalStack, app_url: str, body: bytes, trigger_id: str | None,
+) -> None:
+    status, answer = post(app_url, body)
+    assert status == 202 and answer["trigger_id"] == trigger_id
+    [message] = queued(deployed)
+    assert (message.kind, message.trigger_id, message.run_id) == (RUN, trigger_id, answer["delivery"])
+
+
+def test_a_call_without_the_key_is_refused(deployed: LocalStack, app_url: str) -> None:
+    status, _ = post(app_url.replace(FUNCTION_KEY, "wrong"), b"{}")
+    assert status == 401 and queued(deployed) == []
+
+
+def test_a_failed_webhook_run_fails_its_invocation_once_and_is_not_run_again(
+    deployed: LocalStack, app_url: str,
+) -> None:
+    assert post(app_url, b'{"triggerId": "t-1"}')[0] == 202
+    [message] = task_queue(deployed).receive_messages(max_messages=1)
+    deployed.sandbox.faults.api_5xx_forever = True
+    first = FunctionMessage(id=message.id, body=message.content.encode(), dequeue_count=1)
+    with pytest.raises(RunFailed, match="Numerai API did not answer rounds"):
+        run_message(first)  # the invocation fails: the alert fires
+    [report] = reports(deployed)
+    assert report["status"] == "failed" and report["trigger_id"] == "t-1"
+
+    deployed.sandbox.faults.reset()
+    # The host delivers a failed message again: that delivery runs nothing, and succeeds.
+    run_message(FunctionMessage(id=message.id, body=message.content.encode(), dequeue_count=2))
+    assert len(reports(deployed)) == 1 and deployed.sandbox.submissions == []
+
+
+def test_numerapis_own_set_submission_webhook_works_against_the_sandbox_and_needs_the_keys(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(numerapi.base_api, "API_TOURNAMENT_URL", stack.sandbox.url)
+    stack.sandbox.models["my_model"] = model_id = "9d3c1b6e-0000-4000-8000-000000000001"
+    assert numerapi.NumerAPI(*stack.sandbox.credentials).set_submission_webhook(model_id, "https://a/b?code=k")
+    assert stack.sandbox.webhooks == {model_id: "https://a/b?code=k"}
+    with pytest.raises(ValueError, match="You must be authenticated"):
+        numerapi.NumerAPI("someone", "else").set_submission_webhook(model_id, None)
+    assert numerapi.NumerAPI(*stack.sandbox.credentials).set_submission_webhook(model_id, None)
+    assert stack.sandbox.webhooks == {}
+
+
+def test_a_run_message_names_no_model() -> None:
+    with pytest.raises(BadTask, match="not a task message"):
+        TaskMessage.from_body(b'{"kind": "run", "run_id": "webhook-1", "round_number": 0, "model": "m"}')
+    message = TaskMessage.from_body(b'{"kind": "run", "run_id": "webhook-1", "round_number": 0, "trigger_id": "t"}')
+    assert (message.kind, message.trigger_id) == (RUN, "t")
+
+
+def test_calls_at_once_before_the_queue_exists_are_all_queued(deployed: LocalStack, app_url: str) -> None:
+    # Seen once: two first calls both found no queue, both made it, and the second's "already exists" lost its run.
+    start = threading.Barrier(8)
+    answers: list[int] = []
+
+    def call(n: int) -> None:
+        start.wait(10)
+        answers.append(post(app_url, json.dumps({"triggerId": f"t-{n}"}).encode())[0])
+
+    callers = [threading.Thread(target=call, args=(n,)) for n in range(8)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(30)
+    assert answers == [202] * 8
+    assert sorted(m.trigger_id for m in queued(deployed)) == sorted(f"t-{n}" for n in range(8))
