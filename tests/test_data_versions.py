@@ -19,7 +19,17 @@ from devkit.local_stack import DATA_VERSION, LocalStack
 from devkit.synthetic import SyntheticRound
 from shared.jobs import RunFailed
 from shared.manifest import ModelSpec
-from tests.support import MODELS, TEST_PLAN, downloads, fire_timer, line, predict, reports, results
+from tests.support import (
+    MODELS,
+    TEST_PLAN,
+    deliver,
+    downloads,
+    fire_timer,
+    line,
+    predict,
+    reports,
+    results,
+)
 
 ROUND = 1200
 
@@ -81,8 +91,8 @@ def test_two_models_on_two_versions_each_predict_from_their_own_data_downloaded_
     outcome = predict(older, [(spec, example_models / "demo_lightgbm.txt")], tmp_path / "direct")["demo_lightgbm"]
     assert results(deployed).read_predictions(ROUND, "demo_lightgbm") == outcome.csv
     assert report["notes"] == [  # once, for both models on v5.2
-        "Numerai lists data version v5.3, newer than some models use (v5.2: demo_lightgbm, demo_onnx); a model "
-        "keeps the version it was trained on: retrain it on the new one, then set its data_version"]
+        ("Numerai lists data version v5.3, newer than some models use (v5.2: demo_lightgbm, demo_onnx); a model "
+        "keeps the version it was trained on: retrain it on the new one, then set its data_version")]
 
 
 def test_a_version_numerai_lacks_fails_only_its_models_and_names_them(
@@ -109,9 +119,9 @@ def test_a_newer_version_is_noted_once_per_run_not_as_an_error(
     report = reports(deployed)[-1]
     assert report["status"] == "succeeded"
     assert report["notes"] == [
-        "Numerai lists data version v5.10, newer than some models use (v5.2: demo_lightgbm; v5.3: demo_catboost, "
+        ("Numerai lists data version v5.10, newer than some models use (v5.2: demo_lightgbm; v5.3: demo_catboost, "
         "demo_onnx, demo_upload); a model keeps the version it was trained on: retrain it on the new one, then "
-        "set its data_version"]
+        "set its data_version")]
     assert all("v5.10" not in " ".join(line(report, n)["warnings"]) for n in MODELS)  # said once, on the run
     assert not any("v5.10" in d for d in downloads(deployed))
 
@@ -152,3 +162,24 @@ def test_an_ensemble_of_versions_with_other_live_ids_fails_naming_members_and_ve
     assert error.endswith("; its members use different data versions ('demo_lightgbm' v5.1, 'demo_catboost' "
                           "v5.3), which an ensemble allows only when they predict the same live ids")
     assert all(line(report, n)["status"] == "submitted" for n in MODELS)
+
+
+def test_queue_tasks_use_their_models_version_from_the_instance_cache(
+    deployed: LocalStack, small_round: SyntheticRound, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MODEL_EXECUTION", "queue")
+    serve_version(deployed, small_round, tmp_path / "v5.2", "v5.2", flip=True)
+    set_entries(deployed, {"demo_lightgbm": {"data_version": "v5.2"}, "demo_onnx": {"data_version": "v5.4"}})
+    fire_timer()
+    assert deliver(deployed) == len(MODELS)
+    report = reports(deployed)[-1]
+    assert line(report, "demo_lightgbm")["status"] == "submitted"
+    assert line(report, "demo_lightgbm")["data_version"] == "v5.2"
+    assert line(report, "demo_onnx")["error"] == (
+        f"model 'demo_onnx': data version v5.4 is not available for round {ROUND}: Numerai lists v5.2, v5.3")
+    assert all(line(report, n)["status"] == "submitted" for n in MODELS if n != "demo_onnx")
+    assert results(deployed).archived_predictions(ROUND, "demo_lightgbm").metadata["data_version"] == "v5.2"
+    # One instance ran every task: each version's files were downloaded once, and both are kept.
+    assert set(Counter(downloads(deployed)).values()) == {1}
+    cached = {p.name for p in (tmp_path / "work" / "round-data").glob("round-*") if any(p.iterdir())}
+    assert cached == {f"round-{ROUND}-v5.2", f"round-{ROUND}-v5.3"}
