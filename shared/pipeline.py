@@ -51,7 +51,7 @@ from shared.storage import (
 )
 from shared.submitter import SubmissionUnknown, Submitter
 from shared.telemetry import configure_telemetry, record_run
-from shared.worker.protocol import ModelOutcome
+from shared.worker.protocol import ModelOutcome, WorkRequest
 from shared.worker.supervisor import run_workers
 
 log = logging.getLogger(__name__)
@@ -421,6 +421,21 @@ def _predict(run: RunContext, pending: list[tuple[ModelSpec, str]], work_dir: Pa
     if not files:
         return []
     run.check_deadline("downloading the round's data")
+    requests, ready = _requests(run, files, work_dir, data)
+    if not requests:
+        return []
+    outcomes = run_workers(requests, run.settings.worker_limits(run.ends_at), run.settings.max_parallel_models)
+    return [_Prediction(spec, outcome, etag, outcome.csv)
+            for (spec, _, etag), outcome in zip(ready, outcomes, strict=True)]
+
+
+def _requests(run: RunContext, files: list[tuple[ModelSpec, Path, str]], work_dir: Path, data: FetcherFor
+              ) -> tuple[list[WorkRequest], list[tuple[ModelSpec, Path, str]]]:
+    """The workers' requests, each with its model's data version's files, and the (spec, file, etag) they are for.
+
+    A version Numerai lacks fails its models. So does a failed download of a version, unless it is the
+    run's own, which every step reads, or the only one (then a queue task is retried): the run fails.
+    """
     by_version: dict[str, list[tuple[ModelSpec, Path, str]]] = {}
     for entry in files:
         by_version.setdefault(run.data_version(entry[0]), []).append(entry)
@@ -429,8 +444,6 @@ def _predict(run: RunContext, pending: list[tuple[ModelSpec, str]], work_dir: Pa
         try:
             round_files = data(version).files(any(spec.format is ModelFormat.NUMERAI_PICKLE for spec, _, _ in group))
         except SubmitterError as exc:
-            # The run's own version is read by every step, and a lone version's failure is the run's
-            # (a queue task's is retried); otherwise only the models of this version fail.
             if not isinstance(exc, DataVersionUnavailable) and (
                     version == run.settings.data_version or len(by_version) == 1):
                 raise
@@ -440,11 +453,7 @@ def _predict(run: RunContext, pending: list[tuple[ModelSpec, str]], work_dir: Pa
         requests += [round_files.request(spec, path, work_dir / "workers" / spec.name, run.settings.batch_rows)
                      for spec, path, _ in group]
         ready += group
-    if not requests:
-        return []
-    outcomes = run_workers(requests, run.settings.worker_limits(run.ends_at), run.settings.max_parallel_models)
-    return [_Prediction(spec, outcome, etag, outcome.csv)
-            for (spec, _, etag), outcome in zip(ready, outcomes, strict=True)]
+    return requests, ready
 
 
 def _neutralize(run: RunContext, prediction: _Prediction, inputs: RoundInputs) -> None:
