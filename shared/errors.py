@@ -39,6 +39,10 @@ class DataError(SubmitterError):
     """The round's data is unreadable or lacks what the models need."""
 
 
+class DataVersionUnavailable(DataError):
+    """Numerai does not list a data version for the round; no retry can help."""
+
+
 class SubmissionInvalid(SubmitterError):
     """Predictions break Numerai's submission rules; they must not be uploaded."""
 

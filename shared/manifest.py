@@ -5,7 +5,8 @@ Example::
     {
       "models": [
         {"name": "my_mlp", "file": "my_mlp.keras", "format": "keras", "features": "all"},
-        {"name": "my_gbm", "file": "gbm.txt", "format": "lightgbm", "features": "medium"},
+        {"name": "my_gbm", "file": "gbm.txt", "format": "lightgbm", "features": "medium",
+         "data_version": "v5.2"},
         {"name": "my_onnx", "file": "ridge.onnx", "format": "onnx",
          "features": ["feature_a", "feature_b"], "output": "raw"},
         {"name": "my_upload", "file": "predict.pkl", "format": "numerai_pickle",
@@ -52,6 +53,8 @@ MAX_FILE_CHARS = 1024
 # A feature set's or column's name; Numerai's are under 100 characters.
 MAX_FEATURE_CHARS = 200
 FeatureName = Annotated[str, Field(max_length=MAX_FEATURE_CHARS)]
+# A Numerai data version ("v5.2"); it is also a folder name of the run's data.
+DATA_VERSION_PATTERN = r"^v\d{1,3}(\.\d{1,3}){0,3}$"
 
 
 class ModelFormat(str, Enum):
@@ -106,10 +109,14 @@ class Neutralization(BaseModel):
 _REQUIRED = object()
 # Fields only a model file gives meaning to, with their defaults; an ensemble
 # combines predictions, so setting one of them on it is a mistake to report.
-_FILE_ONLY_FIELDS = ("file", "format", "features", "output", "fill_missing", "trust_pickle", "method")
+_FILE_ONLY_FIELDS = ("file", "format", "features", "output", "fill_missing", "trust_pickle", "method",
+                     "data_version")
 # Fields added with ensembles; left at their defaults they stay out of digest(),
 # so the archive of entries that do not use them stays valid across the upgrade.
 _COMBINING_FIELDS = ("members", "neutralize", "submit", "min_benchmark_corr", "max_benchmark_corr_drop")
+# Never part of digest(): the archive records the version a model's predictions were
+# made from (its own, or NUMERAI_DATA_VERSION), so naming the run's version changes nothing.
+_NOT_DIGESTED = frozenset({"data_version"})
 
 
 class ModelSpec(BaseModel):
@@ -139,6 +146,8 @@ class ModelSpec(BaseModel):
     min_benchmark_corr: Annotated[float, Field(ge=-1, le=1)] | None = None
     # The most the benchmark correlation may fall below the entry's median of recent rounds.
     max_benchmark_corr_drop: Annotated[float, Field(gt=0, le=2)] | None = None
+    # The Numerai data version the model was trained on; None: NUMERAI_DATA_VERSION.
+    data_version: Annotated[str, Field(max_length=16)] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -175,6 +184,13 @@ class ModelSpec(BaseModel):
             return value  # an ensemble's; _file_or_members decides whether that is right
         if value.startswith("/") or ".." in Path(value).parts:
             raise ValueError("must be a path relative to the manifest, without '..'")
+        return value
+
+    @field_validator("data_version")
+    @classmethod
+    def _numerai_data_version(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(DATA_VERSION_PATTERN, value):
+            raise ValueError(f"{value!r} is not a Numerai data version (such as \"v5.2\")")
         return value
 
     @field_validator("features")
@@ -243,7 +259,7 @@ class ModelSpec(BaseModel):
         An ensemble's fingerprint covers only its own entry; Manifest.digest adds its members'.
         """
         unused = {f for f in _COMBINING_FIELDS if getattr(self, f) == ModelSpec.model_fields[f].default}
-        return _sha16(self.model_dump_json(exclude=unused))
+        return _sha16(self.model_dump_json(exclude=unused | _NOT_DIGESTED))
 
 
 class Manifest(BaseModel):

@@ -42,7 +42,13 @@ import numerapi.base_api
 import requests
 import urllib3
 
-from shared.errors import DataError, NumeraiApiError, NumeraiUnanswered, UploadError
+from shared.errors import (
+    DataError,
+    DataVersionUnavailable,
+    NumeraiApiError,
+    NumeraiUnanswered,
+    UploadError,
+)
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,6 +77,14 @@ _DATASET_QUERY = """
       dataset(filename: $filename round: $round tournament: $tournament)
     }
 """
+
+# numerapi's list_datasets query: every file of the round, as "<data version>/<file>".
+_LIST_DATASETS_QUERY = """
+    query ($round: Int $tournament: Int) {
+      listDatasets(round: $round tournament: $tournament)
+    }
+"""
+_VERSION_PREFIX = re.compile(r"^(v\d+(?:\.\d+)*)/")
 
 _ROUND_QUERY = """
     query($tournament: Int!) {
@@ -246,6 +260,11 @@ class _DependableNumerAPI(numerapi.NumerAPI):
         return _checked_answer(operation, answer)
 
 
+def version_key(version: str) -> tuple[int, ...]:
+    """A data version ("v5.2") as numbers, so that v5.10 sorts after v5.9."""
+    return tuple(int(part) for part in version.removeprefix("v").split("."))
+
+
 class NumeraiClient:
     """What a run needs from Numerai: the round, the data, the models, the submissions."""
 
@@ -283,21 +302,46 @@ class NumeraiClient:
         """The account's Classic models: name → model id."""
         return self._api.get_models()
 
-    def download(self, filename: str, directory: Path, round_number: int) -> Path:
+    def data_versions(self, round_number: int) -> list[str]:
+        """The data versions Numerai lists files of for the round, oldest first."""
+        names = self._api.raw_query(
+            _LIST_DATASETS_QUERY, {"round": round_number, "tournament": self._api.tournament_id}
+        )["data"]["listDatasets"]
+        versions = {m.group(1) for m in map(_VERSION_PREFIX.match, names or []) if m}
+        return sorted(versions, key=version_key)
+
+    def download(self, filename: str, directory: Path, round_number: int, data_version: str | None = None) -> Path:
         """Download `<data version>/<filename>` of the round into `directory` and check it.
 
-        Every try of the file together gets NUMERAI_DOWNLOAD_TIMEOUT_SECONDS. The file
-        appears under its name only once it is complete and, for parquet and JSON, well
-        formed; until then it is `<filename>.partial`.
+        `data_version` defaults to NUMERAI_DATA_VERSION. Every try of the file together
+        gets NUMERAI_DOWNLOAD_TIMEOUT_SECONDS. The file appears under its name only once
+        it is complete and, for parquet and JSON, well formed; until then it is
+        `<filename>.partial`. Raises DataVersionUnavailable when Numerai has no such version.
         """
-        dataset = f"{self._data_version}/{filename}"
-        url = self._api.raw_query(
-            _DATASET_QUERY, {"filename": dataset, "round": round_number, "tournament": self._api.tournament_id}
-        )["data"]["dataset"]
+        version = data_version or self._data_version
+        dataset = f"{version}/{filename}"
+        try:
+            url = self._api.raw_query(
+                _DATASET_QUERY, {"filename": dataset, "round": round_number, "tournament": self._api.tournament_id}
+            )["data"]["dataset"]
+        except NumeraiApiError:
+            self._check_version_listed(version, round_number)
+            raise
         download = _Download(self._downloads, url, directory / filename, dataset,
                              _Deadline(self._download_seconds, "NUMERAI_DOWNLOAD_TIMEOUT_SECONDS"),
                              read_seconds=self._policy.timeout_seconds)
         return download.run(self._policy)
+
+    def _check_version_listed(self, version: str, round_number: int) -> None:
+        """Raise DataVersionUnavailable if Numerai lists no file of `version` for the round."""
+        try:
+            listed = self.data_versions(round_number)
+        except NumeraiApiError:
+            return  # the caller's own error says what went wrong
+        if version not in listed:
+            raise DataVersionUnavailable(
+                f"data version {version} is not available for round {round_number}: Numerai lists "
+                f"{', '.join(listed) or 'no versions'}") from None
 
     def upload(self, model_name: str, model_id: str, csv_path: Path) -> str:
         """Upload a predictions CSV for a model; return the filename Numerai gave the upload.

@@ -10,10 +10,11 @@ once Numerai has confirmed it.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -21,9 +22,9 @@ from azure.storage.blob import BlobServiceClient
 
 from shared import benchmark_check
 from shared.ensembles import RoundInputs, combined, neutralized
-from shared.errors import PostprocessError, StorageError, SubmitterError
-from shared.manifest import Manifest, ModelFormat, ModelSpec, parse_manifest
-from shared.numerai_client import NumeraiClient, RoundInfo
+from shared.errors import DataVersionUnavailable, PostprocessError, StorageError, SubmitterError
+from shared.manifest import DATA_VERSION_PATTERN, Manifest, ModelFormat, ModelSpec, parse_manifest
+from shared.numerai_client import NumeraiClient, RoundInfo, version_key
 from shared.predictions_csv import read_predictions
 from shared.report import (
     Mode,
@@ -35,7 +36,7 @@ from shared.report import (
     utc_now,
 )
 from shared.report_page import refresh_report_page
-from shared.round_data import RoundFetcher
+from shared.round_data import FetcherFor, run_fetchers
 from shared.run_folder import remove_stale_folders, run_folder
 from shared.run_lock import LockLost, RunLock, RunLocked
 from shared.scaleout.fanout import fan_out
@@ -50,7 +51,7 @@ from shared.storage import (
 from shared.submitter import SubmissionUnknown, Submitter
 from shared.telemetry import configure_telemetry, record_run
 from shared.window import check_listed, duration, missed_reason, staking_closed_for
-from shared.worker.protocol import ModelOutcome
+from shared.worker.protocol import ModelOutcome, WorkRequest
 from shared.worker.supervisor import run_workers
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,11 @@ class RunContext:
     lock: RunLock | None = None  # scheduled runs only
     round: RoundInfo | None = None  # once the run has looked it up
     late_by: timedelta | None = None  # set when SUBMIT_LATE uploads after the staking close
+    entries: dict[str, ModelSpec] = field(default_factory=dict)  # the manifest's (or run plan's), by name
+
+    def data_version(self, spec: ModelSpec) -> str:
+        """The data version an entry predicts from: its own, or the run's (NUMERAI_DATA_VERSION)."""
+        return spec.data_version or self.settings.data_version
 
     def check_deadline(self, before: str) -> None:
         """Raise RunDeadlinePassed if the run's deadline has passed."""
@@ -216,6 +222,7 @@ def _steps(run: RunContext, model_names: list[str] | None) -> None:
     if not _round_allows(run, round_):
         return
     manifest = _manifest(run, model_names)
+    run.entries = {spec.name: spec for spec in manifest.models}
     run.report.models = [ModelReport(spec.name) for spec in manifest.in_order()]
     account = run.numerai.model_ids()
     _check_account(run, manifest, account)
@@ -235,12 +242,12 @@ def _steps(run: RunContext, model_names: list[str] | None) -> None:
 
 def _work_on(run: RunContext, pending: list[ModelSpec], account: dict[str, str]) -> None:
     """Predict the pending entries on this instance, or fan them out as queue tasks."""
+    note_newer_versions(run, pending)
     if run.settings.model_execution is Execution.QUEUE:
         fan_out(run.report, run.settings, run.results, pending, account, run.ends_at)
         return
     with run_folder(run.settings.work_dir / "rounds", run.report.run_id) as folder:
-        data = RoundFetcher(run.numerai, folder, run.report.round_number, run.settings.data_version)
-        process_models(run, pending, account, folder, data)
+        process_models(run, pending, account, folder, run_fetchers(run.numerai, folder, run.report.round_number))
 
 
 def _needed(run: RunContext, manifest: Manifest) -> list[ModelSpec]:
@@ -262,17 +269,24 @@ def _needed(run: RunContext, manifest: Manifest) -> list[ModelSpec]:
 
 
 def process_models(run: RunContext, pending: list[ModelSpec], account: dict[str, str], work_dir: Path,
-                   data: RoundFetcher) -> None:
+                   data: FetcherFor) -> None:
     """Predict (or reuse), post-process, check, archive and, in a scheduled run, upload `pending`.
 
     Their lines say how it went. A local run passes every pending entry (members
-    before their ensembles); a queue task passes its one.
+    before their ensembles); a queue task passes its one. `data` gives each data
+    version's files. A model predicts from, and is neutralized against, its own
+    version's files; ensembles and the benchmark check read the run's version's.
     """
-    inputs = RoundInputs(data, run.settings.benchmark_model)
+    versions = {run.settings.data_version, *(run.data_version(s) for s in pending if not s.is_ensemble)}
+    inputs_of = {version: RoundInputs(data(version), run.settings.benchmark_model) for version in versions}
+    inputs = inputs_of[run.settings.data_version]
+    for spec in pending:
+        if not spec.is_ensemble:
+            run.report.model(spec.name).data_version = run.data_version(spec)
     made = {p.spec.name: p for p in _reuse_or_predict(run, [s for s in pending if not s.is_ensemble],
                                                       work_dir, data)}
     for prediction in made.values():
-        _neutralize(run, prediction, inputs)
+        _neutralize(run, prediction, inputs_of[run.data_version(prediction.spec)])
     for spec in pending:
         if spec.is_ensemble:
             made[spec.name] = _ensemble(run, spec, made, inputs)
@@ -399,7 +413,7 @@ class _Prediction:
     from_archive: bool = False
 
 
-def _reuse_or_predict(run: RunContext, pending: list[ModelSpec], work_dir: Path, data: RoundFetcher) -> list[_Prediction]:
+def _reuse_or_predict(run: RunContext, pending: list[ModelSpec], work_dir: Path, data: FetcherFor) -> list[_Prediction]:
     """Predict the pending models, except those a killed or failed run already archived."""
     reused: list[_Prediction] = []
     to_predict: list[tuple[ModelSpec, str]] = []
@@ -431,7 +445,7 @@ def _reusable_archive(run: RunContext, spec: ModelSpec, etag: str) -> _Predictio
     return _Prediction(spec, ModelOutcome(name=spec.name, ok=True, rows=rows), etag, archived.csv, from_archive=True)
 
 
-def _predict(run: RunContext, pending: list[tuple[ModelSpec, str]], work_dir: Path, data: RoundFetcher) -> list[_Prediction]:
+def _predict(run: RunContext, pending: list[tuple[ModelSpec, str]], work_dir: Path, data: FetcherFor) -> list[_Prediction]:
     # fetch() reads the ETag again. Should the file change in between, the archive
     # records the older ETag and a later run predicts again: the safe side.
     files = []
@@ -443,13 +457,39 @@ def _predict(run: RunContext, pending: list[tuple[ModelSpec, str]], work_dir: Pa
     if not files:
         return []
     run.check_deadline("downloading the round's data")
-    with_benchmarks = any(spec.format is ModelFormat.NUMERAI_PICKLE for spec, _, _ in files)
-    round_files = data.files(with_benchmarks)
-    requests = [round_files.request(spec, path, work_dir / "workers" / spec.name, run.settings.batch_rows)
-                for spec, path, _ in files]
+    requests, ready = _requests(run, files, work_dir, data)
+    if not requests:
+        return []
     outcomes = run_workers(requests, run.settings.worker_limits(run.ends_at), run.settings.max_parallel_models)
     return [_Prediction(spec, outcome, etag, outcome.csv)
-            for (spec, _, etag), outcome in zip(files, outcomes, strict=True)]
+            for (spec, _, etag), outcome in zip(ready, outcomes, strict=True)]
+
+
+def _requests(run: RunContext, files: list[tuple[ModelSpec, Path, str]], work_dir: Path, data: FetcherFor
+              ) -> tuple[list[WorkRequest], list[tuple[ModelSpec, Path, str]]]:
+    """The workers' requests, each with its model's data version's files, and the (spec, file, etag) they are for.
+
+    A version Numerai lacks fails its models. So does a failed download of a version, unless it is the
+    run's own, which every step reads, or the only one (then a queue task is retried): the run fails.
+    """
+    by_version: dict[str, list[tuple[ModelSpec, Path, str]]] = {}
+    for entry in files:
+        by_version.setdefault(run.data_version(entry[0]), []).append(entry)
+    requests, ready = [], []
+    for version, group in by_version.items():
+        try:
+            round_files = data(version).files(any(spec.format is ModelFormat.NUMERAI_PICKLE for spec, _, _ in group))
+        except SubmitterError as exc:
+            if not isinstance(exc, DataVersionUnavailable) and (
+                    version == run.settings.data_version or len(by_version) == 1):
+                raise
+            for spec, _, _ in group:
+                run.report.model(spec.name).fail(f"model '{spec.name}': {exc}")
+            continue
+        requests += [round_files.request(spec, path, work_dir / "workers" / spec.name, run.settings.batch_rows)
+                     for spec, path, _ in group]
+        ready += group
+    return requests, ready
 
 
 def _neutralize(run: RunContext, prediction: _Prediction, inputs: RoundInputs) -> None:
@@ -470,7 +510,10 @@ def _ensemble(run: RunContext, spec: ModelSpec, made: dict[str, _Prediction], in
     outcome = ModelOutcome(name=spec.name)
     try:
         members = {name: _member_csv(run, spec, name, made) for name in spec.members or {}}
-        csv = combined(spec, members)
+        try:
+            csv = combined(spec, members)
+        except PostprocessError as exc:
+            raise PostprocessError(f"{exc}{_mixed_versions(run, spec)}") from None
         if spec.neutralize is not None:
             csv = neutralized(spec, csv, inputs)
         # Worker-side rules, here only for ensembles: numerai-tools loads scipy, kept out of the run otherwise.
@@ -482,6 +525,17 @@ def _ensemble(run: RunContext, spec: ModelSpec, made: dict[str, _Prediction], in
         return _Prediction(spec, outcome, ENSEMBLE_ETAG, None)
     outcome.ok, outcome.rows = True, csv.count("\n") - 1
     return _Prediction(spec, outcome, ENSEMBLE_ETAG, csv)
+
+
+def _mixed_versions(run: RunContext, ensemble: ModelSpec) -> str:
+    """Words to add to an ensemble's error when its members predict from different data versions."""
+    versions = {m: run.data_version(run.entries[m]) for m in ensemble.members or {}
+                if m in run.entries and not run.entries[m].is_ensemble}
+    if len(set(versions.values())) < 2:
+        return ""
+    used = ", ".join(f"'{m}' {v}" for m, v in versions.items())
+    return (f"; its members use different data versions ({used}), which an ensemble allows only when "
+            "they predict the same live ids")
 
 
 def _member_csv(run: RunContext, ensemble: ModelSpec, member: str, made: dict[str, _Prediction]) -> str:
@@ -554,7 +608,34 @@ def _write_archive(run: RunContext, prediction: _Prediction, benchmark_corr: flo
 
 def _made_from(run: RunContext, spec: ModelSpec, etag: str) -> dict[str, str]:
     """Everything that changes a model's predictions in a round: a later run reuses them only if all match."""
-    return {"model_etag": etag, "data_version": run.settings.data_version, "entry_digest": spec.digest()}
+    return {"model_etag": etag, "data_version": run.data_version(spec), "entry_digest": spec.digest()}
+
+
+def note_newer_versions(run: RunContext, pending: list[ModelSpec]) -> None:
+    """Note on the report, once per run, when Numerai lists a newer data version than models use.
+
+    Not an error: a model keeps the version it was trained on. A failed look-up is only logged.
+    """
+    assert run.report.round_number is not None
+    used: dict[str, list[str]] = {}
+    for spec in pending:
+        if not spec.is_ensemble:
+            used.setdefault(run.data_version(spec), []).append(spec.name)
+    try:
+        listed = run.numerai.data_versions(run.report.round_number)
+    except SubmitterError as exc:
+        log.warning("the data versions Numerai lists could not be had: %s", exc)
+        return
+    if not listed:
+        return
+    newest = listed[-1]
+    older = sorted((v for v in used if re.fullmatch(DATA_VERSION_PATTERN, v) and version_key(v) < version_key(newest)),
+                   key=version_key)
+    if older:
+        models = "; ".join(f"{v}: {', '.join(used[v])}" for v in older)
+        run.report.notes.append(
+            f"Numerai lists data version {newest}, newer than some models use ({models}); a model keeps the "
+            "version it was trained on: retrain it on the new one, then set its data_version")
 
 
 def _upload(run: RunContext, predictions: list[_Prediction], account: dict[str, str], work_dir: Path) -> None:

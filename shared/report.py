@@ -75,6 +75,7 @@ class ModelReport:
     # over the model's recent rounds, from the archive: a sudden fall means wrong inputs.
     benchmark_corr: float | None = None
     benchmark_corr_median: float | None = None
+    data_version: str | None = None  # the Numerai data version the model predicted from (None: an ensemble)
 
     def fail(self, error: str) -> None:
         """Mark the model failed with a message for the user."""
@@ -122,6 +123,7 @@ class RunReport:
     after_window: bool = False
     models: list[ModelReport] = field(default_factory=list)
     report_blob: str | None = None
+    notes: list[str] = field(default_factory=list)  # worth knowing once per run, not failures
 
     @property
     def fanned_out(self) -> bool:
@@ -204,6 +206,7 @@ class RunReport:
         lines = [head]
         if self.reason:
             lines.append(f"  {self.reason}")
+        lines.extend(f"  note: {n}" for n in self.notes)
         for m in self.models:
             detail = m.error or (f"submission {m.submission_id}" if m.submission_id else m.predictions_blob or "")
             lines.append(f"  {m.name:<24} {m.status.value:<18} {m.rows:>7} rows {m.seconds:7.2f} s "

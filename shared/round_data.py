@@ -70,12 +70,21 @@ class RoundFetcher:
                 log.info("round %d: %s already here (%s)", self._round_number, name, self._directory)
                 return path
             self._directory.mkdir(parents=True, exist_ok=True)
-            return self._numerai.download(name, self._directory, self._round_number)
+            return self._numerai.download(name, self._directory, self._round_number, self.data_version)
 
     def files(self, with_benchmarks: bool) -> RoundFiles:
         """What the model workers read: the features, the live data and, for upload pickles, the benchmarks."""
         return RoundFiles(self.file(FEATURES), self.file(LIVE), self.file(BENCHMARK) if with_benchmarks else None,
                           self.data_version)
+
+
+# The round's files of a data version ("v5.2"): a run may need several versions, each in its own folder.
+FetcherFor = Callable[[str], RoundFetcher]
+
+
+def run_fetchers(numerai: NumeraiClient, folder: Path, round_number: int) -> FetcherFor:
+    """A local run's fetchers: each data version's files in a folder of its own under `folder`."""
+    return lambda version: RoundFetcher(numerai, folder / "data" / safe_name(version), round_number, version)
 
 
 class RoundDataCache:
@@ -90,13 +99,14 @@ class RoundDataCache:
         folder = self._root / f"round-{round_number:d}-{safe_name(data_version)}"
         with _locked(self._root):
             # Under the lock: an older round's folder is removed only when no task is downloading.
-            self._remove_other_rounds(folder)
+            self._remove_other_rounds(round_number)
         return RoundFetcher(numerai, folder, round_number, data_version, lambda: _locked(self._root))
 
-    def _remove_other_rounds(self, keep: Path) -> None:
+    def _remove_other_rounds(self, round_number: int) -> None:
         # A task still reading an older round keeps its open files: on Linux unlink does not stop a reader.
+        # The round's other data versions stay: other tasks' models may use them.
         for folder in self._root.glob("round-*"):
-            if folder != keep:
+            if not folder.name.startswith(f"round-{round_number:d}-"):
                 shutil.rmtree(folder, ignore_errors=True)
                 log.info("removed the cached data of %s", folder.name)
 

@@ -677,7 +677,7 @@ def test_a_resume_the_server_ignores_starts_the_download_over(
             live_gets.append(entry)
             deployed.sandbox.faults.truncate_download = len(live_gets) == 1
         if entry == "graphql submission_upload_auth" and not downloaded:  # the files as the models read them
-            for path in (tmp_path / "work" / "rounds").glob("*/*"):
+            for path in (tmp_path / "work" / "rounds").glob("*/data/*/*"):  # a folder per data version
                 if path.is_file():
                     downloaded[path.name] = path.read_bytes()
 

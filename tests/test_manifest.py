@@ -198,7 +198,7 @@ def test_entries_survive_the_round_trip_through_a_run_plan() -> None:
     ("field", "value"),
     [
         ("file", "m.keras"), ("format", "keras"), ("features", "medium"), ("output", "raw"),
-        ("fill_missing", None), ("trust_pickle", True), ("method", "predict_proba"),
+        ("fill_missing", None), ("trust_pickle", True), ("method", "predict_proba"), ("data_version", "v5.2"),
     ],
 )
 def test_an_ensemble_refuses_the_fields_of_a_model_file(field: str, value: object) -> None:
@@ -302,3 +302,26 @@ def test_an_entry_without_the_new_fields_keeps_its_digest() -> None:
     assert parse(entry()).models[0].digest() == "b37ad50df9d1a64b"
     assert parse(entry(submit=True)).models[0].digest() == "b37ad50df9d1a64b"
     assert parse(entry(submit=False)).models[0].digest() != "b37ad50df9d1a64b"
+
+
+# --- Per-model data versions ----------------------------------------------------------
+
+
+def test_an_entry_may_name_its_data_version() -> None:
+    manifest = parse(entry(name="old", data_version="v5.2"), entry(name="new"))
+    assert manifest.spec("old").data_version == "v5.2"
+    assert manifest.spec("new").data_version is None  # the run's NUMERAI_DATA_VERSION
+
+
+@pytest.mark.parametrize("bad", ["5.2", "v5.", "v5.2/../x", "V5.2", "v5 ", "latest", "v" + "1" * 20])
+def test_a_malformed_data_version_names_the_entry(bad: str) -> None:
+    with pytest.raises(ManifestError) as error:
+        parse(entry(name="fine"), entry(name="bad", data_version=bad))
+    assert "models.json: model #2 ('bad'): field 'data_version': " in str(error.value)
+
+
+def test_the_data_version_leaves_the_digest_alone() -> None:
+    # The archive's metadata records the version predictions were made from; the digest need not.
+    assert parse(entry(data_version="v5.2")).models[0].digest() == "b37ad50df9d1a64b"
+    spec = parse(entry(data_version="v5.2")).models[0]
+    assert ModelSpec.model_validate(spec.model_dump(mode="json")) == spec  # through a run plan

@@ -31,7 +31,7 @@ from shared.pipeline import (
     skip_submitted,
 )
 from shared.report import Mode, ModelReport, ModelStatus, RunReport
-from shared.round_data import RoundDataCache
+from shared.round_data import RoundDataCache, RoundFetcher
 from shared.run_folder import remove_stale_folders, run_folder
 from shared.run_lock import RunLocked
 from shared.scaleout.fanin import finish_if_complete, handle_deadline, keep_result
@@ -136,7 +136,7 @@ def _run_model(settings: Settings, results: ResultsStore, plan: RunPlan, message
             report.models.append(ModelReport.from_dict(json.loads(result)))
     run = RunContext(settings, plan.mode, report, NumeraiClient(settings),
                      ModelStore(service(settings), settings.models_container, settings.work_dir / "model-cache"),
-                     results, ends_at=plan.ends_at())
+                     results, ends_at=plan.ends_at(), entries={n: plan.spec(n) for n in plan.models})
     try:
         _locked_model(run, plan, name)
     except (RunDeadlinePassed, SettingsError) as exc:  # no retry can help
@@ -178,7 +178,10 @@ def _model_steps(run: RunContext, plan: RunPlan, name: str) -> None:
         return
     rounds = run.settings.work_dir / "rounds"
     remove_stale_folders(rounds)
-    data = RoundDataCache(run.settings.work_dir / "round-data").fetcher(run.numerai, plan.round_number,
-                                                                         plan.data_version)
+    cache = RoundDataCache(run.settings.work_dir / "round-data")
+
+    def data(version: str) -> RoundFetcher:  # the model's own version, and the run's for its checks
+        return cache.fetcher(run.numerai, plan.round_number, version)
+
     with run_folder(rounds, f"{plan.run_id}-{name}") as folder:
         process_models(run, [plan.spec(name)], plan.account, folder, data)
