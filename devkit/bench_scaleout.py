@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -81,7 +82,9 @@ def _timed(work: Path, models: Path, round_: SyntheticRound, execution: str) -> 
             _run_job(environ)
             return time.perf_counter() - started, {}
         bindings = {stack.task_queue: "function_app:model_task"}
-        with QueueHost(stack.azurite.connection_string, bindings, work_root=work / "scaleout-instances",
+        instances = work / "scaleout-instances"
+        shutil.rmtree(instances, ignore_errors=True)  # an earlier bench's instances
+        with QueueHost(stack.azurite.connection_string, bindings, work_root=instances,
                        environ=environ, workers=INSTANCES) as host:
             started = time.perf_counter()
             _run_job(environ)
