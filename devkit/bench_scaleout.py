@@ -44,6 +44,7 @@ def scaleout(work: Path, entries: list[dict]) -> list[str]:
     sets = json.loads((work / "live" / "features.json").read_text())["feature_sets"]
     round_ = SyntheticRound(work / "live", sets, ids=[])
     local, _ = _timed(work, models, round_, "local")
+    log.info("local: %.1f s", local)
     queue, report = _timed(work, models, round_, "queue")
     model_seconds = sum(line["seconds"] for line in report["models"])
     overhead = (queue * INSTANCES - model_seconds) / len(entries)
@@ -91,7 +92,7 @@ def _timed(work: Path, models: Path, round_: SyntheticRound, execution: str) -> 
             host.wait_until_idle(timeout=1800)
             seconds = time.perf_counter() - started
         container = stack.blob_service.get_container_client(stack.results_container)
-        [name] = [b.name for b in container.list_blobs(name_starts_with="reports/")]
+        [name] = [b.name for b in container.list_blobs(name_starts_with="reports/") if b.name.endswith(".json")]
         report = json.loads(container.download_blob(name).readall())
         if report["status"] != "succeeded":
             raise SystemExit(f"the queue run did not succeed:\n{json.dumps(report, indent=2)[-3000:]}")
