@@ -34,6 +34,7 @@ from azure.storage.blob import (
     ContentSettings,
     ExponentialRetry,
     StorageErrorCode,
+    StorageStreamDownloader,
 )
 
 from shared.errors import StorageError
@@ -295,13 +296,8 @@ class ResultsStore:
         """A run's report and its ETag, for `replace_report`; None if there is none."""
         name = f"reports/{_segment(run_id, 'run id')}.json"
         with _azure_errors(self._container, name, "read", "report"):
-            try:
-                download = self._container.download_blob(name, encoding="utf-8")
-            except ResourceNotFoundError as exc:
-                if exc.error_code == StorageErrorCode.CONTAINER_NOT_FOUND:
-                    raise
-                return None
-            return download.readall(), download.properties.etag
+            download = self._download_optional(name)
+            return None if download is None else (download.readall(), download.properties.etag)
 
     def replace_report(self, run_id: str, report_json: str, etag: str) -> bool:
         """Replace a run's report only if it is still the version `etag` names.
@@ -407,13 +403,8 @@ class ResultsStore:
         """A scheduled run's archived predictions for a round, with their metadata, or None."""
         name = _predictions_name(PREDICTIONS, round_number, model_name)
         with _azure_errors(self._container, name, "read", "predictions"):
-            try:
-                download = self._container.download_blob(name, encoding="utf-8")
-            except ResourceNotFoundError as exc:
-                if exc.error_code == StorageErrorCode.CONTAINER_NOT_FOUND:
-                    raise
-                return None
-            return Archived(download.readall(), dict(download.properties.metadata or {}))
+            download = self._download_optional(name)
+            return None if download is None else Archived(download.readall(), dict(download.properties.metadata or {}))
 
     def benchmark_history(self, model_name: str, round_number: int, rounds: int) -> list[float]:
         """The benchmark correlations archived with the model's predictions of the `rounds` rounds before this one.
@@ -504,6 +495,15 @@ class ResultsStore:
             self._container.upload_blob(name, text, overwrite=True, content_settings=content,
                                         metadata=metadata)
 
+    def _download_optional(self, name: str) -> StorageStreamDownloader[str] | None:
+        """A text blob's download, or None if it does not exist (a missing container still raises)."""
+        try:
+            return self._container.download_blob(name, encoding="utf-8")
+        except ResourceNotFoundError as exc:
+            if exc.error_code == StorageErrorCode.CONTAINER_NOT_FOUND:
+                raise
+            return None
+
     def _create(self, name: str, text: str, what: str) -> bool:
         """Write a JSON blob only if it does not exist yet; True if this call wrote it."""
         with _azure_errors(self._container, name, "write", what):
@@ -515,12 +515,8 @@ class ResultsStore:
 
     def _read_optional(self, name: str, what: str) -> str | None:
         with _azure_errors(self._container, name, "read", what):
-            try:
-                return self._container.download_blob(name, encoding="utf-8").readall()
-            except ResourceNotFoundError as exc:
-                if exc.error_code == StorageErrorCode.CONTAINER_NOT_FOUND:
-                    raise
-                return None
+            download = self._download_optional(name)
+            return None if download is None else download.readall()
 
     def _parse_record(self, name: str, text: str) -> SubmissionRecord:
         try:

@@ -50,12 +50,10 @@ def run_task(body: bytes | str, dequeue_count: int, environ: Mapping[str, str] |
     if message.kind == RUN:
         _webhook_run(message, dequeue_count, environ)
         return
-    settings, results, plan = _context(message, environ)
-    if plan is None:
+    context = _model_context(message, environ)
+    if context is None:
         return
-    if message.kind == DEADLINE:
-        handle_deadline(results, plan)
-        return
+    settings, results, plan = context
     assert message.model is not None  # TaskMessage checks that a model task names its model
     if results.task_result(plan.run_id, message.model) is None:
         line = _run_model(settings, results, plan, message, dequeue_count)
@@ -71,12 +69,10 @@ def run_poisoned(body: bytes | str, dequeue_count: int, environ: Mapping[str, st
         log.error("webhook delivery %s (trigger %s) never finished its run; the schedule's next run "
                   "submits what it left", message.run_id, message.trigger_id)
         return
-    settings, results, plan = _context(message, environ)
-    if plan is None:
+    context = _model_context(message, environ)
+    if context is None:
         return
-    if message.kind == DEADLINE:
-        handle_deadline(results, plan)
-        return
+    settings, results, plan = context
     assert message.model is not None
     line = ModelReport(message.model)
     line.fail(f"model '{message.model}': its task was delivered {max_dequeue_count()} times (host.json "
@@ -102,6 +98,18 @@ def _webhook_run(message: TaskMessage, dequeue_count: int, environ: Mapping[str,
     log.info("webhook delivery %s: the scheduled run for trigger %s (round %s)", message.run_id,
              message.trigger_id, message.round_number or "not named")
     raise_if_failed(run_job(Mode.SCHEDULED, environ=environ, trigger_id=message.trigger_id))
+
+
+def _model_context(message: TaskMessage, environ: Mapping[str, str] | None
+                   ) -> tuple[Settings, ResultsStore, RunPlan] | None:
+    """What a model task needs; None when nothing is left to do (no plan, or the deadline, handled here)."""
+    settings, results, plan = _context(message, environ)
+    if plan is None:
+        return None
+    if message.kind == DEADLINE:
+        handle_deadline(results, plan)
+        return None
+    return settings, results, plan
 
 
 def _context(message: TaskMessage, environ: Mapping[str, str] | None
