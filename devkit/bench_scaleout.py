@@ -113,6 +113,7 @@ def _data_cache(work: Path, models: Path, round_: SyntheticRound) -> tuple[float
         settings = load_settings(stack.environ(work / "scaleout-cache"))
         numerai = NumeraiClient(settings)
         round_number = numerai.current_round().number
+        shutil.rmtree(work / "scaleout-cache", ignore_errors=True)  # the first task must download
         cache = RoundDataCache(work / "scaleout-cache" / "round-data")
         times = []
         for _ in range(2):  # two tasks, one after the other, on one instance
