@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_a_short_soak_submits_or_explains_every_model_round(tmp_path: Path) -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "devkit.soak", "--rounds", "4", "--seed", "7", "--work", str(tmp_path)],
+        [sys.executable, "-m", "devkit.soak", "--rounds", "2", "--seed", "7", "--work", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr[-3000:]
