@@ -28,7 +28,7 @@ from devkit.local_stack import LocalStack
 from devkit.queue_host import QueueHost
 from devkit.synthetic import SyntheticRound
 from shared.numerai_client import NumeraiClient
-from shared.round_data import RoundDataCache
+from shared.steps.round_data import RoundDataCache
 from shared.settings import load_settings
 
 log = logging.getLogger(__name__)

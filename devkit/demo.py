@@ -40,7 +40,7 @@ def main() -> int:
         from azure.functions.timer import TimerRequest
 
         import function_app  # after the settings, as the Functions host does
-        from shared.jobs import RunFailed
+        from shared.errors import RunFailed
 
         _say("Firing the timer (scheduled run: predict, validate, archive, upload) ...")
         try:

@@ -36,10 +36,12 @@ from devkit.example_models import DEMO_PLAN, write_example_models
 from devkit.fault_proxy import FaultProxy
 from devkit.local_stack import LocalStack
 from devkit.synthetic import write_round
-from shared.jobs import RunFailed
-from shared.pipeline import run_job
+from shared.errors import RunFailed
+from shared.run.job import run_job
+from shared.triggers.executors import executor_for
 from shared.report import Mode, RunReport
-from shared.storage import TEST_PREDICTIONS, ResultsStore
+from shared.storage import Results
+from shared.storage.archive import TEST_PREDICTIONS
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / ".work" / "soak"
@@ -100,13 +102,13 @@ def _feature_set(stack: LocalStack, name: str) -> list[str]:
 
 def _expected(stack: LocalStack, manifest: _Manifest) -> dict[tuple[int, str], str]:
     """What each model predicts under each manifest version: test runs, which upload nothing."""
-    results = ResultsStore(stack.blob_service, stack.results_container)
+    results = Results.open(stack.blob_service, stack.results_container)
     expected = {}
     for version in range(len(manifest.versions)):
         manifest.use(version)
-        report = run_job(Mode.TEST)
+        report = run_job(Mode.TEST, executor_for)
         for line in report.models:
-            csv = results.read_predictions(report.round_number, line.name, TEST_PREDICTIONS)
+            csv = results.archive.read(report.round_number, line.name, TEST_PREDICTIONS)
             if csv is not None:
                 expected[(version, line.name)] = csv
     manifest.use(0)
@@ -268,7 +270,7 @@ def _check(figures: SoakFigures, stack: LocalStack, work_dir: Path) -> None:
     received = Counter((s.round, s.model_name) for s in stack.sandbox.submissions)
     figures.submissions = sum(received.values())
     figures.duplicates = [f"round {r} {m}: {n} submissions" for (r, m), n in received.items() if n > 1]
-    ledger = ResultsStore(stack.blob_service, stack.results_container).ledger()
+    ledger = Results.open(stack.blob_service, stack.results_container).ledger.records()
     figures.ledger_matches = {(r.round_number, r.model_name, r.submission_id) for r in ledger} == {
         (s.round, s.model_name, s.id) for s in stack.sandbox.submissions}
     reports = _reports(stack)

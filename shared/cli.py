@@ -35,12 +35,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from shared.errors import SettingsError, SubmitterError
+from shared.errors import SettingsError, AppError
 from shared.manifest import load_manifest
-from shared.pipeline import run_job
+from shared.run.job import run_job
 from shared.report import Mode
 from shared.report_page import settings_results, write_report_page
 from shared.settings import DEFAULT_BATCH_ROWS, Settings, load_settings
+from shared.triggers.executors import executor_for
 from shared.worker.protocol import ModelOutcome, WorkRequest
 from shared.worker.supervisor import WorkerLimits, default_memory_limit_mb, run_workers
 
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = predict_local(args.data, args.manifest, args.out, data_version=args.data_version,
                                 batch_rows=args.batch_rows, model_names=args.models,
                                 max_parallel=args.parallel)
-    except SubmitterError as exc:
+    except AppError as exc:
         log.error("%s", exc)
         return 2
     for model in summary.models:
@@ -209,7 +210,7 @@ def _run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     mode = Mode.TEST if args.test_mode else Mode.SCHEDULED
-    report = run_job(mode, args.models, environ=environ)
+    report = run_job(mode, executor_for, args.models, environ=environ)
     log.info("%s", report.summary())
     return 1 if report.failed else 0
 
@@ -231,10 +232,10 @@ def _report_page(args: argparse.Namespace) -> int:
     try:
         results = settings_results(_environ(args.settings))
         name = write_report_page(results)
-        page = results.read_page() or ""
+        page = results.page.read() or ""
         if args.out is not None:
             args.out.write_text(page, encoding="utf-8")
-    except (SubmitterError, OSError) as exc:
+    except (AppError, OSError) as exc:
         log.error("the report page was not written: %s", exc)
         return 2
     log.info("report page written: %s in the results container%s", name,
@@ -243,11 +244,11 @@ def _report_page(args: argparse.Namespace) -> int:
 
 
 def _webhooks(args: argparse.Namespace) -> int:
-    from shared.webhooks import set_webhooks
+    from shared.webhook_registration import set_webhooks
 
     try:
         changes = set_webhooks(load_settings(_environ(args.settings)), None if args.clear else args.url)
-    except SubmitterError as exc:
+    except AppError as exc:
         log.error("no webhook was changed: %s", exc)
         return 2
     for change in changes:

@@ -20,6 +20,13 @@ class Mode(str, Enum):
     TEST = "test"
 
 
+class Execution(str, Enum):
+    """Where a run predicts its models (MODEL_EXECUTION)."""
+
+    LOCAL = "local"  # every model on this instance, one worker process each
+    QUEUE = "queue"  # one Storage-queue task per model, spread over instances by the Functions host
+
+
 class RunStatus(str, Enum):
     """How a run ended."""
 
@@ -92,6 +99,10 @@ class ModelReport:
         self.status = ModelStatus.GATED
         self.error = cut(reason)
 
+    def redact(self) -> None:
+        """Redact every text in the line (see shared.redaction), before it leaves the process."""
+        _redact_texts(self)
+
     def to_json(self) -> str:
         """The line as JSON (enums as their values)."""
         return json.dumps(asdict(self), default=lambda v: v.value, indent=2)
@@ -118,7 +129,7 @@ class RunReport:
     data_version: str | None = None
     past_due: bool = False
     trigger_id: str | None = None  # Numerai's, when its webhook started the run; passed to create_submission
-    execution: str = "local"  # MODEL_EXECUTION: "queue" when the models ran as queue tasks
+    execution: Execution = Execution.LOCAL  # QUEUE when the models ran as queue tasks
     # The run that came after the round's staking closed, and checked with Numerai what it lists.
     after_window: bool = False
     models: list[ModelReport] = field(default_factory=list)
@@ -128,7 +139,7 @@ class RunReport:
     @property
     def fanned_out(self) -> bool:
         """True while the run's models are queue tasks still at work: their last one finishes the report."""
-        return self.execution == "queue" and self.status is RunStatus.RUNNING
+        return self.execution is Execution.QUEUE and self.status is RunStatus.RUNNING
 
     @property
     def failed(self) -> bool:
@@ -179,13 +190,9 @@ class RunReport:
 
     def redact(self) -> None:
         """Redact every text in the report (see shared.redaction), before the report leaves the process."""
-        for item in (self, *self.models):
-            for spec in fields(item):
-                value = getattr(item, spec.name)
-                if type(value) is str:  # not the str-valued enums
-                    setattr(item, spec.name, redact(value))
-                elif isinstance(value, list) and all(type(text) is str for text in value):
-                    setattr(item, spec.name, [redact(text) for text in value])
+        _redact_texts(self)
+        for model in self.models:
+            model.redact()
 
     def to_json(self) -> str:
         """The report as JSON (enums as their values)."""
@@ -196,7 +203,8 @@ class RunReport:
         """A report read back from its JSON."""
         raw = json.loads(text)
         models = [ModelReport.from_dict(m) for m in raw["models"]]
-        return cls(**{**raw, "mode": Mode(raw["mode"]), "status": RunStatus(raw["status"]), "models": models})
+        return cls(**{**raw, "mode": Mode(raw["mode"]), "status": RunStatus(raw["status"]), "models": models,
+                      "execution": Execution(raw.get("execution", Execution.LOCAL))})
 
     def summary(self) -> str:
         """A few lines for a person: the run, then one line per model."""
@@ -213,6 +221,15 @@ class RunReport:
                          f"{m.peak_memory_mb:6.0f} MiB  {detail}")
             lines.extend(f"    warning: {w}" for w in m.warnings)
         return "\n".join(lines)
+
+
+def _redact_texts(item: RunReport | ModelReport) -> None:
+    for spec in fields(item):
+        value = getattr(item, spec.name)
+        if type(value) is str:  # not the str-valued enums
+            setattr(item, spec.name, redact(value))
+        elif isinstance(value, list) and all(type(text) is str for text in value):
+            setattr(item, spec.name, [redact(text) for text in value])
 
 
 def cut(text: str, limit: int = MAX_TEXT_CHARS) -> str:

@@ -25,10 +25,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shared.errors import ReportPageError, StorageError, SubmitterError
+from shared.errors import ReportPageError, StorageError, AppError
 from shared.report import utc_now
 from shared.settings import load_settings
-from shared.storage import REPORT_PAGE, ResultsStore
+from shared.storage import Results
+from shared.storage.page import REPORT_PAGE
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +118,15 @@ def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def load_page_data(results: ResultsStore, limit: int = MAX_RUNS) -> PageData:
+def load_page_data(results: Results, limit: int = MAX_RUNS) -> PageData:
     """Read the last `limit` reports and the predictions of the latest run that has any."""
     runs: list[Run] = []
     unreadable: list[str] = []
-    for run_id in reversed(results.report_ids()[-MAX_SCANNED:]):
+    for run_id in reversed(results.runs.report_ids()[-MAX_SCANNED:]):
         if len(runs) == limit:
             break
         try:
-            run = parse_run(run_id, results.read_report(run_id))
+            run = parse_run(run_id, results.runs.read_report(run_id))
         except ReportPageError as exc:
             log.warning("%s", exc)
             unreadable.append(str(exc))
@@ -138,11 +139,11 @@ def load_page_data(results: ResultsStore, limit: int = MAX_RUNS) -> PageData:
     return PageData(runs, unreadable, histograms, latest.run_id if latest else None)
 
 
-def _histogram_of(results: ResultsStore, line: Line) -> Histogram | str:
+def _histogram_of(results: Results, line: Line) -> Histogram | str:
     if not line.predictions_blob:
         return f"no predictions ({_label(line.status)})"
     try:
-        text, cut = results.read_head(line.predictions_blob, MAX_PREDICTION_BYTES)
+        text, cut = results.archive.read_head(line.predictions_blob, MAX_PREDICTION_BYTES)
         return histogram(text, cut)
     except (StorageError, ReportPageError) as exc:
         log.warning("report page: no histogram for model %s: %s", line.name, exc)
@@ -172,12 +173,12 @@ def histogram(csv_text: str, cut: bool = False) -> Histogram:
     return Histogram(tuple(counts), rows, cut)
 
 
-def render_report_page(results: ResultsStore) -> str:
+def render_report_page(results: Results) -> str:
     """The report page as HTML, from what the results container holds now."""
     return render_page(load_page_data(results), utc_now())
 
 
-def refresh_report_page(results: ResultsStore) -> None:
+def refresh_report_page(results: Results) -> None:
     """Rewrite the page after a run; a page that cannot be written never fails the run (it is logged)."""
     try:
         write_report_page(results)
@@ -185,18 +186,14 @@ def refresh_report_page(results: ResultsStore) -> None:
         log.warning("the report page %s could not be written", REPORT_PAGE, exc_info=True)
 
 
-def write_report_page(results: ResultsStore) -> str:
+def write_report_page(results: Results) -> str:
     """Render the report page and store it as `reports/index.html`; returns the blob name."""
-    return results.write_page(render_report_page(results))
+    return results.page.write(render_report_page(results))
 
 
-def settings_results(environ: Mapping[str, str] | None = None) -> ResultsStore:
+def settings_results(environ: Mapping[str, str] | None = None) -> Results:
     """The results container the app's settings name (from `environ`, default the process's)."""
-    # Here, not at the top: the pipeline imports this module to write the page after each run.
-    from shared.pipeline import service
-
-    settings = load_settings(environ)
-    return ResultsStore(service(settings), settings.results_container)
+    return Results.from_settings(load_settings(environ))
 
 
 def page_response(environ: Mapping[str, str] | None = None) -> tuple[int, str, str]:
@@ -206,9 +203,9 @@ def page_response(environ: Mapping[str, str] | None = None) -> tuple[int, str, s
     """
     try:
         results = settings_results(environ)
-        page = results.read_page()
+        page = results.page.read()
         return 200, "text/html", page if page is not None else render_report_page(results)
-    except SubmitterError as exc:
+    except AppError as exc:
         log.error("the report page could not be served: %s", exc)
         return 500, "text/plain", f"the report page could not be served: {exc}"
 

@@ -17,18 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import SettingsError
+from shared.report import Execution
 from shared.redaction import KEY_VAULT_REFERENCE, connection_string_secrets, register
 from shared.worker.supervisor import WorkerLimits, default_memory_limit_mb
 
 # Rows per batch: enough to keep the frameworks busy, small beside any model.
 DEFAULT_BATCH_ROWS = 2000
-
-
-class Execution(str, Enum):
-    """Where a scheduled or test run predicts its models (MODEL_EXECUTION)."""
-
-    LOCAL = "local"  # every model on this instance, one worker process each
-    QUEUE = "queue"  # one Storage-queue task per model, spread over instances by the Functions host
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import function_app
 from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound
 from shared.manifest import ModelSpec
-from shared.storage import ResultsStore
+from shared.storage import Results
 from shared.worker.protocol import ModelOutcome, WorkRequest
 from shared.worker.supervisor import WorkerLimits, run_workers
 
@@ -53,8 +53,8 @@ def line(report: dict, name: str) -> dict:
     return next(m for m in report["models"] if m["name"] == name)
 
 
-def results(stack: LocalStack) -> ResultsStore:
-    return ResultsStore(stack.blob_service, stack.results_container)
+def results(stack: LocalStack) -> Results:
+    return Results.open(stack.blob_service, stack.results_container)
 
 
 def uploads(stack: LocalStack) -> list[str]:

@@ -17,7 +17,7 @@ import pytest
 
 from devkit.local_stack import DATA_VERSION, LocalStack
 from devkit.synthetic import SyntheticRound
-from shared.jobs import RunFailed
+from shared.errors import RunFailed
 from shared.manifest import ModelSpec
 from tests.support import (
     MODELS,
@@ -89,7 +89,7 @@ def test_two_models_on_two_versions_each_predict_from_their_own_data_downloaded_
     _, kind, _ = next(p for p in TEST_PLAN if p[0] == "demo_lightgbm")
     spec = ModelSpec(name="demo_lightgbm", file="demo_lightgbm.txt", format=kind, data_version="v5.2")
     outcome = predict(older, [(spec, example_models / "demo_lightgbm.txt")], tmp_path / "direct")["demo_lightgbm"]
-    assert results(deployed).read_predictions(ROUND, "demo_lightgbm") == outcome.csv
+    assert results(deployed).archive.read(ROUND, "demo_lightgbm") == outcome.csv
     assert report["notes"] == [  # once, for both models on v5.2
         ("Numerai lists data version v5.3, newer than some models use (v5.2: demo_lightgbm, demo_onnx); a model "
         "keeps the version it was trained on: retrain it on the new one, then set its data_version")]
@@ -134,9 +134,9 @@ def test_archived_predictions_are_reused_only_for_the_same_data_version(
     deployed.sandbox.faults.put_status = 403  # everything is archived, nothing uploaded
     with pytest.raises(RunFailed):
         fire_timer()
-    archived = results(deployed).archived_predictions(ROUND, "demo_lightgbm")
+    archived = results(deployed).archive.archived(ROUND, "demo_lightgbm")
     assert archived is not None and archived.metadata["data_version"] == "v5.2"
-    assert results(deployed).archived_predictions(ROUND, "demo_onnx").metadata["data_version"] == DATA_VERSION
+    assert results(deployed).archive.archived(ROUND, "demo_onnx").metadata["data_version"] == DATA_VERSION
 
     # Naming the run's version explicitly changes nothing; moving demo_lightgbm to v5.3 predicts it again.
     set_entries(deployed, {"demo_onnx": {"data_version": DATA_VERSION}, "demo_lightgbm": {"data_version": None}})
@@ -145,7 +145,7 @@ def test_archived_predictions_are_reused_only_for_the_same_data_version(
     report = reports(deployed)[-1]
     assert line(report, "demo_lightgbm")["from_archive"] is False
     assert all(line(report, n)["from_archive"] for n in MODELS if n != "demo_lightgbm")
-    assert results(deployed).archived_predictions(ROUND, "demo_lightgbm").metadata["data_version"] == DATA_VERSION
+    assert results(deployed).archive.archived(ROUND, "demo_lightgbm").metadata["data_version"] == DATA_VERSION
 
 
 def test_an_ensemble_of_versions_with_other_live_ids_fails_naming_members_and_versions(
@@ -178,7 +178,7 @@ def test_queue_tasks_use_their_models_version_from_the_instance_cache(
     assert line(report, "demo_onnx")["error"] == (
         f"model 'demo_onnx': data version v5.4 is not available for round {ROUND}: Numerai lists v5.2, v5.3")
     assert all(line(report, n)["status"] == "submitted" for n in MODELS if n != "demo_onnx")
-    assert results(deployed).archived_predictions(ROUND, "demo_lightgbm").metadata["data_version"] == "v5.2"
+    assert results(deployed).archive.archived(ROUND, "demo_lightgbm").metadata["data_version"] == "v5.2"
     # One instance ran every task: each version's files were downloaded once, and both are kept.
     assert set(Counter(downloads(deployed)).values()) == {1}
     cached = {p.name for p in (tmp_path / "work" / "round-data").glob("round-*") if any(p.iterdir())}

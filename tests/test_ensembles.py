@@ -19,7 +19,7 @@ from numerai_tools.scoring import neutralize
 
 from devkit.local_stack import DATA_VERSION, LocalStack
 from devkit.synthetic import SyntheticRound
-from shared.jobs import RunFailed
+from shared.errors import RunFailed
 from tests.support import deliver, fire_timer, line, post_test_run, reports, results
 
 ENSEMBLES = [
@@ -41,7 +41,7 @@ def deploy_with(stack: LocalStack, small_round: SyntheticRound, example_models: 
 
 
 def archived(stack: LocalStack, folder: str, round_number: int, name: str) -> pd.Series:
-    text = results(stack).read_predictions(round_number, name, folder)
+    text = results(stack).archive.read(round_number, name, folder)
     assert text is not None, f"no {folder} for {name}"
     return pd.read_csv(io.StringIO(text), index_col="id")["prediction"]
 
@@ -89,7 +89,7 @@ def test_a_scheduled_run_submits_the_ensembles_and_never_a_member_marked_not_to_
     assert sorted(s.model_name for s in with_ensembles.sandbox.submissions) == [
         "demo_catboost", "demo_onnx", "demo_upload", "ens_a", "ens_b"]
     uploaded = {s.model_name: s.csv.decode() for s in with_ensembles.sandbox.submissions}
-    stored = results(with_ensembles).read_predictions(report["round_number"], "ens_b")
+    stored = results(with_ensembles).archive.read(report["round_number"], "ens_b")
     assert uploaded["ens_b"] == stored
     assert line(report, "demo_lightgbm")["status"] == "predicted"
 
@@ -117,7 +117,7 @@ def test_a_neutralization_set_missing_from_the_round_fails_the_entry_naming_the_
     error = line(report, "demo_onnx")["error"]
     assert error.startswith("model 'demo_onnx': neutralization failed: model 'demo_onnx': neutralize.features "
                             "'v6_medium' is not a feature set of this round's features.json; it has: ")
-    assert results(deployed).read_predictions(report["round_number"], "demo_onnx.rejected", "test-predictions")
+    assert results(deployed).archive.read(report["round_number"], "demo_onnx.rejected", "test-predictions")
 
 
 def benchmark_like(stack: LocalStack, small_round: SyntheticRound, tmp_path: Path, predictions: pd.Series) -> None:
@@ -156,7 +156,7 @@ def test_the_gate_holds_back_a_model_fed_shuffled_columns(
     assert gated["error"].endswith("were the model's features changed?")
     assert "held back by the benchmark check: demo_onnx" in report["reason"]
     assert [s.round for s in deployed.sandbox.submissions if s.model_name == "demo_onnx"] == [first["round_number"]]
-    assert results(deployed).read_predictions(report["round_number"], "demo_onnx") is not None  # archived
+    assert results(deployed).archive.read(report["round_number"], "demo_onnx") is not None  # archived
 
 
 def test_a_benchmark_column_missing_from_the_round_is_a_warning_naming_the_setting(

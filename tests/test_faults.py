@@ -34,9 +34,9 @@ from devkit.example_models import write_onnx_linear, write_onnx_stump
 from devkit.fault_proxy import FaultProxy
 from devkit.local_stack import FAKE_SECRET_KEY, LocalStack
 from devkit.synthetic import SyntheticRound, write_round
-from shared.jobs import RunFailed
+from shared.errors import RunFailed
 from shared.report import RunReport
-from shared.run_folder import LOCK_FILE
+from shared.executors.run_folder import LOCK_FILE
 from tests.support import (
     MODELS,
     downloads,
@@ -120,7 +120,7 @@ def test_a_missing_model_blob_fails_that_model_only(deployed: LocalStack, no_sec
         f"model 'demo_onnx': model file 'demo_onnx.onnx' not found in container '{deployed.models_container}'"
     )
     assert sorted(s.model_name for s in deployed.sandbox.submissions) == ["demo_catboost", "demo_lightgbm", "demo_upload"]
-    assert len(results(deployed).ledger()) == 3
+    assert len(results(deployed).ledger.records()) == 3
 
 
 def test_a_manifest_with_an_error_fails_before_any_download(deployed: LocalStack, no_secret_anywhere: list[str]) -> None:
@@ -236,7 +236,7 @@ def test_the_round_ending_during_the_run_uploads_nothing(deployed: LocalStack, n
             "its predictions are archived but were not uploaded"
         )
     assert uploads(deployed) == []
-    assert results(deployed).read_predictions(1200, "demo_catboost") is not None
+    assert results(deployed).archive.read(1200, "demo_catboost") is not None
 
 
 def test_the_round_closing_for_staking_during_the_run_submits_late_only_when_asked(
@@ -303,7 +303,7 @@ def test_two_timers_at_once_one_works_the_other_ends_cleanly(
     assert statuses[0][0] == "locked"  # it waited out one lease, and the first run kept renewing
     assert "another run held the lock 'locks/scheduled-run' for all of the 20 s" in statuses[0][1]
     assert statuses[1][0] == "succeeded"
-    assert len(deployed.sandbox.submissions) == 4 and len(results(deployed).ledger()) == 4
+    assert len(deployed.sandbox.submissions) == 4 and len(results(deployed).ledger.records()) == 4
 
 
 def test_a_past_due_timer_runs_and_says_so(deployed: LocalStack) -> None:
@@ -345,8 +345,8 @@ def test_a_run_killed_after_archiving_is_finished_by_the_next_without_predicting
     assert all(m["from_archive"] and m["status"] == "submitted" for m in finished["models"])
     assert sorted(s.model_name for s in deployed.sandbox.submissions) == MODELS
     for submission in deployed.sandbox.submissions:  # the archived bytes, uploaded as they were
-        assert submission.csv == results(deployed).read_predictions(1200, submission.model_name).encode()
-    assert len(results(deployed).ledger(1200)) == 4
+        assert submission.csv == results(deployed).archive.read(1200, submission.model_name).encode()
+    assert len(results(deployed).ledger.records(1200)) == 4
     fire_timer()
     assert len(deployed.sandbox.submissions) == 4  # and never twice
 
@@ -442,7 +442,7 @@ def test_9_an_unexpected_error_before_the_run_is_answered_500_with_a_saved_repor
     def broken(body: bytes, query: dict) -> None:
         raise KeyError("a bug of ours")
 
-    monkeypatch.setattr("shared.jobs.parse_model_selection", broken)
+    monkeypatch.setattr("shared.triggers.test_run.parse_model_selection", broken)
     response = post_test_run(json.dumps({"models": ["demo_onnx"]}).encode())
     assert response.status_code == 500
     answered = json.loads(response.get_body())
@@ -460,7 +460,7 @@ def test_9_an_unexpected_error_at_the_start_of_a_run_is_reported_not_raised(
         # What a malformed APPLICATIONINSIGHTS_CONNECTION_STRING makes azure-monitor raise.
         raise ValueError("Invalid instrumentation key. It should be a valid UUID.")
 
-    monkeypatch.setattr("shared.pipeline.configure_telemetry", broken)
+    monkeypatch.setattr("shared.run.job.configure_telemetry", broken)
     assert "unexpected error: ValueError: Invalid instrumentation key" in failed_run(no_secret_anywhere)
     response = post_test_run()
     assert response.status_code == 500

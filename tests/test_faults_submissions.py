@@ -22,7 +22,7 @@ from azure.storage.blob import BlobLeaseClient
 
 from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound
-from shared.jobs import RunFailed
+from shared.errors import RunFailed
 from tests.support import MODELS, fire_timer, line, post_test_run, reports, results
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("no_secret_anywhere")
 def submitted_once(stack: LocalStack) -> None:
     """Each model submitted exactly once, and the ledger says exactly what Numerai has."""
     assert sorted(s.model_name for s in stack.sandbox.submissions) == MODELS
-    assert {(r.model_name, r.submission_id) for r in results(stack).ledger()} == {
+    assert {(r.model_name, r.submission_id) for r in results(stack).ledger.records()} == {
         (s.model_name, s.id) for s in stack.sandbox.submissions}
 
 
@@ -75,7 +75,7 @@ def test_create_submission_refused_leaves_nothing_and_the_next_run_submits(deplo
     for name in MODELS:
         assert line(report, name)["error"] == f"model '{name}': Numerai API refused create_submission: Internal server error"
         assert line(report, name)["submission"] == "none"
-    assert deployed.sandbox.submissions == [] and results(deployed).ledger() == []
+    assert deployed.sandbox.submissions == [] and results(deployed).ledger.records() == []
     deployed.sandbox.faults.reset()
     fire_timer()
     submitted_once(deployed)
@@ -111,7 +111,7 @@ def test_no_answer_and_no_list_is_unknown_and_the_next_run_finds_it(
                                          "(last: timed out), and its submissions could not be listed")
         assert model["error"].endswith("whether it was submitted is unknown. The next run checks before "
                                        "submitting again")
-    assert results(deployed).ledger() == [] and len(deployed.sandbox.submissions) == 4
+    assert results(deployed).ledger.records() == [] and len(deployed.sandbox.submissions) == 4
 
     # While Numerai's list still fails, the next run does not risk a second submission.
     deployed.sandbox.faults.create_submission_delay_seconds = 0
@@ -144,7 +144,7 @@ def test_a_run_killed_after_create_submission_is_reconciled_not_resubmitted(depl
     assert victim.wait(180) == -signal.SIGKILL
     deployed.sandbox.on_request = None
     [first] = deployed.sandbox.submissions  # one model was submitted; its run never recorded it
-    assert results(deployed).ledger() == []
+    assert results(deployed).ledger.records() == []
 
     fire_timer()  # waits for the dead run's lease, then reconciles with Numerai before submitting
     report = reports(deployed)[-1]
@@ -161,7 +161,7 @@ def test_a_changed_manifest_entry_is_predicted_again_not_taken_from_the_archive(
     deployed.sandbox.faults.put_status = 403  # everything is archived, nothing uploaded
     with pytest.raises(RunFailed):
         fire_timer()
-    old = results(deployed).read_predictions(1200, "demo_onnx")
+    old = results(deployed).archive.read(1200, "demo_onnx")
     assert old is not None and deployed.sandbox.submissions == []
 
     models = deployed.blob_service.get_container_client(deployed.models_container)
@@ -180,7 +180,7 @@ def test_a_changed_manifest_entry_is_predicted_again_not_taken_from_the_archive(
     assert uploaded != old.encode()
     # What the current entry predicts, made by a test run: exactly what was uploaded.
     assert post_test_run(b'{"models": ["demo_onnx"]}').status_code == 200
-    assert uploaded == results(deployed).read_predictions(1200, "demo_onnx", "test-predictions").encode()
+    assert uploaded == results(deployed).archive.read(1200, "demo_onnx", "test-predictions").encode()
     submitted_once(deployed)
 
 

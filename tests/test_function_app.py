@@ -15,7 +15,7 @@ import function_app
 from devkit.example_models import MORE_FORMATS_PLAN, write_example_models
 from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound
-from shared.jobs import RunFailed
+from shared.errors import RunFailed
 from tests.support import MODELS, downloads, fire_timer, line, post_test_run, reports, results, uploads
 
 # Every test here also proves that the fake keys reached no log, console, report or error.
@@ -40,7 +40,7 @@ def test_the_timer_submits_every_model_and_the_records_agree(deployed: LocalStac
     [report] = reports(deployed)
     assert report["status"] == "succeeded" and report["mode"] == "scheduled"
     assert report["round_number"] == deployed.sandbox.round.number
-    ledger = {r.model_name: r for r in results(deployed).ledger(deployed.sandbox.round.number)}
+    ledger = {r.model_name: r for r in results(deployed).ledger.records(deployed.sandbox.round.number)}
     for model in report["models"]:
         sandbox_record = received[model["name"]]
         assert model["status"] == "submitted"
@@ -48,7 +48,7 @@ def test_the_timer_submits_every_model_and_the_records_agree(deployed: LocalStac
         assert model["submission_id"] == sandbox_record.id == ledger[model["name"]].submission_id
         assert ledger[model["name"]].model_id == deployed.sandbox.models[model["name"]]
         # The archived CSV is the one that was uploaded.
-        archived = results(deployed).read_predictions(report["round_number"], model["name"])
+        archived = results(deployed).archive.read(report["round_number"], model["name"])
         assert archived.encode() == sandbox_record.csv
 
 
@@ -87,7 +87,7 @@ def test_a_second_firing_in_the_same_round_uploads_nothing_and_a_new_round_submi
     fire_timer()
     assert len(uploads(deployed)) == 8
     assert {s.round for s in deployed.sandbox.submissions} == {1200, 1201}
-    assert len(results(deployed).ledger(1201)) == 4
+    assert len(results(deployed).ledger.records(1201)) == 4
 
 
 def test_force_resubmit_submits_again_in_the_same_round(deployed: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,7 +107,7 @@ def test_the_http_test_run_uploads_nothing_even_when_asked_and_returns_the_repor
     assert all(m["predictions_blob"].startswith(f"test-predictions/round-{report['round_number']}/")
                for m in report["models"])
     assert uploads(deployed) == [] and deployed.sandbox.submissions == []
-    assert results(deployed).ledger() == []
+    assert results(deployed).ledger.records() == []
     assert reports(deployed)[-1]["run_id"] == report["run_id"]
 
 
@@ -155,7 +155,7 @@ def test_one_corrupt_model_fails_the_run_while_the_others_are_submitted(deployed
     broken = line(report, "demo_lightgbm")
     assert broken["status"] == "failed"
     assert "cannot load 'demo_lightgbm.txt' as lightgbm" in broken["error"]
-    assert [r.model_name for r in results(deployed).ledger()] == ["demo_catboost", "demo_onnx", "demo_upload"]
+    assert [r.model_name for r in results(deployed).ledger.records()] == ["demo_catboost", "demo_onnx", "demo_upload"]
 
 
 def test_after_the_window_was_checked_a_closed_round_means_nothing_downloaded_or_uploaded(
@@ -193,7 +193,7 @@ def test_a_failing_put_is_never_recorded_as_submitted(deployed: LocalStack) -> N
         assert model["status"] == "failed"
         assert "the upload of the predictions was refused (HTTP 403); nothing was submitted" in model["error"]
         assert model["predictions_blob"]  # archived all the same
-    assert deployed.sandbox.submissions == [] and results(deployed).ledger() == []
+    assert deployed.sandbox.submissions == [] and results(deployed).ledger.records() == []
 
 
 def test_bad_credentials_give_a_clear_error(deployed: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -240,7 +240,7 @@ def test_a_test_run_never_replaces_the_archive_of_what_was_uploaded(deployed: Lo
     container.upload_blob("demo_onnx.onnx", b"broken", overwrite=True)  # the test run now differs
     post_test_run()
     for name, csv in uploaded.items():
-        assert results(deployed).read_predictions(1200, name).encode() == csv
+        assert results(deployed).archive.read(1200, name).encode() == csv
 
 
 def test_a_graphql_error_is_not_retried(deployed: LocalStack) -> None:

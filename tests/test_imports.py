@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 HEAVY = ("tensorflow", "keras", "lightgbm", "onnxruntime", "xgboost", "catboost", "sklearn", "scipy",
          "numerai_tools", "azure.identity")
 # These run only inside a model's worker process, never in the run's own.
-WORKER_SIDE = {"shared.worker.engine", "shared.worker.live_data", "shared.worker.submission",
+WORKER_SIDE = {"shared.worker.engine", "shared.data.live_data", "shared.data.submission_rules",
                "shared.worker.__main__"}
 
 
@@ -20,7 +20,7 @@ def test_the_run_process_never_imports_a_framework() -> None:
         name for name in (_module_name(p) for p in (REPO / "shared").rglob("*.py"))
         if name not in WORKER_SIDE and not name.startswith("shared.formats.") and not name.endswith("__main__")
     )
-    assert {"shared.pipeline", "shared.worker.supervisor", "shared.worker.forkserver", "shared.formats"} <= set(modules)
+    assert {"shared.run.job", "shared.triggers.test_run", "shared.worker.supervisor", "shared.worker.forkserver", "shared.formats"} <= set(modules)
     assert _heavy_after_importing(modules, HEAVY) == []
 
 

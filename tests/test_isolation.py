@@ -18,7 +18,7 @@ import pytest
 from devkit.azurite import ACCOUNT_KEY
 from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound
-from shared.jobs import RunFailed
+from shared.errors import RunFailed
 from tests.support import fire_timer, reports
 
 GOOD = ["demo_lightgbm", "demo_onnx"]

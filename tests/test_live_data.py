@@ -12,7 +12,7 @@ import pytest
 
 from devkit.synthetic import SyntheticRound, write_round
 from shared.errors import DataError
-from shared.worker.live_data import LiveData, read_feature_sets, resolve_features
+from shared.data.live_data import LiveData, read_feature_sets, resolve_features
 from shared.manifest import ModelSpec
 
 

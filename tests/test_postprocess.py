@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from shared.errors import PostprocessError
-from shared.postprocess import benchmark_corr, gate_reason, neutralize, rank_average, recent_median
+from shared.data.prediction_maths import benchmark_corr, gate_reason, neutralize, rank_average, recent_median
 
 IDS = pd.Index([f"n{i:04d}" for i in range(2000)], name="id")
 

@@ -21,8 +21,8 @@ import function_app
 from devkit.azurite import free_port
 from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound
-from shared.jobs import RunFailed
-from shared.scaleout.messages import BadTask, TaskMessage
+from shared.errors import RunFailed
+from shared.executors.queue.messages import BadTask, TaskMessage
 from tests.support import (
     MODELS,
     deliver,
@@ -137,7 +137,7 @@ def test_a_run_whose_tasks_never_run_is_reported_failed_at_its_deadline(
     queue_mode: LocalStack, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("RUN_DEADLINE_SECONDS", "1")
-    monkeypatch.setattr("shared.scaleout.fanout.DEADLINE_GRACE_SECONDS", 1)
+    monkeypatch.setattr("shared.executors.queue.fanout.DEADLINE_GRACE_SECONDS", 1)
     fire_timer()
     time.sleep(2.5)  # the deadline message becomes visible; the model tasks are never delivered
     assert deliver_kind(queue_mode, "deadline") == 1

@@ -19,7 +19,8 @@ from devkit.local_stack import LocalStack
 from shared.cli import main
 from shared.report import Mode, ModelReport, RunReport, RunStatus
 from shared.report_page import BINS, cell_status, histogram, load_page_data, page_response, write_report_page
-from shared.storage import REPORT_PAGE, ResultsStore
+from shared.storage import Results
+from shared.storage.page import REPORT_PAGE
 from tests.support import fire_timer, reports, results
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -41,7 +42,7 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
-def _run(store: ResultsStore, run_id: str, mode: Mode, round_number: int | None, lines: list[dict],
+def _run(store: Results, run_id: str, mode: Mode, round_number: int | None, lines: list[dict],
          status: RunStatus = RunStatus.SUCCEEDED, reason: str | None = None) -> None:
     """Store a report as the app writes it, then give its lines what the models' entries say.
 
@@ -54,8 +55,8 @@ def _run(store: ResultsStore, run_id: str, mode: Mode, round_number: int | None,
     for model, line in zip(raw["models"], lines, strict=True):
         model.update(line)
         if "csv" in model:
-            model["predictions_blob"] = store.write_predictions(round_number, line["name"], model.pop("csv"))
-    store.write_report(run_id, json.dumps(raw))
+            model["predictions_blob"] = store.archive.write(round_number, line["name"], model.pop("csv"))
+    store.runs.write_report(run_id, json.dumps(raw))
 
 
 def _csv(values: list[float]) -> str:
@@ -67,7 +68,7 @@ BETA_PREDICTIONS = [0.5] * 30 + [0.97] * 10
 
 
 @pytest.fixture
-def fixture_reports(stack: LocalStack) -> ResultsStore:
+def fixture_reports(stack: LocalStack) -> Results:
     """Five runs over rounds 1200-1202 of three models, with every kind of cell."""
     store = results(stack)
     _run(store, "20261124T120000000000Z-scheduled-aaaa0001", Mode.SCHEDULED, 1200, [
@@ -120,10 +121,10 @@ def _open(browser: Browser, html: str, tmp_path: Path) -> tuple[Page, list[str]]
 
 
 def test_the_page_shows_the_runs_rounds_and_models_in_a_real_browser(
-    browser: Browser, stack: LocalStack, fixture_reports: ResultsStore, tmp_path: Path,
+    browser: Browser, stack: LocalStack, fixture_reports: Results, tmp_path: Path,
 ) -> None:
     assert write_report_page(fixture_reports) == REPORT_PAGE
-    html = fixture_reports.read_page()
+    html = fixture_reports.page.read()
     assert html is not None
     page, problems = _open(browser, html, tmp_path)
 
@@ -183,7 +184,7 @@ def _save_small_png(png: bytes, target: Path) -> None:
 def test_a_page_with_no_runs_says_so_in_a_real_browser(browser: Browser, stack: LocalStack, tmp_path: Path) -> None:
     store = results(stack)
     write_report_page(store)
-    page, problems = _open(browser, store.read_page() or "", tmp_path)
+    page, problems = _open(browser, store.page.read() or "", tmp_path)
     assert "No run has reached a round yet." in page.inner_text("body")
     assert page.locator("#grid").count() == 0
     page.close()
@@ -196,16 +197,16 @@ def _get_report() -> func.HttpResponse:
 
 
 def test_get_api_report_answers_the_stored_page_or_makes_one(
-    fixture_reports: ResultsStore, stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    fixture_reports: Results, stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for name, value in stack.environ(tmp_path / "work").items():
         monkeypatch.setenv(name, value)
     made = _get_report()  # none stored yet: made for this request, not stored
     assert made.status_code == 200 and made.mimetype == "text/html"
     assert 'data-round="1202"' in made.get_body().decode()
-    assert fixture_reports.read_page() is None
+    assert fixture_reports.page.read() is None
 
-    fixture_reports.write_page("<!DOCTYPE html><p>stored</p>")
+    fixture_reports.page.write("<!DOCTYPE html><p>stored</p>")
     stored = _get_report()
     assert stored.status_code == 200 and stored.get_body() == b"<!DOCTYPE html><p>stored</p>"
 
@@ -227,17 +228,17 @@ def test_the_route_is_key_protected() -> None:
 def test_a_scheduled_run_writes_the_page(deployed: LocalStack) -> None:
     fire_timer()
     [report] = reports(deployed)
-    html = results(deployed).read_page()
+    html = results(deployed).page.read()
     assert html is not None and f'data-round="{report["round_number"]}"' in html
     assert re.search(r'data-model="demo_onnx" data-status="submitted"', html)
 
 
 def test_a_report_that_is_not_a_run_report_is_named_and_left_out(stack: LocalStack) -> None:
     store = results(stack)
-    store.write_report("20261126T120000000000Z-scheduled-bbbb0001", "not json")
+    store.runs.write_report("20261126T120000000000Z-scheduled-bbbb0001", "not json")
     _run(store, "20261126T130000000000Z-test-bbbb0002", Mode.TEST, 7, [{"name": "alpha", "status": "validated"}])
     write_report_page(store)
-    html = store.read_page() or ""
+    html = store.page.read() or ""
     assert "report &#x27;reports/20261126T120000000000Z-scheduled-bbbb0001.json&#x27; is not a run report" in html
     assert 'data-model="alpha" data-status="validated"' in html
 
@@ -258,7 +259,7 @@ def test_a_histogram_of_a_cut_file_drops_its_partial_last_line() -> None:
 
 
 def test_the_command_line_rewrites_the_page_and_saves_a_copy(
-    fixture_reports: ResultsStore, stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    fixture_reports: Results, stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = tmp_path / "local.settings.json"
     settings.write_text(json.dumps({"Values": stack.environ(tmp_path / "work")}))
@@ -267,18 +268,18 @@ def test_the_command_line_rewrites_the_page_and_saves_a_copy(
     copy = tmp_path / "copy" / "report.html"
     copy.parent.mkdir()
     assert main(["report-page", "--settings", str(settings), "--out", str(copy)]) == 0
-    assert copy.read_text(encoding="utf-8") == fixture_reports.read_page()
+    assert copy.read_text(encoding="utf-8") == fixture_reports.page.read()
     assert 'data-round="1202"' in copy.read_text(encoding="utf-8")
     assert main(["report-page", "--settings", str(tmp_path / "missing.json")]) == 2
 
 
 def test_read_head_reads_no_more_than_asked_and_says_whether_there_was_more(stack: LocalStack) -> None:
     store = results(stack)
-    name = store.write_predictions(5, "alpha", _csv([0.25] * 10))
+    name = store.archive.write(5, "alpha", _csv([0.25] * 10))
     size = len(_csv([0.25] * 10))
-    assert store.read_head(name, 20) == (_csv([0.25] * 10)[:20], True)
-    assert store.read_head(name, size) == (_csv([0.25] * 10), False)
-    assert histogram(*store.read_head(name, 40)).rows == 3  # the header, 3 whole lines and "n3" are read
+    assert store.archive.read_head(name, 20) == (_csv([0.25] * 10)[:20], True)
+    assert store.archive.read_head(name, size) == (_csv([0.25] * 10), False)
+    assert histogram(*store.archive.read_head(name, 40)).rows == 3  # the header, 3 whole lines and "n3" are read
 
 
 def test_runs_with_nothing_to_do_are_passed_over_so_the_page_keeps_its_rounds(stack: LocalStack) -> None:

@@ -6,10 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shared.run_folder import LOCK_FILE, remove_stale_folders, run_folder
+from shared.executors.run_folder import LOCK_FILE, remove_stale_folders, run_folder
 
 REPO = Path(__file__).resolve().parent.parent
-SWEEP = "import pathlib, sys\nfrom shared.run_folder import remove_stale_folders\nremove_stale_folders(pathlib.Path(sys.argv[1]))"
+SWEEP = "import pathlib, sys\nfrom shared.executors.run_folder import remove_stale_folders\nremove_stale_folders(pathlib.Path(sys.argv[1]))"
 
 
 def test_a_held_folder_survives_sweeps_from_this_process_and_another_and_goes_when_its_run_ends(

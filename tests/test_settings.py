@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import SettingsError
-from shared.settings import Execution, load_settings
+from shared.report import Execution
+from shared.settings import load_settings
 
 KEYS = {"NUMERAI_PUBLIC_ID": "public", "NUMERAI_SECRET_KEY": "secret"}
 

@@ -16,14 +16,10 @@ from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
 import devkit.azurite as azurite_module
 from devkit.azurite import ACCOUNT_KEY, Azurite, AzuriteError, free_port
 from shared.errors import StorageError
-from shared.storage import (
-    ACCOUNT_URL_SETTING,
-    CONNECTION_STRING_SETTING,
-    ModelStore,
-    ResultsStore,
-    SubmissionRecord,
-    blob_service_client,
-)
+from shared.storage import Results
+from shared.storage.client import ACCOUNT_URL_SETTING, CONNECTION_STRING_SETTING, blob_service_client
+from shared.storage.ledger import SubmissionRecord
+from shared.storage.models import ModelStore
 
 TIMEOUT_SECONDS = 5.0
 
@@ -57,13 +53,13 @@ def model_store(service: BlobServiceClient, models: ContainerClient, tmp_path: P
 
 @pytest.fixture
 def results_container(service: BlobServiceClient) -> ContainerClient:
-    """A client for a results container that does not exist yet; ResultsStore creates it."""
+    """A client for a results container that does not exist yet; Results creates it."""
     return service.get_container_client(f"results-{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture
-def results(service: BlobServiceClient, results_container: ContainerClient) -> ResultsStore:
-    return ResultsStore(service, results_container.container_name)
+def results(service: BlobServiceClient, results_container: ContainerClient) -> Results:
+    return Results.open(service, results_container.container_name)
 
 
 @pytest.fixture
@@ -255,65 +251,65 @@ def test_unsafe_blob_names_are_refused(model_store: ModelStore, name: str) -> No
         model_store.fetch(name)
 
 
-# --- ResultsStore --------------------------------------------------------------------------
+# --- Results --------------------------------------------------------------------------
 
 
 def test_results_store_creates_its_container_and_tolerates_an_existing_one(
     service: BlobServiceClient, results_container: ContainerClient
 ) -> None:
     assert not results_container.exists()
-    ResultsStore(service, results_container.container_name)
-    ResultsStore(service, results_container.container_name)
+    Results.open(service, results_container.container_name)
+    Results.open(service, results_container.container_name)
     assert results_container.exists()
 
 
-def test_report_round_trip(results: ResultsStore, results_container: ContainerClient) -> None:
-    blob_name = results.write_report("2026-11-26T13-00-00Z-abc", '{"ok": true}')
+def test_report_round_trip(results: Results, results_container: ContainerClient) -> None:
+    blob_name = results.runs.write_report("2026-11-26T13-00-00Z-abc", '{"ok": true}')
 
     assert blob_name == "reports/2026-11-26T13-00-00Z-abc.json"
-    assert results.read_report("2026-11-26T13-00-00Z-abc") == '{"ok": true}'
+    assert results.runs.read_report("2026-11-26T13-00-00Z-abc") == '{"ok": true}'
     assert _content_type(results_container, blob_name) == "application/json"
     with pytest.raises(StorageError, match="report 'reports/other.json' not found"):
-        results.read_report("other")
+        results.runs.read_report("other")
 
 
 def test_predictions_round_trip_and_overwrite(
-    results: ResultsStore, results_container: ContainerClient
+    results: Results, results_container: ContainerClient
 ) -> None:
-    assert results.read_predictions(812, "alpha") is None
+    assert results.archive.read(812, "alpha") is None
 
-    blob_name = results.write_predictions(812, "alpha", "id,prediction\na,0.1\n")
-    results.write_predictions(812, "alpha", "id,prediction\na,0.2\n")
+    blob_name = results.archive.write(812, "alpha", "id,prediction\na,0.1\n")
+    results.archive.write(812, "alpha", "id,prediction\na,0.2\n")
 
     assert blob_name == "predictions/round-812/alpha.csv"
-    assert results.read_predictions(812, "alpha") == "id,prediction\na,0.2\n"
+    assert results.archive.read(812, "alpha") == "id,prediction\na,0.2\n"
     assert _content_type(results_container, blob_name) == "text/csv"
 
 
-def test_ledger_round_trip_and_listing_by_round(results: ResultsStore) -> None:
+def test_ledger_round_trip_and_listing_by_round(results: Results) -> None:
     for round_number, model in [(1, "beta"), (1, "alpha"), (10, "alpha"), (2, "alpha")]:
-        results.record_submission(_record(round_number, model))
+        results.ledger.record(_record(round_number, model))
 
-    assert results.submission_for(1, "alpha") == _record(1, "alpha")
-    assert results.submission_for(3, "alpha") is None
-    assert results.ledger(1) == [_record(1, "alpha"), _record(1, "beta")]  # not round 10
-    assert [(r.round_number, r.model_name) for r in results.ledger()] == [
+    assert results.ledger.submission_for(1, "alpha") == _record(1, "alpha")
+    assert results.ledger.submission_for(3, "alpha") is None
+    assert results.ledger.records(1) == [_record(1, "alpha"), _record(1, "beta")]  # not round 10
+    assert [(r.round_number, r.model_name) for r in results.ledger.records()] == [
         (1, "alpha"), (1, "beta"), (2, "alpha"), (10, "alpha"),
     ]  # fmt: skip
 
 
 def test_a_corrupt_ledger_entry_is_named(
-    results: ResultsStore, results_container: ContainerClient
+    results: Results, results_container: ContainerClient
 ) -> None:
     results_container.upload_blob("ledger/round-5/alpha.json", '{"round_number": 5}')
     with pytest.raises(StorageError, match="ledger entry 'ledger/round-5/alpha.json'.*lacks"):
-        results.submission_for(5, "alpha")
+        results.ledger.submission_for(5, "alpha")
 
 
 @pytest.mark.parametrize("model_name", ["../alpha", "a/b", ""])
-def test_unsafe_model_names_are_refused(results: ResultsStore, model_name: str) -> None:
+def test_unsafe_model_names_are_refused(results: Results, model_name: str) -> None:
     with pytest.raises(StorageError, match="refusing model name"):
-        results.write_predictions(1, model_name, "id,prediction\n")
+        results.archive.write(1, model_name, "id,prediction\n")
 
 
 def test_submission_record_json_round_trip_and_validation() -> None:

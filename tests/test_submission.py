@@ -8,7 +8,7 @@ import pytest
 
 from shared.errors import SubmissionInvalid
 from shared.manifest import ModelSpec
-from shared.worker.submission import build_submission, validate_submission
+from shared.data.submission_rules import build_submission, validate_submission
 
 IDS = pd.Index([f"n{i:015x}" for i in range(1, 201)], name="id")
 

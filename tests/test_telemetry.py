@@ -17,7 +17,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from devkit.local_stack import LocalStack
-from shared.jobs import RunFailed
+from shared.errors import RunFailed
 from shared.telemetry import EXPORTED_LOGGER, METER_NAME, configure_telemetry
 from tests.support import fire_timer
 
@@ -94,6 +94,6 @@ def test_the_records_read_well_on_the_console(deployed: LocalStack, caplog: pyte
 
 def test_nothing_is_configured_without_a_connection_string() -> None:
     assert configure_telemetry({}) is False
-    code = "import sys, shared.pipeline; print('azure.monitor.opentelemetry' in sys.modules)"
+    code = "import sys, shared.run.job; print('azure.monitor.opentelemetry' in sys.modules)"
     completed = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert completed.stdout.strip() == "False", completed.stderr

@@ -28,8 +28,8 @@ from azure.functions.queue import QueueMessage as FunctionMessage
 import function_app
 from devkit.local_stack import LocalStack
 from shared.cli import main
-from shared.jobs import RunFailed
-from shared.scaleout.messages import RUN, BadTask, TaskMessage
+from shared.errors import RunFailed
+from shared.executors.queue.messages import RUN, BadTask, TaskMessage
 from tests.support import MODELS, deliver, line, reports, task_queue
 
 FUNCTION_KEY = "test-function-key-5e1d"

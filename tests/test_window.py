@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from devkit.local_stack import LocalStack
-from shared.jobs import RunFailed
+from shared.errors import RunFailed
 from tests.support import MODELS, fire_timer, line, reports, results, uploads
 
 
@@ -27,7 +27,7 @@ def test_a_round_closed_before_any_run_is_archived_reported_missed_and_checked_o
     assert uploads(deployed) == []
     for name in MODELS:
         assert line(report, name)["status"] == "missed"
-        assert results(deployed).read_predictions(1200, name) is not None  # archived, not lost
+        assert results(deployed).archive.read(1200, name) is not None  # archived, not lost
     [record] = missed_records(caplog)
     assert record.levelname == "ERROR" and record.models_missed == ",".join(sorted(MODELS))
 
@@ -68,7 +68,7 @@ def test_the_first_run_after_the_close_confirms_with_numerai_what_was_submitted(
 def test_a_submission_numerai_lists_but_the_ledger_lacks_counts_and_is_named(deployed: LocalStack) -> None:
     fire_timer()
     ledger = results(deployed)
-    for record in ledger.ledger(1200):
+    for record in ledger.ledger.records(1200):
         if record.model_name == "demo_onnx":  # as if another tool had submitted it
             deployed.blob_service.get_container_client(deployed.results_container).delete_blob(
                 f"ledger/round-1200/{record.model_name}.json")

@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from shared.errors import DataError, RejectedPredictions, SubmitterError
+from shared.errors import DataError, RejectedPredictions, AppError
 from shared.formats import BatchModel, load_model
-from shared.worker.live_data import ID_COLUMN, LiveData, read_feature_sets, resolve_features
+from shared.data.live_data import ID_COLUMN, LiveData, read_feature_sets, resolve_features
 from shared.worker.protocol import PREDICTIONS_FILE, ModelOutcome, Phase, WorkRequest
-from shared.worker.submission import build_submission, validate_submission
+from shared.data.submission_rules import build_submission, validate_submission
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,6 @@ def _put(handoff: queue.Queue, item: tuple[bool, Any], stop: threading.Event) ->
 
 
 def _message(name: str, exc: BaseException) -> str:
-    if isinstance(exc, SubmitterError):
+    if isinstance(exc, AppError):
         return str(exc)
     return f"model '{name}': {type(exc).__name__}: {str(exc).strip()[:500]}"

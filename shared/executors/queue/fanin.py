@@ -1,0 +1,103 @@
+"""Fan in: the task that completes a run's set of results writes its final report.
+
+No coordinator waits for the tasks. Each task keeps its model's result in the
+results container, then looks whether every planned model has one; if so it
+replaces the running report, on the condition that it is still the version it
+read. Of tasks finishing together exactly one succeeds; that one records the
+run's telemetry, so the alerts see a fanned-out run as they see a local one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+
+from shared.errors import QueueError
+from shared.executors.queue.messages import MODEL, TaskMessage, TaskQueue
+from shared.executors.queue.plan import FanOutPlan
+from shared.report import ModelReport, RunReport, RunStatus
+from shared.steps.publish import publish
+from shared.storage import Results
+
+log = logging.getLogger(__name__)
+
+
+def keep_result(results: Results, plan: FanOutPlan, line: ModelReport) -> bool:
+    """Keep a model's result unless it already has one (the first result stands); True if kept."""
+    line_json = line.to_json()
+    kept = results.runs.add_task_result(plan.run_id, line.name, line_json)
+    if not kept:
+        log.info("run %s: model %s already has a result; this one is dropped", plan.run_id, line.name)
+    return kept
+
+
+def model_message(plan: FanOutPlan, name: str) -> TaskMessage:
+    """The task message of a planned model."""
+    return TaskMessage(MODEL, plan.run_id, plan.round_number, name, plan.spec(name).digest())
+
+
+def finish_if_complete(results: Results, plan: FanOutPlan, queue: TaskQueue | None) -> RunReport | None:
+    """Send the ensembles whose members are done, and write the run's final report if every planned model
+    has its result; the report, or None.
+
+    None when results are still missing, or when another task finished the run first.
+    """
+    found = results.runs.task_results(plan.run_id)
+    if queue is not None:
+        _release_ensembles(results, plan, queue, found)
+    missing = set(plan.models) - set(found)
+    if missing:
+        log.info("run %s: %d of %d models done", plan.run_id, len(plan.models) - len(missing), len(plan.models))
+        return None
+    current = results.runs.read_report_for_update(plan.run_id)
+    if current is None:
+        log.warning("run %s has results for every model but no report to finish", plan.run_id)
+        return None
+    text, etag = current
+    report = RunReport.from_json(text)
+    if report.status is not RunStatus.RUNNING:
+        return None  # finished already
+    report.models = [ModelReport.from_dict(json.loads(found[m.name])) if m.name in found else m
+                     for m in report.models]
+    report.finish()
+    report.redact()
+    if not results.runs.replace_report(plan.run_id, report.to_json(), etag):
+        return None  # another task finished it a moment ago
+    publish(report, results, _seconds_since(plan.started_at))
+    if queue is not None and plan.deadline_message:
+        queue.delete(*plan.deadline_message)
+    return report
+
+
+def _release_ensembles(results: Results, plan: FanOutPlan, queue: TaskQueue, found: dict[str, str]) -> None:
+    """Send each ensemble's task once all its members in the run have results (whatever they are)."""
+    for name in plan.models:
+        members = plan.spec(name).members
+        if members is None or name in found or any(m in plan.models and m not in found for m in members):
+            continue
+        # Only the task that marks it released sends it: every later result would find it ready too.
+        if results.runs.mark_released(plan.run_id, name):
+            try:
+                queue.send(model_message(plan, name))
+            except QueueError as exc:
+                line = ModelReport(name)
+                line.fail(f"model '{name}': its task could not be queued, so it was not run: {exc}")
+                keep_result(results, plan, line)
+                found[name] = line.to_json()
+
+
+def handle_deadline(results: Results, plan: FanOutPlan) -> RunReport | None:
+    """At the run's deadline: every model still without a result failed; finish the run."""
+    done = results.runs.task_results(plan.run_id)
+    for name in plan.models:
+        if name not in done:
+            line = ModelReport(name)
+            line.fail(f"model '{name}': no result by the run's deadline ({plan.deadline}); its task was "
+                      "still queued or running (too few instances, or a model slower than the run allows?)")
+            keep_result(results, plan, line)
+    return finish_if_complete(results, plan, None)
+
+
+def _seconds_since(iso: str) -> float:
+    return (datetime.now(timezone.utc) - datetime.fromisoformat(iso)).total_seconds()

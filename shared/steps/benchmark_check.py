@@ -1,0 +1,77 @@
+"""The benchmark check: before upload, each submission's rank correlation with Numerai's benchmark.
+
+A model fed the wrong columns (a changed feature list, a new data version) still
+predicts numbers that pass every submission rule; the one cheap sign is that they
+no longer look like the benchmark models' predictions for the round, or not as
+much as they did in the model's recent rounds. The report and telemetry carry
+both figures; `min_benchmark_corr` and `max_benchmark_corr_drop` in the manifest
+turn the check into a gate that holds the model back.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from shared.manifest import ModelSpec
+from shared.data.prediction_maths import benchmark_corr, gate_reason, recent_median
+from shared.data.predictions_csv import read_predictions
+from shared.report import ModelReport
+from shared.storage.archive import Archive
+from shared.data.live_data import ID_COLUMN
+
+log = logging.getLogger(__name__)
+
+# Rounds looked back for the model's usual correlation: two weeks of daily rounds.
+HISTORY_ROUNDS = 10
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """The round's benchmark predictions, or why there are none."""
+
+    predictions: pd.Series | None
+    problem: str | None = None
+
+
+def load_benchmark(path: Path, column: str) -> Benchmark:
+    """Read one column of live_benchmark_models.parquet (BENCHMARK_MODEL), indexed by id."""
+    names = pq.read_schema(path).names
+    if ID_COLUMN not in names:
+        return Benchmark(None, "the round's live_benchmark_models.parquet has no 'id' column")
+    if column not in names:
+        others = ", ".join(n for n in names if n != "id" and not n.startswith("__"))[:600]
+        return Benchmark(None, f"the round's live_benchmark_models.parquet has no column '{column}' "
+                               f"(BENCHMARK_MODEL); it has: {others}")
+    # Without pandas' metadata the ids are a column whatever the writer made of them: then the index.
+    frame = pq.read_table(path, columns=[ID_COLUMN, column]).to_pandas(ignore_metadata=True).set_index(ID_COLUMN)
+    return Benchmark(frame[column].astype("float64"))
+
+
+def check(spec: ModelSpec, line: ModelReport, csv_text: str, benchmark: Benchmark, archive: Archive,
+          round_number: int) -> bool:
+    """Fill in the line's benchmark figures; False (and the line held back) if the gate stops the model."""
+    gated = spec.min_benchmark_corr is not None or spec.max_benchmark_corr_drop is not None
+    if benchmark.predictions is None:
+        problem = f"model '{spec.name}': the benchmark check could not run: {benchmark.problem}"
+        if gated:
+            line.hold_back(f"{problem}; the model has a gate in the manifest, so it was held back")
+            return False
+        line.warnings.append(problem)
+        return True
+    predictions = read_predictions(csv_text)
+    corr = benchmark_corr(predictions, benchmark.predictions)
+    history = archive.benchmark_history(spec.name, round_number, HISTORY_ROUNDS)
+    median = recent_median(history)
+    line.benchmark_corr = round(corr, 4)
+    line.benchmark_corr_median = None if median is None else round(median, 4)
+    reason = gate_reason(spec.name, corr, history, spec.min_benchmark_corr, spec.max_benchmark_corr_drop)
+    if reason is not None:
+        log.warning("%s", reason)
+        line.hold_back(reason)
+        return False
+    return True

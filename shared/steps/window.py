@@ -1,0 +1,74 @@
+"""The round's staking window: a late submission is a choice, and after the close the app checks what Numerai lists.
+
+Tuesday to Friday rounds can be staked for one hour. A submission after
+`closeStakingTime` is scored but not staked, and the latest late one is queued
+into the next round, so a scheduled run after the close archives its
+predictions and uploads them only with SUBMIT_LATE=true. The first scheduled
+run after the close also asks Numerai, per model, whether it lists a
+submission made inside the window: that report is the round's last word, and a
+model without one is `missed` (the alert that means "a model missed the round").
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+
+from shared.errors import NumeraiApiError
+from shared.numerai_client import NumeraiClient, RoundInfo
+from shared.report import ModelReport, ModelStatus, SubmissionState
+
+log = logging.getLogger(__name__)
+
+
+def staking_closed_for(round_: RoundInfo, now: datetime | None = None) -> timedelta | None:
+    """How long ago the round's staking closed; None while it is open (or not yet open)."""
+    moment = now or datetime.now(timezone.utc)
+    return moment - round_.close_time if moment >= round_.close_time else None
+
+
+def duration(delta: timedelta) -> str:
+    """A duration as a person reads it: '45 s', '12 min', '2 h 5 min'."""
+    seconds = int(delta.total_seconds())
+    if seconds < 60:
+        return f"{seconds} s"
+    hours, minutes = divmod(seconds // 60, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+def missed_reason(name: str, round_: RoundInfo, late: timedelta, archived: str | None) -> str:
+    """Why a model's predictions were not uploaded after the staking close."""
+    kept = f"its predictions are archived ({archived})" if archived else "its predictions could not be made"
+    return (f"model '{name}': round {round_.number} closed for staking at {round_.close_time:%Y-%m-%d %H:%M} UTC, "
+            f"{duration(late)} before it could be submitted; {kept} but were not uploaded: set SUBMIT_LATE=true "
+            "to submit after the close (scored, not staked)")
+
+
+def check_listed(lines: dict[str, ModelReport], numerai: NumeraiClient, account: dict[str, str],
+                 round_: RoundInfo) -> None:
+    """After the close: what Numerai lists for each model decides its line, not only the ledger.
+
+    `lines` are the run's lines so far, pending or decided. A model the ledger lacks but
+    Numerai lists (submitted another way) is already submitted; one the ledger has but
+    Numerai does not list gets a warning.
+    """
+    for line in lines.values():
+        if line.name not in account or line.status not in (ModelStatus.PENDING, ModelStatus.ALREADY_SUBMITTED):
+            continue
+        try:
+            listed = numerai.submissions_since(account[line.name], round_.open_time)
+        except NumeraiApiError as exc:
+            line.warnings.append(f"model '{line.name}': whether Numerai lists a submission for round "
+                                 f"{round_.number} could not be checked: {exc}")
+            continue
+        in_window = {sid: when for sid, when in listed.items() if when < round_.close_time}
+        if line.status is ModelStatus.ALREADY_SUBMITTED:
+            if line.submission_id not in listed:
+                line.warnings.append(f"model '{line.name}': the ledger's submission {line.submission_id} is not "
+                                     f"among those Numerai lists for round {round_.number}")
+        elif in_window:
+            line.status = ModelStatus.ALREADY_SUBMITTED
+            line.submission = SubmissionState.EXISTS
+            line.submission_id = max(in_window, key=in_window.__getitem__)
+            line.warnings.append(f"model '{line.name}': Numerai lists a submission for round {round_.number} "
+                                 "that this app did not make")

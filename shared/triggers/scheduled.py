@@ -1,0 +1,21 @@
+"""The timer's job (and the webhook's queued run): predict and upload every model; fail the invocation on failure."""
+
+from __future__ import annotations
+
+from shared.errors import RunFailed
+from shared.report import Mode, RunReport
+from shared.run.job import run_job
+from shared.triggers.executors import executor_for
+
+
+def scheduled_run(past_due: bool = False, trigger_id: str | None = None) -> RunReport:
+    """Predict and upload every model; raise RunFailed (after the report is saved) if anything failed."""
+    report = run_job(Mode.SCHEDULED, executor_for, past_due=past_due, trigger_id=trigger_id)
+    raise_if_failed(report)
+    return report
+
+
+def raise_if_failed(report: RunReport) -> None:
+    """Raise RunFailed carrying the report's summary when the run failed."""
+    if report.failed:
+        raise RunFailed(report.summary())

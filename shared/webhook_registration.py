@@ -1,0 +1,60 @@
+"""Numerai's submission webhook: the app's URL, registered for every model the manifest submits.
+
+Numerai calls a model's webhook when a round opens (POST /api/numerai-webhook, see
+shared/triggers/webhook.py). `python -m shared webhooks --set URL` / `--clear` calls this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.errors import AppError
+from shared.manifest import parse_manifest
+from shared.numerai_client import NumeraiClient
+from shared.settings import Settings
+from shared.storage.client import service_client
+from shared.storage.models import ModelStore
+
+
+@dataclass(frozen=True)
+class WebhookChange:
+    """What became of one model's webhook: `done` says what was done, or `error` why not."""
+
+    model: str
+    done: str | None = None
+    error: str | None = None
+
+
+def set_webhooks(settings: Settings, url: str | None) -> list[WebhookChange]:
+    """Set `url` (or clear the webhook, for None) for every manifest entry with `submit` true.
+
+    Raises AppError when the manifest or the account's models cannot be had; a model
+    whose webhook could not be set is its change's error, and the others are still set.
+    """
+    models = ModelStore(service_client(settings), settings.models_container, settings.work_dir / "model-cache")
+    manifest = parse_manifest(models.read_text(settings.manifest_blob),
+                              f"{settings.models_container}/{settings.manifest_blob}")
+    numerai = NumeraiClient(settings)
+    account = numerai.model_ids()
+    return [_change(numerai, account, spec.name, url) for spec in manifest.in_order() if spec.submit]
+
+
+def shown(url: str) -> str:
+    """The URL without its query, which holds the function key (?code=...)."""
+    base, query, _ = url.partition("?")
+    return f"{base}?…" if query else base
+
+
+def _change(numerai: NumeraiClient, account: dict[str, str], name: str, url: str | None) -> WebhookChange:
+    verb = "set" if url else "cleared"
+    if name not in account:
+        return WebhookChange(name, error=(
+            f"model '{name}' is not a Classic model of this Numerai account, so its webhook was not {verb}; "
+            f"the account has: {', '.join(sorted(account)) or 'no models'}"))
+    try:
+        confirmed = numerai.set_submission_webhook(account[name], url)
+    except AppError as exc:
+        return WebhookChange(name, error=f"model '{name}': the webhook was not {verb}: {exc}")
+    if not confirmed:
+        return WebhookChange(name, error=f"model '{name}': Numerai did not confirm that the webhook was {verb}")
+    return WebhookChange(name, done=f"model '{name}': webhook {f'set to {shown(url)}' if url else 'cleared'}")
