@@ -11,7 +11,7 @@ Nothing here talks to Azurite, the Numerai sandbox or a worker process.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +70,8 @@ class FakeLedger:
 
     def add(self, name: str, submission_id: str, round_number: int = ROUND) -> None:
         """A submission an earlier run recorded."""
-        self.entries[(round_number, name)] = SubmissionRecord(round_number, name, f"id-{name}", submission_id,
-                                                              "2026-12-03T00:00:00+00:00")
+        self.entries[(round_number, name)] = SubmissionRecord(
+            round_number, name, f"id-{name}", submission_id, "2026-12-03T00:00:00+00:00")
 
 
 class FakeArchive:
@@ -142,10 +142,12 @@ class FakeNumerai:
     also make it create one and fail anyway (`created_then` : the answer was lost).
     """
 
-    def __init__(self, round_: RoundInfo | None = None, account: dict[str, str] | None = None) -> None:
+    def __init__(self, round_: RoundInfo | None = None,
+                 account: dict[str, str] | None = None) -> None:
         self.round = round_
         self.account = dict(account or {})
-        self.listed: dict[str, dict[str, tuple[str, datetime]]] = {}  # model id → filename → (id, when)
+        # model id → filename → (submission id, when it was made)
+        self.listed: dict[str, dict[str, tuple[str, datetime]]] = {}
         self.versions: list[str] = ["v5.3"]
         self.uploads: list[tuple[str, str, str]] = []  # (model name, model id, CSV text)
         self.created: list[tuple[str, str, str | None]] = []  # (model id, filename, trigger id)
@@ -192,9 +194,10 @@ class FakeNumerai:
             raise self.fail_listing
         return {sid: when for sid, when in self.listed.get(model_id, {}).values() if when >= since}
 
-    def list(self, model_id: str, filename: str, submission_id: str, when: datetime | None = None) -> None:
+    def list(self, model_id: str, filename: str, submission_id: str,
+             when: datetime | None = None) -> None:
         """Make Numerai list a submission (made now unless `when`)."""
-        self.listed.setdefault(model_id, {})[filename] = (submission_id, when or datetime.now(timezone.utc))
+        self.listed.setdefault(model_id, {})[filename] = (submission_id, when or datetime.now(UTC))
 
 
 class FakeLock:
@@ -214,7 +217,8 @@ class FakeLock:
 class FakeInputs:
     """RoundInputs: the round's benchmark predictions and live ids, given rather than downloaded."""
 
-    benchmark: Benchmark = field(default_factory=lambda: Benchmark(None, "no benchmark in this test"))
+    benchmark: Benchmark = field(
+        default_factory=lambda: Benchmark(None, "no benchmark in this test"))
     live_ids: pd.Index = field(default_factory=lambda: pd.Index(IDS, name="id"))
 
     def features(self, entry: str, selection: Any) -> pd.DataFrame:
@@ -233,13 +237,15 @@ class World:
     models: FakeModelStore
 
 
-def world(mode: Mode = Mode.SCHEDULED, *, account: dict[str, str] | None = None, round_: RoundInfo | None = None,
-          lock: FakeLock | None = None, work_dir: Path = Path("/nonexistent"), **settings: Any) -> World:
+def world(mode: Mode = Mode.SCHEDULED, *, account: dict[str, str] | None = None,
+          round_: RoundInfo | None = None, lock: FakeLock | None = None,
+          work_dir: Path = Path("/nonexistent"), **settings: Any) -> World:
     """A RoundContext for round ROUND over fresh fakes; `settings` override Settings' fields."""
     numerai = FakeNumerai(round_ or open_round(), account)
     ledger, archive, runs, models = FakeLedger(), FakeArchive(), FakeRunRecords(), FakeModelStore()
     # Page and locks are never reached by a step: None makes any use of them fail loudly.
-    results = Results(ledger=ledger, archive=archive, runs=runs, page=None, locks=None)  # type: ignore[arg-type]
+    results = Results(ledger=ledger, archive=archive, runs=runs,  # type: ignore[arg-type]
+                      page=None, locks=None)  # type: ignore[arg-type]
     services = Services(Settings("public-id", "secret-key", work_dir=work_dir, **settings),
                         numerai, models, results)  # type: ignore[arg-type]
     ctx = RoundContext(services, mode, RUN_ID, ROUND, lock=lock)  # type: ignore[arg-type]
@@ -248,13 +254,13 @@ def world(mode: Mode = Mode.SCHEDULED, *, account: dict[str, str] | None = None,
 
 def open_round(number: int = ROUND) -> RoundInfo:
     """A round whose staking window is open now."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return RoundInfo(number, now - timedelta(hours=1), now + timedelta(hours=1))
 
 
 def closed_round(number: int = ROUND, closed_ago: timedelta = timedelta(minutes=45)) -> RoundInfo:
     """A round whose staking window closed `closed_ago`."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return RoundInfo(number, now - closed_ago - timedelta(hours=1), now - closed_ago)
 
 
@@ -279,5 +285,6 @@ def predicted(spec: ModelSpec, csv: str | None = None, *, ok: bool = True, error
     """A model's prediction as the worker step hands it on."""
     text = csv_of(RISING) if csv is None and ok else csv
     rows = 0 if text is None else text.count("\n") - 1
-    outcome = ModelOutcome(name=spec.name, ok=ok, rows=rows, error=error, csv=text, has_predictions=text is not None)
+    outcome = ModelOutcome(name=spec.name, ok=ok, rows=rows, error=error, csv=text,
+                           has_predictions=text is not None)
     return Prediction(spec, outcome, f"etag-{spec.name}", text, from_archive=from_archive)

@@ -1,13 +1,14 @@
-"""Planning a run, as unit tests: the round decision, the manifest, which models still need work, and how
-the run assembles its report from planning's lines and the model step's.
+"""Planning a run, as unit tests: the round decision, the manifest, which models still need
+work, and how the run assembles its report from planning's lines and the model step's.
 
-Every collaborator is an in-memory fake (tests/fakes.py): no Azurite, no Numerai sandbox, no workers.
+Every collaborator is an in-memory fake (tests/fakes.py): no Azurite, no Numerai sandbox,
+no workers.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -17,7 +18,13 @@ from shared.numerai_client import RoundInfo
 from shared.report import Mode, ModelReport, ModelStatus, RunReport, RunStatus, SubmissionState
 from shared.run.job import _assemble, _run
 from shared.run.planning import (
-    ModelPlan, RoundDecision, _needed, _not_in_account, decide_round, newer_version_note, plan_models,
+    ModelPlan,
+    RoundDecision,
+    _needed,
+    _not_in_account,
+    decide_round,
+    newer_version_note,
+    plan_models,
     read_manifest,
 )
 from shared.steps.models import ModelResults
@@ -25,6 +32,8 @@ from shared.storage.ledger import SubmissionIntent
 from tests.fakes import ROUND, RUN_ID, World, closed_round, model, open_round, world
 
 ACCOUNT = {"a": "id-a", "b": "id-b"}
+STARTED = "2026-12-03T00:00:00+00:00"
+STOPPED = "the lock was lost; the models not yet submitted are archived for the next run"
 
 
 def manifest(*specs: ModelSpec) -> Manifest:
@@ -66,7 +75,8 @@ def test_a_test_run_goes_on_with_a_closed_round_and_says_so() -> None:
 def test_the_first_scheduled_run_after_the_staking_close_goes_on_after_the_window(
         submit_late: bool, policy: str) -> None:
     w = world(submit_late=submit_late)
-    decision = decide_round(w.ctx.services, Mode.SCHEDULED, closed_round(closed_ago=timedelta(minutes=45)))
+    closed = closed_round(closed_ago=timedelta(minutes=45))
+    decision = decide_round(w.ctx.services, Mode.SCHEDULED, closed)
     assert decision.goes_on and decision.after_window
     assert decision.reason == f"round {ROUND} closed for staking 45 min ago; " + (
         "what was not submitted in the window " + policy if not submit_late else policy)
@@ -84,13 +94,13 @@ def test_a_round_whose_window_was_checked_is_left_alone() -> None:
 
 def test_a_round_not_yet_open_is_left_alone_without_a_window_check() -> None:
     w = world()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     later = RoundInfo(ROUND, now + timedelta(hours=1), now + timedelta(hours=2))
     decision = decide_round(w.ctx.services, Mode.SCHEDULED, later)
     assert not decision.goes_on and not decision.after_window
     assert decision.reason is not None and "already checked" not in decision.reason
-    assert decision.reason.endswith("is not open for submissions (window "
-                                    f"{later.open_time.isoformat()} to {later.close_time.isoformat()}); "
+    window = f"{later.open_time.isoformat()} to {later.close_time.isoformat()}"
+    assert decision.reason.endswith(f"is not open for submissions (window {window}); "
                                     "nothing was downloaded or uploaded")
 
 
@@ -116,7 +126,8 @@ def test_a_malformed_manifest_names_its_container_and_blob() -> None:
 
 
 def test_every_model_to_submit_must_be_in_the_account() -> None:
-    failed = _not_in_account(manifest(model("a"), model("m", submit=False), model("c")), {"a": "id-a"})
+    entries = manifest(model("a"), model("m", submit=False), model("c"))
+    failed = _not_in_account(entries, {"a": "id-a"})
     assert list(failed) == ["c"]  # `m` is never submitted, so it need not be a Numerai model
     assert failed["c"].status is ModelStatus.FAILED
     assert failed["c"].error == ("model 'c' is not a Classic model of this Numerai account; "
@@ -125,7 +136,8 @@ def test_every_model_to_submit_must_be_in_the_account() -> None:
 
 def test_an_empty_account_says_it_has_no_models() -> None:
     failed = _not_in_account(manifest(model("a")), {})
-    assert failed["a"].error is not None and failed["a"].error.endswith("the account has: no models")
+    error = failed["a"].error
+    assert error is not None and error.endswith("the account has: no models")
 
 
 # _needed
@@ -138,8 +150,8 @@ def test_submit_false_members_are_kept_only_for_an_ensemble_to_submit() -> None:
     assert [s.name for s in pending] == ["m", "a", "e"]
     assert list(skipped) == ["unused"]
     assert skipped["unused"].status is ModelStatus.SKIPPED
-    assert skipped["unused"].error == ("model 'unused': submit is false and no ensemble to submit this run "
-                                       "needs it")
+    assert skipped["unused"].error == ("model 'unused': submit is false and no ensemble to "
+                                       "submit this run needs it")
 
 
 def test_members_of_an_ensemble_already_done_are_skipped() -> None:
@@ -151,9 +163,10 @@ def test_members_of_an_ensemble_already_done_are_skipped() -> None:
 
 
 def test_a_nested_submit_false_ensemble_keeps_its_members_for_the_outer_one() -> None:
-    # The walk goes from the last ensemble down: the outer one wants the inner, which wants its member.
-    specs = manifest(model("m", submit=False), model("inner", members={"m": 1}, submit=False), model("a"),
-                     model("outer", members={"inner": 1, "a": 1})).in_order()
+    # The walk goes from the last ensemble down: the outer one wants the inner, which wants
+    # its member.
+    specs = manifest(model("m", submit=False), model("inner", members={"m": 1}, submit=False),
+                     model("a"), model("outer", members={"inner": 1, "a": 1})).in_order()
     pending, skipped = _needed(specs, {s.name: ModelReport(s.name) for s in specs})
     assert [s.name for s in pending] == ["m", "inner", "a", "outer"] and skipped == {}
 
@@ -161,8 +174,8 @@ def test_a_nested_submit_false_ensemble_keeps_its_members_for_the_outer_one() ->
 # plan_models
 
 
-def plan(w: World, m: Manifest, decision: RoundDecision | None = None, account: dict[str, str] = ACCOUNT
-         ) -> ModelPlan:
+def plan(w: World, m: Manifest, decision: RoundDecision | None = None,
+         account: dict[str, str] = ACCOUNT) -> ModelPlan:
     return plan_models(w.ctx, m, account, decision or RoundDecision(open_round(), True))
 
 
@@ -209,7 +222,8 @@ def test_an_intent_that_cannot_be_checked_fails_the_model_with_its_submission_un
     line = result.lines["a"]
     assert line.status is ModelStatus.FAILED and line.submission is SubmissionState.UNKNOWN
     assert line.error is not None
-    assert "run stopped-run asked Numerai to submit 'a-upload.csv' and never recorded the answer" in line.error
+    assert ("run stopped-run asked Numerai to submit 'a-upload.csv' and never recorded the "
+            "answer") in line.error
     assert "(Numerai answered 503), so it is not submitted again" in line.error
     assert [s.name for s in result.pending] == ["b"]  # never submitted twice
     assert w.ledger.intent_for(ROUND, "a") is not None  # the next run checks again
@@ -219,7 +233,8 @@ def test_force_resubmit_ignores_the_ledger() -> None:
     w = world(force_resubmit=True)
     w.ledger.add("a", "sub-earlier")
     result = plan(w, manifest(model("a")))
-    assert result.lines["a"].status is ModelStatus.PENDING and [s.name for s in result.pending] == ["a"]
+    assert result.lines["a"].status is ModelStatus.PENDING
+    assert [s.name for s in result.pending] == ["a"]
 
 
 def test_a_test_run_works_on_models_in_the_ledger_and_notes_it_on_decided_lines() -> None:
@@ -227,9 +242,11 @@ def test_a_test_run_works_on_models_in_the_ledger_and_notes_it_on_decided_lines(
     w.ledger.add("a", "sub-a")
     w.ledger.add("c", "sub-c")  # in the ledger from when it was a model of the account
     result = plan(w, manifest(model("a"), model("c")))
-    assert result.lines["a"].status is ModelStatus.PENDING  # proved again; the model step notes the ledger
+    # Proved again: the model step, not planning, notes the ledger on it.
+    assert result.lines["a"].status is ModelStatus.PENDING
     assert result.lines["c"].status is ModelStatus.FAILED
-    assert (result.lines["c"].submission_id, result.lines["c"].submission) == ("sub-c", SubmissionState.EXISTS)
+    c = result.lines["c"]
+    assert (c.submission_id, c.submission) == ("sub-c", SubmissionState.EXISTS)
 
 
 def test_plan_lines_follow_the_manifest_with_ensembles_after_members() -> None:
@@ -244,14 +261,17 @@ def test_after_the_window_numerai_lists_decide_the_lines() -> None:
     w = world(round_=closed_round())
     round_ = closed_round()
     w.ledger.add("a", "sub-ledger")  # Numerai does not list it
-    w.numerai.list("id-b", "made-elsewhere.csv", "sub-b", when=round_.open_time + timedelta(minutes=5))
-    result = plan(w, manifest(model("a"), model("b")), RoundDecision(round_, True, after_window=True))
+    in_window = round_.open_time + timedelta(minutes=5)
+    w.numerai.list("id-b", "made-elsewhere.csv", "sub-b", when=in_window)
+    after = RoundDecision(round_, True, after_window=True)
+    result = plan(w, manifest(model("a"), model("b")), after)
     a, b = result.lines["a"], result.lines["b"]
     assert a.status is ModelStatus.ALREADY_SUBMITTED
-    assert a.warnings == [f"model 'a': the ledger's submission sub-ledger is not among those Numerai lists for "
-                          f"round {ROUND}"]
+    assert a.warnings == [(f"model 'a': the ledger's submission sub-ledger is not among those "
+                           f"Numerai lists for round {ROUND}")]
     assert (b.status, b.submission_id) == (ModelStatus.ALREADY_SUBMITTED, "sub-b")
-    assert b.warnings == [f"model 'b': Numerai lists a submission for round {ROUND} that this app did not make"]
+    assert b.warnings == [(f"model 'b': Numerai lists a submission for round {ROUND} that this "
+                           "app did not make")]
     assert result.pending == []
 
 
@@ -267,12 +287,14 @@ def test_planning_notes_a_newer_data_version() -> None:
 
 def test_newer_version_note_names_each_older_version_and_its_models() -> None:
     w = world()  # NUMERAI_DATA_VERSION v5.3
-    w.numerai.versions = ["v4.3", "v5.0", "v5.2", "v5.3", "v5.10"]  # v5.10 is newer than v5.3: numbers, not text
+    # v5.10 is newer than v5.3: versions compare as numbers, not text.
+    w.numerai.versions = ["v4.3", "v5.0", "v5.2", "v5.3", "v5.10"]
     pending = [model("a"), model("b", data_version="v5.2"), model("c", data_version="v5.10"),
                model("d", data_version="v5.2"), model("e", members={"a": 1, "c": 1})]
     assert newer_version_note(w.ctx, pending) == (
-        "Numerai lists data version v5.10, newer than some models use (v5.2: b, d; v5.3: a); a model keeps the "
-        "version it was trained on: retrain it on the new one, then set its data_version")
+        "Numerai lists data version v5.10, newer than some models use (v5.2: b, d; v5.3: a); "
+        "a model keeps the version it was trained on: retrain it on the new one, then set its "
+        "data_version")
 
 
 def test_no_note_when_every_model_uses_the_newest_version_or_numerai_lists_none() -> None:
@@ -283,7 +305,8 @@ def test_no_note_when_every_model_uses_the_newest_version_or_numerai_lists_none(
     assert newer_version_note(w.ctx, [model("a")]) is None
 
 
-def test_a_failed_look_up_of_data_versions_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_failed_look_up_of_data_versions_is_logged_not_raised(
+        caplog: pytest.LogCaptureFixture) -> None:
     w = world()
     w.numerai.fail_versions = NumeraiApiError("Numerai answered 500")
     with caplog.at_level(logging.WARNING, logger="shared.run.planning"):
@@ -295,7 +318,7 @@ def test_a_failed_look_up_of_data_versions_is_logged_not_raised(caplog: pytest.L
 
 
 def report_with(plan_: ModelPlan) -> RunReport:
-    report = RunReport(RUN_ID, Mode.SCHEDULED, "2026-12-03T00:00:00+00:00", reason="planning's reason")
+    report = RunReport(RUN_ID, Mode.SCHEDULED, STARTED, reason="planning's reason")
     report.models = list(plan_.lines.values())
     return report
 
@@ -306,7 +329,8 @@ def test_assemble_puts_the_steps_lines_in_planning_order_with_planning_warnings_
     the_plan = ModelPlan(planned, [model("a"), model("b")])
     report = report_with(the_plan)
     done = ModelResults({"b": ModelReport("b", status=ModelStatus.SUBMITTED),
-                         "a": ModelReport("a", status=ModelStatus.SUBMITTED, warnings=["from the step"])},
+                         "a": ModelReport("a", status=ModelStatus.SUBMITTED,
+                                          warnings=["from the step"])},
                         notes=["round closed during the run"])
     _assemble(report, the_plan, done, RoundDecision(open_round(), True))
     assert [m.name for m in report.models] == ["a", "b", "c"]
@@ -320,33 +344,35 @@ def test_assemble_keeps_the_after_window_reason() -> None:
     the_plan = ModelPlan({"a": ModelReport("a")}, [model("a")])
     report = report_with(the_plan)
     done = ModelResults({"a": ModelReport("a", status=ModelStatus.SUBMITTED)}, notes=["a note"])
-    _assemble(report, the_plan, done, RoundDecision(closed_round(), True, "after the window", after_window=True))
+    after = RoundDecision(closed_round(), True, "after the window", after_window=True)
+    _assemble(report, the_plan, done, after)
     assert report.reason == "planning's reason"
 
 
 def test_a_stop_fails_the_run_and_every_line_left_pending() -> None:
     the_plan = ModelPlan({"a": ModelReport("a"), "b": ModelReport("b")}, [model("a"), model("b")])
     report = report_with(the_plan)
-    done = ModelResults({"a": ModelReport("a", status=ModelStatus.SUBMITTED), "b": ModelReport("b")},
-                        stopped="the lock was lost; the models not yet submitted are archived for the next run")
+    done = ModelResults({"a": ModelReport("a", status=ModelStatus.SUBMITTED),
+                         "b": ModelReport("b")}, stopped=STOPPED)
     _assemble(report, the_plan, done, RoundDecision(open_round(), True))
     assert report.status is RunStatus.FAILED
-    assert report.reason == "the lock was lost; the models not yet submitted are archived for the next run"
+    assert report.reason == STOPPED
     assert report.model("a").status is ModelStatus.SUBMITTED
     assert report.model("b").status is ModelStatus.FAILED
     assert report.model("b").error == f"not finished: {report.reason}"
 
 
 class RecordingExecutor:
-    """An executor that does nothing but note what it was handed, and reports every model submitted."""
+    """An executor that notes what it was handed and reports every model submitted."""
 
     def __init__(self) -> None:
         self.handed: list[str] | None = None
 
-    def execute(self, ctx: object, pending: list[ModelSpec], account: dict[str, str], report: RunReport
-                ) -> ModelResults:
+    def execute(self, ctx: object, pending: list[ModelSpec], account: dict[str, str],
+                report: RunReport) -> ModelResults:
         self.handed = [s.name for s in pending]
-        return ModelResults({s.name: ModelReport(s.name, status=ModelStatus.SUBMITTED) for s in pending})
+        return ModelResults({s.name: ModelReport(s.name, status=ModelStatus.SUBMITTED)
+                             for s in pending})
 
 
 def test_run_hands_only_pending_models_to_the_executor_and_marks_the_window_checked() -> None:
@@ -354,9 +380,10 @@ def test_run_hands_only_pending_models_to_the_executor_and_marks_the_window_chec
     w.models.texts["models.json"] = manifest(model("a"), model("b")).model_dump_json()
     w.ledger.add("a", "sub-a")
     w.numerai.list("id-a", "a.csv", "sub-a", when=closed_round().open_time)
-    report = RunReport(RUN_ID, Mode.SCHEDULED, "2026-12-03T00:00:00+00:00")
+    report = RunReport(RUN_ID, Mode.SCHEDULED, STARTED)
     executor = RecordingExecutor()
-    assert _run(w.ctx.services, report, None, executor, float("inf"), None) is False  # not fanned out
+    fanned_out = _run(w.ctx.services, report, None, executor, float("inf"), None)
+    assert fanned_out is False
     assert executor.handed == ["b"]
     assert report.after_window and report.round_number == ROUND
     assert [(m.name, m.status) for m in report.models] == [("a", ModelStatus.ALREADY_SUBMITTED),
@@ -367,8 +394,9 @@ def test_run_hands_only_pending_models_to_the_executor_and_marks_the_window_chec
 def test_run_with_no_round_does_nothing() -> None:
     w = world()
     w.numerai.round = None
-    report = RunReport(RUN_ID, Mode.SCHEDULED, "2026-12-03T00:00:00+00:00")
+    report = RunReport(RUN_ID, Mode.SCHEDULED, STARTED)
     executor = RecordingExecutor()
     assert _run(w.ctx.services, report, None, executor, float("inf"), None) is False
-    assert report.status is RunStatus.NOTHING_TO_DO and report.reason == "Numerai reports no current round"
+    assert report.status is RunStatus.NOTHING_TO_DO
+    assert report.reason == "Numerai reports no current round"
     assert executor.handed is None and report.models == []
