@@ -201,15 +201,20 @@ class FakeNumerai:
 
 
 class FakeLock:
-    """RunLock: confirms `holds_for` times, then is lost."""
+    """RunLock: confirms `holds_for` times, then is lost; or, given `fails_at`, fails only then.
 
-    def __init__(self, holds_for: int = 10**6) -> None:
+    A real renewal may fail once and pass later (a storage hiccup): `fails_at` shows whether
+    a run goes on uploading after one failed confirmation.
+    """
+
+    def __init__(self, holds_for: int = 10**6, fails_at: frozenset[int] = frozenset()) -> None:
         self.holds_for = holds_for
+        self.fails_at = fails_at
         self.confirms = 0
 
     def confirm(self) -> None:
         self.confirms += 1
-        if self.confirms > self.holds_for:
+        if self.confirms > self.holds_for or self.confirms in self.fails_at:
             raise LockLost("this run could not confirm its lock 'locks/scheduled-run' (lease lost)")
 
 

@@ -137,10 +137,14 @@ def test_without_the_benchmark_a_gated_model_is_held_back_and_others_warned() ->
     assert free.warnings == ["model 'b': the benchmark check could not run: no column 'x'"]
 
 
-def test_a_storage_failure_while_archiving_fails_the_line_before_any_upload() -> None:
-    w = world()
+@pytest.mark.parametrize("mode", [Mode.SCHEDULED, Mode.TEST])
+@pytest.mark.parametrize("submit", [True, False])
+def test_a_storage_failure_while_archiving_fails_the_line_before_any_upload(mode: Mode,
+                                                                            submit: bool) -> None:
+    # Whatever the mode and entry, the failure is the line's last word (not validated, predicted).
+    w = world(mode)
     w.archive.fail_write = StorageError("could not write 'predictions/round-1200/a.csv': 503")
-    line = archive_prediction(w.ctx, predicted(model("a")), BENCHMARK)
+    line = archive_prediction(w.ctx, predicted(model("a", submit=submit)), BENCHMARK)
     assert line.status is ModelStatus.FAILED and line.predictions_blob is None
     assert line.error == ("model 'a': predictions could not be archived, so they were not "
                           "uploaded: could not write 'predictions/round-1200/a.csv': 503")
@@ -183,7 +187,7 @@ def test_an_ensemble_reads_members_done_elsewhere_from_the_archive() -> None:
     assert_blended(ensemble_prediction(w.ctx, ENSEMBLE, made, elsewhere, FakeInputs()))
 
 
-@pytest.mark.parametrize("where", ["made", "elsewhere"])
+@pytest.mark.parametrize("where", ["made", "made with rejected predictions", "elsewhere"])
 def test_a_failed_member_fails_the_ensemble(where: str) -> None:
     w = world()
     # An archive of an earlier run must not stand in for a member that failed now.
@@ -192,6 +196,10 @@ def test_a_failed_member_fails_the_ensemble(where: str) -> None:
     elsewhere: dict[str, ModelReport] = {}
     if where == "made":
         made["b"] = predicted(model("b"), ok=False, error="model 'b': could not load")
+    elif where == "made with rejected predictions":
+        # Kept for the archive (a failed neutralization, say), never for an ensemble.
+        made["b"] = predicted(model("b"), csv_of(FALLING), ok=False,
+                              error="model 'b': neutralization failed")
     else:
         elsewhere["b"] = ModelReport("b", status=ModelStatus.FAILED,
                                      error="model 'b': could not load")
@@ -313,6 +321,17 @@ def test_a_lost_lock_stops_the_uploads_and_leaves_later_lines_pending(tmp_path: 
     assert done.stopped == ("this run could not confirm its lock 'locks/scheduled-run' (lease "
                             "lost); the models not yet submitted are archived for the next run")
     assert [name for name, _, _ in w.numerai.uploads] == ["a"]
+
+
+def test_one_failed_lock_confirmation_stops_the_uploads_for_good(tmp_path: Path) -> None:
+    # The third confirmation (model b's first) fails; a later one would pass, and must not be asked.
+    w = world(account=ACCOUNT, work_dir=tmp_path, lock=FakeLock(fails_at=frozenset({3})))
+    lines, made = uploading(model("a"), model("b"), model("c"))
+    done = upload(w.ctx, lines, made, ACCOUNT, tmp_path)
+    assert [line.status for line in done.lines.values()] == [ModelStatus.SUBMITTED,
+                                                             ModelStatus.PENDING,
+                                                             ModelStatus.PENDING]
+    assert done.stopped is not None and [name for name, _, _ in w.numerai.uploads] == ["a"]
 
 
 def test_the_run_deadline_stops_the_uploads(tmp_path: Path) -> None:
