@@ -105,10 +105,46 @@ class FakeArchive:
 
 
 class FakeRunRecords:
-    """RunRecords: only the window-check marks a planning step reads and writes."""
+    """RunRecords: reports (with a version number for an ETag), task results, marks."""
 
     def __init__(self) -> None:
         self.window_checked: dict[int, str] = {}
+        self.reports: dict[str, tuple[str, int]] = {}  # run id → (report JSON, version)
+        self.results: dict[str, dict[str, str]] = {}  # run id → model → result JSON
+        self.released: set[tuple[str, str]] = set()
+
+    def write_report(self, run_id: str, report_json: str) -> str:
+        _, version = self.reports.get(run_id, ("", 0))
+        self.reports[run_id] = (report_json, version + 1)
+        return f"reports/{run_id}.json"
+
+    def read_report_for_update(self, run_id: str) -> tuple[str, str] | None:
+        found = self.reports.get(run_id)
+        return None if found is None else (found[0], str(found[1]))
+
+    def replace_report(self, run_id: str, report_json: str, etag: str) -> bool:
+        if run_id not in self.reports or str(self.reports[run_id][1]) != etag:
+            return False
+        self.write_report(run_id, report_json)
+        return True
+
+    def add_task_result(self, run_id: str, model_name: str, result_json: str) -> bool:
+        kept = self.results.setdefault(run_id, {})
+        if model_name in kept:  # first come, first kept
+            return False
+        kept[model_name] = result_json
+        return True
+
+    def task_result(self, run_id: str, model_name: str) -> str | None:
+        return self.results.get(run_id, {}).get(model_name)
+
+    def task_results(self, run_id: str) -> dict[str, str]:
+        return dict(self.results.get(run_id, {}))
+
+    def mark_released(self, run_id: str, model_name: str) -> bool:
+        first = (run_id, model_name) not in self.released
+        self.released.add((run_id, model_name))
+        return first
 
     def window_checked_by(self, round_number: int) -> str | None:
         return self.window_checked.get(round_number)
