@@ -158,6 +158,7 @@ class FakeModelStore:
 
     def __init__(self, texts: dict[str, str] | None = None) -> None:
         self.texts = dict(texts or {})
+        self.fetched: list[str] = []
 
     def read_text(self, blob_name: str, max_bytes: int = 0) -> str:
         if blob_name not in self.texts:
@@ -168,7 +169,9 @@ class FakeModelStore:
         return f"etag-{blob_name}"
 
     def fetch(self, blob_name: str) -> Path:
-        raise AssertionError("a unit test of a step must not fetch model files")
+        # A unit test never runs a worker: a model that would be predicted fails, and says so.
+        self.fetched.append(blob_name)
+        raise StorageError(f"blob '{blob_name}' is not downloaded in a unit test")
 
 
 class FakeNumerai:
