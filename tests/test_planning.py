@@ -275,6 +275,24 @@ def test_after_the_window_numerai_lists_decide_the_lines() -> None:
     assert result.pending == []
 
 
+def test_after_the_window_a_late_submission_does_not_count_and_a_failed_look_is_a_warning(
+        ) -> None:
+    w = world()
+    round_ = closed_round()
+    # Listed, but made after the staking close: not a submission in the window.
+    w.numerai.list("id-a", "late.csv", "sub-late", when=round_.close_time + timedelta(minutes=1))
+    after = RoundDecision(round_, True, after_window=True)
+    result = plan(w, manifest(model("a")), after)
+    assert result.lines["a"].status is ModelStatus.PENDING and result.lines["a"].warnings == []
+
+    w.numerai.fail_listing = NumeraiApiError("Numerai answered 503")
+    result = plan(w, manifest(model("a")), after)
+    assert result.lines["a"].status is ModelStatus.PENDING  # the model step decides it
+    assert result.lines["a"].warnings == [(
+        f"model 'a': whether Numerai lists a submission for round {ROUND} could not be "
+        "checked: Numerai answered 503")]
+
+
 def test_planning_notes_a_newer_data_version() -> None:
     w = world()
     w.numerai.versions = ["v5.3", "v5.4"]

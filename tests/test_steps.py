@@ -391,6 +391,17 @@ def test_created_but_not_listed_is_recorded_with_a_warning(csv_path: Path) -> No
     assert w.ledger.submission_for(ROUND, "a") is not None
 
 
+def test_created_when_the_list_cannot_be_had_is_recorded_all_the_same(csv_path: Path) -> None:
+    # Numerai answered with an id: the submission exists whether or not its list can be read.
+    w = world()
+    w.numerai.fail_listing = NumeraiApiError("Numerai answered 503")
+    result = submitter(w).submit("a", "id-a", csv_path)
+    assert (result.state, result.submission_id, result.error) == (SubmissionState.EXISTS,
+                                                                  "sub-1", None)
+    assert len(result.warnings) == 1 and "sub-1" in result.warnings[0]
+    assert w.ledger.submission_for(ROUND, "a") is not None and w.ledger.intents == {}
+
+
 def test_refused_and_not_listed_means_none_and_the_intent_goes(csv_path: Path) -> None:
     w = world()
     w.numerai.fail_create = NumeraiApiError("Numerai refused: invalid submission")
