@@ -8,6 +8,7 @@ fakes. No Azurite, no Numerai sandbox, no worker processes.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -135,6 +136,22 @@ def test_without_the_benchmark_a_gated_model_is_held_back_and_others_warned() ->
                            "the model has a gate in the manifest, so it was held back")
     assert free.status is ModelStatus.PENDING
     assert free.warnings == ["model 'b': the benchmark check could not run: no column 'x'"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "defect: an ungated model whose benchmark correlation is undefined (a constant benchmark "
+    "column, no ids in common) gets benchmark_corr NaN on its line with no warning, archived as "
+    "'nan'; the report's JSON then holds a bare NaN, which strict JSON parsers refuse"))
+def test_an_undefined_benchmark_correlation_leaves_the_line_standard_json() -> None:
+    w = world()
+    flat = FakeInputs(Benchmark(pd.Series([0.5] * len(IDS), index=pd.Index(IDS, name="id"))))
+    line = archive_prediction(w.ctx, predicted(model("a")), flat)
+    assert line.status is ModelStatus.PENDING  # ungated: not held back
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    json.loads(line.to_json(), parse_constant=refuse)
 
 
 @pytest.mark.parametrize("mode", [Mode.SCHEDULED, Mode.TEST])
