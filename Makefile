@@ -26,7 +26,7 @@ INFRA_STAMP := $(INFRA_VENV)/.installed-checkov-$(CHECKOV_VERSION)
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup test demo bench soak audit package screenshot clean
+.PHONY: setup test unit demo bench soak audit package screenshot clean
 
 # The four are independent: installed side by side, the app's venv (minutes) hides the others.
 setup:
@@ -60,6 +60,12 @@ $(CHROMIUM):
 # runs alone at the end.
 test: setup
 	$(PY) -m pytest -n 2
+
+# The unit tests of the run's planning and model step: in-memory fakes, no Azurite, no sandbox,
+# no workers; a few seconds, for the loop of changing a step.
+UNIT_TESTS = tests/test_planning.py tests/test_steps.py tests/test_model_step.py tests/test_fan_in.py
+unit: setup
+	$(PY) -m pytest -q $(UNIT_TESTS)
 
 demo: setup
 	$(PY) -m devkit.demo
