@@ -63,7 +63,8 @@ test: setup
 
 # The unit tests of the run's planning and model step: in-memory fakes, no Azurite, no sandbox,
 # no workers; a few seconds, for the loop of changing a step.
-UNIT_TESTS = tests/test_planning.py tests/test_steps.py tests/test_model_step.py tests/test_fan_in.py
+UNIT_TESTS = tests/test_planning.py tests/test_steps.py tests/test_model_step.py tests/test_fan_in.py \
+             tests/test_fakes.py
 unit: setup
 	$(PY) -m pytest -q $(UNIT_TESTS)
 
