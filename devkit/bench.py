@@ -248,7 +248,7 @@ def cold_start(runs: int = 5) -> list[str]:
     app, floor = _median_import_seconds("function_app", runs), _median_import_seconds("azure.functions", runs)
     return [
         (f"import function_app, median of {runs} fresh interpreters: {app:.3f} s ({IMPORT_BEFORE_SECONDS} s before "
-         f"the triggers imported shared.jobs lazily); of which azure.functions alone, which indexing needs: {floor:.3f} s"),
+         f"the triggers imported shared.triggers lazily); of which azure.functions alone, which indexing needs: {floor:.3f} s"),
         _ratio(f"import function_app / {IMPORT_TARGET_SECONDS} s", app / IMPORT_TARGET_SECONDS, "<=", 1),
     ]
 

@@ -22,7 +22,7 @@ numerapi also never checks the status of the presigned PUT that carries the
 predictions, and retries `create_submission` like any query, although asking
 twice submits twice. So `upload` does the upload itself, `create_submission`
 asks exactly once, and `find_submission` tells whether Numerai has an upload
-(shared/submitter.py puts the three together, exactly once).
+(shared/steps/exactly_once.py puts the three together, exactly once).
 """
 
 from __future__ import annotations

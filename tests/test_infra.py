@@ -422,7 +422,7 @@ def test_postprovision_refreshes_the_key_vault_references_and_waits_for_them(tmp
 
 
 # ===== Queue mode in Azure (issue 11): host.json, the queues, their roles, scaling, the alert =====
-# Sources are cited in the README's "In Azure: queues, host.json and scaling" and in infra/.
+# Sources are cited in docs/queue-mode.md ("In Azure: queues, host.json and scaling") and in infra/.
 
 HOST_JSON = ROOT / "host.json"
 MODEL_TASK_FUNCTION = "model_task"

@@ -53,7 +53,7 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
 // Pages only for what did not heal. The default schedule fires every ten minutes while a
 // round can be open, so a run that failed is retried by the next firing; a failure is worth
 // an email only when (1) a round's staking closed with a model not submitted: the first
-// run after the close asks Numerai and logs a record with round_missed (shared/window.py,
+// run after the close asks Numerai and logs a record with round_missed (shared/steps/window.py,
 // shared/telemetry.py), or (2) a round's last scheduled run failed and none has succeeded
 // since, {heal} minutes on. Every run logs its record (record_run, run_status, mode and
 // round among the customDimensions of the traces table), in local and queue mode alike;

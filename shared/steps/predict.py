@@ -121,7 +121,8 @@ def _requests(ctx: RoundContext, files: list[tuple[ModelSpec, Path, str]], work_
                 raise
             failed.update({spec.name: Prediction.failed(spec, f"model '{spec.name}': {exc}") for spec, _, _ in group})
             continue
-        requests += [round_files.request(spec, path, work_dir / "workers" / spec.name, ctx.settings.batch_rows)
+        requests += [WorkRequest(spec, path, round_files.live, round_files.features, round_files.benchmark,
+                                 version, ctx.settings.batch_rows, work_dir / "workers" / spec.name)
                      for spec, path, _ in group]
         ready += group
     return requests, ready

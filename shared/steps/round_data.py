@@ -19,10 +19,8 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.manifest import ModelSpec
 from shared.numerai_client import NumeraiClient
 from shared.storage.container import safe_name
-from shared.worker.protocol import WorkRequest
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +37,6 @@ class RoundFiles:
     live: Path
     benchmark: Path | None
     data_version: str
-
-    def request(self, spec: ModelSpec, model_path: Path, output_dir: Path, batch_rows: int) -> WorkRequest:
-        """What a worker needs to predict `spec` for this round."""
-        return WorkRequest(spec, model_path, self.live, self.features, self.benchmark, self.data_version,
-                           batch_rows, output_dir)
 
 
 class RoundFetcher:
