@@ -223,6 +223,12 @@ class RunReport:
         return "\n".join(lines)
 
 
+def worked_on(planned: ModelReport, done: ModelReport) -> ModelReport:
+    """A model's line once an executor worked on it: its own, after the warnings planning gave it."""
+    done.warnings = [*planned.warnings, *done.warnings]
+    return done
+
+
 def _redact_texts(item: RunReport | ModelReport) -> None:
     for spec in fields(item):
         value = getattr(item, spec.name)

@@ -186,3 +186,25 @@ def test_in_queue_mode_an_ensemble_waits_for_its_members_and_is_submitted_once(
     assert line(report, "demo_lightgbm")["status"] == "predicted"
     assert sorted(s.model_name for s in with_ensembles.sandbox.submissions) == [
         "demo_catboost", "demo_onnx", "demo_upload", "ens_a", "ens_b"]
+
+
+@pytest.mark.parametrize("execution", ["local", "queue"])
+def test_a_member_that_failed_in_planning_fails_its_ensemble_in_both_modes(
+    deployed: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, execution: str,
+) -> None:
+    # The member has archived predictions from an earlier test run of the round: a queue task that
+    # did not know the member failed in planning built the ensemble from them.
+    deploy_with(deployed, small_round, example_models, tmp_path, {}, ENSEMBLES[1:])
+    assert post_test_run().status_code == 200
+    deployed.sandbox.models.pop("demo_catboost")  # now planning fails it: not a model of the account
+    monkeypatch.setenv("MODEL_EXECUTION", execution)
+    answer = post_test_run()
+    if execution == "queue":
+        assert answer.status_code == 202
+        deliver(deployed)
+    report = reports(deployed)[-1]
+    assert line(report, "demo_catboost")["error"].startswith("model 'demo_catboost' is not a Classic model")
+    assert line(report, "ens_b")["status"] == "failed"
+    assert line(report, "ens_b")["error"] == ("ensemble 'ens_b': member 'demo_catboost' failed, so the "
+                                              "ensemble was not made")

@@ -147,10 +147,6 @@ def test_the_deadline_fails_every_model_without_a_result_and_finishes_the_run(
             "still queued or running (too few instances, or a model slower than the run allows?)")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: fan-in replaces each planned line with its task's result, dropping the warnings "
-    "planning put on it (the after-window check that could not ask Numerai); the local path "
-    "(job._assemble) keeps them first"))
 def test_fan_in_keeps_planning_warnings_as_the_local_run_does(published: list[RunReport]) -> None:
     w = world()
     warning = (f"model 'a': whether Numerai lists a submission for round {ROUND} could not be "

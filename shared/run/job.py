@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 from shared.errors import AppError, RunLocked
 from shared.executors.base import Executor
-from shared.report import Mode, RunReport, RunStatus, utc_now
+from shared.report import Mode, RunReport, RunStatus, utc_now, worked_on
 from shared.run.planning import ModelPlan, RoundDecision, decide_round, plan_models, read_manifest
 from shared.settings import Settings, load_settings
 from shared.steps.context import RoundContext, Services
@@ -156,11 +156,8 @@ def _note_round(report: RunReport, decision: RoundDecision) -> None:
 
 def _assemble(report: RunReport, plan: ModelPlan, done: ModelResults, decision: RoundDecision) -> None:
     """The report's lines: planning's, with each worked-on model's line from the executor in its place."""
-    lines = dict(plan.lines)
-    for name, line in done.lines.items():
-        line.warnings = [*lines[name].warnings, *line.warnings]  # planning's warnings come first
-        lines[name] = line
-    report.models = list(lines.values())
+    report.models = [worked_on(planned, done.lines[name]) if name in done.lines else planned
+                     for name, planned in plan.lines.items()]
     if done.notes and not decision.after_window:
         report.reason = done.notes[-1]
     if done.stopped is not None:

@@ -11,6 +11,7 @@ turn the check into a gate that holds the model back.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,16 +56,12 @@ def load_benchmark(path: Path, column: str) -> Benchmark:
 def check(spec: ModelSpec, line: ModelReport, csv_text: str, benchmark: Benchmark, archive: Archive,
           round_number: int) -> bool:
     """Fill in the line's benchmark figures; False (and the line held back) if the gate stops the model."""
-    gated = spec.min_benchmark_corr is not None or spec.max_benchmark_corr_drop is not None
     if benchmark.predictions is None:
-        problem = f"model '{spec.name}': the benchmark check could not run: {benchmark.problem}"
-        if gated:
-            line.hold_back(f"{problem}; the model has a gate in the manifest, so it was held back")
-            return False
-        line.warnings.append(problem)
-        return True
-    predictions = read_predictions(csv_text)
-    corr = benchmark_corr(predictions, benchmark.predictions)
+        return _unchecked(spec, line, f"the benchmark check could not run: {benchmark.problem}")
+    corr = benchmark_corr(read_predictions(csv_text), benchmark.predictions)
+    if not math.isfinite(corr):
+        return _unchecked(spec, line, "the benchmark check could not run: the correlation with the benchmark "
+                                      "is undefined (constant predictions or benchmark, or no live ids in common)")
     history = archive.benchmark_history(spec.name, round_number, HISTORY_ROUNDS)
     median = recent_median(history)
     line.benchmark_corr = round(corr, 4)
@@ -74,4 +71,14 @@ def check(spec: ModelSpec, line: ModelReport, csv_text: str, benchmark: Benchmar
         log.warning("%s", reason)
         line.hold_back(reason)
         return False
+    return True
+
+
+def _unchecked(spec: ModelSpec, line: ModelReport, problem: str) -> bool:
+    """A model the check could not judge: held back if its entry has a gate, else a warning."""
+    text = f"model '{spec.name}': {problem}"
+    if spec.min_benchmark_corr is not None or spec.max_benchmark_corr_drop is not None:
+        line.hold_back(f"{text}; the model has a gate in the manifest, so it was held back")
+        return False
+    line.warnings.append(text)
     return True

@@ -130,12 +130,14 @@ class Submitter:
         try:
             listed = self.numerai.find_submission(model_id, filename)
         except NumeraiApiError as exc:
-            listed = None
             log.warning("model %s: could not list its submissions to check %s: %s", model_name, submission_id, exc)
-        if listed != submission_id:
-            # Numerai answered with the id, so the submission exists; its list may lag behind.
-            warnings.append(f"model '{model_name}': Numerai created submission {submission_id} "
-                            "but did not list it when asked")
+            warnings.append(f"model '{model_name}': Numerai created submission {submission_id}; its submissions "
+                            f"could not be listed to confirm it ({exc})")
+        else:
+            if listed != submission_id:
+                # Numerai answered with the id, so the submission exists; its list may lag behind.
+                warnings.append(f"model '{model_name}': Numerai created submission {submission_id} "
+                                "but did not list it when asked")
         return self._recorded(model_name, model_id, submission_id, warnings)
 
     def _recorded(self, model_name: str, model_id: str, submission_id: str, warnings: list[str]) -> SubmitResult:

@@ -29,6 +29,8 @@ def upload(ctx: RoundContext, lines: dict[str, ModelReport], predictions: dict[s
            account: dict[str, str], work_dir: Path) -> Uploaded:
     """Submit every line still pending, exactly once each, if the round still takes them."""
     done = Uploaded(dict(lines))
+    if not any(line.status is ModelStatus.PENDING for line in done.lines.values()):
+        return done  # nothing to upload: the round need not be asked about
     window = _round_still_current(ctx, done)
     if not window.allowed:
         return done

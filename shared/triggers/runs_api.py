@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from shared.errors import AppError, RunsError, StorageError
-from shared.report import Execution, ModelReport, RunReport, RunStatus
+from shared.report import Execution, ModelReport, RunReport, RunStatus, worked_on
 from shared.settings import load_settings
 from shared.storage import Results
 from shared.triggers.answers import HttpAnswer
@@ -79,7 +79,7 @@ def run_status(run_id: str, environ: Mapping[str, str] | None = None) -> dict:
     finished = report.status is not RunStatus.RUNNING
     if not finished and report.execution is Execution.QUEUE:
         done = _storage(lambda: results.runs.task_results(run_id))
-        report.models = [ModelReport.from_dict(json.loads(done[m.name])) if m.name in done else m
+        report.models = [worked_on(m, ModelReport.from_dict(json.loads(done[m.name]))) if m.name in done else m
                          for m in report.models]
     return {"run_id": run_id, "finished": finished, "report": json.loads(report.to_json())}
 

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from shared.errors import QueueError
 from shared.executors.queue.messages import MODEL, TaskMessage, TaskQueue
 from shared.executors.queue.plan import FanOutPlan
-from shared.report import ModelReport, RunReport, RunStatus
+from shared.report import ModelReport, RunReport, RunStatus, worked_on
 from shared.steps.publish import publish
 from shared.storage import Results
 
@@ -58,7 +58,7 @@ def finish_if_complete(results: Results, plan: FanOutPlan, queue: TaskQueue | No
     report = RunReport.from_json(text)
     if report.status is not RunStatus.RUNNING:
         return None  # finished already
-    report.models = [ModelReport.from_dict(json.loads(found[m.name])) if m.name in found else m
+    report.models = [worked_on(m, ModelReport.from_dict(json.loads(found[m.name]))) if m.name in found else m
                      for m in report.models]
     report.finish()
     report.redact()

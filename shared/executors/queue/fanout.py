@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import datetime, timedelta, timezone
@@ -11,7 +12,7 @@ from shared.executors.queue.fanin import finish_if_complete, model_message
 from shared.executors.queue.messages import DEADLINE, TaskMessage, TaskQueue
 from shared.executors.queue.plan import FanOutPlan
 from shared.manifest import ModelSpec
-from shared.report import Execution, ModelReport, RunReport
+from shared.report import Execution, ModelReport, ModelStatus, RunReport
 from shared.steps.context import RoundContext
 from shared.storage import Results
 
@@ -39,7 +40,9 @@ class QueueExecutor:
                           (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat(),
                           {spec.name: spec.model_dump(mode="json") for spec in pending},
                           {spec.name: account[spec.name] for spec in pending if spec.name in account},
-                          trigger_id=ctx.trigger_id)
+                          trigger_id=ctx.trigger_id,
+                          decided={line.name: json.loads(line.to_json()) for line in report.models
+                                   if line.status is not ModelStatus.PENDING})
         # The deadline goes first: whatever happens next, the run is reported by then.
         plan.deadline_message = list(queue.send(TaskMessage(DEADLINE, ctx.run_id, ctx.round_number),
                                                 seconds + DEADLINE_GRACE_SECONDS))

@@ -25,6 +25,9 @@ class FanOutPlan:
     account: dict[str, str] = field(default_factory=dict)  # model name → Numerai model id
     deadline_message: list[str] | None = None  # [id, pop receipt]: deleted once the run is finished
     trigger_id: str | None = None  # Numerai's webhook call's, for every task's create_submission
+    # The lines the run decided before fanning out (a member not in the account, say): an ensemble's
+    # task must see a member that failed there as the local run would.
+    decided: dict[str, dict] = field(default_factory=dict)
 
     def spec(self, name: str) -> ModelSpec:
         """The planned manifest entry of a model."""

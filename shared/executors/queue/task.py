@@ -147,10 +147,12 @@ def _model_steps(ctx: RoundContext, plan: FanOutPlan, name: str) -> ModelReport:
 
 
 def _members_results(results: Results, plan: FanOutPlan, name: str) -> dict[str, ModelReport]:
-    """An ensemble's task sees how its members' tasks ended: a failed member fails it."""
+    """How an ensemble's members ended, in planning or in their tasks: a failed member fails it."""
     found = {}
     for member in plan.spec(name).members or {}:
-        result = results.runs.task_result(plan.run_id, member)
+        result = results.runs.task_result(plan.run_id, member) if member in plan.models else None
         if result is not None:
             found[member] = ModelReport.from_dict(json.loads(result))
+        elif member in plan.decided:
+            found[member] = ModelReport.from_dict(plan.decided[member])
     return found
