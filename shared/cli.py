@@ -42,7 +42,8 @@ from shared.report import Mode
 from shared.report_page import settings_results, write_report_page
 from shared.settings import DEFAULT_BATCH_ROWS, Settings, load_settings
 from shared.worker.protocol import ModelOutcome, WorkRequest
-from shared.worker.supervisor import WorkerLimits, default_memory_limit_mb, run_workers
+from shared.limits import WorkerLimits, default_memory_limit_mb
+from shared.worker.supervisor import run_workers
 
 log = logging.getLogger(__name__)
 

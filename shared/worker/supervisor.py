@@ -16,12 +16,10 @@ import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 import shared
+from shared.limits import WorkerLimits, instance_memory_mb
 from shared.manifest import PICKLE_FORMATS, ModelFormat
 from shared.worker.forkserver import ForkServerClient, ServerGone, Worker
 from shared.worker.protocol import PHASE_FILE, ModelOutcome, Phase, WorkRequest
@@ -35,26 +33,12 @@ LOG_TAIL_LINES = 20
 # managed identity's endpoint and header) stays in the run's process.
 SAFE_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TEMP", "TMP",
                   "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")
-# A share of the instance for the workers; the rest is the host's and the run's.
-MEMORY_SHARE = 0.8
 _CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGABRT, signal.SIGFPE}
 # Frameworks whose import takes seconds (TensorFlow: 5 s here): the fork server
 # imports each once, before it forks the first worker that needs it, instead of
 # every such worker importing it. Their models run after all the others, so no
 # other model's worker runs beside a server that holds them.
 PRELOADED = {ModelFormat.KERAS: "keras"}
-
-
-@dataclass(frozen=True)
-class WorkerLimits:
-    """What one worker may use: wall seconds from its start, and memory in MiB.
-
-    `run_ends_at` (time.monotonic()) is the run's own deadline: no worker outlives it.
-    """
-
-    seconds: float
-    memory_mb: float
-    run_ends_at: float | None = None
 
 
 def run_workers(requests: list[WorkRequest], limits: WorkerLimits, max_parallel: int = 1) -> list[ModelOutcome]:
@@ -108,24 +92,6 @@ def worker_environment() -> dict[str, str]:
     environment["PYTHONUNBUFFERED"] = "1"
     environment["TF_CPP_MIN_LOG_LEVEL"] = "2"  # TensorFlow's banner is not the model's news
     return environment
-
-
-def default_memory_limit_mb(max_parallel: int) -> float:
-    """A worker's share of the instance's memory when MODEL_MEMORY_LIMIT_MB is not set."""
-    return round(instance_memory_mb() * MEMORY_SHARE / max_parallel)
-
-
-def instance_memory_mb() -> float:
-    """The memory this instance may use: its cgroup's limit where one is set, else the machine's."""
-    machine = psutil.virtual_memory().total
-    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(limit_file).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit():
-            return min(int(text), machine) / 2**20
-    return machine / 2**20
 
 
 class _Watch:
