@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cloudpickle
@@ -18,6 +22,8 @@ from shared.manifest import ModelFormat, ModelSpec, load_manifest
 from shared.worker.engine import read_ahead
 from shared.worker.protocol import ModelOutcome
 from tests.support import predict, submission
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -330,3 +336,44 @@ def test_a_model_that_kills_the_fork_server_fails_alone(small_round: SyntheticRo
     assert time.monotonic() - started < 60  # the orphan's 120 s sleep was cut short
     assert outcomes["assassin"].error.startswith("model 'assassin': the worker server stopped")
     assert outcomes["demo_onnx"].ok, outcomes["demo_onnx"].error  # a new server ran it
+
+
+@pytest.fixture
+def busy_machine() -> Iterator[None]:
+    """Every core kept busy by spinning processes, as on a loaded instance or a shared CI machine."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 * (os.cpu_count() or 1))]
+    yield
+    for spinner in spinners:
+        spinner.kill()
+        spinner.wait()
+
+
+def reporting_its_rss(report: Path):
+    """A model that predicts at once and writes the resident memory its worker had (MiB) to `report`."""
+
+    def predict_fn(live):
+        from pathlib import Path
+
+        status = Path("/proc/self/status").read_text().splitlines()
+        Path(report).write_text(next(line.split()[1] for line in status if line.startswith("VmRSS:")))
+        return live[["feature_0000"]].rank(pct=True).set_axis(["prediction"], axis=1)
+
+    return predict_fn
+
+
+@pytest.mark.usefixtures("busy_machine")
+def test_a_worker_that_ends_between_samples_reports_its_real_peak_memory(tmp_path: Path) -> None:
+    # Each of these workers lives for a few tens of milliseconds, less than the supervisor's
+    # sampling interval; sampling alone reported 0 MiB for some of them (issue #24).
+    tiny = write_round(tmp_path / "tiny", rows=20, n_features=5, seed=3)
+    models = []
+    for index in range(6):
+        path = tmp_path / f"quick_{index}.pkl"
+        path.write_bytes(cloudpickle.dumps(reporting_its_rss(tmp_path / f"quick_{index}.rss")))
+        models.append((ModelSpec(name=f"quick_{index}", file=path.name, format="numerai_pickle",
+                                 trust_pickle=True), path))
+    outcomes = predict(tiny, models, tmp_path / "work")
+    for name, outcome in outcomes.items():
+        assert outcome.ok, outcome.error
+        seen_by_the_model = int((tmp_path / f"{name}.rss").read_text()) / 1024
+        assert outcome.peak_memory_mb >= seen_by_the_model > 50, (name, outcome.peak_memory_mb, seen_by_the_model)

@@ -14,8 +14,10 @@ threads are running would be unsafe.
 
 The protocol is lines on the server's stdin and stdout:
 - run's process → server: `<module to import first, or -> <request file>`
-- server → run's process: `started <pid> <request file>`, then `exited <pid> <exit code>`
-  (a negative exit code is the signal that ended the worker).
+- server → run's process: `started <pid> <request file>`, then
+  `exited <pid> <exit code> <peak KiB>` (a negative exit code is the signal that
+  ended the worker; the peak is the kernel's ru_maxrss for the reaped worker,
+  exact however briefly it lived, which sampling /proc from outside is not).
 """
 
 from __future__ import annotations
@@ -86,12 +88,13 @@ def _reap(replies: int) -> int:
     reaped = 0
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
             return reaped
         if pid == 0:
             return reaped
-        _reply(replies, f"exited {pid} {os.waitstatus_to_exitcode(status)}")
+        # ru_maxrss (KiB on Linux) covers the worker and the children it reaped itself.
+        _reply(replies, f"exited {pid} {os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
         reaped += 1
 
 
@@ -143,8 +146,16 @@ class _Server:
 
     process: subprocess.Popen
     started: dict[str, int] = field(default_factory=dict)
-    exits: dict[int, int] = field(default_factory=dict)
+    exits: dict[int, Exit] = field(default_factory=dict)
     gone: bool = False
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How a worker ended: its exit code (negative: the signal) and its peak resident memory."""
+
+    code: int
+    peak_mb: float
 
 
 @dataclass(frozen=True)
@@ -186,8 +197,8 @@ class ForkServerClient:
                 raise ServerGone(self._tail())
             return Worker(server.started.pop(key), server)
 
-    def exit_code(self, worker: Worker, timeout: float) -> int | None:
-        """The worker's exit code once it has exited (negative: the signal); None while it runs."""
+    def exit(self, worker: Worker, timeout: float) -> Exit | None:
+        """How the worker ended, once it has; None while it runs."""
         server = worker.server
         with self._changed:
             self._changed.wait_for(lambda: worker.pid in server.exits or server.gone, timeout)
@@ -230,7 +241,8 @@ class ForkServerClient:
                 if kind == "started":
                     server.started[rest[0]] = int(number)
                 elif kind == "exited":
-                    server.exits[int(number)] = int(rest[0])
+                    code, peak_kib = rest[0].split(" ")
+                    server.exits[int(number)] = Exit(int(code), int(peak_kib) / 1024)
                 self._changed.notify_all()
         with self._changed:
             server.gone = True

@@ -100,7 +100,7 @@ class _Watch:
     def __init__(self, request: WorkRequest, limits: WorkerLimits) -> None:
         self.request = request
         self.limits = limits
-        self.peak_mb = 0.0
+        self.peak_mb = 0.0  # sampled while it runs (for the limit), then exact once it has exited
         self.worker: Worker | None = None
         self.exit_code: int | None = None
         self.stopped_for: str | None = None  # "time" or "memory" when the watch stopped it
@@ -119,7 +119,7 @@ class _Watch:
         pid = self.worker.pid
         deadline = time.monotonic() + self.limits.seconds
         run_ends_at = self.limits.run_ends_at or float("inf")
-        while (code := server.exit_code(self.worker, POLL_SECONDS)) is None:
+        while (ended := server.exit(self.worker, POLL_SECONDS)) is None:
             self.peak_mb = max(self.peak_mb, _tree_rss_mb(pid))
             if self.peak_mb > self.limits.memory_mb:
                 self.stopped_for = "memory"
@@ -130,7 +130,10 @@ class _Watch:
             else:
                 continue
             _kill_group(pid)
-        self.exit_code = code
+        self.exit_code = ended.code
+        # Sampling misses a worker that lives less than a poll, and the top of any peak; the
+        # kernel's figure does not. The sampled sum still counts grandchildren running side by side.
+        self.peak_mb = max(self.peak_mb, ended.peak_mb)
 
 
 def _kill_group(pid: int) -> None:
