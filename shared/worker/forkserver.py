@@ -34,6 +34,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from shared.worker.protocol import PHASE_FILE, Phase, WorkRequest
 
 log = logging.getLogger(__name__)
@@ -115,6 +117,9 @@ def _worker(request_file: Path) -> int:
 
     os.setsid()
     request = WorkRequest.read(request_file)
+    # The server's folder is shared by every run it serves: whatever a model writes
+    # to relative paths stays in its own folder, which goes with its run.
+    os.chdir(request.output_dir)
     log_fd = os.open(request.output_dir / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
     # Over the protocol pipes, so that nothing a model prints can be taken for a reply.
@@ -170,9 +175,10 @@ class ForkServerClient:
     """The run's side of the fork server: start it, ask for workers, learn how they exited.
 
     A reader thread per server turns its replies into two tables (started
-    workers, exit codes) that the threads supervising each worker wait on. A
+    workers, exits) that the threads supervising each worker wait on. A
     server that dies (a model may kill it) fails the workers it had; the next
     request starts another, so the models still to run are not lost with it.
+    The server runs in the log's folder.
     """
 
     def __init__(self, environment: dict[str, str], log_path: Path) -> None:
@@ -207,6 +213,23 @@ class ForkServerClient:
             if server.gone:
                 raise ServerGone(self._tail())
             return None
+
+    @property
+    def pid(self) -> int:
+        """The current server's process id."""
+        return self._server.process.pid
+
+    @property
+    def alive(self) -> bool:
+        """Whether the current server is still running and answering."""
+        return not self._server.gone and self._server.process.poll() is None
+
+    def rss_mb(self) -> float:
+        """The current server's resident memory, in MiB (0 once it has exited)."""
+        try:
+            return psutil.Process(self.pid).memory_info().rss / 2**20
+        except psutil.Error:
+            return 0.0
 
     def close(self) -> None:
         """Ask the server to finish (it waits for its workers) and make sure it has."""
