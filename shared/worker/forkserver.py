@@ -196,8 +196,11 @@ class ForkServerClient:
                 self._server = self._spawn()
             server = self._server
             assert server.process.stdin is not None
-            server.process.stdin.write(f"{preload or '-'} {key}\n")
-            server.process.stdin.flush()
+            try:
+                server.process.stdin.write(f"{preload or '-'} {key}\n")
+                server.process.stdin.flush()
+            except OSError:  # its end of the pipe is closed: it has exited
+                raise ServerGone(self._tail()) from None
             self._changed.wait_for(lambda: key in server.started or server.gone)
             if key not in server.started:
                 raise ServerGone(self._tail())
@@ -222,7 +225,13 @@ class ForkServerClient:
     @property
     def alive(self) -> bool:
         """Whether the current server is still running and answering."""
-        return not self._server.gone and self._server.process.poll() is None
+        if self._server.gone or self._server.process.poll() is not None:
+            return False
+        try:
+            # A killed server can be a zombie before it can be reaped (its threads still exiting).
+            return psutil.Process(self.pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
 
     def rss_mb(self) -> float:
         """The current server's resident memory, in MiB (0 once it has exited)."""
