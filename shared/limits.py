@@ -1,4 +1,4 @@
-"""What a model's worker may use, as plain data: settings build these without importing worker code."""
+"""What a model's worker may use, as plain data: settings build it without importing worker code."""
 
 from __future__ import annotations
 

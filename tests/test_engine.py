@@ -339,18 +339,21 @@ def test_a_model_that_kills_the_fork_server_fails_alone(small_round: SyntheticRo
     outcomes = predict(small_round, models, tmp_path / "work")
     assert outcomes["assassin"].error.startswith("model 'assassin': the worker server stopped")
     assert outcomes["demo_onnx"].ok, outcomes["demo_onnx"].error  # a new server ran it
-    # The orphan was killed, not left to sleep: checked on the process itself rather than on the
-    # run's wall time, which a loaded machine stretches (SIGKILL acts at once; 30 s only bounds that).
+    # The orphan was killed, not left to sleep: checked on the process itself rather than on
+    # the run's wall time, which a loaded machine stretches (SIGKILL acts at once; 30 s only
+    # bounds that).
     try:
-        psutil.Process(int(orphan_pid.read_text())).wait(timeout=30)  # TimeoutExpired if it still sleeps
+        # TimeoutExpired if it still sleeps.
+        psutil.Process(int(orphan_pid.read_text())).wait(timeout=30)
     except psutil.NoSuchProcess:
         pass  # already gone
 
 
 @pytest.fixture
 def busy_machine() -> Iterator[None]:
-    """Every core kept busy by spinning processes, as on a loaded instance or a shared CI machine."""
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 * (os.cpu_count() or 1))]
+    """Every core kept busy by spinning processes, as on a loaded instance or shared CI machine."""
+    spin = [sys.executable, "-c", "while True: pass"]
+    spinners = [subprocess.Popen(spin) for _ in range(2 * (os.cpu_count() or 1))]
     yield
     for spinner in spinners:
         spinner.kill()
@@ -358,13 +361,14 @@ def busy_machine() -> Iterator[None]:
 
 
 def reporting_its_rss(report: Path):
-    """A model that predicts at once and writes the resident memory its worker had (MiB) to `report`."""
+    """A model that predicts at once and writes its worker's resident memory (KiB) to `report`."""
 
     def predict_fn(live):
         from pathlib import Path
 
         status = Path("/proc/self/status").read_text().splitlines()
-        Path(report).write_text(next(line.split()[1] for line in status if line.startswith("VmRSS:")))
+        rss = next(line.split()[1] for line in status if line.startswith("VmRSS:"))
+        Path(report).write_text(rss)
         return live[["feature_0000"]].rank(pct=True).set_axis(["prediction"], axis=1)
 
     return predict_fn
@@ -385,4 +389,4 @@ def test_a_worker_that_ends_between_samples_reports_its_real_peak_memory(tmp_pat
     for name, outcome in outcomes.items():
         assert outcome.ok, outcome.error
         seen_by_the_model = int((tmp_path / f"{name}.rss").read_text()) / 1024
-        assert outcome.peak_memory_mb >= seen_by_the_model > 50, (name, outcome.peak_memory_mb, seen_by_the_model)
+        assert outcome.peak_memory_mb >= seen_by_the_model > 50, (name, outcome, seen_by_the_model)

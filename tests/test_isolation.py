@@ -120,8 +120,8 @@ def test_a_hanging_model_is_stopped_at_its_time_limit_in_any_phase(
 ) -> None:
     monkeypatch.setenv("MODEL_TIME_LIMIT_SECONDS", "6")
     fleet_with(deployed, small_round, example_models, tmp_path, "sleeper", payload)
-    # The message says the watch stopped it at its limit (a model that ended by itself would not
-    # read so): exact, where the run's wall time against the 120 s sleep depends on the machine's load.
+    # The message says the watch stopped it at its limit (a model that ended by itself would
+    # not read so): exact, where the run's wall time against the 120 s sleep depends on load.
     lines = fire_and_get_report(deployed)
     assert lines["sleeper"]["error"] == (
         f"model 'sleeper': stopped after its limit of 6 s while {phase}; "

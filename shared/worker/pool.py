@@ -65,7 +65,9 @@ class WorkerPool:
     a server; each gets its workers from it independently.
     """
 
-    def __init__(self, max_age_seconds: float = MAX_AGE_SECONDS, max_rss_mb: float = MAX_RSS_MB) -> None:
+    def __init__(
+        self, max_age_seconds: float = MAX_AGE_SECONDS, max_rss_mb: float = MAX_RSS_MB
+    ) -> None:
         self.max_age_seconds = max_age_seconds
         self.max_rss_mb = max_rss_mb
         self._lock = threading.Lock()
@@ -76,7 +78,7 @@ class WorkerPool:
 
     @contextmanager
     def lease(self, preload: str | None, environment: dict[str, str]) -> Iterator[ForkServerClient]:
-        """A warm server whose workers get `environment`, having imported `preload`, for one run's use."""
+        """A warm server, having imported `preload`, whose workers get `environment`: one run's."""
         entry = self._acquire(preload, environment)
         try:
             yield entry.client
@@ -141,7 +143,7 @@ class WorkerPool:
         return None
 
     def _retire(self, entry: _Entry) -> _Entry | None:
-        """Take `entry` out of the pool (under the lock); returns it when nobody uses it, to be closed."""
+        """Take `entry` out of the pool (under the lock); returns it if unused, to be closed."""
         entry.retired = True
         if self._entries.get(entry.preload) is entry:
             del self._entries[entry.preload]

@@ -19,6 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Self
 
 import shared
 from shared.limits import WorkerLimits, instance_memory_mb
@@ -83,10 +84,11 @@ class _Servers:
         """The server for workers that need `preload` imported first (None: plain workers)."""
         with self._lock:
             if preload not in self._servers:
-                self._servers[preload] = self._leases.enter_context(self._pool.lease(preload, self._environment))
+                lease = self._pool.lease(preload, self._environment)
+                self._servers[preload] = self._leases.enter_context(lease)
             return self._servers[preload]
 
-    def __enter__(self) -> _Servers:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
