@@ -101,9 +101,6 @@ def predict_local(
     started = time.perf_counter()
     # The fork server's imports (about 2 s) run while this process reads the manifest.
     shared_pool().prestart(worker_environment())
-    # Workers start in folders of their own: relative paths would not find the files.
-    data_dir, manifest_path = data_dir.resolve(), manifest_path.resolve()
-    out_dir = out_dir.resolve()
     manifest = load_manifest(manifest_path).select(model_names)
     benchmark = data_dir / "live_benchmark_models.parquet"
     workers = out_dir / "workers"

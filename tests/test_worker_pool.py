@@ -8,6 +8,7 @@ inside what the pool did.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from devkit.synthetic import SyntheticRound
 from shared.manifest import ModelSpec
 from shared.worker.pool import WorkerPool
 from shared.worker.protocol import ModelOutcome, WorkRequest
-from shared.worker.supervisor import run_workers_in, worker_environment
+from shared.worker.supervisor import run_workers, run_workers_in, worker_environment
 from tests.support import GENEROUS, predict
 
 REPO = Path(__file__).resolve().parent.parent
@@ -309,3 +310,25 @@ def test_no_server_outlives_its_process(
         not psutil.pid_exists(seen["server"])
         or psutil.Process(seen["server"]).status() == psutil.STATUS_ZOMBIE
     )
+
+
+def test_a_request_with_relative_paths_runs_although_the_worker_starts_elsewhere(
+    small_round: SyntheticRound, reporter: Reporter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server's folder is the pool's and each worker starts in its own: paths travel absolute.
+    spec, path = reporter.model()
+    shutil.copytree(small_round.directory, tmp_path / "round")
+    monkeypatch.chdir(tmp_path)
+    relative = Path("round")
+    request = WorkRequest(
+        spec,
+        Path(path.name),
+        relative / "live.parquet",
+        relative / "features.json",
+        None,
+        "v5.3",
+        64,
+        Path("work") / spec.name,
+    )
+    [outcome] = run_workers([request], GENEROUS)
+    assert outcome.ok, outcome.error

@@ -2,13 +2,15 @@
 
 Starting a fresh interpreter per model would pay for pandas, pyarrow and
 numerai-tools (which imports scipy) every time: about 3 s here. Instead the
-run's process starts `python -m shared.worker` once, with an environment that
-holds no secret; it imports the engine and then forks one worker per model,
+run's process starts `python -m shared.worker` once (and keeps it for later
+runs, see pool.py), with an environment that holds no secret; it imports the
+engine and then forks one worker per model,
 which starts at once, shares the imported libraries copy-on-write and has a
 process group of its own. Frameworks (LightGBM, onnxruntime, …) are imported
 by each worker, after the fork, so that a framework one model needs is no
 other model's cost; only a framework whose import takes seconds (TensorFlow)
-is imported by the server, when the first worker that needs it is asked for.
+is imported by a server of its own, when the first worker that needs it is
+asked for.
 The server never runs a framework itself: forking a process whose framework
 threads are running would be unsafe.
 

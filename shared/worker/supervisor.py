@@ -102,7 +102,7 @@ def run_worker(request: WorkRequest, limits: WorkerLimits, server: ForkServerCli
     started = time.monotonic()
     watch = _Watch(request, limits)
     try:
-        watch.worker = server.start(request.write().resolve(), PRELOADED.get(request.spec.format))
+        watch.worker = server.start(request.write().absolute(), PRELOADED.get(request.spec.format))
         watch.until_exit(server)
     except ServerGone as exc:
         if watch.worker is not None:
