@@ -257,9 +257,11 @@ class ForkServerClient:
         # A run started without site-packages (-S, as the package test runs the unzipped app)
         # gives its server none either: PYTHONPATH already carries the run's whole path.
         no_site = ["-S"] if sys.flags.no_site else []
+        # -P: no folder of the server's own on the import path (`-m` would put its working
+        # folder first); the app comes from PYTHONPATH, as everything else.
         with self.log_path.open("ab") as server_log:
             process = subprocess.Popen(
-                [sys.executable, *no_site, "-m", "shared.worker"], env=self._environment, cwd=self.log_path.parent,
+                [sys.executable, *no_site, "-P", "-m", "shared.worker"], env=self._environment, cwd=self.log_path.parent,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=server_log, text=True,
                 bufsize=1, start_new_session=True,
             )
