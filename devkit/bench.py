@@ -22,6 +22,13 @@ Scenarios:
   model, in one process (the old way, for the engine's time and memory);
 - cold start: `import function_app` in fresh interpreters, as the Functions
   host does at every cold start to index the triggers;
+- warm worker: one deep model through `run_workers` on a warm fork server (the
+  pool's, started and used once beforehand), against the same model loaded and
+  predicted by LightGBM in one process, alternately;
+- upload pickle: the upload pickle through `python -m shared predict`, against
+  Numerai's own hosted-runner path on the same pickle and round (NUMERAI_PREDICT:
+  read the pickle with pandas, read the live parquet, call, check, write the
+  CSV; the round is local where the runner downloads it), each a fresh process;
 - queue mode: the eight deep models through the real job, one instance (local)
   against two (queue), in devkit/bench_scaleout.py.
 """
@@ -62,6 +69,31 @@ IMPORT_TARGET_SECONDS = 0.3
 IMPORT_BEFORE_SECONDS = 2.1  # median of 5, measured here before the change
 # Flex downloads the package at every cold start; MB are 10^6 bytes.
 PACKAGE_TARGET_MB = 450
+# Timed runs per side of the warm-worker and upload-pickle scenarios (medians, after one untimed).
+REPEATS = 5
+WARM_TARGET = 1.15
+UPLOAD_TARGET = 1.2
+# Numerai's hosted runner (numerai/numerai-predict, predict.py) as it treats a pickle, with the
+# downloads replaced by local files: pandas.read_pickle, the live parquet (and the benchmark
+# models for a two-parameter function), one call, its checks, the CSV with the index. It
+# imports numerapi at the top, as predict.py does to download the round.
+NUMERAI_PREDICT = """
+import inspect, os, secrets, sys
+import numerapi
+import pandas as pd
+model_path, live_path, benchmarks_path, out_dir = sys.argv[1:5]
+model = pd.read_pickle(model_path)
+parameters = len(inspect.signature(model).parameters)
+live = pd.read_parquet(live_path)
+if parameters == 1:
+    predictions = model(live)
+else:
+    predictions = model(live, pd.read_parquet(benchmarks_path))
+assert type(predictions) is pd.DataFrame and len(predictions) == len(live)
+assert not predictions.isna().any().any() and predictions.iloc[:, 0].between(0, 1).all()
+with open(os.path.join(out_dir, f"live_predictions-{secrets.token_hex(6)}.csv"), "w") as handle:
+    predictions.to_csv(handle)
+"""
 # A fresh interpreter, as a cold Functions host starts one: import the app, answer one
 # POST /api/test-run, print the split as one JSON line.
 COLD_TEST_RUN = """
@@ -188,6 +220,112 @@ def direct(work: Path, entries: list[dict]) -> dict[str, float]:
             pd.read_pickle(path)(live, benchmarks)
         seconds[entry["name"]] = time.perf_counter() - started
     return seconds
+
+
+def deep_alternating(work: Path, entries: list[dict]) -> dict[str, list[float]]:
+    """The entry's LightGBM model, REPEATS times each way, alternated; seconds per run and way.
+
+    "direct": loaded and predicted by LightGBM in this process, on the round read beforehand
+    (as `direct` does). "warm": through `run_workers` on the pool's warm fork server, what a
+    run or a queue task pays once the server is up. One untimed run of each first starts the
+    server (its imports are what the pool saves) and warms the caches; alternating lets both
+    ways see the same machine, whose load other processes change from minute to minute.
+    """
+    import lightgbm
+    import pandas as pd
+
+    from shared.limits import WorkerLimits
+    from shared.manifest import ModelSpec
+    from shared.worker.protocol import WorkRequest
+    from shared.worker.supervisor import run_workers
+
+    [entry] = entries
+    live, model_file = work / "live", work / "models" / entry["file"]
+    sets = json.loads((live / "features.json").read_text())["feature_sets"]
+    x = pd.read_parquet(live / "live.parquet")[sets[entry["features"]]].to_numpy(np.float32)
+    spec = ModelSpec.model_validate(entry)
+    limits = WorkerLimits(seconds=3600, memory_mb=8192)
+
+    def direct_once() -> None:
+        lightgbm.Booster(model_file=str(model_file)).predict(x)
+
+    def warm_once(run: int) -> None:
+        request = WorkRequest(spec, model_file, live / "live.parquet", live / "features.json",
+                              None, "v5.3", 2000, work / "out" / "warm" / str(run))
+        [outcome] = run_workers([request], limits)
+        if not outcome.ok:
+            raise SystemExit(f"the warm worker failed: {outcome.error}")
+
+    seconds: dict[str, list[float]] = {"direct": [], "warm": []}
+    for run in range(REPEATS + 1):
+        started = time.perf_counter()
+        direct_once()
+        seconds["direct"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        warm_once(run)
+        seconds["warm"].append(time.perf_counter() - started)
+    return {way: values[1:] for way, values in seconds.items()}
+
+
+def warm_worker(deep: dict) -> list[str]:
+    """Scenario: one deep model in a warm worker against LightGBM called directly; lines."""
+    seconds = _in_child("deep_alternating", [deep])
+    direct_seconds, warm_seconds = seconds["direct"], seconds["warm"]
+    ratio = _median(warm_seconds) / _median(direct_seconds)
+    return [
+        (f"one deep model, median of {REPEATS}: direct {_listed(direct_seconds)}, "
+         f"warm worker {_listed(warm_seconds)}"),
+        _ratio("warm worker / direct (one deep model)", ratio, "<=", WARM_TARGET),
+    ]
+
+
+def upload_pickle(work: Path, entry: dict) -> list[str]:
+    """Scenario: the upload pickle through `python -m shared predict` and Numerai's path; lines.
+
+    Fresh processes, alternated (one untimed each first), so that both see the same machine.
+    """
+    live, out = work / "live", work / "out" / "upload"
+    manifest = work / "models" / "bench-upload.json"
+    manifest.write_text(json.dumps({"models": [entry]}))
+    out.mkdir(parents=True, exist_ok=True)
+    commands = {
+        "ours": [sys.executable, "-m", "shared", "predict", "--data", str(live),
+                 "--manifest", str(manifest), "--out", str(out / "ours")],
+        "numerai": [sys.executable, "-c", NUMERAI_PREDICT, str(work / "models" / entry["file"]),
+                    str(live / "live.parquet"), str(live / "live_benchmark_models.parquet"),
+                    str(out)],
+    }
+    timed: dict[str, list[float]] = {"ours": [], "numerai": []}
+    for _ in range(REPEATS + 1):
+        for name, command in commands.items():
+            timed[name].append(_timed_process(command))
+    ours, numerai = timed["ours"][1:], timed["numerai"][1:]
+    return [
+        (f"upload pickle, fresh processes, median of {REPEATS}: "
+         f"python -m shared predict {_listed(ours)}, Numerai's path {_listed(numerai)}"),
+        _ratio("shared predict / Numerai's path (upload)", _median(ours) / _median(numerai), "<=",
+               UPLOAD_TARGET),
+    ]
+
+
+def _timed_process(command: list[str]) -> float:
+    """Wall seconds of `command` from start to exit; SystemExit with its errors if it failed."""
+    started = time.perf_counter()
+    completed = subprocess.run(command, cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+                               capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    if completed.returncode != 0:
+        raise SystemExit(f"{command[:4]} failed:\n{completed.stderr[-3000:]}")
+    return seconds
+
+
+def _listed(seconds: list[float]) -> str:
+    """'median s (each, …)' for printing."""
+    return f"{_median(seconds):.2f} s ({', '.join(f'{value:.2f}' for value in seconds)})"
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 def report(results: dict) -> list[str]:
@@ -334,17 +472,40 @@ def _in_child(function: str, entries: list[dict]) -> object:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
+def _scenarios(manifests: dict[str, list[dict]], names: list[str]) -> list[str]:
+    """The warm-worker and upload-pickle scenarios named in `names`; printed lines."""
+    lines = []
+    if "warm" in names:
+        log.info("one deep model: warm worker against direct ...")
+        lines += warm_worker(manifests["deep"][0])
+    if "upload" in names:
+        log.info("upload pickle: python -m shared predict against Numerai's path ...")
+        upload = next(e for e in manifests["others"] if e["format"] == "numerai_pickle")
+        lines += upload_pickle(WORK, upload)
+    return lines
+
+
+CHILDREN = {"direct": direct, "naive": naive, "deep_alternating": deep_alternating}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Prepare the data, run every scenario and print the figures."""
     parser = argparse.ArgumentParser(prog="python -m devkit.bench")
-    parser.add_argument("--child", choices=["direct", "naive"])
+    parser.add_argument("--child", choices=sorted(CHILDREN))
+    parser.add_argument("--only", choices=["warm", "upload"], action="append",
+                        help="run only these scenarios (repeatable); without it, every scenario")
     parser.add_argument("entries", nargs="?")
     args = parser.parse_args(argv)
     if args.child:
-        function = {"direct": direct, "naive": naive}[args.child]
-        print(json.dumps(function(WORK, json.loads(args.entries))))  # noqa: T201 - the parent reads this line
+        # The parent reads this line.
+        print(json.dumps(CHILDREN[args.child](WORK, json.loads(args.entries))))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.only:
+        manifests = prepare(WORK)
+        os.sync()
+        print("\n".join(_scenarios(manifests, args.only)))
+        return 0
     print("\n".join(cold_start()))  # seconds, where the rest takes minutes: first
     manifests = prepare(WORK)
     os.sync()  # let the kernel flush what prepare() wrote before any clock starts
@@ -366,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     results["naive"] = {"seconds": _in_child("naive", light)}
     results["fleet_light"] = run_product(WORK, "fleet-light", light)
     print("\n".join(report(results)))  # noqa: T201 - the benchmark's output
+    print("\n".join(["", *_scenarios(manifests, ["warm", "upload"])]))
     log.info("deployment package ...")
     print("\n".join(["", *package_size()]))
     log.info("cold HTTP test run ...")

@@ -100,6 +100,17 @@ class SubmissionUnknown(AppError):
     """A submission may exist at Numerai, and this run could not find out."""
 
 
+# The model workers
+
+
+class ServerGone(AppError):
+    """The fork server exited while workers were still expected from it."""
+
+
+class PoolClosed(AppError):
+    """The worker pool was closed (the interpreter is exiting): no more workers can be started."""
+
+
 # The run itself
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from shared.errors import SettingsError
 from shared.report import Execution
 from shared.redaction import KEY_VAULT_REFERENCE, connection_string_secrets, register
-from shared.worker.supervisor import WorkerLimits, default_memory_limit_mb
+from shared.limits import WorkerLimits, default_memory_limit_mb
 
 # Rows per batch: enough to keep the frameworks busy, small beside any model.
 DEFAULT_BATCH_ROWS = 2000

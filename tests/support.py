@@ -18,7 +18,8 @@ from devkit.synthetic import SyntheticRound
 from shared.manifest import ModelSpec
 from shared.storage import Results
 from shared.worker.protocol import ModelOutcome, WorkRequest
-from shared.worker.supervisor import WorkerLimits, run_workers
+from shared.limits import WorkerLimits
+from shared.worker.supervisor import run_workers
 
 # The fleet most tests deploy. Keras is left to the tests about formats: each of its
 # workers imports TensorFlow (seconds), and these tests are about the job.

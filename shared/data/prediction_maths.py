@@ -130,5 +130,5 @@ def _check_same_ids(entry: str, first: str, ids: pd.Index, member: str, other: p
 
 def _percentile(values: pd.Series) -> pd.Series:
     # pandas' percentile rank, not numerai-tools' centred one: (0, 1], as a single
-    # model's ranked submission is (shared/worker/submission.py).
+    # model's ranked submission is (shared/data/submission_rules.py).
     return values.rank(pct=True, method="average")

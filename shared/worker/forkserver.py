@@ -2,20 +2,24 @@
 
 Starting a fresh interpreter per model would pay for pandas, pyarrow and
 numerai-tools (which imports scipy) every time: about 3 s here. Instead the
-run's process starts `python -m shared.worker` once, with an environment that
-holds no secret; it imports the engine and then forks one worker per model,
+run's process starts `python -m shared.worker` once (and keeps it for later
+runs, see pool.py), with an environment that holds no secret; it imports the
+engine and then forks one worker per model,
 which starts at once, shares the imported libraries copy-on-write and has a
 process group of its own. Frameworks (LightGBM, onnxruntime, …) are imported
 by each worker, after the fork, so that a framework one model needs is no
 other model's cost; only a framework whose import takes seconds (TensorFlow)
-is imported by the server, when the first worker that needs it is asked for.
+is imported by a server of its own, when the first worker that needs it is
+asked for.
 The server never runs a framework itself: forking a process whose framework
 threads are running would be unsafe.
 
 The protocol is lines on the server's stdin and stdout:
 - run's process → server: `<module to import first, or -> <request file>`
-- server → run's process: `started <pid> <request file>`, then `exited <pid> <exit code>`
-  (a negative exit code is the signal that ended the worker).
+- server → run's process: `started <pid> <request file>`, then
+  `exited <pid> <exit code> <peak KiB>` (a negative exit code is the signal that
+  ended the worker; the peak is the kernel's ru_maxrss for the reaped worker,
+  exact however briefly it lived, which sampling /proc from outside is not).
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
+from shared.errors import ServerGone
 from shared.worker.protocol import PHASE_FILE, Phase, WorkRequest
 
 log = logging.getLogger(__name__)
@@ -86,12 +93,13 @@ def _reap(replies: int) -> int:
     reaped = 0
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
             return reaped
         if pid == 0:
             return reaped
-        _reply(replies, f"exited {pid} {os.waitstatus_to_exitcode(status)}")
+        # ru_maxrss (KiB on Linux) covers the worker and the children it reaped itself.
+        _reply(replies, f"exited {pid} {os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
         reaped += 1
 
 
@@ -112,6 +120,9 @@ def _worker(request_file: Path) -> int:
 
     os.setsid()
     request = WorkRequest.read(request_file)
+    # The server's folder is shared by every run it serves: whatever a model writes
+    # to relative paths stays in its own folder, which goes with its run.
+    os.chdir(request.output_dir)
     log_fd = os.open(request.output_dir / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
     # Over the protocol pipes, so that nothing a model prints can be taken for a reply.
@@ -133,18 +144,22 @@ def _worker(request_file: Path) -> int:
     return 0
 
 
-class ServerGone(Exception):
-    """The fork server exited while workers were still expected from it."""
-
-
 @dataclass(eq=False)
 class _Server:
     """One fork server process and what it has said."""
 
     process: subprocess.Popen
     started: dict[str, int] = field(default_factory=dict)
-    exits: dict[int, int] = field(default_factory=dict)
+    exits: dict[int, Exit] = field(default_factory=dict)
     gone: bool = False
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How a worker ended: its exit code (negative: the signal) and its peak resident memory."""
+
+    code: int
+    peak_mb: float
 
 
 @dataclass(frozen=True)
@@ -159,9 +174,10 @@ class ForkServerClient:
     """The run's side of the fork server: start it, ask for workers, learn how they exited.
 
     A reader thread per server turns its replies into two tables (started
-    workers, exit codes) that the threads supervising each worker wait on. A
+    workers, exits) that the threads supervising each worker wait on. A
     server that dies (a model may kill it) fails the workers it had; the next
     request starts another, so the models still to run are not lost with it.
+    The server runs in the log's folder.
     """
 
     def __init__(self, environment: dict[str, str], log_path: Path) -> None:
@@ -179,15 +195,18 @@ class ForkServerClient:
                 self._server = self._spawn()
             server = self._server
             assert server.process.stdin is not None
-            server.process.stdin.write(f"{preload or '-'} {key}\n")
-            server.process.stdin.flush()
+            try:
+                server.process.stdin.write(f"{preload or '-'} {key}\n")
+                server.process.stdin.flush()
+            except OSError:  # its end of the pipe is closed: it has exited
+                raise ServerGone(self._tail()) from None
             self._changed.wait_for(lambda: key in server.started or server.gone)
             if key not in server.started:
                 raise ServerGone(self._tail())
             return Worker(server.started.pop(key), server)
 
-    def exit_code(self, worker: Worker, timeout: float) -> int | None:
-        """The worker's exit code once it has exited (negative: the signal); None while it runs."""
+    def exit(self, worker: Worker, timeout: float) -> Exit | None:
+        """How the worker ended, once it has; None while it runs."""
         server = worker.server
         with self._changed:
             self._changed.wait_for(lambda: worker.pid in server.exits or server.gone, timeout)
@@ -196,6 +215,29 @@ class ForkServerClient:
             if server.gone:
                 raise ServerGone(self._tail())
             return None
+
+    @property
+    def pid(self) -> int:
+        """The current server's process id."""
+        return self._server.process.pid
+
+    @property
+    def alive(self) -> bool:
+        """Whether the current server is still running and answering."""
+        if self._server.gone or self._server.process.poll() is not None:
+            return False
+        try:
+            # A killed server can be a zombie before it can be reaped (its threads still exiting).
+            return psutil.Process(self.pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def rss_mb(self) -> float:
+        """The current server's resident memory, in MiB (0 once it has exited)."""
+        try:
+            return psutil.Process(self.pid).memory_info().rss / 2**20
+        except psutil.Error:
+            return 0.0
 
     def close(self) -> None:
         """Ask the server to finish (it waits for its workers) and make sure it has."""
@@ -212,9 +254,11 @@ class ForkServerClient:
         # A run started without site-packages (-S, as the package test runs the unzipped app)
         # gives its server none either: PYTHONPATH already carries the run's whole path.
         no_site = ["-S"] if sys.flags.no_site else []
+        # -P: no folder of the server's own on the import path (`-m` would put its working
+        # folder first); the app comes from PYTHONPATH, as everything else.
         with self.log_path.open("ab") as server_log:
             process = subprocess.Popen(
-                [sys.executable, *no_site, "-m", "shared.worker"], env=self._environment, cwd=self.log_path.parent,
+                [sys.executable, *no_site, "-P", "-m", "shared.worker"], env=self._environment, cwd=self.log_path.parent,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=server_log, text=True,
                 bufsize=1, start_new_session=True,
             )
@@ -230,7 +274,8 @@ class ForkServerClient:
                 if kind == "started":
                     server.started[rest[0]] = int(number)
                 elif kind == "exited":
-                    server.exits[int(number)] = int(rest[0])
+                    code, peak_kib = rest[0].split(" ")
+                    server.exits[int(number)] = Exit(int(code), int(peak_kib) / 1024)
                 self._changed.notify_all()
         with self._changed:
             server.gone = True

@@ -108,4 +108,5 @@ class ModelOutcome:
 
 
 def _plain(value: object) -> object:
-    return str(value) if isinstance(value, Path) else value
+    # Absolute: the worker starts in a folder of its own, not in the run's.
+    return str(value.absolute()) if isinstance(value, Path) else value

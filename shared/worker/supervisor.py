@@ -1,8 +1,8 @@
 """Running each model in a worker process of its own, within its time and memory limits.
 
 The run's process (the Functions host's Python worker) imports no ML framework:
-it starts a fork server (`python -m shared.worker`) with an environment that
-holds no secret, has it fork one worker per model, watches each worker's
+it borrows a warm fork server (`python -m shared.worker`, kept by `pool`) with an
+environment that holds no secret, has it fork one worker per model, watches each worker's
 memory and time, and turns whatever happens (an outcome, a crash, a limit)
 into a `ModelOutcome` a participant can read. A model that segfaults, runs out
 of memory or hangs fails alone.
@@ -14,16 +14,19 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import ExitStack
 from pathlib import Path
-
-import psutil
+from typing import Self
 
 import shared
+from shared.limits import WorkerLimits, instance_memory_mb
 from shared.manifest import PICKLE_FORMATS, ModelFormat
-from shared.worker.forkserver import ForkServerClient, ServerGone, Worker
+from shared.errors import ServerGone
+from shared.worker.forkserver import ForkServerClient, Worker
+from shared.worker.pool import WorkerPool, shared_pool
 from shared.worker.protocol import PHASE_FILE, ModelOutcome, Phase, WorkRequest
 
 log = logging.getLogger(__name__)
@@ -35,45 +38,62 @@ LOG_TAIL_LINES = 20
 # managed identity's endpoint and header) stays in the run's process.
 SAFE_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TEMP", "TMP",
                   "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")
-# A share of the instance for the workers; the rest is the host's and the run's.
-MEMORY_SHARE = 0.8
 _CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGABRT, signal.SIGFPE}
-# Frameworks whose import takes seconds (TensorFlow: 5 s here): the fork server
-# imports each once, before it forks the first worker that needs it, instead of
-# every such worker importing it. Their models run after all the others, so no
-# other model's worker runs beside a server that holds them.
+# Frameworks whose import takes seconds (TensorFlow: 5 s here): a fork server of
+# their own imports each once, before it forks the first worker that needs it,
+# instead of every such worker importing it; no plain worker is forked from it.
 PRELOADED = {ModelFormat.KERAS: "keras"}
-
-
-@dataclass(frozen=True)
-class WorkerLimits:
-    """What one worker may use: wall seconds from its start, and memory in MiB.
-
-    `run_ends_at` (time.monotonic()) is the run's own deadline: no worker outlives it.
-    """
-
-    seconds: float
-    memory_mb: float
-    run_ends_at: float | None = None
 
 
 def run_workers(requests: list[WorkRequest], limits: WorkerLimits, max_parallel: int = 1) -> list[ModelOutcome]:
     """Run every request in a worker of its own, `max_parallel` at a time; outcomes in request order.
 
-    The fork server's log is written beside the requests' folders.
+    The workers come from the process's warm fork servers (`shared_pool()`).
     """
+    return run_workers_in(shared_pool(), requests, limits, max_parallel)
+
+
+def run_workers_in(pool: WorkerPool, requests: list[WorkRequest], limits: WorkerLimits,
+                   max_parallel: int = 1) -> list[ModelOutcome]:
+    """`run_workers` with the servers of `pool`."""
     if not requests:
         return []
-    log_dir = requests[0].output_dir.parent
-    log_dir.mkdir(parents=True, exist_ok=True)
-    server = ForkServerClient(worker_environment(), log_dir / "forkserver.log")
+    # Models of preloaded frameworks last: their server (and TensorFlow's memory) is started
+    # only when the plain models are done, and closed when this run no longer needs it.
     order = sorted(range(len(requests)), key=lambda index: requests[index].spec.format in PRELOADED)
-    try:
-        with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="model") as pool:
-            outcomes = dict(zip(order, pool.map(lambda index: run_worker(requests[index], limits, server), order)))
-    finally:
-        server.close()
+    with _Servers(pool) as servers:
+        def run(index: int) -> ModelOutcome:
+            request = requests[index]
+            return run_worker(request, limits, servers.get(PRELOADED.get(request.spec.format)))
+
+        with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="model") as threads:
+            outcomes = dict(zip(order, threads.map(run, order)))
     return [outcomes[index] for index in range(len(requests))]
+
+
+class _Servers:
+    """One run's servers, leased from the pool on first need and given back when the run ends."""
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self._pool = pool
+        self._environment = worker_environment()
+        self._lock = threading.Lock()  # the run's model threads ask side by side
+        self._leases = ExitStack()
+        self._servers: dict[str | None, ForkServerClient] = {}
+
+    def get(self, preload: str | None) -> ForkServerClient:
+        """The server for workers that need `preload` imported first (None: plain workers)."""
+        with self._lock:
+            if preload not in self._servers:
+                lease = self._pool.lease(preload, self._environment)
+                self._servers[preload] = self._leases.enter_context(lease)
+            return self._servers[preload]
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._leases.close()
 
 
 def run_worker(request: WorkRequest, limits: WorkerLimits, server: ForkServerClient) -> ModelOutcome:
@@ -83,7 +103,7 @@ def run_worker(request: WorkRequest, limits: WorkerLimits, server: ForkServerCli
     started = time.monotonic()
     watch = _Watch(request, limits)
     try:
-        watch.worker = server.start(request.write(), PRELOADED.get(request.spec.format))
+        watch.worker = server.start(request.write().absolute(), PRELOADED.get(request.spec.format))
         watch.until_exit(server)
     except ServerGone as exc:
         if watch.worker is not None:
@@ -110,31 +130,13 @@ def worker_environment() -> dict[str, str]:
     return environment
 
 
-def default_memory_limit_mb(max_parallel: int) -> float:
-    """A worker's share of the instance's memory when MODEL_MEMORY_LIMIT_MB is not set."""
-    return round(instance_memory_mb() * MEMORY_SHARE / max_parallel)
-
-
-def instance_memory_mb() -> float:
-    """The memory this instance may use: its cgroup's limit where one is set, else the machine's."""
-    machine = psutil.virtual_memory().total
-    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(limit_file).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit():
-            return min(int(text), machine) / 2**20
-    return machine / 2**20
-
-
 class _Watch:
     """Follows one worker until it exits, stopping it at its limits."""
 
     def __init__(self, request: WorkRequest, limits: WorkerLimits) -> None:
         self.request = request
         self.limits = limits
-        self.peak_mb = 0.0
+        self.peak_mb = 0.0  # sampled while it runs (for the limit), then exact once it has exited
         self.worker: Worker | None = None
         self.exit_code: int | None = None
         self.stopped_for: str | None = None  # "time" or "memory" when the watch stopped it
@@ -153,7 +155,7 @@ class _Watch:
         pid = self.worker.pid
         deadline = time.monotonic() + self.limits.seconds
         run_ends_at = self.limits.run_ends_at or float("inf")
-        while (code := server.exit_code(self.worker, POLL_SECONDS)) is None:
+        while (ended := server.exit(self.worker, POLL_SECONDS)) is None:
             self.peak_mb = max(self.peak_mb, _tree_rss_mb(pid))
             if self.peak_mb > self.limits.memory_mb:
                 self.stopped_for = "memory"
@@ -164,7 +166,10 @@ class _Watch:
             else:
                 continue
             _kill_group(pid)
-        self.exit_code = code
+        self.exit_code = ended.code
+        # Sampling misses a worker that lives less than a poll, and the top of any peak; the
+        # kernel's figure does not. The sampled sum still counts grandchildren running side by side.
+        self.peak_mb = max(self.peak_mb, ended.peak_mb)
 
 
 def _kill_group(pid: int) -> None:
