@@ -85,7 +85,8 @@ DEFAULT_MODEL_NAME = "sandbox_model"
 DEFAULT_ROUND_NUMBER = 1200
 DEFAULT_ROUND_LENGTH = timedelta(hours=1)
 
-AUTH_ERROR = "You must be authenticated to perform this action"
+# Numerai's answer to a wrong or revoked key (numerapi tests/test_numerapi.py, numerapi issue 7).
+AUTH_ERROR = "Your session is invalid or has expired."
 FILES_PATH = "/files/"
 UPLOADS_PATH = "/uploads/"
 _COPY_CHUNK_BYTES = 1024 * 1024

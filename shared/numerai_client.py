@@ -55,8 +55,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Words Numerai uses when it refuses the keys; matched loosely on purpose.
-_AUTH_WORDS = ("authenticat", "api key", "api_key", "token", "permission", "unauthori")
+# Words Numerai uses when it refuses the keys; matched loosely on purpose. Its own texts, as numerapi's
+# tests (tests/test_numerapi.py) and issues (numerapi#7) show them: "Your session is invalid or has
+# expired." for a wrong or revoked key, "API keys required for this action" for none.
+_AUTH_WORDS = ("authenticat", "api key", "api_key", "token", "permission", "unauthori", "session is invalid",
+               "has expired")
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 # The Authorization header's value, "Token <public id>$<secret key>", as written or
 # URL-encoded: an API error has echoed it. Cut out of every message, whatever the

@@ -306,3 +306,30 @@ def test_command_line_prints_a_working_url(data_dir: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+# --- Numerai's own refusal texts (issue #19, point 5) --------------------------------
+
+# Numerai's texts for keys it refuses, as numerapi's tests/test_numerapi.py expects them
+# (test_unauthorized_requests) and numerapi issue 7 reported them.
+NUMERAI_AUTH_TEXTS = ["Your session is invalid or has expired.", "API keys required for this action."]
+
+
+def test_bad_keys_get_numerais_own_text(sandbox: NumeraiSandbox) -> None:
+    wrong = numerapi.NumerAPI(sandbox.public_id, "not-the-secret", show_progress_bars=False)
+    with pytest.raises(ValueError, match=r"^Your session is invalid or has expired\.$"):
+        wrong.get_models()
+
+
+@pytest.mark.parametrize("text", NUMERAI_AUTH_TEXTS)
+def test_the_client_names_the_key_settings_for_numerais_auth_texts(sandbox: NumeraiSandbox, text: str) -> None:
+    from shared.errors import NumeraiApiError
+    from shared.numerai_client import NumeraiClient
+    from shared.settings import Settings
+
+    client = NumeraiClient(Settings(*sandbox.credentials, numerai_api_url=sandbox.url))
+    sandbox.faults.graphql_error = text
+    with pytest.raises(NumeraiApiError) as refused:
+        client.model_ids()
+    assert str(refused.value).startswith("Numerai refused the API keys (NUMERAI_PUBLIC_ID / NUMERAI_SECRET_KEY)")
+    assert text in str(refused.value)

@@ -259,7 +259,7 @@ def test_numerapis_own_set_submission_webhook_works_against_the_sandbox_and_need
     stack.sandbox.models["my_model"] = model_id = "9d3c1b6e-0000-4000-8000-000000000001"
     assert numerapi.NumerAPI(*stack.sandbox.credentials).set_submission_webhook(model_id, "https://a/b?code=k")
     assert stack.sandbox.webhooks == {model_id: "https://a/b?code=k"}
-    with pytest.raises(ValueError, match="You must be authenticated"):
+    with pytest.raises(ValueError, match="Your session is invalid or has expired"):
         numerapi.NumerAPI("someone", "else").set_submission_webhook(model_id, None)
     assert numerapi.NumerAPI(*stack.sandbox.credentials).set_submission_webhook(model_id, None)
     assert stack.sandbox.webhooks == {}
