@@ -109,6 +109,13 @@ _CREATE_SUBMISSION = """
                         dataDatestamp: $dataDatestamp) { id }
     }
 """
+# A model's submissions with the round each counts for, as numerai-cli's `node test` asks for them
+# (numerai/cli/node/test.py): numerapi's submission_ids selects neither `round` nor `triggerId`.
+_ROUND_SUBMISSIONS_QUERY = """
+    query($modelId: String!) {
+      submissions(modelId: $modelId) { id filename insertedAt triggerId round { number tournament } }
+    }
+"""
 # numerapi 3.1.1's set_submission_webhook, word for word: Numerai calls the URL when a round opens.
 _SET_WEBHOOK = """
           mutation (
@@ -135,6 +142,15 @@ class RoundInfo:
         """Whether submissions for this round can still be staked."""
         moment = now or datetime.now(timezone.utc)
         return self.open_time <= moment < self.close_time
+
+
+@dataclass(frozen=True)
+class ListedSubmission:
+    """One submission as Numerai lists it for a round."""
+
+    id: str
+    inserted_at: datetime  # before the round's openTime for a late submission queued into it
+    trigger_id: str | None  # the webhook call's trigger id create_submission passed on, if any
 
 
 @dataclass(frozen=True)
@@ -397,18 +413,21 @@ class NumeraiClient:
                 return str(submission["id"])
         return None
 
-    def submissions_since(self, model_id: str, since: datetime) -> dict[str, datetime]:
-        """The model's submissions Numerai lists as made at or after `since`: id → when.
+    def round_submissions(self, model_id: str, round_number: int) -> dict[str, ListedSubmission]:
+        """The model's submissions Numerai counts for the round (by `round.number`): id → what it lists.
 
+        A late submission is queued into the next round, so its `insertedAt` falls before that
+        round's openTime: only the round number says which round it counts for.
         Raises NumeraiApiError when the list cannot be had.
         """
+        answer = self._api.raw_query(_ROUND_SUBMISSIONS_QUERY, {"modelId": model_id}, authorization=True)
         listed = {}
-        for submission in self._api.submission_ids(model_id):
-            inserted = submission.get("insertedAt")
-            when = inserted if isinstance(inserted, datetime) else _parse_time(str(inserted))
-            when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-            if when >= since:
-                listed[str(submission["id"])] = when
+        for submission in answer["data"].get("submissions") or []:
+            round_ = submission.get("round") or {}
+            if round_.get("number") != round_number or round_.get("tournament") not in (None, self._api.tournament_id):
+                continue
+            listed[str(submission["id"])] = ListedSubmission(
+                str(submission["id"]), _parse_time(str(submission["insertedAt"])), submission.get("triggerId"))
         return listed
 
     def _put(self, model_name: str, url: str, payload: bytes) -> None:
