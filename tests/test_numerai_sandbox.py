@@ -11,14 +11,14 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import numerapi
 import pandas as pd
 import pytest
 import requests
 
-from devkit.numerai_sandbox import AUTH_ERROR, FILES_PATH, NumeraiSandbox
+from devkit.numerai_sandbox import AUTH_ERROR, NumeraiSandbox
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VERSION = "v5.3"
@@ -364,17 +364,17 @@ CLI_TRIGGER_MUTATION = """mutation ( $modelId: String! ) {
 class _Receiver(BaseHTTPRequestHandler):
     """A participant's webhook: keeps each call's path and body, answers `status`."""
 
-    calls: list[tuple[str, dict]] = []
+    calls: ClassVar[list[tuple[str, dict]]] = []
     status = 200
 
-    def do_POST(self) -> None:  # noqa: N802 - name fixed by BaseHTTPRequestHandler
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
         type(self).calls.append((self.path, body))
         self.send_response(type(self).status)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

@@ -99,8 +99,8 @@ def test_a_late_submission_queued_into_the_next_round_counts_for_that_round(
     for name in MODELS:  # counted by round number, as Numerai counts them: not missed
         assert line(report, name)["status"] == "already_submitted", line(report, name)
         assert line(report, name)["submission_id"] == late[name]
-        assert line(report, name)["warnings"] == [
+        assert line(report, name)["warnings"] == [(
             f"model '{name}': Numerai counts for round 1201 a late submission of the round before, "
-            f"queued into this one ({late[name]})"]
+            f"queued into this one ({late[name]})")]
     assert missed_records(caplog) == []
     assert len(deployed.sandbox.submissions) == len(MODELS)
