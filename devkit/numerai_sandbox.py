@@ -96,8 +96,9 @@ DEFAULT_ROUND_LENGTH = timedelta(hours=1)
 # How long a presigned URL (a dataset's GET, an upload's PUT) works; S3 then answers 403 with XML.
 # Numerai's lifetime is not published: an assumption (docs/sandbox.md).
 PRESIGNED_URL_SECONDS = 600.0
-# Numerai's closeTime is later than closeStakingTime (numerapi's test mock); by how much is an assumption.
-CLOSE_AFTER_STAKING = timedelta(days=1)
+# Numerai's closeTime is later than closeStakingTime: 12 h in numerapi's test mock (tests/test_base_api.py
+# test_list_rounds); the real gap per round is not published.
+CLOSE_AFTER_STAKING = timedelta(hours=12)
 # S3's answer to a presigned URL past its lifetime.
 EXPIRED_XML = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
                b"<Message>Request has expired</Message></Error>")
@@ -476,8 +477,8 @@ class NumeraiSandbox:
     def _start_call(self, model_id: str, url: str, round_number: int, *, is_test: bool) -> str:
         """Call a model's webhook in a thread of its own; returns the call's fresh trigger id."""
         trigger_id = uuid.uuid4().hex
-        call = threading.Thread(target=self._call_webhook, args=(model_id, url, round_number, trigger_id, is_test),
-                                daemon=True, name="numerai-sandbox-webhook")
+        call = threading.Thread(target=self._call_webhook, daemon=True, name="numerai-sandbox-webhook",
+                                args=(model_id, url, round_number, trigger_id, is_test))
         with self._lock:
             self._webhook_threads.append(call)
         call.start()
@@ -498,7 +499,8 @@ class NumeraiSandbox:
         with self._lock:
             return list(self._webhook_calls)
 
-    def _call_webhook(self, model_id: str, url: str, round_number: int, trigger_id: str, is_test: bool) -> None:
+    def _call_webhook(self, model_id: str, url: str, round_number: int, trigger_id: str,
+                      is_test: bool) -> None:
         """POST what Numerai's call carries, as a community template reads it
         (hiohiohio/numerai-compute-cloudrun-template common/main.py): no model id, which the URL
         must carry; `dataVersion` an integer there (which integer is an assumption: the major version)."""
@@ -516,7 +518,8 @@ class NumeraiSandbox:
         except OSError as exc:
             error = f"{type(exc).__name__}: {exc}"
         with self._lock:
-            self._webhook_calls.append(SandboxWebhookCall(url, round_number, trigger_id, status, error, model_id))
+            self._webhook_calls.append(
+                SandboxWebhookCall(url, round_number, trigger_id, status, error, model_id))
 
     def _data_version_number(self) -> int:
         """The newest data version served, as the integer the webhook body carries (v5.3 → 5)."""
@@ -779,7 +782,8 @@ class NumeraiSandbox:
     def _listed(self, model_id: str | None) -> list[dict[str, Any]]:
         if self.faults.hide_submissions:
             return []
-        return [self._submission_payload(s) for s in self.submissions if model_id is None or s.model_id == model_id]
+        return [self._submission_payload(s) for s in self.submissions
+                if model_id is None or s.model_id == model_id]
 
     def _submission_payload(self, submission: SandboxSubmission) -> dict[str, Any]:
         # The latest of a model's submissions for a round is the one Numerai uses ("selected").
@@ -869,8 +873,11 @@ def _expired(expires: str) -> bool:
 
 
 def _stored_name(uploaded: str) -> str:
-    """The name Numerai gives an upload: its stem, a dash and ten random letters (`predictions-pPbLKSHGiR.csv`,
-    numerapi's tests; `model57-dMpHpYMPIUAF.csv`, numerapi's get_submission_filenames docstring)."""
+    """The name Numerai gives an upload: its stem, a dash and ten random letters.
+
+    `predictions-pPbLKSHGiR.csv` in numerapi's tests, `model57-dMpHpYMPIUAF.csv` in numerapi's
+    get_submission_filenames docstring.
+    """
     stem, dot, suffix = uploaded.rpartition(".")
     if not dot:
         stem, suffix = uploaded, "csv"

@@ -77,7 +77,8 @@ def write_round(
     era: str = "1200",
     data_version: str = "v5.3",
 ) -> SyntheticRound:
-    """Write `features.json`, `live.parquet` and `live_benchmark_models.parquet` (`data_version`'s columns)."""
+    """Write `features.json`, `live.parquet` and `live_benchmark_models.parquet` (with `data_version`'s
+    benchmark columns)."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     sets = feature_sets_for(n_features)

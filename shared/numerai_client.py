@@ -424,10 +424,12 @@ class NumeraiClient:
         listed = {}
         for submission in answer["data"].get("submissions") or []:
             round_ = submission.get("round") or {}
-            if round_.get("number") != round_number or round_.get("tournament") not in (None, self._api.tournament_id):
+            if round_.get("number") != round_number \
+                    or round_.get("tournament") not in (None, self._api.tournament_id):
                 continue
             listed[str(submission["id"])] = ListedSubmission(
-                str(submission["id"]), _parse_time(str(submission["insertedAt"])), submission.get("triggerId"))
+                str(submission["id"]), _parse_time(str(submission["insertedAt"])),
+                submission.get("triggerId"))
         return listed
 
     def _put(self, model_name: str, url: str, payload: bytes) -> None:

@@ -82,7 +82,8 @@ class ModelReport:
     # over the model's recent rounds, from the archive: a sudden fall means wrong inputs.
     benchmark_corr: float | None = None
     benchmark_corr_median: float | None = None
-    benchmark_model: str | None = None  # the benchmark column compared with (BENCHMARK_MODEL or the version's)
+    # The benchmark column compared with: BENCHMARK_MODEL, or the model's data version's.
+    benchmark_model: str | None = None
     notes: list[str] = field(default_factory=list)  # worth knowing, not a problem (a stand-in benchmark)
     data_version: str | None = None  # the Numerai data version the model predicted from (None: an ensemble)
 

@@ -223,8 +223,9 @@ def test_without_the_versions_main_column_the_first_of_its_prefix_stands_in_with
         assert line(report, name)["benchmark_model"] == "v53_lgbm_cyrusd20"
         assert line(report, name)["warnings"] == []  # a note, not a warning on every round
         assert line(report, name)["notes"] == [(
-            f"model '{name}': the benchmark check used 'v53_lgbm_cyrusd20', the first v53_* column: v5.3's "
-            "live_benchmark_models.parquet has no 'v53_lgbm_ender20' (set BENCHMARK_MODEL to choose another)")]
+            f"model '{name}': the benchmark check used 'v53_lgbm_cyrusd20', the first v53_* column: "
+            "v5.3's live_benchmark_models.parquet has no 'v53_lgbm_ender20' (set BENCHMARK_MODEL to "
+            "choose another)")]
 
 
 def test_benchmark_model_is_unset_by_default() -> None:

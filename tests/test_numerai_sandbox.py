@@ -332,7 +332,9 @@ def test_bad_keys_get_numerais_own_text(sandbox: NumeraiSandbox) -> None:
 
 
 @pytest.mark.parametrize("text", NUMERAI_AUTH_TEXTS)
-def test_the_client_names_the_key_settings_for_numerais_auth_texts(sandbox: NumeraiSandbox, text: str) -> None:
+def test_the_client_names_the_key_settings_for_numerais_auth_texts(
+    sandbox: NumeraiSandbox, text: str,
+) -> None:
     from shared.errors import NumeraiApiError
     from shared.numerai_client import NumeraiClient
     from shared.settings import Settings
@@ -341,7 +343,8 @@ def test_the_client_names_the_key_settings_for_numerais_auth_texts(sandbox: Nume
     sandbox.faults.graphql_error = text
     with pytest.raises(NumeraiApiError) as refused:
         client.model_ids()
-    assert str(refused.value).startswith("Numerai refused the API keys (NUMERAI_PUBLIC_ID / NUMERAI_SECRET_KEY)")
+    assert str(refused.value).startswith(
+        "Numerai refused the API keys (NUMERAI_PUBLIC_ID / NUMERAI_SECRET_KEY)")
     assert text in str(refused.value)
 
 
@@ -391,7 +394,8 @@ def receiver() -> Iterator[tuple[str, type[_Receiver]]]:
 
 
 def _two_models(sandbox: NumeraiSandbox) -> tuple[str, str]:
-    sandbox.models.update({"one": "00000000-0000-4000-8000-000000000001", "two": "00000000-0000-4000-8000-000000000002"})
+    sandbox.models.update({"one": "00000000-0000-4000-8000-000000000001",
+                           "two": "00000000-0000-4000-8000-000000000002"})
     return sandbox.models["one"], sandbox.models["two"]
 
 
@@ -441,11 +445,13 @@ def test_presigned_urls_expire_with_s3s_answer(sandbox: NumeraiSandbox, napi: nu
     sandbox.presigned_url_seconds = 0.2
     url = presigned(sandbox, LIVE)
     auth = napi.raw_query(
-        "query($m: String) { submission_upload_auth(filename: \"p.csv\", tournament: 8, modelId: $m) { url } }",
+        "query($m: String) { submission_upload_auth(filename: \"p.csv\", tournament: 8, modelId: $m) "
+        "{ url } }",
         {"m": napi.get_models()["sandbox_model"]}, authorization=True)["data"]["submission_upload_auth"]
     assert requests.get(url, timeout=10).status_code == 200
     time.sleep(0.3)
-    for answer in (requests.get(url, timeout=10), requests.put(auth["url"], data=b"id,prediction\n", timeout=10)):
+    put = requests.put(auth["url"], data=b"id,prediction\n", timeout=10)
+    for answer in (requests.get(url, timeout=10), put):
         assert answer.status_code == 403
         assert b"<Code>AccessDenied</Code><Message>Request has expired</Message>" in answer.content
 

@@ -252,7 +252,9 @@ def test_a_call_without_a_trigger_id_still_queues_the_run(
     ("&model=Not-A-Name", "the URL's 'model' must be a model name of the manifest"),
     ("&model=" + "a" * 65, "the URL's 'model' must be a model name of the manifest"),
 ])
-def test_a_url_naming_no_model_of_ours_is_refused(deployed: LocalStack, app_url: str, query: str, error: str) -> None:
+def test_a_url_naming_no_model_of_ours_is_refused(
+    deployed: LocalStack, app_url: str, query: str, error: str,
+) -> None:
     status, answer = post(f"{app_url}{query}", b'{"triggerId": "t-1"}')
     assert status == 400 and error in answer["error"] and queued(deployed) == []
 
@@ -260,7 +262,8 @@ def test_a_url_naming_no_model_of_ours_is_refused(deployed: LocalStack, app_url:
 def test_a_url_without_a_model_from_an_older_version_still_runs_every_model(
     deployed: LocalStack, app_url: str, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    status, answer = post(app_url, b'{"triggerId": "t-old", "roundNumber": 1200, "dataVersion": 5, "isTest": false}')
+    body = b'{"triggerId": "t-old", "roundNumber": 1200, "dataVersion": 5, "isTest": false}'
+    status, answer = post(app_url, body)
     assert status == 200 and answer["model"] is None
     assert "names no model" in caplog.text and "webhooks --set" in caplog.text
     deliver(deployed)
@@ -268,7 +271,9 @@ def test_a_url_without_a_model_from_an_older_version_still_runs_every_model(
     assert {s.trigger_id for s in deployed.sandbox.submissions} == {"t-old"}
 
 
-def test_a_call_of_a_model_whose_entry_is_gone_fails_its_run_naming_it(deployed: LocalStack, app_url: str) -> None:
+def test_a_call_of_a_model_whose_entry_is_gone_fails_its_run_naming_it(
+    deployed: LocalStack, app_url: str,
+) -> None:
     assert post(f"{app_url}&model=no_such_model", b'{"triggerId": "t-1"}')[0] == 200
     with pytest.raises(RunFailed):
         deliver(deployed)

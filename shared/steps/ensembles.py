@@ -38,7 +38,7 @@ class RoundInputs:
 
     @cached_property
     def benchmark(self) -> Benchmark:
-        """The benchmark column of this data version's predictions (BENCHMARK_MODEL, or the version's main one)."""
+        """This data version's benchmark column (BENCHMARK_MODEL, or the version's main one)."""
         return load_benchmark(self._data.file(BENCHMARK), self._benchmark_model, self._data.data_version)
 
     @cached_property

@@ -36,8 +36,8 @@ def process_models(ctx: RoundContext, pending: list[ModelSpec], account: dict[st
 
     `data` gives each data version's files. A model predicts from, and is neutralized
     against, its own version's files, and checked against its version's benchmark;
-    ensembles read the run's version's. `elsewhere` holds lines of models not in `pending` that an ensemble may
-    need to know failed.
+    ensembles read the run's version's. `elsewhere` holds lines of models not in `pending`
+    that an ensemble may need to know failed.
     """
     versions = {ctx.settings.data_version, *(ctx.data_version(s) for s in pending if not s.is_ensemble)}
     inputs_of = {version: RoundInputs(data(version), ctx.settings.benchmark_model) for version in versions}

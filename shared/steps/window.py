@@ -87,6 +87,6 @@ def _counted(listed: dict[str, ListedSubmission], round_: RoundInfo) -> ListedSu
 def _counted_warning(name: str, counted: ListedSubmission, round_: RoundInfo) -> str:
     """What the line says of a submission Numerai counts but the ledger does not have for the round."""
     if counted.inserted_at < round_.open_time:
-        return (f"model '{name}': Numerai counts for round {round_.number} a late submission of the round before, "
-                f"queued into this one ({counted.id})")
+        return (f"model '{name}': Numerai counts for round {round_.number} a late submission of the "
+                f"round before, queued into this one ({counted.id})")
     return f"model '{name}': Numerai lists a submission for round {round_.number} that this app did not make"

@@ -1,4 +1,5 @@
-"""The timer's job (and the webhook's queued run of its model): predict and upload; fail the invocation on failure."""
+"""The timer's job (and the webhook's queued run of its model): predict and upload; fail the
+invocation on failure."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from shared.run.job import run_job
 from shared.triggers.executors import executor_for
 
 
-def scheduled_run(past_due: bool = False, trigger_id: str | None = None, model: str | None = None) -> RunReport:
+def scheduled_run(past_due: bool = False, trigger_id: str | None = None,
+                  model: str | None = None) -> RunReport:
     """Predict and upload every model, or only `model` (a webhook call's); raise RunFailed (after the
     report is saved) if anything failed.
 

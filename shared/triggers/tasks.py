@@ -76,8 +76,9 @@ def _webhook_run(message: TaskMessage, dequeue_count: int) -> None:
 def _send_again(message: TaskMessage) -> None:
     """A webhook run that found the run lock held: its message comes back later, up to LOCK_RETRIES times."""
     if message.waits >= LOCK_RETRIES:
-        log.error("webhook delivery %s (trigger %s) found the run lock held %d times; not sent again: the "
-                  "schedule's next run submits what it left", message.run_id, message.trigger_id, message.waits)
+        log.error("webhook delivery %s (trigger %s) found the run lock held %d times; not sent again: "
+                  "the schedule's next run submits what it left", message.run_id, message.trigger_id,
+                  message.waits)
         return
     try:
         TaskQueue(load_settings()).send(replace(message, waits=message.waits + 1), LOCK_RETRY_SECONDS)

@@ -84,8 +84,9 @@ def _model(query: Mapping[str, str]) -> str | None:
         return None
     name = query[MODEL_PARAMETER]
     if not re.fullmatch(MODEL_NAME_PATTERN, name):
-        raise BadRequest(f"the URL's '{MODEL_PARAMETER}' must be a model name of the manifest (lower-case "
-                         "letters, digits and _, at most 64), as `python -m shared webhooks --set` registers it")
+        raise BadRequest(f"the URL's '{MODEL_PARAMETER}' must be a model name of the manifest "
+                         "(lower-case letters, digits and _, at most 64), as `python -m shared webhooks "
+                         "--set` registers it")
     return name
 
 
@@ -113,7 +114,8 @@ def _round_number(value: object) -> int:
 
 def _data_version(value: object) -> str | None:
     """The call's `dataVersion` (an integer in a community template), as text for the log; else None."""
-    if isinstance(value, (int, str)) and not isinstance(value, bool) and re.fullmatch(r"[\w.]{1,16}", str(value)):
+    usable = isinstance(value, (int, str)) and not isinstance(value, bool)
+    if usable and re.fullmatch(r"[\w.]{1,16}", str(value)):
         return str(value)
     if value is not None:
         log.warning("numerai-webhook: ignored a 'dataVersion' that is not a version (%s)", json_type(value))
@@ -123,10 +125,10 @@ def _data_version(value: object) -> str | None:
 def _log_queued(call: WebhookCall, delivery: str) -> None:
     """Say what was queued; a URL without a model is one an older version registered."""
     if call.model is None:
-        log.warning("numerai-webhook: the URL names no model (registered by an older version), so every model "
-                    "runs with this call's trigger id; run `python -m shared webhooks --set URL` to register "
-                    "one URL per model")
-    log.info("numerai-webhook: queued the scheduled run of %s as %s (trigger %s, round %s, data version %s%s)",
-             f"model {call.model}" if call.model else "every model", delivery, call.trigger_id,
-             call.round_number or "not named", call.data_version or "not named", ", a test call" if call.is_test
-             else "")
+        log.warning("numerai-webhook: the URL names no model (registered by an older version), so "
+                    "every model runs with this call's trigger id; run `python -m shared webhooks --set "
+                    "URL` to register one URL per model")
+    log.info("numerai-webhook: queued the scheduled run of %s as %s (trigger %s, round %s, "
+             "data version %s%s)", f"model {call.model}" if call.model else "every model", delivery,
+             call.trigger_id, call.round_number or "not named", call.data_version or "not named",
+             ", a test call" if call.is_test else "")
