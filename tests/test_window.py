@@ -4,7 +4,10 @@ the close checks with Numerai what it lists, once per round, raising the "missed
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
+import numerapi
+import numerapi.base_api
 import pytest
 
 from devkit.local_stack import LocalStack
@@ -104,3 +107,25 @@ def test_a_late_submission_queued_into_the_next_round_counts_for_that_round(
             f"queued into this one ({late[name]})")]
     assert missed_records(caplog) == []
     assert len(deployed.sandbox.submissions) == len(MODELS)
+
+
+def test_a_submission_another_tool_made_on_a_webhook_call_is_named_with_its_trigger_id(
+    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    fire_timer()
+    # numerai-cli's nodes pass the call's trigger id through numerapi, which reads TRIGGER_ID.
+    monkeypatch.setenv("TRIGGER_ID", "t-other-tool")
+    monkeypatch.setattr(numerapi.base_api, "API_TOURNAMENT_URL", deployed.sandbox.url)
+    csv = tmp_path / "predictions.csv"
+    csv.write_text(results(deployed).archive.read(1200, "demo_onnx"))
+    other = numerapi.NumerAPI(*deployed.sandbox.credentials).upload_predictions(
+        str(csv), model_id=deployed.sandbox.models["demo_onnx"])
+    deployed.blob_service.get_container_client(deployed.results_container).delete_blob(
+        "ledger/round-1200/demo_onnx.json")
+    deployed.sandbox.close_round()
+    fire_timer()
+    onnx = line(reports(deployed)[-1], "demo_onnx")
+    assert onnx["status"] == "already_submitted" and onnx["submission_id"] == other
+    assert onnx["warnings"] == [
+        "model 'demo_onnx': Numerai lists a submission for round 1200 that this app did not make "
+        "(trigger t-other-tool)"]

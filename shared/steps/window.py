@@ -89,4 +89,7 @@ def _counted_warning(name: str, counted: ListedSubmission, round_: RoundInfo) ->
     if counted.inserted_at < round_.open_time:
         return (f"model '{name}': Numerai counts for round {round_.number} a late submission of the "
                 f"round before, queued into this one ({counted.id})")
-    return f"model '{name}': Numerai lists a submission for round {round_.number} that this app did not make"
+    # The trigger id says which webhook call (this app's or another tool's) made it, when one did.
+    trigger = f" (trigger {counted.trigger_id})" if counted.trigger_id else ""
+    return (f"model '{name}': Numerai lists a submission for round {round_.number} that this app did not "
+            f"make{trigger}")
