@@ -126,6 +126,6 @@ def test_a_submission_another_tool_made_on_a_webhook_call_is_named_with_its_trig
     fire_timer()
     onnx = line(reports(deployed)[-1], "demo_onnx")
     assert onnx["status"] == "already_submitted" and onnx["submission_id"] == other
-    assert onnx["warnings"] == [
+    assert onnx["warnings"] == [(
         "model 'demo_onnx': Numerai lists a submission for round 1200 that this app did not make "
-        "(trigger t-other-tool)"]
+        "(trigger t-other-tool)")]
