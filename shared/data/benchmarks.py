@@ -4,6 +4,10 @@ Numerai names each version's benchmark models after the version (`v52_*` in v5.2
 files, `v53_*` in v5.3's) and its main target (example-scripts at the v5.3 release:
 `v53_lgbm_ender20`, main target `target_ender_20`). So the default cannot be one
 name for every version: a v5.3 file has no `v52_*` column at all.
+
+The rule: `v<major><minor>_lgbm_<main target, without "target_" and underscores>`.
+Only the versions a public source confirms are in the table; for another, or a file
+without its main column, the first column with the version's prefix stands in.
 """
 
 from __future__ import annotations

@@ -73,9 +73,9 @@ def read_call(body: bytes, query: Mapping[str, str]) -> WebhookCall:
     is_test = document.get("isTest", False)
     if not isinstance(is_test, bool) and is_test is not None:
         raise BadRequest(f"'isTest' must be true or false, not {json_type(is_test)}")
-    return WebhookCall(model, _trigger_id(document), _round_number(document.get("roundNumber",
-                                                                                 document.get("round_number"))),
-                       _data_version(document.get("dataVersion")), bool(is_test))
+    round_number = _round_number(document.get("roundNumber", document.get("round_number")))
+    return WebhookCall(model, _trigger_id(document), round_number, _data_version(document.get("dataVersion")),
+                       bool(is_test))
 
 
 def _model(query: Mapping[str, str]) -> str | None:
