@@ -682,7 +682,8 @@ def _graphql_error(operation: str, errors: list[dict]) -> NumeraiApiError:
         return NumeraiApiError(
             f"Numerai refused the API keys (NUMERAI_PUBLIC_ID / NUMERAI_SECRET_KEY) for "
             f"{operation}: {message}. Check that the key is current and may upload submissions "
-            "and read the account"
+            "and read the account, and that NUMERAI_PUBLIC_ID holds the key's public id (not the "
+            "username) and NUMERAI_SECRET_KEY its secret, not swapped"
         )
     return NumeraiApiError(f"Numerai API refused {operation}: {message}")
 

@@ -346,6 +346,8 @@ def test_the_client_names_the_key_settings_for_numerais_auth_texts(
     assert str(refused.value).startswith(
         "Numerai refused the API keys (NUMERAI_PUBLIC_ID / NUMERAI_SECRET_KEY)")
     assert text in str(refused.value)
+    # numerapi#7: the same text answers swapped keys, or a username given as the public id.
+    assert "NUMERAI_PUBLIC_ID holds the key's public id (not the username)" in str(refused.value)
 
 
 # --- Held to Numerai's public sources (issue #19) --------------------------------------
