@@ -269,6 +269,8 @@ def test_a_url_without_a_model_from_an_older_version_still_runs_every_model(
     deliver(deployed)
     assert Counter(s.model_name for s in deployed.sandbox.submissions) == Counter(MODELS)
     assert {s.trigger_id for s in deployed.sandbox.submissions} == {"t-old"}
+    [report] = reports(deployed)
+    assert report["notes"] == [tasks.OLD_URL_NOTE]
 
 
 def test_a_call_of_a_model_whose_entry_is_gone_fails_its_run_naming_it(

@@ -49,18 +49,19 @@ def run_job(
     environ: Mapping[str, str] | None = None,
     trigger_id: str | None = None,
     submit_members: bool = True,
+    notes: list[str] | None = None,
 ) -> RunReport:
     """Run the job once and return its report (also saved in the results container).
 
     `trigger_id` is Numerai's, when its webhook started the run: every submission passes it on.
     With `submit_members` False (a webhook call for one model), the members of a named ensemble
-    are predicted but not submitted: each has its own call.
+    are predicted but not submitted: each has its own call. `notes` go into the report as they are.
     Never raises for a failure of the run itself: the report says what failed. A run whose
     models went to queue tasks returns its report running; the last task finishes it.
     """
     started = time.monotonic()
     report = RunReport(run_id=_new_run_id(mode), mode=mode, started_at=utc_now(), past_due=past_due,
-                       trigger_id=trigger_id)
+                       trigger_id=trigger_id, notes=list(notes or []))
     results: Results | None = None
     if past_due:
         log.warning("the timer is past due; running now")

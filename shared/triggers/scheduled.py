@@ -10,7 +10,7 @@ from shared.triggers.executors import executor_for
 
 
 def scheduled_run(past_due: bool = False, trigger_id: str | None = None,
-                  model: str | None = None) -> RunReport:
+                  model: str | None = None, notes: list[str] | None = None) -> RunReport:
     """Predict and upload every model, or only `model` (a webhook call's); raise RunFailed (after the
     report is saved) if anything failed.
 
@@ -18,7 +18,7 @@ def scheduled_run(past_due: bool = False, trigger_id: str | None = None,
     has its own call and trigger id.
     """
     report = run_job(Mode.SCHEDULED, executor_for, [model] if model else None, past_due=past_due,
-                     trigger_id=trigger_id, submit_members=model is None)
+                     trigger_id=trigger_id, submit_members=model is None, notes=notes)
     raise_if_failed(report)
     return report
 

@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 LOCK_RETRY_SECONDS = 60
 # How often it is sent again: 40 minutes, past the hour-long staking window, then the timer takes over.
 LOCK_RETRIES = 40
+# The report's note for a call whose URL names no model.
+OLD_URL_NOTE = ("started by a webhook URL that names no model (registered by an older version), so every "
+                "model ran with this call's trigger id; run `python -m shared webhooks --set URL` to "
+                "register one URL per model")
 
 
 def model_task(body: bytes, dequeue_count: int) -> None:
@@ -68,7 +72,8 @@ def _webhook_run(message: TaskMessage, dequeue_count: int) -> None:
         return
     log.info("webhook delivery %s: the scheduled run of %s for trigger %s (round %s)", message.run_id,
              message.model or "every model", message.trigger_id, message.round_number or "not named")
-    report = scheduled_run(trigger_id=message.trigger_id, model=message.model)
+    report = scheduled_run(trigger_id=message.trigger_id, model=message.model,
+                           notes=[] if message.model else [OLD_URL_NOTE])
     if report.status is RunStatus.LOCKED:
         _send_again(message)
 
