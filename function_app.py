@@ -36,10 +36,10 @@ def test_run(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.route(route="numerai-webhook", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def numerai_webhook(req: func.HttpRequest) -> func.HttpResponse:
-    """Numerai's call when a round opens: queues the scheduled run and answers 202 at once."""
+    """Numerai's call for a model when a round opens: queues its run and answers 200 at once."""
     from shared.triggers import webhook  # here, not above: see the module docstring
 
-    return _response(webhook.numerai_webhook(req.get_body()))
+    return _response(webhook.numerai_webhook(req.get_body(), dict(req.params)))
 
 # The queues live in the host's storage (AzureWebJobsStorage); "-poison" is the host's own naming.
 @app.queue_trigger(arg_name="message", queue_name="%TASK_QUEUE%", connection="AzureWebJobsStorage")

@@ -5,7 +5,9 @@ it would submit real predictions. This sandbox answers the part of Numerai's Gra
 that numerapi uses to run one Classic round: the current round, listing and downloading
 datasets, the account's models, the three-step upload of predictions
 (``submission_upload_auth``, an HTTP PUT to a presigned URL, ``create_submission``), and
-``setSubmissionWebhook``, whose URLs `open_new_round` calls as Numerai does.
+``setSubmissionWebhook``, whose URLs `open_new_round` (and ``triggerModelWebhook``) call as
+Numerai does. It imitates Numerai as its public sources show it; docs/sandbox.md lists each
+behaviour with its source, and each known difference.
 
 numerapi has no setting for its endpoint: ``Api.raw_query`` reads the module constant
 ``numerapi.base_api.API_TOURNAMENT_URL`` on every call, and numerapi's own tests point it
@@ -31,7 +33,11 @@ Behaviour worth knowing:
   not open for submissions" between rounds. Tests of that variant inject it with
   ``faults.graphql_error``.
 * Submissions are accepted whether or not the round is open (Numerai scores late
-  submissions; they just cannot be staked) and are recorded against the current round.
+  submissions; they just cannot be staked). One made after ``closeStakingTime`` is queued
+  into the next round: it is listed with ``round { number }`` of that round, and its
+  ``insertedAt`` is before that round's ``openTime``.
+* Upload names are Numerai's shape (``predictions-pPbLKSHGiR.csv``), not the name uploaded,
+  and presigned URLs stop working after ``presigned_url_seconds`` (403 with S3's XML).
 * ``listDatasets`` and ``dataset`` ignore the ``round`` argument: one set of files is
   served for every round.
 * Downloads honour ``Range: bytes=N-``, because the app (like numerapi) resumes an
@@ -51,6 +57,7 @@ import itertools
 import json
 import logging
 import secrets
+import string
 import threading
 import time
 import urllib.error
@@ -63,7 +70,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Callable, Mapping
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from graphql import (
     FieldNode,
@@ -85,7 +92,18 @@ DEFAULT_MODEL_NAME = "sandbox_model"
 DEFAULT_ROUND_NUMBER = 1200
 DEFAULT_ROUND_LENGTH = timedelta(hours=1)
 
-AUTH_ERROR = "You must be authenticated to perform this action"
+# Numerai's answer to a wrong or revoked key (numerapi tests/test_numerapi.py, numerapi issue 7).
+# How long a presigned URL (a dataset's GET, an upload's PUT) works; S3 then answers 403 with XML.
+# Numerai's lifetime is not published: an assumption (docs/sandbox.md).
+PRESIGNED_URL_SECONDS = 600.0
+# Numerai's closeTime is later than closeStakingTime: 12 h in numerapi's test mock (tests/test_base_api.py
+# test_list_rounds); the real gap per round is not published.
+CLOSE_AFTER_STAKING = timedelta(hours=12)
+# S3's answer to a presigned URL past its lifetime.
+EXPIRED_XML = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+               b"<Message>Request has expired</Message></Error>")
+_FILENAME_LETTERS = string.ascii_letters
+AUTH_ERROR = "Your session is invalid or has expired."
 FILES_PATH = "/files/"
 UPLOADS_PATH = "/uploads/"
 _COPY_CHUNK_BYTES = 1024 * 1024
@@ -102,6 +120,7 @@ type Query {
   account: Account!
   submission_upload_auth(filename: String!, tournament: Int!, modelId: String): UploadAuth!
   submissions(modelId: String): [Submission!]!
+  model(modelId: String): Model
 }
 
 type Mutation {
@@ -114,6 +133,7 @@ type Mutation {
     dataDatestamp: Int
   ): Submission!
   setSubmissionWebhook(modelId: String!, newSubmissionWebhook: String): String!
+  triggerModelWebhook(modelId: String!): String!
 }
 
 enum RoundStatus { UPCOMING OPEN RESOLVING RESOLVED }
@@ -162,11 +182,18 @@ type RoundScoreConfig {
 
 type Account { models: [Model!]! }
 
-type Model { id: ID! name: String! tournament: Int! }
+type Model { id: ID! name: String! tournament: Int! submissions: [Submission!]! }
 
 type UploadAuth { filename: String! url: String! }
 
-type Submission { id: ID! filename: String! insertedAt: String! }
+type Submission {
+  id: ID!
+  filename: String!
+  insertedAt: String!
+  round: Round!
+  triggerId: String
+  selected: Boolean!
+}
 """
 
 _SCHEMA = build_schema(SCHEMA_SDL)
@@ -189,6 +216,11 @@ class SandboxRound:
         if self.open_time.tzinfo is None or self.close_staking_time.tzinfo is None:
             raise ValueError("SandboxRound times must be timezone-aware (UTC)")
 
+    @property
+    def close_time(self) -> datetime:
+        """Numerai's closeTime: later than the staking close (numerapi's test mock)."""
+        return self.close_staking_time + CLOSE_AFTER_STAKING
+
     def status(self, now: datetime) -> str:
         """The RoundStatus enum value the round has at `now`."""
         if now < self.open_time:
@@ -205,7 +237,7 @@ class SandboxSubmission:
     id: str
     model_id: str
     model_name: str
-    round: int
+    round: int  # the round it counts for: the next one for a late submission (queued, as Numerai does)
     filename: str
     csv: bytes
     inserted_at: datetime
@@ -214,13 +246,19 @@ class SandboxSubmission:
 
 @dataclass(frozen=True)
 class SandboxWebhookCall:
-    """One call the sandbox made to a registered webhook when a round opened."""
+    """One call the sandbox made to a model's registered webhook (a round opened, or triggerModelWebhook)."""
 
     url: str
     round: int
     trigger_id: str
     status: int | None  # the HTTP status answered; None if no answer came
     error: str | None = None  # why no answer came
+    model_id: str | None = None  # whose webhook it was: Numerai calls each model's own
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether Numerai counts the call as a success: only a 200 does (numerai-cli's triggers)."""
+        return self.status == HTTPStatus.OK
 
 
 @dataclass
@@ -287,6 +325,7 @@ class SandboxFaults:
 class _Upload:
     filename: str
     model_id: str
+    expires_at: datetime
     body: bytes | None = None
 
 
@@ -321,6 +360,8 @@ class NumeraiSandbox:
         self.round = SandboxRound(
             round_number, now - timedelta(minutes=5), now + DEFAULT_ROUND_LENGTH
         )
+        # How long presigned URLs work; tests shorten it to see one expire.
+        self.presigned_url_seconds = PRESIGNED_URL_SECONDS
         self.datasets: dict[str, Path] = {}
         self.faults = SandboxFaults()
         # Called with each request's log entry before it is answered, so that a test can
@@ -345,7 +386,10 @@ class NumeraiSandbox:
             "create_submission": self._resolve_create_submission,
             "submissions": self._resolve_submissions,
             "setSubmissionWebhook": self._resolve_set_webhook,
+            "triggerModelWebhook": self._resolve_trigger_webhook,
+            "model": self._resolve_model,
         }
+        self._past_rounds: dict[int, SandboxRound] = {}  # the rounds before `round`, for Submission.round
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -415,20 +459,30 @@ class NumeraiSandbox:
     def open_new_round(self, duration: timedelta = DEFAULT_ROUND_LENGTH) -> SandboxRound:
         """Open round number+1 now, closing for staking after `duration`.
 
-        Like Numerai, then calls each registered webhook (each distinct URL once) in a thread of
-        its own, without waiting: `wait_for_webhooks` returns the calls once they are answered.
+        Like Numerai, then calls each model's registered webhook, once per model with a trigger id of
+        its own, even when models share a URL (webhooks are set per model, and numerai-cli's test checks
+        each model's submission carries its own trigger id), each in a thread of its own without
+        waiting: `wait_for_webhooks` returns the calls once they are answered.
         """
         now = _now()
         with self._lock:
+            self._past_rounds[self.round.number] = self.round
             self.round = SandboxRound(self.round.number + 1, now, now + duration)
             opened = self.round
-            urls = sorted(set(self._webhooks.values()))
-            calls = [threading.Thread(target=self._call_webhook, args=(url, opened.number), daemon=True,
-                                      name="numerai-sandbox-webhook") for url in urls]
-            self._webhook_threads.extend(calls)
-        for call in calls:
-            call.start()
+            hooks = sorted(self._webhooks.items())
+        for model_id, url in hooks:
+            self._start_call(model_id, url, opened.number, is_test=False)
         return opened
+
+    def _start_call(self, model_id: str, url: str, round_number: int, *, is_test: bool) -> str:
+        """Call a model's webhook in a thread of its own; returns the call's fresh trigger id."""
+        trigger_id = uuid.uuid4().hex
+        call = threading.Thread(target=self._call_webhook, daemon=True, name="numerai-sandbox-webhook",
+                                args=(model_id, url, round_number, trigger_id, is_test))
+        with self._lock:
+            self._webhook_threads.append(call)
+        call.start()
+        return trigger_id
 
     @property
     def webhooks(self) -> dict[str, str]:
@@ -445,10 +499,13 @@ class NumeraiSandbox:
         with self._lock:
             return list(self._webhook_calls)
 
-    def _call_webhook(self, url: str, round_number: int) -> None:
-        """POST what Numerai's call carries: the round and a fresh trigger id."""
-        trigger_id = uuid.uuid4().hex
-        body = json.dumps({"roundNumber": round_number, "triggerId": trigger_id}).encode()
+    def _call_webhook(self, model_id: str, url: str, round_number: int, trigger_id: str,
+                      is_test: bool) -> None:
+        """POST what Numerai's call carries, as a community template reads it
+        (hiohiohio/numerai-compute-cloudrun-template common/main.py): no model id, which the URL
+        must carry; `dataVersion` an integer there (which integer is an assumption: the major version)."""
+        body = json.dumps({"roundNumber": round_number, "triggerId": trigger_id,
+                           "dataVersion": self._data_version_number(), "isTest": is_test}).encode()
         request = urllib.request.Request(url, data=body, method="POST",
                                          headers={"Content-Type": "application/json"})
         status: int | None = None
@@ -461,7 +518,15 @@ class NumeraiSandbox:
         except OSError as exc:
             error = f"{type(exc).__name__}: {exc}"
         with self._lock:
-            self._webhook_calls.append(SandboxWebhookCall(url, round_number, trigger_id, status, error))
+            self._webhook_calls.append(
+                SandboxWebhookCall(url, round_number, trigger_id, status, error, model_id))
+
+    def _data_version_number(self) -> int:
+        """The newest data version served, as the integer the webhook body carries (v5.3 → 5)."""
+        with self._lock:
+            versions = sorted({name.split("/", 1)[0] for name in self.datasets})
+        digits = versions[-1].removeprefix("v").split(".")[0] if versions else "5"
+        return int(digits) if digits.isdigit() else 5
 
     def close_round(self) -> None:
         """End the current round's submission window now; the round stays the latest."""
@@ -572,6 +637,8 @@ class NumeraiSandbox:
             upload = self._uploads.get(upload_id)
             if upload is None:
                 return HTTPStatus.NOT_FOUND
+            if _now() >= upload.expires_at:
+                return HTTPStatus.FORBIDDEN
             upload.body = body
             return HTTPStatus.OK
 
@@ -618,7 +685,7 @@ class NumeraiSandbox:
         filename = args["filename"]
         if self._dataset_path(filename) is None:
             raise GraphQLError(f"Dataset not found: {filename}")
-        return f"{self.url}{FILES_PATH}{quote(filename)}"
+        return f"{self.url}{FILES_PATH}{quote(filename)}?expires={self._expiry().timestamp():.3f}"
 
     def _resolve_account(self, info: GraphQLResolveInfo) -> dict[str, Any]:
         self._require_auth(info)
@@ -629,16 +696,17 @@ class NumeraiSandbox:
             ]
         return {"models": models}
 
+    def _expiry(self) -> datetime:
+        return _now() + timedelta(seconds=self.presigned_url_seconds)
+
     def _resolve_upload_auth(self, info: GraphQLResolveInfo, **args: Any) -> dict[str, str]:
         self._require_auth(info)
         _check_tournament(args["tournament"])
         model_id = self._model_id(args.get("modelId"))
-        # A unique stored name, as an object key would be, so create_submission finds
-        # exactly this upload even when every run uploads "predictions.csv".
-        stored_name = f"{secrets.token_hex(5)}_{args['filename']}"
+        stored_name = _stored_name(args["filename"])
         upload_id = str(uuid.uuid4())
         with self._lock:
-            self._uploads[upload_id] = _Upload(stored_name, model_id)
+            self._uploads[upload_id] = _Upload(stored_name, model_id, self._expiry())
         return {"filename": stored_name, "url": f"{self.url}{UPLOADS_PATH}{upload_id}"}
 
     def _resolve_create_submission(self, info: GraphQLResolveInfo, **args: Any) -> dict[str, str]:
@@ -657,18 +725,22 @@ class NumeraiSandbox:
                     f"Could not find the uploaded file {filename} for model {model_id}: "
                     "PUT it to the URL from submission_upload_auth first"
                 )
+            now = _now()
+            # After the staking close, Numerai queues the submission into the next round
+            # (forum "Introducing queued submissions"): it counts for that round.
+            counts_for = self.round.number + (1 if now >= self.round.close_staking_time else 0)
             submission = SandboxSubmission(
                 id=str(uuid.uuid4()),
                 model_id=model_id,
                 model_name=self._model_name(model_id),
-                round=self.round.number,
+                round=counts_for,
                 filename=filename,
                 csv=upload.body,
-                inserted_at=_now(),
+                inserted_at=now,
                 trigger_id=args.get("triggerId"),
             )
             self._submissions.append(submission)
-        return _submission_payload(submission)
+        return self._submission_payload(submission)
 
     def _resolve_set_webhook(self, info: GraphQLResolveInfo, **args: Any) -> str:
         self._require_auth(info)
@@ -680,20 +752,59 @@ class NumeraiSandbox:
                 self._webhooks.pop(model_id, None)
         return "true"
 
+    def _resolve_trigger_webhook(self, info: GraphQLResolveInfo, **args: Any) -> str:
+        """numerai-cli's `node test` call: Numerai calls the model's webhook; the answer is the trigger id."""
+        self._require_auth(info)
+        model_id = self._model_id(args["modelId"])
+        with self._lock:
+            url = self._webhooks.get(model_id)
+            number = self.round.number
+        if url is None:  # Numerai's wording for this is not published: an assumption
+            raise GraphQLError(f"Model {model_id} has no submission webhook")
+        return self._start_call(model_id, url, number, is_test=True)
+
     def _resolve_submissions(
         self, info: GraphQLResolveInfo, **args: Any
-    ) -> list[dict[str, str]]:
+    ) -> list[dict[str, Any]]:
         self._require_auth(info)
         requested = args.get("modelId")
         if requested is not None:
             self._model_id(requested)
+        return self._listed(requested)
+
+    def _resolve_model(self, info: GraphQLResolveInfo, **args: Any) -> dict[str, Any]:
+        """numerapi's get_submission_filenames asks `model(modelId) { submissions { ... } }`."""
+        self._require_auth(info)
+        model_id = self._model_id(args.get("modelId"))
+        return {"id": model_id, "name": self._model_name(model_id), "tournament": CLASSIC_TOURNAMENT,
+                "submissions": self._listed(model_id)}
+
+    def _listed(self, model_id: str | None) -> list[dict[str, Any]]:
         if self.faults.hide_submissions:
             return []
-        return [
-            _submission_payload(s)
-            for s in self.submissions
-            if requested is None or s.model_id == requested
-        ]
+        return [self._submission_payload(s) for s in self.submissions
+                if model_id is None or s.model_id == model_id]
+
+    def _submission_payload(self, submission: SandboxSubmission) -> dict[str, Any]:
+        # The latest of a model's submissions for a round is the one Numerai uses ("selected").
+        latest = max((s for s in self.submissions if s.model_id == submission.model_id
+                      and s.round == submission.round), key=lambda s: s.inserted_at, default=submission)
+        return {
+            "id": submission.id,
+            "filename": submission.filename,
+            "insertedAt": _iso(submission.inserted_at),
+            "round": self._round_of(submission.round),
+            "triggerId": submission.trigger_id,
+            "selected": latest.id == submission.id,
+        }
+
+    def _round_of(self, number: int) -> dict[str, Any]:
+        """A round's payload; a round not yet opened (a queued submission's) has only its number."""
+        with self._lock:
+            known = self.round if self.round.number == number else self._past_rounds.get(number)
+        if known is None:
+            return {"number": number, "tournament": CLASSIC_TOURNAMENT}
+        return _round_payload(known)
 
 
 def _resolve_field(parent: Any, info: GraphQLResolveInfo, /, **args: Any) -> Any:
@@ -744,7 +855,7 @@ def _round_payload(round_: SandboxRound) -> dict[str, Any]:
         "tournament": CLASSIC_TOURNAMENT,
         "number": round_.number,
         "openTime": _iso(round_.open_time),
-        "closeTime": _iso(round_.close_staking_time),
+        "closeTime": _iso(round_.close_time),
         "closeStakingTime": _iso(round_.close_staking_time),
         "resolvedGeneral": False,
         "resolvedStaking": False,
@@ -753,12 +864,25 @@ def _round_payload(round_: SandboxRound) -> dict[str, Any]:
     }
 
 
-def _submission_payload(submission: SandboxSubmission) -> dict[str, str]:
-    return {
-        "id": submission.id,
-        "filename": submission.filename,
-        "insertedAt": _iso(submission.inserted_at),
-    }
+def _expired(expires: str) -> bool:
+    """Whether a presigned URL's `expires` (seconds since the epoch) has passed; an unreadable one has."""
+    try:
+        return _now().timestamp() >= float(expires)
+    except ValueError:
+        return True
+
+
+def _stored_name(uploaded: str) -> str:
+    """The name Numerai gives an upload: its stem, a dash and ten random letters.
+
+    `predictions-pPbLKSHGiR.csv` in numerapi's tests, `model57-dMpHpYMPIUAF.csv` in numerapi's
+    get_submission_filenames docstring.
+    """
+    stem, dot, suffix = uploaded.rpartition(".")
+    if not dot:
+        stem, suffix = uploaded, "csv"
+    tag = "".join(secrets.choice(_FILENAME_LETTERS) for _ in range(10))
+    return f"{stem}-{tag}.{suffix}"
 
 
 def _root_fields(query: str) -> str:
@@ -830,10 +954,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - name fixed by BaseHTTPRequestHandler
         sandbox = self.server.sandbox
         sandbox._pause()
-        path = urlsplit(self.path).path
+        url = urlsplit(self.path)
+        path = url.path
         sandbox._record(f"GET {unquote(path)}")
         if not path.startswith(FILES_PATH):
             self._send(HTTPStatus.NOT_FOUND)
+            return
+        if _expired(parse_qs(url.query).get("expires", ["0"])[0]):
+            self._send(HTTPStatus.FORBIDDEN, EXPIRED_XML, "application/xml")
             return
         if sandbox.faults.download_status is not None:
             self._send(sandbox.faults.download_status)
@@ -851,7 +979,11 @@ class _Handler(BaseHTTPRequestHandler):
         if not path.startswith(UPLOADS_PATH):
             self._send(HTTPStatus.NOT_FOUND)
             return
-        self._send(self.server.sandbox._store_upload(path[len(UPLOADS_PATH) :], body))
+        status = self.server.sandbox._store_upload(path[len(UPLOADS_PATH) :], body)
+        if status == HTTPStatus.FORBIDDEN:
+            self._send(status, EXPIRED_XML, "application/xml")
+        else:
+            self._send(status)
 
     def _read_body(self) -> bytes:
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))

@@ -19,6 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shared.data.benchmarks import MAIN_BENCHMARK, version_prefix
+
 log = logging.getLogger(__name__)
 
 # Sizes of Numerai's v5 feature sets; smaller rounds scale them down.
@@ -73,8 +75,10 @@ def write_round(
     missing_fraction: float = 0.0,
     seed: int = 0,
     era: str = "1200",
+    data_version: str = "v5.3",
 ) -> SyntheticRound:
-    """Write `features.json`, `live.parquet` and `live_benchmark_models.parquet`."""
+    """Write `features.json`, `live.parquet` and `live_benchmark_models.parquet` (with `data_version`'s
+    benchmark columns)."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     sets = feature_sets_for(n_features)
@@ -86,13 +90,24 @@ def write_round(
     # One write_table call, as pandas.to_parquet would write it: the engine must
     # cope with whatever row groups the file has.
     pq.write_table(table, directory / "live.parquet")
-    benchmark = pd.DataFrame(
-        {"v52_lgbm_teager2b20": rng.random(rows), "v5_lgbm_ct_blend": rng.random(rows)},
-        index=pd.Index(ids, name="id"),
-    )
-    benchmark.to_parquet(directory / "live_benchmark_models.parquet")
+    write_benchmark(directory, ids, data_version, rng)
     log.info("wrote a round of %d rows × %d features to %s", rows, n_features, directory)
     return SyntheticRound(directory, sets, ids)
+
+
+def write_benchmark(directory: Path, ids: list[str], data_version: str, rng: np.random.Generator) -> Path:
+    """`live_benchmark_models.parquet` as Numerai names it per version: only that version's columns.
+
+    v5.3's file has `v53_*` columns and none of v5.2's (example-scripts at the v5.3 release), so a
+    default that names another version's column fails here as it would at Numerai.
+    """
+    prefix = version_prefix(data_version)
+    main = [MAIN_BENCHMARK[data_version]] if data_version in MAIN_BENCHMARK else []
+    columns = [*main, f"{prefix}lgbm_cyrusd20"]
+    frame = pd.DataFrame({c: rng.random(len(ids)) for c in columns}, index=pd.Index(ids, name="id"))
+    path = directory / "live_benchmark_models.parquet"
+    frame.to_parquet(path)
+    return path
 
 
 def _ids(rng: np.random.Generator, rows: int) -> list[str]:

@@ -16,9 +16,9 @@ the manifest. One `<model>.csv` (`id,prediction`) is written per valid model,
 inspection, never uploaded) and `summary.json` for the whole run. The exit
 code is 1 when any model failed. `report-page` rewrites `reports/index.html` in the
 results container from its reports (as every run does) and can save a copy.
-`webhooks` registers URL (the app's /api/numerai-webhook with its function key) as
-Numerai's submission webhook of every model the manifest submits, or clears it;
-it exits 1 when any model's failed.
+`webhooks` registers URL (the app's /api/numerai-webhook with its function key), with
+`model=<name>` added to its query, as Numerai's submission webhook of each model the
+manifest submits, or clears them; it exits 1 when any model's failed.
 """
 
 from __future__ import annotations

@@ -299,9 +299,11 @@ class Manifest(BaseModel):
                 return model
         raise KeyError(name)
 
-    def select(self, names: list[str] | None) -> Manifest:
+    def select(self, names: list[str] | None, submit_members: bool = True) -> Manifest:
         """The manifest restricted to `names` and, transitively, the members of their ensembles (all when None).
 
+        With `submit_members` False, members not named are predicted for their ensembles but not
+        submitted: a webhook call is one model's, and each member has a call (and trigger id) of its own.
         An unknown name is an error listing the names the manifest has.
         """
         if not names:
@@ -320,7 +322,10 @@ class Manifest(BaseModel):
             if name not in kept:
                 kept.add(name)
                 wanted.extend(self.spec(name).members or {})
-        return Manifest(models=[m for m in self.models if m.name in kept])
+        chosen = [m for m in self.models if m.name in kept]
+        if not submit_members:
+            chosen = [m if m.name in names else m.model_copy(update={"submit": False}) for m in chosen]
+        return Manifest(models=chosen)
 
     def in_order(self) -> list[ModelSpec]:
         """The entries with every ensemble after its members, otherwise in manifest order."""

@@ -55,8 +55,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Words Numerai uses when it refuses the keys; matched loosely on purpose.
-_AUTH_WORDS = ("authenticat", "api key", "api_key", "token", "permission", "unauthori")
+# Words Numerai uses when it refuses the keys; matched loosely on purpose. Its own texts, as numerapi's
+# tests (tests/test_numerapi.py) and issues (numerapi#7) show them: "Your session is invalid or has
+# expired." for a wrong or revoked key, "API keys required for this action" for none.
+_AUTH_WORDS = ("authenticat", "api key", "api_key", "token", "permission", "unauthori", "session is invalid",
+               "has expired")
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 # The Authorization header's value, "Token <public id>$<secret key>", as written or
 # URL-encoded: an API error has echoed it. Cut out of every message, whatever the
@@ -106,6 +109,13 @@ _CREATE_SUBMISSION = """
                         dataDatestamp: $dataDatestamp) { id }
     }
 """
+# A model's submissions with the round each counts for, as numerai-cli's `node test` asks for them
+# (numerai/cli/node/test.py): numerapi's submission_ids selects neither `round` nor `triggerId`.
+_ROUND_SUBMISSIONS_QUERY = """
+    query($modelId: String!) {
+      submissions(modelId: $modelId) { id filename insertedAt triggerId round { number tournament } }
+    }
+"""
 # numerapi 3.1.1's set_submission_webhook, word for word: Numerai calls the URL when a round opens.
 _SET_WEBHOOK = """
           mutation (
@@ -132,6 +142,15 @@ class RoundInfo:
         """Whether submissions for this round can still be staked."""
         moment = now or datetime.now(timezone.utc)
         return self.open_time <= moment < self.close_time
+
+
+@dataclass(frozen=True)
+class ListedSubmission:
+    """One submission as Numerai lists it for a round."""
+
+    id: str
+    inserted_at: datetime  # before the round's openTime for a late submission queued into it
+    trigger_id: str | None  # the webhook call's trigger id create_submission passed on, if any
 
 
 @dataclass(frozen=True)
@@ -394,18 +413,23 @@ class NumeraiClient:
                 return str(submission["id"])
         return None
 
-    def submissions_since(self, model_id: str, since: datetime) -> dict[str, datetime]:
-        """The model's submissions Numerai lists as made at or after `since`: id → when.
+    def round_submissions(self, model_id: str, round_number: int) -> dict[str, ListedSubmission]:
+        """The model's submissions Numerai counts for the round (by `round.number`): id → what it lists.
 
+        A late submission is queued into the next round, so its `insertedAt` falls before that
+        round's openTime: only the round number says which round it counts for.
         Raises NumeraiApiError when the list cannot be had.
         """
+        answer = self._api.raw_query(_ROUND_SUBMISSIONS_QUERY, {"modelId": model_id}, authorization=True)
         listed = {}
-        for submission in self._api.submission_ids(model_id):
-            inserted = submission.get("insertedAt")
-            when = inserted if isinstance(inserted, datetime) else _parse_time(str(inserted))
-            when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-            if when >= since:
-                listed[str(submission["id"])] = when
+        for submission in answer["data"].get("submissions") or []:
+            round_ = submission.get("round") or {}
+            if round_.get("number") != round_number \
+                    or round_.get("tournament") not in (None, self._api.tournament_id):
+                continue
+            listed[str(submission["id"])] = ListedSubmission(
+                str(submission["id"]), _parse_time(str(submission["insertedAt"])),
+                submission.get("triggerId"))
         return listed
 
     def _put(self, model_name: str, url: str, payload: bytes) -> None:
@@ -658,7 +682,8 @@ def _graphql_error(operation: str, errors: list[dict]) -> NumeraiApiError:
         return NumeraiApiError(
             f"Numerai refused the API keys (NUMERAI_PUBLIC_ID / NUMERAI_SECRET_KEY) for "
             f"{operation}: {message}. Check that the key is current and may upload submissions "
-            "and read the account"
+            "and read the account, and that NUMERAI_PUBLIC_ID holds the key's public id (not the "
+            "username) and NUMERAI_SECRET_KEY its secret, not swapped"
         )
     return NumeraiApiError(f"Numerai API refused {operation}: {message}")
 

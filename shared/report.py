@@ -82,6 +82,9 @@ class ModelReport:
     # over the model's recent rounds, from the archive: a sudden fall means wrong inputs.
     benchmark_corr: float | None = None
     benchmark_corr_median: float | None = None
+    # The benchmark column compared with: BENCHMARK_MODEL, or the model's data version's.
+    benchmark_model: str | None = None
+    notes: list[str] = field(default_factory=list)  # worth knowing, not a problem (a stand-in benchmark)
     data_version: str | None = None  # the Numerai data version the model predicted from (None: an ensemble)
 
     def fail(self, error: str) -> None:

@@ -56,8 +56,9 @@ class Settings:
     model_memory_limit_mb: float | None = None  # None: a share of the instance's memory
     max_parallel_models: int = 1
     work_dir: Path = Path(tempfile.gettempdir()) / "numerai-submitter"
-    # The column of live_benchmark_models.parquet each submission is compared with (the benchmark check).
-    benchmark_model: str = "v52_lgbm_teager2b20"
+    # The column of live_benchmark_models.parquet each submission is compared with (the benchmark check);
+    # None: each data version's main benchmark (shared/data/benchmarks.py), as v5.3 has only v53_* columns.
+    benchmark_model: str | None = None
     model_execution: Execution = Execution.LOCAL
     task_queue: str = "model-tasks"  # its poison queue is "<task_queue>-poison", as the host names it
     # The host's own storage, where the task queues live: the queue trigger reads them through the
@@ -120,7 +121,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         model_memory_limit_mb=env.optional_number("MODEL_MEMORY_LIMIT_MB", minimum=64),
         max_parallel_models=int(env.number("MAX_PARALLEL_MODELS", defaults.max_parallel_models, minimum=1)),
         work_dir=Path(env.text("WORK_DIR", str(defaults.work_dir))),
-        benchmark_model=env.text("BENCHMARK_MODEL", defaults.benchmark_model),
+        benchmark_model=env.optional("BENCHMARK_MODEL"),
         model_execution=env.choice("MODEL_EXECUTION", Execution, defaults.model_execution),
         task_queue=env.queue_name("TASK_QUEUE", defaults.task_queue),
         host_storage_connection_string=env.optional("AzureWebJobsStorage"),

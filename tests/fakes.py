@@ -20,7 +20,7 @@ import pandas as pd
 from shared.data.predictions_csv import to_csv
 from shared.errors import LockLost, NumeraiApiError, StorageError
 from shared.manifest import ModelSpec
-from shared.numerai_client import RoundInfo
+from shared.numerai_client import ListedSubmission, RoundInfo
 from shared.report import Mode
 from shared.settings import Settings
 from shared.steps.benchmark_check import Benchmark
@@ -185,8 +185,8 @@ class FakeNumerai:
                  account: dict[str, str] | None = None) -> None:
         self.round = round_
         self.account = dict(account or {})
-        # model id → filename → (submission id, when it was made)
-        self.listed: dict[str, dict[str, tuple[str, datetime]]] = {}
+        # model id → filename → (submission id, when it was made, the round it counts for)
+        self.listed: dict[str, dict[str, tuple[str, datetime, int | None]]] = {}
         self.versions: list[str] = ["v5.3"]
         self.uploads: list[tuple[str, str, str]] = []  # (model name, model id, CSV text)
         self.created: list[tuple[str, str, str | None]] = []  # (model id, filename, trigger id)
@@ -228,15 +228,21 @@ class FakeNumerai:
         found = self.listed.get(model_id, {}).get(filename)
         return None if found is None else found[0]
 
-    def submissions_since(self, model_id: str, since: datetime) -> dict[str, datetime]:
+    def round_submissions(self, model_id: str, round_number: int) -> dict[str, ListedSubmission]:
         if self.fail_listing is not None:
             raise self.fail_listing
-        return {sid: when for sid, when in self.listed.get(model_id, {}).values() if when >= since}
+        return {sid: ListedSubmission(sid, when, None)
+                for sid, when, counts_for in self.listed.get(model_id, {}).values()
+                if counts_for == round_number}
 
     def list(self, model_id: str, filename: str, submission_id: str,
-             when: datetime | None = None) -> None:
-        """Make Numerai list a submission (made now unless `when`)."""
-        self.listed.setdefault(model_id, {})[filename] = (submission_id, when or datetime.now(UTC))
+             when: datetime | None = None, round_number: int | None = None) -> None:
+        """Make Numerai list a submission (made now unless `when`), counted for `round_number`
+        (the current round's unless given)."""
+        counts_for = round_number if round_number is not None else (
+            self.round.number if self.round is not None else None)
+        self.listed.setdefault(model_id, {})[filename] = (submission_id, when or datetime.now(UTC),
+                                                          counts_for)
 
 
 class FakeLock:

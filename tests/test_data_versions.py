@@ -12,11 +12,13 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from devkit.local_stack import DATA_VERSION, LocalStack
-from devkit.synthetic import SyntheticRound
+from devkit.synthetic import SyntheticRound, write_benchmark
 from shared.errors import RunFailed
 from shared.manifest import ModelSpec
 from tests.support import (
@@ -43,6 +45,7 @@ def serve_version(stack: LocalStack, small_round: SyntheticRound, directory: Pat
     if flip:
         live[features] = (4 - live[features]).astype(live[features].dtypes)
     live.iloc[drop_rows:].to_parquet(directory / "live.parquet")
+    write_benchmark(directory, small_round.ids[drop_rows:], version, np.random.default_rng(3))
     stack.sandbox.add_dataset_dir(version, directory)
     return SyntheticRound(directory, small_round.feature_sets, small_round.ids[drop_rows:])
 
@@ -83,7 +86,6 @@ def test_two_models_on_two_versions_each_predict_from_their_own_data_downloaded_
     assert set(fetched.values()) == {1}, fetched  # each file of each version once
     assert {"GET /files/v5.2/features.json", "GET /files/v5.2/live.parquet",
             "GET /files/v5.3/features.json", "GET /files/v5.3/live.parquet"} <= set(fetched)
-    assert "GET /files/v5.2/live_benchmark_models.parquet" not in fetched  # only upload pickles need it
 
     # The worker read v5.2's live data: the predictions are those of the mirrored features.
     _, kind, _ = next(p for p in TEST_PLAN if p[0] == "demo_lightgbm")
@@ -183,3 +185,50 @@ def test_queue_tasks_use_their_models_version_from_the_instance_cache(
     assert set(Counter(downloads(deployed)).values()) == {1}
     cached = {p.name for p in (tmp_path / "work" / "round-data").glob("round-*") if any(p.iterdir())}
     assert cached == {f"round-{ROUND}-v5.2", f"round-{ROUND}-v5.3"}
+
+
+# --- The benchmark by data version (issue #19, point 3) -------------------------------
+
+
+def test_each_model_is_compared_with_its_own_versions_main_benchmark_when_benchmark_model_is_unset(
+    deployed: LocalStack, small_round: SyntheticRound, tmp_path: Path,
+) -> None:
+    # v5.3's file names its benchmarks v53_* and has none of v5.2's, as Numerai serves it.
+    assert pq.read_schema(small_round.benchmark_path).names[:2] == ["v53_lgbm_ender20", "v53_lgbm_cyrusd20"]
+    serve_version(deployed, small_round, tmp_path / "v5.2", "v5.2")
+    set_entries(deployed, {"demo_lightgbm": {"data_version": "v5.2"}})
+    fire_timer()
+    report = reports(deployed)[-1]
+    assert report["status"] == "succeeded", report
+    for name in MODELS:
+        expected = "v52_lgbm_teager2b20" if name == "demo_lightgbm" else "v53_lgbm_ender20"
+        assert line(report, name)["benchmark_model"] == expected
+        assert line(report, name)["benchmark_corr"] is not None
+        assert line(report, name)["warnings"] == [] and line(report, name)["notes"] == []
+    assert "GET /files/v5.2/live_benchmark_models.parquet" in downloads(deployed)
+
+
+def test_without_the_versions_main_column_the_first_of_its_prefix_stands_in_with_a_note(
+    deployed: LocalStack, small_round: SyntheticRound, tmp_path: Path,
+) -> None:
+    directory = tmp_path / "v5.3"
+    shutil.copytree(small_round.directory, directory)
+    benchmark = pd.read_parquet(directory / "live_benchmark_models.parquet")
+    benchmark.drop(columns=["v53_lgbm_ender20"]).to_parquet(directory / "live_benchmark_models.parquet")
+    deployed.sandbox.add_dataset_dir(DATA_VERSION, directory)
+    fire_timer()
+    report = reports(deployed)[-1]
+    assert report["status"] == "succeeded", report
+    for name in MODELS:
+        assert line(report, name)["benchmark_model"] == "v53_lgbm_cyrusd20"
+        assert line(report, name)["warnings"] == []  # a note, not a warning on every round
+        assert line(report, name)["notes"] == [(
+            f"model '{name}': the benchmark check used 'v53_lgbm_cyrusd20', the first v53_* column: "
+            "v5.3's live_benchmark_models.parquet has no 'v53_lgbm_ender20' (set BENCHMARK_MODEL to "
+            "choose another)")]
+
+
+def test_benchmark_model_is_unset_by_default() -> None:
+    from shared.settings import load_settings
+
+    assert load_settings({"NUMERAI_PUBLIC_ID": "p", "NUMERAI_SECRET_KEY": "s"}).benchmark_model is None

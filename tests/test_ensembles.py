@@ -19,6 +19,7 @@ from numerai_tools.scoring import neutralize
 
 from devkit.local_stack import DATA_VERSION, LocalStack
 from devkit.synthetic import SyntheticRound
+from shared.data.benchmarks import MAIN_BENCHMARK
 from shared.errors import RunFailed
 from tests.support import deliver, fire_timer, line, post_test_run, reports, results
 
@@ -121,11 +122,12 @@ def test_a_neutralization_set_missing_from_the_round_fails_the_entry_naming_the_
 
 
 def benchmark_like(stack: LocalStack, small_round: SyntheticRound, tmp_path: Path, predictions: pd.Series) -> None:
-    """Serve a round whose benchmark column (BENCHMARK_MODEL's default) follows `predictions`, with some noise."""
+    """Serve a round whose main benchmark column (v5.3's, the default) follows `predictions`, noisily."""
     directory = tmp_path / "round-with-benchmark"
     shutil.copytree(small_round.directory, directory, dirs_exist_ok=True)
     noise = np.random.default_rng(3).normal(0, 0.1, len(predictions))
-    frame = pd.DataFrame({"v52_lgbm_teager2b20": predictions.to_numpy() + noise}, index=predictions.index)
+    frame = pd.DataFrame({MAIN_BENCHMARK[DATA_VERSION]: predictions.to_numpy() + noise},
+                         index=predictions.index)
     frame.to_parquet(directory / "live_benchmark_models.parquet")
     stack.sandbox.add_dataset_dir(DATA_VERSION, directory)
 

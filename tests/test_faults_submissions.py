@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,6 +52,9 @@ def test_create_submission_answering_too_late_is_found_not_repeated(
             f"model '{name}': Numerai API did not answer create_submission (last: timed out); "
             f"Numerai lists the upload, as submission {model['submission_id']}"]
     submitted_once(deployed)
+    # Found by the name Numerai gave the upload, whose shape is not the name uploaded (issue #19, point 6).
+    for submission in deployed.sandbox.submissions:
+        assert re.fullmatch(rf"{submission.model_name}_round1200-[A-Za-z]{{10}}\.csv", submission.filename)
     fire_timer()  # the next firing finds everything in the ledger
     assert reports(deployed)[-1]["status"] == "nothing_to_do"
     submitted_once(deployed)

@@ -17,6 +17,7 @@ from shared.steps.models import process_models
 from shared.steps.predict import made_from
 from shared.steps.round_data import BENCHMARK, LIVE, FetcherFor, RoundFetcher
 from shared.storage.archive import PREDICTIONS, Archived
+from shared.data.benchmarks import MAIN_BENCHMARK
 from tests.fakes import FALLING, IDS, RISING, ROUND, World, csv_of, model, world
 
 A, B = model("a"), model("b")
@@ -32,7 +33,7 @@ def round_data(w: World, folder: Path) -> FetcherFor:
         if not directory.exists():
             directory.mkdir(parents=True)
             pd.DataFrame({"id": IDS, "feature_x": range(len(IDS))}).to_parquet(directory / LIVE)
-            benchmark = pd.DataFrame({"id": IDS, w.ctx.settings.benchmark_model: RISING})
+            benchmark = pd.DataFrame({"id": IDS, MAIN_BENCHMARK[version]: RISING})
             benchmark.to_parquet(directory / BENCHMARK)
         return RoundFetcher(w.numerai, directory, ROUND, version)  # type: ignore[arg-type]
     return data

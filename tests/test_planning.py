@@ -16,7 +16,7 @@ from shared.errors import ManifestError, NumeraiApiError
 from shared.manifest import Manifest, ModelSpec
 from shared.numerai_client import RoundInfo
 from shared.report import Mode, ModelReport, ModelStatus, RunReport, RunStatus, SubmissionState
-from shared.run.job import _assemble, _run
+from shared.run.job import _assemble, _run, _Selection
 from shared.run.planning import (
     ModelPlan,
     RoundDecision,
@@ -400,7 +400,7 @@ def test_run_hands_only_pending_models_to_the_executor_and_marks_the_window_chec
     w.numerai.list("id-a", "a.csv", "sub-a", when=closed_round().open_time)
     report = RunReport(RUN_ID, Mode.SCHEDULED, STARTED)
     executor = RecordingExecutor()
-    fanned_out = _run(w.ctx.services, report, None, executor, float("inf"), None)
+    fanned_out = _run(w.ctx.services, report, _Selection(None), executor, float("inf"), None)
     assert fanned_out is False
     assert executor.handed == ["b"]
     assert report.after_window and report.round_number == ROUND

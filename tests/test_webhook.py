@@ -1,6 +1,7 @@
 """Starting on Numerai's webhook, end to end: `python -m shared webhooks --set` registers the app's
-URL with the Numerai sandbox, the sandbox calls it when a round opens, the app's function queues the
-scheduled run on the task queue (Azurite), and the queue function runs it.
+URL with the Numerai sandbox, one URL per model (the model in its query), the sandbox calls each
+model's URL when a round opens, the app's function queues that model's run on the task queue
+(Azurite) and answers 200, and the queue function runs it.
 
 The app's URL is function_app's webhook function behind a small HTTP server, which refuses a call
 without the function key as the Functions host does (auth_level FUNCTION).
@@ -30,6 +31,8 @@ from devkit.local_stack import LocalStack
 from shared.cli import main
 from shared.errors import RunFailed
 from shared.executors.queue.messages import RUN, BadTask, TaskMessage
+from shared.run import job
+from shared.triggers import tasks
 from tests.support import MODELS, deliver, line, reports, task_queue
 
 FUNCTION_KEY = "test-function-key-5e1d"
@@ -120,13 +123,14 @@ def test_the_cli_sets_and_clears_the_webhook_of_each_model_the_manifest_submits(
     submitted = ["demo_catboost", "demo_lightgbm", "demo_onnx"]
 
     assert main(["webhooks", "--set", app_url]) == 0
-    assert deployed.sandbox.webhooks == {ids[name]: app_url for name in submitted}
+    # One URL per model: the model is named in it, the function key stays in ?code=.
+    assert deployed.sandbox.webhooks == {ids[name]: f"{app_url}&model={name}" for name in submitted}
     assert "model 'demo_onnx': webhook set to http://127.0.0.1:" in caplog.text
     assert FUNCTION_KEY not in caplog.text  # the key is the URL's query, never logged
 
     onnx = ids.pop("demo_onnx")  # no longer a model of the account
     assert main(["webhooks", "--clear"]) == 1
-    assert deployed.sandbox.webhooks == {onnx: app_url}
+    assert deployed.sandbox.webhooks == {onnx: f"{app_url}&model=demo_onnx"}
     assert "model 'demo_onnx' is not a Classic model of this Numerai account, so its webhook was not cleared" \
         in caplog.text
     assert "model 'demo_catboost': webhook cleared" in caplog.text
@@ -140,40 +144,48 @@ def test_the_cli_refuses_a_url_that_is_not_one(capsys: pytest.CaptureFixture[str
 
 @pytest.mark.usefixtures("no_secret_anywhere")
 @pytest.mark.parametrize("execution", ["local", "queue"])
-def test_a_round_opens_numerai_calls_the_webhook_and_every_model_is_submitted_with_its_trigger_id(
+def test_a_round_opens_numerai_calls_each_models_webhook_and_each_is_submitted_with_its_own_trigger_id(
     deployed: LocalStack, app_url: str, execution: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MODEL_EXECUTION", execution)
     assert main(["webhooks", "--set", app_url]) == 0
 
     opened = deployed.sandbox.open_new_round()
-    [call] = deployed.sandbox.wait_for_webhooks()  # one URL for every model: one call
-    assert (call.status, call.round) == (202, opened.number)
-    assert deployed.sandbox.submissions == []  # the answer came before any run
-    [message] = queued(deployed)
-    assert (message.kind, message.trigger_id, message.round_number) == (RUN, call.trigger_id, opened.number)
+    calls = deployed.sandbox.wait_for_webhooks()  # one call per model, each with its own trigger id
+    names = {model_id: name for name, model_id in deployed.sandbox.models.items()}
+    trigger_of = {names[c.model_id]: c.trigger_id for c in calls}
+    assert sorted(trigger_of) == sorted(MODELS) and len(set(trigger_of.values())) == len(MODELS)
+    assert {(c.status, c.round) for c in calls} == {(200, opened.number)}  # Numerai counts only a 200
+    assert deployed.sandbox.submissions == []  # the answers came before any run
+    assert sorted((m.kind, m.model, m.trigger_id) for m in queued(deployed)) == sorted(
+        (RUN, name, trigger) for name, trigger in trigger_of.items())
 
     deliver(deployed)
 
     submissions = deployed.sandbox.submissions
-    assert Counter(s.model_name for s in submissions) == Counter(MODELS)
-    assert {(s.round, s.trigger_id) for s in submissions} == {(opened.number, call.trigger_id)}
-    [report] = reports(deployed)
-    assert report["status"] == "succeeded" and report["mode"] == "scheduled", report
-    assert report["trigger_id"] == call.trigger_id and report["execution"] == execution
-    assert all(line(report, name)["status"] == "submitted" for name in MODELS)
+    assert Counter(s.model_name for s in submissions) == Counter(MODELS)  # each once
+    assert {(s.model_name, s.round, s.trigger_id) for s in submissions} == {
+        (name, opened.number, trigger) for name, trigger in trigger_of.items()}
+    runs = reports(deployed)
+    assert len(runs) == len(MODELS)  # a run per call, each of its one model
+    for report in runs:
+        [model] = [m["name"] for m in report["models"]]
+        assert report["status"] == "succeeded" and report["mode"] == "scheduled", report
+        assert report["trigger_id"] == trigger_of[model] and report["execution"] == execution
+        assert line(report, model)["status"] == "submitted"
 
 
-def test_two_deliveries_at_once_submit_each_model_once(deployed: LocalStack, app_url: str) -> None:
+def test_two_calls_for_the_same_model_and_round_submit_it_once(deployed: LocalStack, app_url: str) -> None:
     answers: list[tuple[int, dict]] = []
-    callers = [threading.Thread(target=lambda n=n: answers.append(post(app_url, json.dumps(
+    model_url = f"{app_url}&model=demo_onnx"
+    callers = [threading.Thread(target=lambda n=n: answers.append(post(model_url, json.dumps(
         {"triggerId": f"trigger-{n}", "roundNumber": deployed.sandbox.round.number}).encode())))
         for n in range(2)]
     for caller in callers:
         caller.start()
     for caller in callers:
         caller.join(30)
-    assert sorted(status for status, _ in answers) == [202, 202]
+    assert sorted(status for status, _ in answers) == [200, 200]
 
     queue = task_queue(deployed)
     received = [m for _ in range(2) for m in queue.receive_messages(max_messages=1, visibility_timeout=300)]
@@ -194,12 +206,18 @@ def test_two_deliveries_at_once_submit_each_model_once(deployed: LocalStack, app
         thread.join(300)
 
     assert failures == []
-    assert Counter(s.model_name for s in deployed.sandbox.submissions) == Counter(MODELS)
+    [submission] = deployed.sandbox.submissions
     first, second = sorted(reports(deployed), key=lambda r: r["status"] != "succeeded")
-    assert first["status"] == "succeeded"
-    # The other waited for the run lock: past its wait it did nothing, or after the first, found all submitted.
+    assert first["status"] == "succeeded" and [m["name"] for m in first["models"]] == ["demo_onnx"]
+    assert (submission.model_name, submission.trigger_id) == ("demo_onnx", first["trigger_id"])
+    # The other found the model submitted, or the run lock held: then its call waits on the queue.
     assert second["status"] in ("locked", "nothing_to_do"), second
-    assert {s.trigger_id for s in deployed.sandbox.submissions} == {first["trigger_id"]}
+    if second["status"] == "locked":
+        [retry] = queued(deployed)
+        assert (retry.kind, retry.model, retry.trigger_id) == (RUN, "demo_onnx", second["trigger_id"])
+        deliver(deployed)
+        assert reports(deployed)[-1]["status"] == "nothing_to_do"
+    assert len(deployed.sandbox.submissions) == 1
 
 
 @pytest.mark.parametrize(("body", "error"), [
@@ -207,6 +225,7 @@ def test_two_deliveries_at_once_submit_each_model_once(deployed: LocalStack, app
     (b'["trigger-1"]', "the request body must be a JSON object"),
     (b'{"triggerId": ["a", "b"]}', "'triggerId' must be an id"),
     (b'{"triggerId": "a b; DROP"}', "'triggerId' must be an id"),
+    (b'{"triggerId": "t-1", "isTest": "yes"}', "'isTest' must be true or false"),
 ])
 def test_a_body_that_is_not_numerais_is_refused_and_nothing_is_queued(
     deployed: LocalStack, app_url: str, body: bytes, error: str,
@@ -224,9 +243,72 @@ def test_a_call_without_a_trigger_id_still_queues_the_run(
     deployed: LocalStack, app_url: str, body: bytes, trigger_id: str | None,
 ) -> None:
     status, answer = post(app_url, body)
-    assert status == 202 and answer["trigger_id"] == trigger_id
+    assert status == 200 and answer["trigger_id"] == trigger_id
     [message] = queued(deployed)
     assert (message.kind, message.trigger_id, message.run_id) == (RUN, trigger_id, answer["delivery"])
+
+
+@pytest.mark.parametrize(("query", "error"), [
+    ("&model=Not-A-Name", "the URL's 'model' must be a model name of the manifest"),
+    ("&model=" + "a" * 65, "the URL's 'model' must be a model name of the manifest"),
+])
+def test_a_url_naming_no_model_of_ours_is_refused(
+    deployed: LocalStack, app_url: str, query: str, error: str,
+) -> None:
+    status, answer = post(f"{app_url}{query}", b'{"triggerId": "t-1"}')
+    assert status == 400 and error in answer["error"] and queued(deployed) == []
+
+
+def test_a_url_without_a_model_from_an_older_version_still_runs_every_model(
+    deployed: LocalStack, app_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    body = b'{"triggerId": "t-old", "roundNumber": 1200, "dataVersion": 5, "isTest": false}'
+    status, answer = post(app_url, body)
+    assert status == 200 and answer["model"] is None
+    assert "names no model" in caplog.text and "webhooks --set" in caplog.text
+    deliver(deployed)
+    assert Counter(s.model_name for s in deployed.sandbox.submissions) == Counter(MODELS)
+    assert {s.trigger_id for s in deployed.sandbox.submissions} == {"t-old"}
+    [report] = reports(deployed)
+    assert report["notes"] == [tasks.OLD_URL_NOTE]
+
+
+def test_a_call_of_a_model_whose_entry_is_gone_fails_its_run_naming_it(
+    deployed: LocalStack, app_url: str,
+) -> None:
+    assert post(f"{app_url}&model=no_such_model", b'{"triggerId": "t-1"}')[0] == 200
+    with pytest.raises(RunFailed):
+        deliver(deployed)
+    [report] = reports(deployed)
+    assert report["status"] == "failed" and "'no_such_model' are not in the manifest" in report["reason"]
+    assert deployed.sandbox.submissions == []
+
+
+@pytest.mark.usefixtures("no_secret_anywhere")
+def test_numerai_clis_node_test_finds_the_models_submission_with_its_trigger_id(
+    deployed: LocalStack, app_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert main(["webhooks", "--set", app_url]) == 0
+    monkeypatch.setattr(numerapi.base_api, "API_TOURNAMENT_URL", deployed.sandbox.url)
+    napi = numerapi.NumerAPI(*deployed.sandbox.credentials)
+    model_id = deployed.sandbox.models["demo_lightgbm"]
+    # numerai-cli's `node test`, its calls word for word (numerai/cli/node/test.py).
+    trigger_id = napi.raw_query("""mutation ( $modelId: String! ) {
+                    triggerModelWebhook( modelId: $modelId )
+                }""", variables={"modelId": model_id}, authorization=True)["data"]["triggerModelWebhook"]
+    [call] = deployed.sandbox.wait_for_webhooks()
+    assert call.succeeded
+    deliver(deployed)
+    listed = napi.raw_query("""query ( $modelId: String! ) {
+            submissions( modelId: $modelId ){
+                round{ number, tournament },
+                triggerId
+                insertedAt
+            }
+        }""", variables={"modelId": model_id}, authorization=True)["data"]["submissions"]
+    latest = [s for s in listed if s["round"]["number"] == napi.get_current_round()]
+    assert [s["triggerId"] for s in latest] == [trigger_id]
+    assert [s.model_name for s in deployed.sandbox.submissions] == ["demo_lightgbm"]
 
 
 def test_a_call_without_the_key_is_refused(deployed: LocalStack, app_url: str) -> None:
@@ -237,7 +319,7 @@ def test_a_call_without_the_key_is_refused(deployed: LocalStack, app_url: str) -
 def test_a_failed_webhook_run_fails_its_invocation_once_and_is_not_run_again(
     deployed: LocalStack, app_url: str,
 ) -> None:
-    assert post(app_url, b'{"triggerId": "t-1"}')[0] == 202
+    assert post(app_url, b'{"triggerId": "t-1"}')[0] == 200
     [message] = task_queue(deployed).receive_messages(max_messages=1)
     deployed.sandbox.faults.api_5xx_forever = True
     first = FunctionMessage(id=message.id, body=message.content.encode(), dequeue_count=1)
@@ -259,17 +341,19 @@ def test_numerapis_own_set_submission_webhook_works_against_the_sandbox_and_need
     stack.sandbox.models["my_model"] = model_id = "9d3c1b6e-0000-4000-8000-000000000001"
     assert numerapi.NumerAPI(*stack.sandbox.credentials).set_submission_webhook(model_id, "https://a/b?code=k")
     assert stack.sandbox.webhooks == {model_id: "https://a/b?code=k"}
-    with pytest.raises(ValueError, match="You must be authenticated"):
+    with pytest.raises(ValueError, match="Your session is invalid or has expired"):
         numerapi.NumerAPI("someone", "else").set_submission_webhook(model_id, None)
     assert numerapi.NumerAPI(*stack.sandbox.credentials).set_submission_webhook(model_id, None)
     assert stack.sandbox.webhooks == {}
 
 
-def test_a_run_message_names_no_model() -> None:
+def test_a_run_message_may_name_its_model_and_a_model_message_must() -> None:
     with pytest.raises(BadTask, match="not a task message"):
-        TaskMessage.from_body(b'{"kind": "run", "run_id": "webhook-1", "round_number": 0, "model": "m"}')
+        TaskMessage.from_body(b'{"kind": "model", "run_id": "r-1", "round_number": 0}')
     message = TaskMessage.from_body(b'{"kind": "run", "run_id": "webhook-1", "round_number": 0, "trigger_id": "t"}')
-    assert (message.kind, message.trigger_id) == (RUN, "t")
+    assert (message.kind, message.trigger_id, message.model) == (RUN, "t", None)
+    named = TaskMessage.from_body(b'{"kind": "run", "run_id": "webhook-2", "round_number": 0, "model": "m"}')
+    assert (named.kind, named.model) == (RUN, "m")
 
 
 def test_calls_at_once_before_the_queue_exists_are_all_queued(deployed: LocalStack, app_url: str) -> None:
@@ -286,5 +370,61 @@ def test_calls_at_once_before_the_queue_exists_are_all_queued(deployed: LocalSta
         caller.start()
     for caller in callers:
         caller.join(30)
-    assert answers == [202] * 8
+    assert answers == [200] * 8
     assert sorted(m.trigger_id for m in queued(deployed)) == sorted(f"t-{n}" for n in range(8))
+
+
+def test_a_models_call_that_finds_the_run_lock_held_runs_again_later(
+    deployed: LocalStack, app_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Numerai calls every model's webhook at once; in local mode one model's run holds the lock while it
+    # predicts, and another model's call must not be lost to it.
+    monkeypatch.setattr(job, "LOCK_WAIT_SECONDS", 1)
+    monkeypatch.setattr(tasks, "LOCK_RETRY_SECONDS", 0)
+    assert post(f"{app_url}&model=demo_onnx", b'{"triggerId": "t-wait"}')[0] == 200
+    release = threading.Event()
+    holding = threading.Event()
+
+    def hold_the_lock() -> None:
+        lock = deployed.blob_service.get_blob_client(deployed.results_container, "locks/scheduled-run")
+        lock.upload_blob(b"", overwrite=True)
+        lease = lock.acquire_lease(lease_duration=15)
+        holding.set()
+        release.wait(30)
+        lease.release()
+
+    holder = threading.Thread(target=hold_the_lock)
+    deployed.blob_service.get_container_client(deployed.results_container).create_container()
+    holder.start()
+    try:
+        assert holding.wait(30)
+        assert deliver(deployed, limit=1) == 1
+    finally:
+        release.set()
+        holder.join(30)
+    assert reports(deployed)[-1]["status"] == "locked" and deployed.sandbox.submissions == []
+    [again] = queued(deployed)
+    assert (again.kind, again.model, again.trigger_id, again.waits) == (RUN, "demo_onnx", "t-wait", 1)
+
+    deliver(deployed)
+    [submission] = deployed.sandbox.submissions
+    assert (submission.model_name, submission.trigger_id) == ("demo_onnx", "t-wait")
+
+
+def test_an_ensembles_call_submits_the_ensemble_alone_and_predicts_its_members(
+    deployed: LocalStack, app_url: str,
+) -> None:
+    container = deployed.blob_service.get_container_client(deployed.models_container)
+    manifest = json.loads(container.download_blob("models.json").readall())
+    manifest["models"].append({"name": "mixed", "members": {"demo_lightgbm": 1, "demo_catboost": 1}})
+    container.upload_blob("models.json", json.dumps(manifest), overwrite=True)
+    deployed.sandbox.models["mixed"] = "00000000-0000-4000-8000-0000000000e1"
+
+    assert post(f"{app_url}&model=mixed", b'{"triggerId": "t-mixed"}')[0] == 200
+    deliver(deployed)
+    # The members have webhook calls, and trigger ids, of their own: they are not submitted with this one.
+    assert [(s.model_name, s.trigger_id) for s in deployed.sandbox.submissions] == [("mixed", "t-mixed")]
+    [report] = reports(deployed)
+    assert report["status"] == "succeeded", report
+    assert {m["name"]: m["status"] for m in report["models"]} == {
+        "demo_lightgbm": "predicted", "demo_catboost": "predicted", "mixed": "submitted"}

@@ -4,7 +4,10 @@ the close checks with Numerai what it lists, once per round, raising the "missed
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
+import numerapi
+import numerapi.base_api
 import pytest
 
 from devkit.local_stack import LocalStack
@@ -78,3 +81,51 @@ def test_a_submission_numerai_lists_but_the_ledger_lacks_counts_and_is_named(dep
     assert onnx["status"] == "already_submitted"
     assert onnx["warnings"] == ["model 'demo_onnx': Numerai lists a submission for round 1200 that this app did not make"]
     assert len(deployed.sandbox.submissions) == len(MODELS)
+
+
+def test_a_late_submission_queued_into_the_next_round_counts_for_that_round(
+    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Round 1200 closes; SUBMIT_LATE uploads anyway, and Numerai queues the submissions into 1201.
+    monkeypatch.setenv("SUBMIT_LATE", "true")
+    deployed.sandbox.close_round()
+    fire_timer()
+    late = {s.model_name: s.id for s in deployed.sandbox.submissions}
+    assert {s.round for s in deployed.sandbox.submissions} == {1201}
+    # Round 1201 opens after them (their insertedAt is before its openTime) and closes before any run.
+    opened = deployed.sandbox.open_new_round()
+    deployed.sandbox.close_round()
+    monkeypatch.setenv("SUBMIT_LATE", "false")
+    fire_timer()
+    report = reports(deployed)[-1]
+    assert report["round_number"] == opened.number and report["after_window"] is True
+    for name in MODELS:  # counted by round number, as Numerai counts them: not missed
+        assert line(report, name)["status"] == "already_submitted", line(report, name)
+        assert line(report, name)["submission_id"] == late[name]
+        assert line(report, name)["warnings"] == [(
+            f"model '{name}': Numerai counts for round 1201 a late submission of the round before, "
+            f"queued into this one ({late[name]})")]
+    assert missed_records(caplog) == []
+    assert len(deployed.sandbox.submissions) == len(MODELS)
+
+
+def test_a_submission_another_tool_made_on_a_webhook_call_is_named_with_its_trigger_id(
+    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    fire_timer()
+    # numerai-cli's nodes pass the call's trigger id through numerapi, which reads TRIGGER_ID.
+    monkeypatch.setenv("TRIGGER_ID", "t-other-tool")
+    monkeypatch.setattr(numerapi.base_api, "API_TOURNAMENT_URL", deployed.sandbox.url)
+    csv = tmp_path / "predictions.csv"
+    csv.write_text(results(deployed).archive.read(1200, "demo_onnx"))
+    other = numerapi.NumerAPI(*deployed.sandbox.credentials).upload_predictions(
+        str(csv), model_id=deployed.sandbox.models["demo_onnx"])
+    deployed.blob_service.get_container_client(deployed.results_container).delete_blob(
+        "ledger/round-1200/demo_onnx.json")
+    deployed.sandbox.close_round()
+    fire_timer()
+    onnx = line(reports(deployed)[-1], "demo_onnx")
+    assert onnx["status"] == "already_submitted" and onnx["submission_id"] == other
+    assert onnx["warnings"] == [(
+        "model 'demo_onnx': Numerai lists a submission for round 1200 that this app did not make "
+        "(trigger t-other-tool)")]

@@ -112,7 +112,8 @@ var appSettings = {
   MODEL_TIME_LIMIT_SECONDS: '600'
   RUN_DEADLINE_SECONDS: '1500'
   SUBMIT_LATE: 'false'
-  BENCHMARK_MODEL: 'v52_lgbm_teager2b20'
+  // Empty: each model's data version's main benchmark column (v5.3: v53_lgbm_ender20).
+  BENCHMARK_MODEL: ''
   // A model's worker may use three quarters of the instance; the host and the run keep the rest.
   MODEL_MEMORY_LIMIT_MB: string(instanceMemoryMB * 3 / 4)
   MAX_PARALLEL_MODELS: '1'

@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from shared.errors import AppError, RunLocked
@@ -47,16 +48,20 @@ def run_job(
     past_due: bool = False,
     environ: Mapping[str, str] | None = None,
     trigger_id: str | None = None,
+    submit_members: bool = True,
+    notes: list[str] | None = None,
 ) -> RunReport:
     """Run the job once and return its report (also saved in the results container).
 
     `trigger_id` is Numerai's, when its webhook started the run: every submission passes it on.
+    With `submit_members` False (a webhook call for one model), the members of a named ensemble
+    are predicted but not submitted: each has its own call. `notes` go into the report as they are.
     Never raises for a failure of the run itself: the report says what failed. A run whose
     models went to queue tasks returns its report running; the last task finishes it.
     """
     started = time.monotonic()
     report = RunReport(run_id=_new_run_id(mode), mode=mode, started_at=utc_now(), past_due=past_due,
-                       trigger_id=trigger_id)
+                       trigger_id=trigger_id, notes=list(notes or []))
     results: Results | None = None
     if past_due:
         log.warning("the timer is past due; running now")
@@ -67,7 +72,8 @@ def run_job(
         # Once a report can be saved: a malformed telemetry setting then fails the run with a report.
         configure_telemetry(environ)
         services = Services.connect(settings, results)
-        fanned_out = _locked_run(services, report, model_names, executor_for(settings),
+        selection = _Selection(model_names, submit_members)
+        fanned_out = _locked_run(services, report, selection, executor_for(settings),
                                  started + settings.run_deadline_seconds)
     except AppError as exc:
         report.fail(str(exc))
@@ -105,14 +111,22 @@ def report_unexpected(mode: Mode, exc: Exception, environ: Mapping[str, str] | N
     return report
 
 
-def _locked_run(services: Services, report: RunReport, model_names: list[str] | None, executor: Executor,
+@dataclass(frozen=True)
+class _Selection:
+    """The models a run was asked for (None: all), and whether their ensembles' members are submitted."""
+
+    names: list[str] | None
+    submit_members: bool = True
+
+
+def _locked_run(services: Services, report: RunReport, selection: _Selection, executor: Executor,
                 ends_at: float) -> bool:
     """Scheduled runs take the run lock; test runs upload nothing and need none. True if fanned out."""
     if report.mode is Mode.TEST:
-        return _run(services, report, model_names, executor, ends_at, None)
+        return _run(services, report, selection, executor, ends_at, None)
     try:
         with services.results.locks.lock("scheduled-run", LOCK_LEASE_SECONDS, LOCK_WAIT_SECONDS) as lock:
-            return _run(services, report, model_names, executor, ends_at, lock)
+            return _run(services, report, selection, executor, ends_at, lock)
     except RunLocked as exc:
         log.warning("%s", exc)
         report.status = RunStatus.LOCKED
@@ -120,7 +134,7 @@ def _locked_run(services: Services, report: RunReport, model_names: list[str] | 
         return False
 
 
-def _run(services: Services, report: RunReport, model_names: list[str] | None, executor: Executor,
+def _run(services: Services, report: RunReport, selection: _Selection, executor: Executor,
          ends_at: float, lock: RunLock | None) -> bool:
     """Plan the run and hand its pending models to the executor; True if they went to queue tasks."""
     decision = decide_round(services, report.mode, services.numerai.current_round())
@@ -130,7 +144,7 @@ def _run(services: Services, report: RunReport, model_names: list[str] | None, e
         return False
     ctx = RoundContext(services, report.mode, report.run_id, decision.round.number, ends_at, report.trigger_id,
                        lock=lock)
-    manifest = read_manifest(services, model_names)
+    manifest = read_manifest(services, selection.names, selection.submit_members)
     ctx.entries = {spec.name: spec for spec in manifest.models}
     account = services.numerai.model_ids()
     plan = plan_models(ctx, manifest, account, decision)

@@ -63,11 +63,15 @@ def decide_round(services: Services, mode: Mode, round_: RoundInfo | None) -> Ro
                          after_window=True)
 
 
-def read_manifest(services: Services, model_names: list[str] | None) -> Manifest:
-    """The manifest in the models container, narrowed to `model_names` (and what their ensembles need)."""
+def read_manifest(services: Services, model_names: list[str] | None, submit_members: bool = True) -> Manifest:
+    """The manifest in the models container, narrowed to `model_names` (and what their ensembles need).
+
+    With `submit_members` False, the members of a named ensemble are predicted but not submitted.
+    """
     settings = services.settings
     source = f"{settings.models_container}/{settings.manifest_blob}"
-    return parse_manifest(services.models.read_text(settings.manifest_blob), source).select(model_names)
+    manifest = parse_manifest(services.models.read_text(settings.manifest_blob), source)
+    return manifest.select(model_names, submit_members)
 
 
 def plan_models(ctx: RoundContext, manifest: Manifest, account: dict[str, str], decision: RoundDecision

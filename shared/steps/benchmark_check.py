@@ -18,12 +18,13 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from shared.manifest import ModelSpec
+from shared.data.benchmarks import choose_column
+from shared.data.live_data import ID_COLUMN
 from shared.data.prediction_maths import benchmark_corr, gate_reason, recent_median
 from shared.data.predictions_csv import read_predictions
+from shared.manifest import ModelSpec
 from shared.report import ModelReport
 from shared.storage.archive import Archive
-from shared.data.live_data import ID_COLUMN
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +38,28 @@ class Benchmark:
 
     predictions: pd.Series | None
     problem: str | None = None
+    column: str | None = None  # the column compared with
+    note: str | None = None  # a stand-in for the version's main column was used
 
 
-def load_benchmark(path: Path, column: str) -> Benchmark:
-    """Read one column of live_benchmark_models.parquet (BENCHMARK_MODEL), indexed by id."""
+def load_benchmark(path: Path, setting: str | None, data_version: str) -> Benchmark:
+    """Read the version's benchmark column of live_benchmark_models.parquet, indexed by id.
+
+    BENCHMARK_MODEL (`setting`) names the column when set; unset, each data version's main
+    benchmark is used (shared.data.benchmarks).
+    """
     names = pq.read_schema(path).names
     if ID_COLUMN not in names:
         return Benchmark(None, "the round's live_benchmark_models.parquet has no 'id' column")
-    if column not in names:
-        others = ", ".join(n for n in names if n != "id" and not n.startswith("__"))[:600]
-        return Benchmark(None, f"the round's live_benchmark_models.parquet has no column '{column}' "
-                               f"(BENCHMARK_MODEL); it has: {others}")
+    choice = choose_column(names, data_version, setting)
+    if choice.column is None:
+        return Benchmark(None, choice.problem)
+    column = choice.column
+    if choice.note:
+        log.info("%s", choice.note)
     # Without pandas' metadata the ids are a column whatever the writer made of them: then the index.
     frame = pq.read_table(path, columns=[ID_COLUMN, column]).to_pandas(ignore_metadata=True).set_index(ID_COLUMN)
-    return Benchmark(frame[column].astype("float64"))
+    return Benchmark(frame[column].astype("float64"), column=column, note=choice.note)
 
 
 def check(spec: ModelSpec, line: ModelReport, csv_text: str, benchmark: Benchmark, archive: Archive,
@@ -58,6 +67,9 @@ def check(spec: ModelSpec, line: ModelReport, csv_text: str, benchmark: Benchmar
     """Fill in the line's benchmark figures; False (and the line held back) if the gate stops the model."""
     if benchmark.predictions is None:
         return _unchecked(spec, line, f"the benchmark check could not run: {benchmark.problem}")
+    line.benchmark_model = benchmark.column
+    if benchmark.note:
+        line.notes.append(f"model '{spec.name}': {benchmark.note}")
     corr = benchmark_corr(read_predictions(csv_text), benchmark.predictions)
     if not math.isfinite(corr):
         return _unchecked(spec, line, "the benchmark check could not run: the correlation with the benchmark "

@@ -31,15 +31,15 @@ from shared.worker.protocol import ModelOutcome
 class RoundInputs:
     """The round's data that post-processing and the benchmark check read, each loaded when first needed."""
 
-    def __init__(self, data: RoundFetcher, benchmark_model: str) -> None:
+    def __init__(self, data: RoundFetcher, benchmark_model: str | None) -> None:
         """`data` gives the round's files, downloading each when first needed."""
         self._data = data
         self._benchmark_model = benchmark_model
 
     @cached_property
     def benchmark(self) -> Benchmark:
-        """The BENCHMARK_MODEL column of the round's benchmark predictions."""
-        return load_benchmark(self._data.file(BENCHMARK), self._benchmark_model)
+        """This data version's benchmark column (BENCHMARK_MODEL, or the version's main one)."""
+        return load_benchmark(self._data.file(BENCHMARK), self._benchmark_model, self._data.data_version)
 
     @cached_property
     def live_ids(self) -> pd.Index:

@@ -35,9 +35,9 @@ def process_models(ctx: RoundContext, pending: list[ModelSpec], account: dict[st
     """Work on `pending` (members before their ensembles) and return each one's line.
 
     `data` gives each data version's files. A model predicts from, and is neutralized
-    against, its own version's files; ensembles and the benchmark check read the run's
-    version's. `elsewhere` holds lines of models not in `pending` that an ensemble may
-    need to know failed.
+    against, its own version's files, and checked against its version's benchmark;
+    ensembles read the run's version's. `elsewhere` holds lines of models not in `pending`
+    that an ensemble may need to know failed.
     """
     versions = {ctx.settings.data_version, *(ctx.data_version(s) for s in pending if not s.is_ensemble)}
     inputs_of = {version: RoundInputs(data(version), ctx.settings.benchmark_model) for version in versions}
@@ -49,7 +49,10 @@ def process_models(ctx: RoundContext, pending: list[ModelSpec], account: dict[st
     for spec in pending:
         if spec.is_ensemble:
             made[spec.name] = ensemble_prediction(ctx, spec, made, elsewhere or {}, inputs)
-    lines = {spec.name: archive_prediction(ctx, made[spec.name], inputs) for spec in pending}
+    # Each model is checked against its own version's benchmark; an ensemble against the run's version's.
+    lines = {spec.name: archive_prediction(ctx, made[spec.name],
+                                           inputs if spec.is_ensemble else inputs_of[ctx.data_version(spec)])
+             for spec in pending}
     if ctx.mode is Mode.TEST:
         for line in lines.values():
             note_ledger(ctx, line)

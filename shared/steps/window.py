@@ -5,8 +5,10 @@ Tuesday to Friday rounds can be staked for one hour. A submission after
 into the next round, so a scheduled run after the close archives its
 predictions and uploads them only with SUBMIT_LATE=true. The first scheduled
 run after the close also asks Numerai, per model, whether it lists a
-submission made inside the window: that report is the round's last word, and a
-model without one is `missed` (the alert that means "a model missed the round").
+submission it counts for the round: one listed under the round's number (a late
+submission of the round before is queued into it, so its `insertedAt` is before the
+round opened) and made before the staking close. That report is the round's last
+word, and a model without one is `missed` (the alert that means "a model missed the round").
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 from datetime import datetime, timedelta, timezone
 
 from shared.errors import NumeraiApiError
-from shared.numerai_client import NumeraiClient, RoundInfo
+from shared.numerai_client import ListedSubmission, NumeraiClient, RoundInfo
 from shared.report import ModelReport, ModelStatus, SubmissionState
 
 log = logging.getLogger(__name__)
@@ -56,19 +58,38 @@ def check_listed(lines: dict[str, ModelReport], numerai: NumeraiClient, account:
         if line.name not in account or line.status not in (ModelStatus.PENDING, ModelStatus.ALREADY_SUBMITTED):
             continue
         try:
-            listed = numerai.submissions_since(account[line.name], round_.open_time)
+            listed = numerai.round_submissions(account[line.name], round_.number)
         except NumeraiApiError as exc:
             line.warnings.append(f"model '{line.name}': whether Numerai lists a submission for round "
                                  f"{round_.number} could not be checked: {exc}")
             continue
-        in_window = {sid: when for sid, when in listed.items() if when < round_.close_time}
         if line.status is ModelStatus.ALREADY_SUBMITTED:
             if line.submission_id not in listed:
                 line.warnings.append(f"model '{line.name}': the ledger's submission {line.submission_id} is not "
                                      f"among those Numerai lists for round {round_.number}")
-        elif in_window:
+        elif (counted := _counted(listed, round_)) is not None:
             line.status = ModelStatus.ALREADY_SUBMITTED
             line.submission = SubmissionState.EXISTS
-            line.submission_id = max(in_window, key=in_window.__getitem__)
-            line.warnings.append(f"model '{line.name}': Numerai lists a submission for round {round_.number} "
-                                 "that this app did not make")
+            line.submission_id = counted.id
+            line.warnings.append(_counted_warning(line.name, counted, round_))
+
+
+def _counted(listed: dict[str, ListedSubmission], round_: RoundInfo) -> ListedSubmission | None:
+    """The latest submission Numerai counts for the round in its staking window, or None.
+
+    Numerai lists a submission under the round it counts for (`round.number`), a late one of the
+    round before included (queued). One made after this round's own staking close is not staked.
+    """
+    staked = [s for s in listed.values() if s.inserted_at < round_.close_time]
+    return max(staked, key=lambda s: s.inserted_at, default=None)
+
+
+def _counted_warning(name: str, counted: ListedSubmission, round_: RoundInfo) -> str:
+    """What the line says of a submission Numerai counts but the ledger does not have for the round."""
+    if counted.inserted_at < round_.open_time:
+        return (f"model '{name}': Numerai counts for round {round_.number} a late submission of the "
+                f"round before, queued into this one ({counted.id})")
+    # The trigger id says which webhook call (this app's or another tool's) made it, when one did.
+    trigger = f" (trigger {counted.trigger_id})" if counted.trigger_id else ""
+    return (f"model '{name}': Numerai lists a submission for round {round_.number} that this app did not "
+            f"make{trigger}")

@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 MODEL = "model"
 DEADLINE = "deadline"
-# A whole scheduled run, started by Numerai's webhook call (POST /api/numerai-webhook).
+# A scheduled run of one model (or, for a URL without one, of every model), started by Numerai's
+# webhook call (POST /api/numerai-webhook).
 RUN = "run"
 # host.json sits beside shared/ in the app's folder, here and in the deployment package.
 HOST_JSON = Path(__file__).resolve().parents[3] / "host.json"
@@ -36,9 +37,10 @@ class TaskMessage:
     kind: str  # MODEL, DEADLINE or RUN
     run_id: str  # RUN: the webhook delivery's id; the run it starts makes its own run id
     round_number: int  # RUN: the round Numerai's call named, or 0
-    model: str | None = None  # MODEL only
+    model: str | None = None  # MODEL: its model; RUN: the model the webhook's URL names (None: every model)
     entry_digest: str | None = None  # MODEL only: the manifest entry the plan holds for the model
     trigger_id: str | None = None  # RUN only: Numerai's trigger id, for create_submission
+    waits: int = 0  # RUN only: how often the run found the run lock held and was sent again
 
     def to_json(self) -> str:
         """The message body."""
@@ -52,7 +54,9 @@ class TaskMessage:
             message = cls(**raw)
         except (ValueError, TypeError) as exc:
             raise BadTask(f"not a task message ({exc}): {str(body)[:200]!r}") from None
-        if message.kind not in (MODEL, DEADLINE, RUN) or (message.kind == MODEL) != bool(message.model):
+        named = bool(message.model)
+        if message.kind not in (MODEL, DEADLINE, RUN) or (message.kind == MODEL and not named) \
+                or (message.kind == DEADLINE and named):
             raise BadTask(f"not a task message: {str(body)[:200]!r}")
         return message
 
