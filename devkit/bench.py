@@ -473,7 +473,7 @@ def _in_child(function: str, entries: list[dict]) -> object:
 
 
 def _scenarios(manifests: dict[str, list[dict]], names: list[str]) -> list[str]:
-    """The warm-worker and upload-pickle scenarios named in `names`; printed lines."""
+    """The warm-worker, upload-pickle and queue-mode scenarios named in `names`; printed lines."""
     lines = []
     if "warm" in names:
         log.info("one deep model: warm worker against direct ...")
@@ -482,6 +482,9 @@ def _scenarios(manifests: dict[str, list[dict]], names: list[str]) -> list[str]:
         log.info("upload pickle: python -m shared predict against Numerai's path ...")
         upload = next(e for e in manifests["others"] if e["format"] == "numerai_pickle")
         lines += upload_pickle(WORK, upload)
+    if "scaleout" in names:
+        log.info("queue mode against local ...")
+        lines += scaleout(WORK, manifests["deep"])
     return lines
 
 
@@ -492,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     """Prepare the data, run every scenario and print the figures."""
     parser = argparse.ArgumentParser(prog="python -m devkit.bench")
     parser.add_argument("--child", choices=sorted(CHILDREN))
-    parser.add_argument("--only", choices=["warm", "upload"], action="append",
+    parser.add_argument("--only", choices=["warm", "upload", "scaleout"], action="append",
                         help="run only these scenarios (repeatable); without it, every scenario")
     parser.add_argument("entries", nargs="?")
     args = parser.parse_args(argv)

@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
 INSTANCES = 2
-TARGET_RATIO = 0.6
+TARGET_RATIO = 0.55
+# What a queue task may cost beyond its model's own load and predict (issue #18).
+TARGET_TASK_OVERHEAD_SECONDS = 0.5
 
 
 def scaleout(work: Path, entries: list[dict]) -> list[str]:
@@ -55,7 +57,9 @@ def scaleout(work: Path, entries: list[dict]) -> list[str]:
         f"queue {queue:.1f} s on {INSTANCES} instances",
         f"{'queue / local wall time':<42} {ratio:8.2f}  (target <= {TARGET_RATIO:g}: "
         f"{'met' if ratio <= TARGET_RATIO else 'NOT met'})",
-        f"per queue task beyond its model (queue round trip, plan, lock, ledger, result, report): {overhead:.2f} s",
+        f"{'per queue task beyond its model (s)':<42} {overhead:8.2f}  (target <= {TARGET_TASK_OVERHEAD_SECONDS:g}: "
+        f"{'met' if overhead <= TARGET_TASK_OVERHEAD_SECONDS else 'NOT met'}; queue round trip, plan, lock, "
+        "ledger, result, report)",
         f"round data per instance: first task downloads it in {download:.2f} s, each later task finds it in "
         f"{hit * 1000:.1f} ms",
     ]
