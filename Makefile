@@ -26,7 +26,7 @@ INFRA_STAMP := $(INFRA_VENV)/.installed-checkov-$(CHECKOV_VERSION)
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup test unit demo bench soak audit package screenshot clean
+.PHONY: setup lint test unit demo bench soak audit package screenshot clean
 
 # The four are independent: installed side by side, the app's venv (minutes) hides the others.
 setup:
@@ -58,7 +58,12 @@ $(CHROMIUM):
 # overlap well on two cores (13 min alone, 8 min in two when the suite was smaller; three
 # were slower, measured here). The slowest files start first (tests/conftest.py), so none
 # runs alone at the end.
-test: setup
+# ruff's lint and format rules (pyproject.toml), before the suite: a style slip fails in seconds.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
 	$(PY) -m pytest -n 2
 
 # The unit tests of the run's planning and model step: in-memory fakes, no Azurite, no sandbox,

@@ -20,12 +20,16 @@ if TYPE_CHECKING:  # for the annotation only: shared.triggers loads at the first
 
 app = func.FunctionApp()
 
-@app.timer_trigger(schedule="%NUMERAI_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+
+@app.timer_trigger(
+    schedule="%NUMERAI_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True
+)
 def scheduled_submission(timer: func.TimerRequest) -> None:
     """Predict and submit every model in the manifest; fails the invocation if any model failed."""
     from shared.triggers import scheduled  # here, not above: see the module docstring
 
     scheduled.scheduled_run(past_due=timer.past_due)
+
 
 @app.route(route="test-run", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def test_run(req: func.HttpRequest) -> func.HttpResponse:
@@ -34,12 +38,14 @@ def test_run(req: func.HttpRequest) -> func.HttpResponse:
 
     return _response(trigger.test_run(req.get_body(), dict(req.params)))
 
+
 @app.route(route="numerai-webhook", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def numerai_webhook(req: func.HttpRequest) -> func.HttpResponse:
     """Numerai's call for a model when a round opens: queues its run and answers 200 at once."""
     from shared.triggers import webhook  # here, not above: see the module docstring
 
     return _response(webhook.numerai_webhook(req.get_body(), dict(req.params)))
+
 
 # The queues live in the host's storage (AzureWebJobsStorage); "-poison" is the host's own naming.
 @app.queue_trigger(arg_name="message", queue_name="%TASK_QUEUE%", connection="AzureWebJobsStorage")
@@ -49,12 +55,16 @@ def model_task(message: func.QueueMessage) -> None:
 
     tasks.model_task(message.get_body(), message.dequeue_count or 1)
 
-@app.queue_trigger(arg_name="message", queue_name="%TASK_QUEUE%-poison", connection="AzureWebJobsStorage")
+
+@app.queue_trigger(
+    arg_name="message", queue_name="%TASK_QUEUE%-poison", connection="AzureWebJobsStorage"
+)
 def poison_task(message: func.QueueMessage) -> None:
     """Queue mode: a model task the host gave up on; its model is reported failed."""
     from shared.triggers import tasks  # here, not above: see the module docstring
 
     tasks.poisoned_task(message.get_body(), message.dequeue_count or 1)
+
 
 @app.route(route="runs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def runs(req: func.HttpRequest) -> func.HttpResponse:
@@ -63,12 +73,14 @@ def runs(req: func.HttpRequest) -> func.HttpResponse:
 
     return _response(runs_api.list_runs(dict(req.params)))
 
+
 @app.route(route="runs/{run_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def run(req: func.HttpRequest) -> func.HttpResponse:
     """One run's report, and whether the run is finished."""
     from shared.triggers import runs_api  # here, not above: see the module docstring
 
     return _response(runs_api.get_run(req.route_params.get("run_id", "")))
+
 
 @app.route(route="report", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def report(req: func.HttpRequest) -> func.HttpResponse:
@@ -77,6 +89,8 @@ def report(req: func.HttpRequest) -> func.HttpResponse:
 
     return _response(runs_api.report_page())
 
+
 def _response(answer: "HttpAnswer") -> func.HttpResponse:
-    return func.HttpResponse(answer.body, status_code=answer.status, headers=answer.headers,
-                             mimetype=answer.mimetype)
+    return func.HttpResponse(
+        answer.body, status_code=answer.status, headers=answer.headers, mimetype=answer.mimetype
+    )

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Self
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class Azurite:
         self._queue.stop()
         self._blob.stop()
 
-    def __enter__(self) -> Azurite:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -168,8 +168,11 @@ class _Service:
         try:
             self._wait_until_listening()
         except _PortTaken:
-            log.info("the port chosen for Azurite's %s service was taken before it could bind "
-                     "it; trying another", self.name)
+            log.info(
+                "the port chosen for Azurite's %s service was taken before it could bind "
+                "it; trying another",
+                self.name,
+            )
             self.stop()
             self.launch(executable)
             self._wait_until_listening()
@@ -194,8 +197,8 @@ class _Service:
         data_dir = self._workdir / "data"
         data_dir.mkdir()
         # Files, not pipes: nobody drains a pipe while Azurite runs, and a full pipe blocks it.
-        self._stdout = open(self._workdir / "stdout.log", "wb")
-        self._stderr = open(self._workdir / "stderr.log", "wb")
+        self._stdout = open(self._workdir / "stdout.log", "wb")  # noqa: SIM115 - open while Azurite runs
+        self._stderr = open(self._workdir / "stderr.log", "wb")  # noqa: SIM115 - closed by __exit__
         self._port = free_port()
         command = [
             str(executable),

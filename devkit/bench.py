@@ -127,8 +127,10 @@ def prepare(work: Path) -> dict[str, list[dict]]:
         target = models / f"deep_{copy}.txt"
         if not target.exists():
             shutil.copy(models / "deep.txt", target)
-    deep = [{"name": f"deep_{i}", "file": f"deep_{i}.txt", "format": "lightgbm", "features": "all"}
-            for i in range(DEEP_COPIES)]
+    deep = [
+        {"name": f"deep_{i}", "file": f"deep_{i}.txt", "format": "lightgbm", "features": "all"}
+        for i in range(DEEP_COPIES)
+    ]
     others = [
         {"name": "mlp_a", "file": "mlp_a.keras", "format": "keras", "features": "all"},
         {"name": "mlp_b", "file": "mlp_b.keras", "format": "keras", "features": "all"},
@@ -141,11 +143,26 @@ def prepare(work: Path) -> dict[str, list[dict]]:
 def _train_deep(path: Path, features: list[str]) -> None:
     import lightgbm
 
-    log.info("training a %d-tree LightGBM model on %d features (once; minutes) ...", DEEP_TREES, len(features))
+    log.info(
+        "training a %d-tree LightGBM model on %d features (once; minutes) ...",
+        DEEP_TREES,
+        len(features),
+    )
     x, y = training_rows(features, 5000, 3)
-    params = {"objective": "regression", "num_leaves": 255, "learning_rate": 0.01, "min_data_in_leaf": 5,
-              "feature_fraction": 0.1, "max_bin": 5, "verbose": -1, "seed": 3, "num_threads": 2}
-    lightgbm.train(params, lightgbm.Dataset(x, y, feature_name=features), DEEP_TREES).save_model(str(path))
+    params = {
+        "objective": "regression",
+        "num_leaves": 255,
+        "learning_rate": 0.01,
+        "min_data_in_leaf": 5,
+        "feature_fraction": 0.1,
+        "max_bin": 5,
+        "verbose": -1,
+        "seed": 3,
+        "num_threads": 2,
+    }
+    lightgbm.train(params, lightgbm.Dataset(x, y, feature_name=features), DEEP_TREES).save_model(
+        str(path)
+    )
 
 
 def run_product(work: Path, name: str, entries: list[dict]) -> dict:
@@ -154,18 +171,34 @@ def run_product(work: Path, name: str, entries: list[dict]) -> dict:
     manifest.write_text(json.dumps({"models": entries}))
     out = work / "out" / name
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-m", "shared", "predict", "--data", str(work / "live"),
-               "--manifest", str(manifest), "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "shared",
+        "predict",
+        "--data",
+        str(work / "live"),
+        "--manifest",
+        str(manifest),
+        "--out",
+        str(out),
+    ]
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     peak, own = _sample_peak_pss(process)
     stderr = process.communicate()[1]
     seconds = time.perf_counter() - started
     if process.returncode != 0:
         raise SystemExit(f"{name} failed:\n{stderr[-3000:]}")
     summary = json.loads((out / "summary.json").read_text())
-    return {"seconds": seconds, "peak_mb": peak, "run_process_mb": own,
-            "models": {m["name"]: m for m in summary["models"]}}
+    return {
+        "seconds": seconds,
+        "peak_mb": peak,
+        "run_process_mb": own,
+        "models": {m["name"]: m for m in summary["models"]},
+    }
 
 
 def _sample_peak_pss(process: subprocess.Popen) -> tuple[float, float]:
@@ -250,8 +283,16 @@ def deep_alternating(work: Path, entries: list[dict]) -> dict[str, list[float]]:
         lightgbm.Booster(model_file=str(model_file)).predict(x)
 
     def warm_once(run: int) -> None:
-        request = WorkRequest(spec, model_file, live / "live.parquet", live / "features.json",
-                              None, "v5.3", 2000, work / "out" / "warm" / str(run))
+        request = WorkRequest(
+            spec,
+            model_file,
+            live / "live.parquet",
+            live / "features.json",
+            None,
+            "v5.3",
+            2000,
+            work / "out" / "warm" / str(run),
+        )
         [outcome] = run_workers([request], limits)
         if not outcome.ok:
             raise SystemExit(f"the warm worker failed: {outcome.error}")
@@ -273,8 +314,10 @@ def warm_worker(deep: dict) -> list[str]:
     direct_seconds, warm_seconds = seconds["direct"], seconds["warm"]
     ratio = _median(warm_seconds) / _median(direct_seconds)
     return [
-        (f"one deep model, median of {REPEATS}: direct {_listed(direct_seconds)}, "
-         f"warm worker {_listed(warm_seconds)}"),
+        (
+            f"one deep model, median of {REPEATS}: direct {_listed(direct_seconds)}, "
+            f"warm worker {_listed(warm_seconds)}"
+        ),
         _ratio("warm worker / direct (one deep model)", ratio, "<=", WARM_TARGET),
     ]
 
@@ -289,11 +332,27 @@ def upload_pickle(work: Path, entry: dict) -> list[str]:
     manifest.write_text(json.dumps({"models": [entry]}))
     out.mkdir(parents=True, exist_ok=True)
     commands = {
-        "ours": [sys.executable, "-m", "shared", "predict", "--data", str(live),
-                 "--manifest", str(manifest), "--out", str(out / "ours")],
-        "numerai": [sys.executable, "-c", NUMERAI_PREDICT, str(work / "models" / entry["file"]),
-                    str(live / "live.parquet"), str(live / "live_benchmark_models.parquet"),
-                    str(out)],
+        "ours": [
+            sys.executable,
+            "-m",
+            "shared",
+            "predict",
+            "--data",
+            str(live),
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(out / "ours"),
+        ],
+        "numerai": [
+            sys.executable,
+            "-c",
+            NUMERAI_PREDICT,
+            str(work / "models" / entry["file"]),
+            str(live / "live.parquet"),
+            str(live / "live_benchmark_models.parquet"),
+            str(out),
+        ],
     }
     timed: dict[str, list[float]] = {"ours": [], "numerai": []}
     for _ in range(REPEATS + 1):
@@ -301,18 +360,30 @@ def upload_pickle(work: Path, entry: dict) -> list[str]:
             timed[name].append(_timed_process(command))
     ours, numerai = timed["ours"][1:], timed["numerai"][1:]
     return [
-        (f"upload pickle, fresh processes, median of {REPEATS}: "
-         f"python -m shared predict {_listed(ours)}, Numerai's path {_listed(numerai)}"),
-        _ratio("shared predict / Numerai's path (upload)", _median(ours) / _median(numerai), "<=",
-               UPLOAD_TARGET),
+        (
+            f"upload pickle, fresh processes, median of {REPEATS}: "
+            f"python -m shared predict {_listed(ours)}, Numerai's path {_listed(numerai)}"
+        ),
+        _ratio(
+            "shared predict / Numerai's path (upload)",
+            _median(ours) / _median(numerai),
+            "<=",
+            UPLOAD_TARGET,
+        ),
     ]
 
 
 def _timed_process(command: list[str]) -> float:
     """Wall seconds of `command` from start to exit; SystemExit with its errors if it failed."""
     started = time.perf_counter()
-    completed = subprocess.run(command, cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-                               capture_output=True, text=True, check=False)
+    completed = subprocess.run(
+        command,
+        cwd=REPO,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     seconds = time.perf_counter() - started
     if completed.returncode != 0:
         raise SystemExit(f"{command[:4]} failed:\n{completed.stderr[-3000:]}")
@@ -336,20 +407,33 @@ def report(results: dict) -> list[str]:
     lines = [
         f"{'run':<22} {'seconds':>8} {'peak MiB (all processes, PSS)':>31} {'run process RSS MiB':>20}",
         f"{'fleet (12 models)':<22} {fleet['seconds']:>8.1f} {fleet['peak_mb']:>31.0f} {fleet['run_process_mb']:>20.0f}",
-        *(f"{'alone: ' + name:<22} {r['seconds']:>8.1f} {r['peak_mb']:>31.0f} {r['run_process_mb']:>20.0f}"
-          for name, r in alone.items()),
-        *(f"{'deep x' + str(n):<22} {r['seconds']:>8.1f} {r['peak_mb']:>31.0f} {r['run_process_mb']:>20.0f}"
-          for n, r in results["scaling"].items()),
+        *(
+            f"{'alone: ' + name:<22} {r['seconds']:>8.1f} {r['peak_mb']:>31.0f} {r['run_process_mb']:>20.0f}"
+            for name, r in alone.items()
+        ),
+        *(
+            f"{'deep x' + str(n):<22} {r['seconds']:>8.1f} {r['peak_mb']:>31.0f} {r['run_process_mb']:>20.0f}"
+            for n, r in results["scaling"].items()
+        ),
         "",
         "direct (library calls in one process, imports and reading excluded), seconds: "
         + ", ".join(f"{name} {value:.2f}" for name, value in direct_seconds.items()),
         f"sum of direct: {direct_sum:.1f} s; fleet in workers: {fleet['seconds']:.1f} s",
         "",
-        _ratio(f"fleet peak / alone peak ({largest_name})", fleet["peak_mb"] / largest["peak_mb"], "<=", 1.15),
+        _ratio(
+            f"fleet peak / alone peak ({largest_name})",
+            fleet["peak_mb"] / largest["peak_mb"],
+            "<=",
+            1.15,
+        ),
         _ratio("run process RSS MiB", fleet["run_process_mb"], "<=", 300),
         _ratio("fleet time / direct sum", fleet["seconds"] / direct_sum, "<=", 1.25),
-        _ratio("deep x8 peak / deep x1 peak", results["scaling"][8]["peak_mb"] / results["scaling"][1]["peak_mb"],
-               "<=", 1.15),
+        _ratio(
+            "deep x8 peak / deep x1 peak",
+            results["scaling"][8]["peak_mb"] / results["scaling"][1]["peak_mb"],
+            "<=",
+            1.15,
+        ),
         "",
         "Not a target: the article's way (pandas.read_parquet of the whole round per model, one process)",
         f"against the workers, for the fleet without Keras: {results['naive']['seconds']:.1f} s against "
@@ -375,7 +459,10 @@ def naive(work: Path, entries: list[dict]) -> float:
             import onnxruntime
 
             session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            session.run(None, {session.get_inputs()[0].name: live[sets[entry["features"]]].to_numpy(np.float32)})
+            session.run(
+                None,
+                {session.get_inputs()[0].name: live[sets[entry["features"]]].to_numpy(np.float32)},
+            )
         else:
             pd.read_pickle(path)(live, None)
     return time.perf_counter() - started
@@ -383,11 +470,18 @@ def naive(work: Path, entries: list[dict]) -> float:
 
 def cold_start(runs: int = 5) -> list[str]:
     """`import function_app` in fresh interpreters, median of `runs`, and `import azure.functions` alone; printed lines."""
-    app, floor = _median_import_seconds("function_app", runs), _median_import_seconds("azure.functions", runs)
+    app, floor = (
+        _median_import_seconds("function_app", runs),
+        _median_import_seconds("azure.functions", runs),
+    )
     return [
-        (f"import function_app, median of {runs} fresh interpreters: {app:.3f} s ({IMPORT_BEFORE_SECONDS} s before "
-         f"the triggers imported shared.triggers lazily); of which azure.functions alone, which indexing needs: {floor:.3f} s"),
-        _ratio(f"import function_app / {IMPORT_TARGET_SECONDS} s", app / IMPORT_TARGET_SECONDS, "<=", 1),
+        (
+            f"import function_app, median of {runs} fresh interpreters: {app:.3f} s ({IMPORT_BEFORE_SECONDS} s before "
+            f"the triggers imported shared.triggers lazily); of which azure.functions alone, which indexing needs: {floor:.3f} s"
+        ),
+        _ratio(
+            f"import function_app / {IMPORT_TARGET_SECONDS} s", app / IMPORT_TARGET_SECONDS, "<=", 1
+        ),
     ]
 
 
@@ -396,7 +490,9 @@ def _median_import_seconds(module: str, runs: int) -> float:
     code = f"import time; started = time.perf_counter(); import {module}; print(time.perf_counter() - started)"
     seconds = []
     for _ in range(runs + 1):
-        completed = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+        completed = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+        )
         seconds.append(float(completed.stdout.strip().splitlines()[-1]))
     return sorted(seconds[1:])[runs // 2]
 
@@ -405,11 +501,19 @@ def package_size() -> list[str]:
     """The deployment zip (`make package`) against its target; its biggest pieces when over it."""
     package = build()
     megabytes = package.zip_bytes / 1e6
-    lines = [package.summary(),
-             _ratio(f"deployment zip / {PACKAGE_TARGET_MB} MB", megabytes / PACKAGE_TARGET_MB, "<=", 1.0)]
+    lines = [
+        package.summary(),
+        _ratio(
+            f"deployment zip / {PACKAGE_TARGET_MB} MB", megabytes / PACKAGE_TARGET_MB, "<=", 1.0
+        ),
+    ]
     if megabytes > PACKAGE_TARGET_MB:
-        lines.append(f"{megabytes - PACKAGE_TARGET_MB:,.0f} MB over; the biggest pieces, zipped MB:")
-        lines += [f"  {name:<32} {size / 1e6:7.1f}" for name, size in _biggest_pieces(package.zip_path)]
+        lines.append(
+            f"{megabytes - PACKAGE_TARGET_MB:,.0f} MB over; the biggest pieces, zipped MB:"
+        )
+        lines += [
+            f"  {name:<32} {size / 1e6:7.1f}" for name, size in _biggest_pieces(package.zip_path)
+        ]
     return lines
 
 
@@ -421,7 +525,9 @@ def _biggest_pieces(zip_path: Path, count: int = 10) -> list[tuple[str, int]]:
         for info in archive.infolist():
             name = info.filename.removeprefix(f"{SITE_PACKAGES}/").split("/", 1)[0]
             pieces[name] = pieces.get(name, 0) + info.compress_size
-            files.append((f"file {info.filename.removeprefix(SITE_PACKAGES + '/')}", info.compress_size))
+            files.append(
+                (f"file {info.filename.removeprefix(SITE_PACKAGES + '/')}", info.compress_size)
+            )
     biggest = sorted(pieces.items(), key=lambda item: -item[1])[:count]
     return biggest + sorted(files, key=lambda item: -item[1])[:3]
 
@@ -435,25 +541,48 @@ def cold_test_run(work: Path) -> list[str]:
     models = work / "models" / "cold"
     models.mkdir(parents=True, exist_ok=True)
     shutil.copy(work / "models" / "ridge.onnx", models / "ridge.onnx")
-    (models / "models.json").write_text(json.dumps(
-        {"models": [{"name": "ridge", "file": "ridge.onnx", "format": "onnx", "features": "small"}]}))
+    (models / "models.json").write_text(
+        json.dumps(
+            {
+                "models": [
+                    {"name": "ridge", "file": "ridge.onnx", "format": "onnx", "features": "small"}
+                ]
+            }
+        )
+    )
     sets = json.loads((work / "live" / "features.json").read_text())["feature_sets"]
-    logging.getLogger("azure").setLevel(logging.WARNING)  # the storage SDK logs every request at INFO
+    logging.getLogger("azure").setLevel(
+        logging.WARNING
+    )  # the storage SDK logs every request at INFO
     with LocalStack() as stack:
         stack.deploy(models, SyntheticRound(work / "live", sets, ids=[]))
-        environment = {**os.environ, **stack.environ(work / "cold-app"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        environment = {
+            **os.environ,
+            **stack.environ(work / "cold-app"),
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+        }
         started = time.perf_counter()
-        completed = subprocess.run([sys.executable, "-c", COLD_TEST_RUN], cwd=REPO, env=environment,
-                                   capture_output=True, text=True, check=False)
+        completed = subprocess.run(
+            [sys.executable, "-c", COLD_TEST_RUN],
+            cwd=REPO,
+            env=environment,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         seconds = time.perf_counter() - started
     if completed.returncode != 0:
         raise SystemExit(f"the cold test run failed:\n{completed.stderr[-3000:]}")
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     if result["status"] != 200:
         raise SystemExit(f"the cold test run answered HTTP {result['status']}: {result['body']}")
-    return [(f"fresh interpreter to a finished HTTP test run (one ONNX model, live-sized round): {seconds:.1f} s "
-             f"(import function_app {result['import']:.1f} s, the run {result['run']:.1f} s, "
-             "the rest interpreter start and exit)")]
+    return [
+        (
+            f"fresh interpreter to a finished HTTP test run (one ONNX model, live-sized round): {seconds:.1f} s "
+            f"(import function_app {result['import']:.1f} s, the run {result['run']:.1f} s, "
+            "the rest interpreter start and exit)"
+        )
+    ]
 
 
 def _ratio(label: str, value: float, op: str, target: float) -> str:
@@ -465,7 +594,11 @@ def _in_child(function: str, entries: list[dict]) -> object:
     """Run `function` of this module in a fresh process (its imports are its own); its JSON result."""
     completed = subprocess.run(
         [sys.executable, "-m", "devkit.bench", "--child", function, json.dumps(entries)],
-        cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True, text=True, check=False,
+        cwd=REPO,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if completed.returncode != 0:
         raise SystemExit(f"{function} failed:\n{completed.stderr[-3000:]}")
@@ -495,8 +628,12 @@ def main(argv: list[str] | None = None) -> int:
     """Prepare the data, run every scenario and print the figures."""
     parser = argparse.ArgumentParser(prog="python -m devkit.bench")
     parser.add_argument("--child", choices=sorted(CHILDREN))
-    parser.add_argument("--only", choices=["warm", "upload", "scaleout"], action="append",
-                        help="run only these scenarios (repeatable); without it, every scenario")
+    parser.add_argument(
+        "--only",
+        choices=["warm", "upload", "scaleout"],
+        action="append",
+        help="run only these scenarios (repeatable); without it, every scenario",
+    )
     parser.add_argument("entries", nargs="?")
     args = parser.parse_args(argv)
     if args.child:
@@ -529,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("naive and engine without Keras ...")
     results["naive"] = {"seconds": _in_child("naive", light)}
     results["fleet_light"] = run_product(WORK, "fleet-light", light)
-    print("\n".join(report(results)))  # noqa: T201 - the benchmark's output
+    print("\n".join(report(results)))
     print("\n".join(["", *_scenarios(manifests, ["warm", "upload"])]))
     log.info("deployment package ...")
     print("\n".join(["", *package_size()]))

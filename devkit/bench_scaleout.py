@@ -28,8 +28,8 @@ from devkit.local_stack import LocalStack
 from devkit.queue_host import QueueHost
 from devkit.synthetic import SyntheticRound
 from shared.numerai_client import NumeraiClient
-from shared.steps.round_data import RoundDataCache
 from shared.settings import load_settings
+from shared.steps.round_data import RoundDataCache
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,12 @@ def _timed(work: Path, models: Path, round_: SyntheticRound, execution: str) -> 
     """Seconds from starting the job to its finished report, and the report."""
     with LocalStack() as stack:
         stack.deploy(models, round_)
-        environ = {**stack.environ(work / f"scaleout-{execution}"), "MODEL_EXECUTION": execution,
-                   "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+        environ = {
+            **stack.environ(work / f"scaleout-{execution}"),
+            "MODEL_EXECUTION": execution,
+            "OMP_NUM_THREADS": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+        }
         if execution == "local":
             started = time.perf_counter()
             _run_job(environ)
@@ -89,23 +93,40 @@ def _timed(work: Path, models: Path, round_: SyntheticRound, execution: str) -> 
         bindings = {stack.task_queue: "function_app:model_task"}
         instances = work / "scaleout-instances"
         shutil.rmtree(instances, ignore_errors=True)  # an earlier bench's instances
-        with QueueHost(stack.azurite.connection_string, bindings, work_root=instances,
-                       environ=environ, workers=INSTANCES) as host:
+        with QueueHost(
+            stack.azurite.connection_string,
+            bindings,
+            work_root=instances,
+            environ=environ,
+            workers=INSTANCES,
+        ) as host:
             started = time.perf_counter()
             _run_job(environ)
             host.wait_until_idle(timeout=1800)
             seconds = time.perf_counter() - started
         container = stack.blob_service.get_container_client(stack.results_container)
-        [name] = [b.name for b in container.list_blobs(name_starts_with="reports/") if b.name.endswith(".json")]
+        [name] = [
+            b.name
+            for b in container.list_blobs(name_starts_with="reports/")
+            if b.name.endswith(".json")
+        ]
         report = json.loads(container.download_blob(name).readall())
         if report["status"] != "succeeded":
-            raise SystemExit(f"the queue run did not succeed:\n{json.dumps(report, indent=2)[-3000:]}")
+            raise SystemExit(
+                f"the queue run did not succeed:\n{json.dumps(report, indent=2)[-3000:]}"
+            )
         return seconds, report
 
 
 def _run_job(environ: dict[str, str]) -> None:
-    completed = subprocess.run([sys.executable, "-m", "shared", "run"], cwd=REPO, env={**os.environ, **environ},
-                               capture_output=True, text=True, check=False)
+    completed = subprocess.run(
+        [sys.executable, "-m", "shared", "run"],
+        cwd=REPO,
+        env={**os.environ, **environ},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if completed.returncode != 0:
         raise SystemExit(f"python -m shared run failed:\n{completed.stderr[-3000:]}")
 

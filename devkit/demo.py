@@ -44,33 +44,47 @@ def main() -> int:
 
         _say("Firing the timer (scheduled run: predict, validate, archive, upload) ...")
         try:
-            function_app.scheduled_submission.build().get_user_function()(TimerRequest(past_due=False))
+            function_app.scheduled_submission.build().get_user_function()(
+                TimerRequest(past_due=False)
+            )
             timer_ok = True
         except RunFailed as exc:
             print(f"The timer invocation failed:\n{exc}")
             timer_ok = False
         _print_latest_report(stack)
-        print(f"\nThe Numerai sandbox received {len(stack.sandbox.submissions)} submissions: "
-              + ", ".join(f"{s.model_name} ({len(s.csv):,} bytes)" for s in stack.sandbox.submissions))
+        print(
+            f"\nThe Numerai sandbox received {len(stack.sandbox.submissions)} submissions: "
+            + ", ".join(f"{s.model_name} ({len(s.csv):,} bytes)" for s in stack.sandbox.submissions)
+        )
 
         _say("POST /api/test-run (test mode: everything but the upload) ...")
         request = func.HttpRequest("POST", "/api/test-run", body=b"{}")
         response = function_app.test_run.build().get_user_function()(request)
         print(f"HTTP {response.status_code}")
         print(RunReport.from_json(response.get_body()).summary())
-        print(f"\nSubmissions after the test run: {len(stack.sandbox.submissions)} (unchanged: test runs never upload)")
+        print(
+            f"\nSubmissions after the test run: {len(stack.sandbox.submissions)} (unchanged: test runs never upload)"
+        )
 
         _say("GET /api/report (the report page each run rewrites) ...")
-        page = function_app.report.build().get_user_function()(func.HttpRequest("GET", "/api/report", body=b""))
+        page = function_app.report.build().get_user_function()(
+            func.HttpRequest("GET", "/api/report", body=b"")
+        )
         (WORK / "report.html").write_bytes(page.get_body())
-        print(f"HTTP {page.status_code}; the page is {stack.results_container}/reports/index.html in Blob Storage,\n"
-              f"and a copy to open in a browser: {WORK / 'report.html'}")
+        print(
+            f"HTTP {page.status_code}; the page is {stack.results_container}/reports/index.html in Blob Storage,\n"
+            f"and a copy to open in a browser: {WORK / 'report.html'}"
+        )
     return 0 if timer_ok and response.status_code == 200 and page.status_code == 200 else 1
 
 
 def _print_latest_report(stack: LocalStack) -> None:
     container = stack.blob_service.get_container_client(stack.results_container)
-    latest = max(b.name for b in container.list_blobs(name_starts_with="reports/") if b.name.endswith(".json"))
+    latest = max(
+        b.name
+        for b in container.list_blobs(name_starts_with="reports/")
+        if b.name.endswith(".json")
+    )
     report = RunReport.from_json(container.download_blob(latest).readall())
     print(f"Report saved as {stack.results_container}/{latest}:")
     print(report.summary())

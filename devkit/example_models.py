@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,9 @@ log = logging.getLogger(__name__)
 TRAIN_ROWS = 2000
 
 
-def write_keras(path: Path, features: list[str], hidden: tuple[int, ...] = (64,), seed: int = 0) -> None:
+def write_keras(
+    path: Path, features: list[str], hidden: tuple[int, ...] = (64,), seed: int = 0
+) -> None:
     """An MLP trained for one epoch, saved as `.keras` or `.h5` by the path's suffix."""
     import keras
 
@@ -43,8 +46,14 @@ def write_lightgbm(path: Path, features: list[str], rounds: int = 30, seed: int 
     import lightgbm
 
     x, y = training_rows(features, TRAIN_ROWS, seed)
-    params = {"objective": "regression", "num_leaves": 15, "learning_rate": 0.1,
-              "verbose": -1, "seed": seed, "num_threads": 1}
+    params = {
+        "objective": "regression",
+        "num_leaves": 15,
+        "learning_rate": 0.1,
+        "verbose": -1,
+        "seed": seed,
+        "num_threads": 1,
+    }
     booster = lightgbm.train(params, lightgbm.Dataset(x, y, feature_name=features), rounds)
     booster.save_model(str(path))
 
@@ -57,7 +66,9 @@ def write_onnx(path: Path, features: list[str], seed: int = 0) -> None:
     write_onnx_linear(path, solution[:-1], float(solution[-1]))
 
 
-def write_onnx_linear(path: Path, weights: np.ndarray, bias: float, open_width: bool = False) -> None:
+def write_onnx_linear(
+    path: Path, weights: np.ndarray, bias: float, open_width: bool = False
+) -> None:
     """An ONNX graph computing features @ weights + bias (MatMul + Add), one output column.
 
     With `open_width` the input's width is a name, as an export with a dynamic axis leaves it.
@@ -66,13 +77,17 @@ def write_onnx_linear(path: Path, weights: np.ndarray, bias: float, open_width: 
 
     width = "n_features" if open_width else len(weights)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["features", "w"], ["xw"]),
-         helper.make_node("Add", ["xw", "b"], ["prediction"])],
+        [
+            helper.make_node("MatMul", ["features", "w"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], ["prediction"]),
+        ],
         "linear",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, width])],
         [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, [None, 1])],
-        initializer=[numpy_helper.from_array(np.asarray(weights, np.float32).reshape(-1, 1), "w"),
-                     numpy_helper.from_array(np.asarray([bias], np.float32), "b")],
+        initializer=[
+            numpy_helper.from_array(np.asarray(weights, np.float32).reshape(-1, 1), "w"),
+            numpy_helper.from_array(np.asarray([bias], np.float32), "b"),
+        ],
     )
     _save_onnx(path, graph)
 
@@ -86,14 +101,26 @@ def write_onnx_stump(path: Path, feature: int) -> None:
     from onnx import TensorProto, helper
 
     stump = helper.make_node(
-        "TreeEnsembleRegressor", ["features"], ["prediction"], domain="ai.onnx.ml", n_targets=1,
-        nodes_treeids=[0, 0, 0], nodes_nodeids=[0, 1, 2], nodes_featureids=[feature, 0, 0],
-        nodes_modes=["BRANCH_LEQ", "LEAF", "LEAF"], nodes_values=[2.0, 0.0, 0.0],
-        nodes_truenodeids=[1, 0, 0], nodes_falsenodeids=[2, 0, 0],
-        target_treeids=[0, 0], target_nodeids=[1, 2], target_ids=[0, 0], target_weights=[0.25, 0.75],
+        "TreeEnsembleRegressor",
+        ["features"],
+        ["prediction"],
+        domain="ai.onnx.ml",
+        n_targets=1,
+        nodes_treeids=[0, 0, 0],
+        nodes_nodeids=[0, 1, 2],
+        nodes_featureids=[feature, 0, 0],
+        nodes_modes=["BRANCH_LEQ", "LEAF", "LEAF"],
+        nodes_values=[2.0, 0.0, 0.0],
+        nodes_truenodeids=[1, 0, 0],
+        nodes_falsenodeids=[2, 0, 0],
+        target_treeids=[0, 0],
+        target_nodeids=[1, 2],
+        target_ids=[0, 0],
+        target_weights=[0.25, 0.75],
     )
     graph = helper.make_graph(
-        [stump], "stump",
+        [stump],
+        "stump",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, "n_features"])],
         [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, [None, 1])],
     )
@@ -156,8 +183,14 @@ def write_lgbm_regressor(path: Path, features: list[str], rounds: int = 30, seed
     import pandas as pd
 
     x, y = training_rows(features, TRAIN_ROWS, seed)
-    model = lightgbm.LGBMRegressor(n_estimators=rounds, num_leaves=15, learning_rate=0.1,
-                                   random_state=seed, n_jobs=1, verbose=-1)
+    model = lightgbm.LGBMRegressor(
+        n_estimators=rounds,
+        num_leaves=15,
+        learning_rate=0.1,
+        random_state=seed,
+        n_jobs=1,
+        verbose=-1,
+    )
     model.fit(pd.DataFrame(x, columns=features), y)
     joblib.dump(model, path)
 
@@ -167,8 +200,13 @@ def write_xgboost(path: Path, features: list[str], rounds: int = 30, seed: int =
     import xgboost
 
     x, y = training_rows(features, TRAIN_ROWS, seed)
-    params = {"objective": "reg:squarederror", "max_depth": 4, "eta": 0.1,
-              "seed": seed, "nthread": 1}
+    params = {
+        "objective": "reg:squarederror",
+        "max_depth": 4,
+        "eta": 0.1,
+        "seed": seed,
+        "nthread": 1,
+    }
     booster = xgboost.train(params, xgboost.DMatrix(x, y, feature_names=features), rounds)
     booster.save_model(str(path))
 
@@ -179,9 +217,15 @@ def write_catboost(path: Path, features: list[str], rounds: int = 30, seed: int 
 
     x, y = training_rows(features, TRAIN_ROWS, seed)
     # allow_writing_files=False: no catboost_info/ folder in the working directory.
-    model = catboost.CatBoostRegressor(iterations=rounds, depth=4, learning_rate=0.1,
-                                       random_seed=seed, thread_count=1, verbose=0,
-                                       allow_writing_files=False)
+    model = catboost.CatBoostRegressor(
+        iterations=rounds,
+        depth=4,
+        learning_rate=0.1,
+        random_seed=seed,
+        thread_count=1,
+        verbose=0,
+        allow_writing_files=False,
+    )
     model.fit(catboost.Pool(x, y, feature_names=features))
     model.save_model(str(path))
 
@@ -217,7 +261,12 @@ def write_example_models(
         fmt = WRITER_FORMATS.get(kind, kind)
         filename = f"{name}{suffix}"
         writer(directory / filename, feature_sets[feature_set], seed=seed)
-        entry: dict[str, Any] = {"name": name, "file": filename, "format": fmt, "features": feature_set}
+        entry: dict[str, Any] = {
+            "name": name,
+            "file": filename,
+            "format": fmt,
+            "features": feature_set,
+        }
         if fmt == "numerai_pickle":
             # Numerai's runner hands the function every column; it picks its own.
             del entry["features"]

@@ -15,12 +15,21 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from typing import Self
 
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
-               "proxy-authorization", "proxy-authenticate"}
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+}
 
 
 @dataclass
@@ -58,7 +67,9 @@ class FaultProxy:
 
         self._server = ThreadingHTTPServer((HOST, 0), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -68,11 +79,15 @@ class FaultProxy:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> FaultProxy:
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def _take_fault(self) -> tuple[bool, float]:
@@ -90,10 +105,10 @@ class _ForwardingHandler(BaseHTTPRequestHandler):
     owner: FaultProxy
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 - name fixed by BaseHTTPRequestHandler
+    def do_GET(self) -> None:
         self._forward()
 
-    do_PUT = do_POST = do_DELETE = do_HEAD = do_GET  # noqa: N815
+    do_PUT = do_POST = do_DELETE = do_HEAD = do_GET
 
     def _forward(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -113,8 +128,11 @@ class _ForwardingHandler(BaseHTTPRequestHandler):
             if self.command == "HEAD":  # the length of the blob, not of an empty body
                 passed = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP]
             else:
-                passed = [(k, v) for k, v in response.getheaders()
-                          if k.lower() not in _HOP_BY_HOP | {"content-length"}]
+                passed = [
+                    (k, v)
+                    for k, v in response.getheaders()
+                    if k.lower() not in _HOP_BY_HOP | {"content-length"}
+                ]
                 passed.append(("Content-Length", str(len(payload))))
             self._answer(response.status, passed, payload)
         finally:
@@ -128,5 +146,5 @@ class _ForwardingHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(payload)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
+    def log_message(self, format: str, *args: object) -> None:
         log.debug("proxy: " + format, *args)

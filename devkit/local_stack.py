@@ -13,6 +13,7 @@ import logging
 import uuid
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from azure.storage.blob import BlobServiceClient
 
@@ -35,7 +36,9 @@ class LocalStack:
         # A shared Azurite (tests start one per session) is not stopped by this stack.
         self._own_azurite = azurite is None
         self.azurite = azurite or Azurite()
-        self.sandbox = NumeraiSandbox(models={}, public_id=FAKE_PUBLIC_ID, secret_key=FAKE_SECRET_KEY)
+        self.sandbox = NumeraiSandbox(
+            models={}, public_id=FAKE_PUBLIC_ID, secret_key=FAKE_SECRET_KEY
+        )
         suffix = uuid.uuid4().hex[:8]
         self.models_container = f"models-{suffix}"
         self.results_container = f"results-{suffix}"
@@ -55,11 +58,15 @@ class LocalStack:
         if self._own_azurite:
             self.azurite.stop()
 
-    def __enter__(self) -> LocalStack:
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     @property
@@ -76,14 +83,20 @@ class LocalStack:
         container = self.blob_service.get_container_client(self.models_container)
         if not container.exists():
             container.create_container()
-        container.upload_blob("models.json", (models_dir / "models.json").read_bytes(), overwrite=True)
+        container.upload_blob(
+            "models.json", (models_dir / "models.json").read_bytes(), overwrite=True
+        )
         for entry in manifest["models"]:
             if "file" in entry:  # an ensemble has none
-                container.upload_blob(entry["file"], (models_dir / entry["file"]).read_bytes(), overwrite=True)
+                container.upload_blob(
+                    entry["file"], (models_dir / entry["file"]).read_bytes(), overwrite=True
+                )
             if entry.get("submit", True):  # one that is never submitted need not be a Numerai model
                 self.sandbox.models.setdefault(entry["name"], str(uuid.uuid4()))
         self.sandbox.add_dataset_dir(DATA_VERSION, round_.directory)
-        log.info("deployed %d models to container %s", len(manifest["models"]), self.models_container)
+        log.info(
+            "deployed %d models to container %s", len(manifest["models"]), self.models_container
+        )
         return manifest
 
     def environ(self, work_dir: Path) -> dict[str, str]:

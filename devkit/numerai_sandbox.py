@@ -63,13 +63,14 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Callable, Mapping
+from typing import Any, BinaryIO, Self
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from graphql import (
@@ -100,8 +101,10 @@ PRESIGNED_URL_SECONDS = 600.0
 # test_list_rounds); the real gap per round is not published.
 CLOSE_AFTER_STAKING = timedelta(hours=12)
 # S3's answer to a presigned URL past its lifetime.
-EXPIRED_XML = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
-               b"<Message>Request has expired</Message></Error>")
+EXPIRED_XML = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+    b"<Message>Request has expired</Message></Error>"
+)
 _FILENAME_LETTERS = string.ascii_letters
 AUTH_ERROR = "Your session is invalid or has expired."
 FILES_PATH = "/files/"
@@ -200,7 +203,7 @@ _SCHEMA = build_schema(SCHEMA_SDL)
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -237,11 +240,15 @@ class SandboxSubmission:
     id: str
     model_id: str
     model_name: str
-    round: int  # the round it counts for: the next one for a late submission (queued, as Numerai does)
+    round: (
+        int  # the round it counts for: the next one for a late submission (queued, as Numerai does)
+    )
     filename: str
     csv: bytes
     inserted_at: datetime
-    trigger_id: str | None = None  # create_submission's triggerId: set when a webhook call started the run
+    trigger_id: str | None = (
+        None  # create_submission's triggerId: set when a webhook call started the run
+    )
 
 
 @dataclass(frozen=True)
@@ -389,7 +396,9 @@ class NumeraiSandbox:
             "triggerModelWebhook": self._resolve_trigger_webhook,
             "model": self._resolve_model,
         }
-        self._past_rounds: dict[int, SandboxRound] = {}  # the rounds before `round`, for Submission.round
+        self._past_rounds: dict[
+            int, SandboxRound
+        ] = {}  # the rounds before `round`, for Submission.round
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -420,7 +429,7 @@ class NumeraiSandbox:
         self._server = None
         self._thread = None
 
-    def __enter__(self) -> NumeraiSandbox:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -477,8 +486,12 @@ class NumeraiSandbox:
     def _start_call(self, model_id: str, url: str, round_number: int, *, is_test: bool) -> str:
         """Call a model's webhook in a thread of its own; returns the call's fresh trigger id."""
         trigger_id = uuid.uuid4().hex
-        call = threading.Thread(target=self._call_webhook, daemon=True, name="numerai-sandbox-webhook",
-                                args=(model_id, url, round_number, trigger_id, is_test))
+        call = threading.Thread(
+            target=self._call_webhook,
+            daemon=True,
+            name="numerai-sandbox-webhook",
+            args=(model_id, url, round_number, trigger_id, is_test),
+        )
         with self._lock:
             self._webhook_threads.append(call)
         call.start()
@@ -490,7 +503,9 @@ class NumeraiSandbox:
         with self._lock:
             return dict(self._webhooks)
 
-    def wait_for_webhooks(self, timeout: float = WEBHOOK_TIMEOUT_SECONDS) -> list[SandboxWebhookCall]:
+    def wait_for_webhooks(
+        self, timeout: float = WEBHOOK_TIMEOUT_SECONDS
+    ) -> list[SandboxWebhookCall]:
         """Wait for the webhook calls under way to be answered; every call made so far, oldest first."""
         with self._lock:
             pending, self._webhook_threads = self._webhook_threads, []
@@ -499,15 +514,23 @@ class NumeraiSandbox:
         with self._lock:
             return list(self._webhook_calls)
 
-    def _call_webhook(self, model_id: str, url: str, round_number: int, trigger_id: str,
-                      is_test: bool) -> None:
+    def _call_webhook(
+        self, model_id: str, url: str, round_number: int, trigger_id: str, is_test: bool
+    ) -> None:
         """POST what Numerai's call carries, as a community template reads it
         (hiohiohio/numerai-compute-cloudrun-template common/main.py): no model id, which the URL
         must carry; `dataVersion` an integer there (which integer is an assumption: the major version)."""
-        body = json.dumps({"roundNumber": round_number, "triggerId": trigger_id,
-                           "dataVersion": self._data_version_number(), "isTest": is_test}).encode()
-        request = urllib.request.Request(url, data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
+        body = json.dumps(
+            {
+                "roundNumber": round_number,
+                "triggerId": trigger_id,
+                "dataVersion": self._data_version_number(),
+                "isTest": is_test,
+            }
+        ).encode()
+        request = urllib.request.Request(
+            url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
         status: int | None = None
         error = None
         try:
@@ -519,7 +542,8 @@ class NumeraiSandbox:
             error = f"{type(exc).__name__}: {exc}"
         with self._lock:
             self._webhook_calls.append(
-                SandboxWebhookCall(url, round_number, trigger_id, status, error, model_id))
+                SandboxWebhookCall(url, round_number, trigger_id, status, error, model_id)
+            )
 
     def _data_version_number(self) -> int:
         """The newest data version served, as the integer the webhook body carries (v5.3 → 5)."""
@@ -604,8 +628,10 @@ class NumeraiSandbox:
             return self.faults.submissions_status, None
         echoed = self._take_echo_fault(authorization)
         if echoed is not None:
-            return HTTPStatus.OK, _errors(f"invalid token in header Authorization: {echoed} "
-                                          f"(received Authorization={quote(echoed, safe='')})")
+            return HTTPStatus.OK, _errors(
+                f"invalid token in header Authorization: {echoed} "
+                f"(received Authorization={quote(echoed, safe='')})"
+            )
         result = graphql_sync(
             _SCHEMA,
             query,
@@ -717,9 +743,7 @@ class NumeraiSandbox:
         model_id = self._model_id(args.get("modelId"))
         filename = args["filename"]
         with self._lock:
-            upload = next(
-                (u for u in self._uploads.values() if u.filename == filename), None
-            )
+            upload = next((u for u in self._uploads.values() if u.filename == filename), None)
             if upload is None or upload.body is None or upload.model_id != model_id:
                 raise GraphQLError(
                     f"Could not find the uploaded file {filename} for model {model_id}: "
@@ -763,9 +787,7 @@ class NumeraiSandbox:
             raise GraphQLError(f"Model {model_id} has no submission webhook")
         return self._start_call(model_id, url, number, is_test=True)
 
-    def _resolve_submissions(
-        self, info: GraphQLResolveInfo, **args: Any
-    ) -> list[dict[str, Any]]:
+    def _resolve_submissions(self, info: GraphQLResolveInfo, **args: Any) -> list[dict[str, Any]]:
         self._require_auth(info)
         requested = args.get("modelId")
         if requested is not None:
@@ -776,19 +798,33 @@ class NumeraiSandbox:
         """numerapi's get_submission_filenames asks `model(modelId) { submissions { ... } }`."""
         self._require_auth(info)
         model_id = self._model_id(args.get("modelId"))
-        return {"id": model_id, "name": self._model_name(model_id), "tournament": CLASSIC_TOURNAMENT,
-                "submissions": self._listed(model_id)}
+        return {
+            "id": model_id,
+            "name": self._model_name(model_id),
+            "tournament": CLASSIC_TOURNAMENT,
+            "submissions": self._listed(model_id),
+        }
 
     def _listed(self, model_id: str | None) -> list[dict[str, Any]]:
         if self.faults.hide_submissions:
             return []
-        return [self._submission_payload(s) for s in self.submissions
-                if model_id is None or s.model_id == model_id]
+        return [
+            self._submission_payload(s)
+            for s in self.submissions
+            if model_id is None or s.model_id == model_id
+        ]
 
     def _submission_payload(self, submission: SandboxSubmission) -> dict[str, Any]:
         # The latest of a model's submissions for a round is the one Numerai uses ("selected").
-        latest = max((s for s in self.submissions if s.model_id == submission.model_id
-                      and s.round == submission.round), key=lambda s: s.inserted_at, default=submission)
+        latest = max(
+            (
+                s
+                for s in self.submissions
+                if s.model_id == submission.model_id and s.round == submission.round
+            ),
+            key=lambda s: s.inserted_at,
+            default=submission,
+        )
         return {
             "id": submission.id,
             "filename": submission.filename,
@@ -825,10 +861,10 @@ def _parse_body(raw_body: bytes) -> tuple[str, dict[str, Any] | None]:
     """(query, variables) from a GraphQL POST body; ValueError if it has another shape."""
     body = json.loads(raw_body)
     if not isinstance(body, dict):
-        raise ValueError("the body is not a JSON object")
+        raise ValueError("the body is not a JSON object")  # noqa: TRY004 - answered 400 as any bad body
     query, variables = body.get("query"), body.get("variables")
     if not isinstance(query, str) or not isinstance(variables, (dict, type(None))):
-        raise ValueError("query must be a string and variables an object or null")
+        raise ValueError("query must be a string and variables an object or null")  # noqa: TRY004 - as above
     return query, variables
 
 
@@ -845,7 +881,7 @@ def _check_tournament(tournament: int | None) -> None:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat()
+    return moment.astimezone(UTC).isoformat()
 
 
 def _round_payload(round_: SandboxRound) -> dict[str, Any]:
@@ -936,7 +972,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     server: _Server
 
-    def do_POST(self) -> None:  # noqa: N802 - name fixed by BaseHTTPRequestHandler
+    def do_POST(self) -> None:
         body = self._read_body()
         self.server.sandbox._pause()
         if urlsplit(self.path).path != "/":
@@ -951,7 +987,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send_graphql(status, json.dumps(payload).encode())
 
-    def do_GET(self) -> None:  # noqa: N802 - name fixed by BaseHTTPRequestHandler
+    def do_GET(self) -> None:
         sandbox = self.server.sandbox
         sandbox._pause()
         url = urlsplit(self.path)
@@ -972,7 +1008,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send_file(dataset, sandbox.faults)
 
-    def do_PUT(self) -> None:  # noqa: N802 - name fixed by BaseHTTPRequestHandler
+    def do_PUT(self) -> None:
         body = self._read_body()
         self.server.sandbox._pause()
         path = urlsplit(self.path).path
@@ -1047,7 +1083,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 _copy(source, self.wfile, count)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
 
 

@@ -50,8 +50,13 @@ APP_PACKAGES = ("shared",)
 # (glibc 2.31) and Debian 12 for 3.12 (Azure/azure-functions-docker, host/4/bullseye and
 # host/4/bookworm). onnxruntime, pyarrow, xgboost-cpu and h5py ship only manylinux_2_28
 # wheels, catboost and TensorFlow only manylinux2014 ones: pip needs every tag named.
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
-             "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_24_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+)
 # Never used at run time, so never shipped: paths relative to site-packages.
 PRUNED_DIRS = (
     # TensorFlow's C++ headers (~50 MB zipped): read only by a compiler building a custom
@@ -90,9 +95,11 @@ class Package:
 
     def summary(self) -> str:
         """The sizes, as `make package` prints them."""
-        return (f"{self.zip_path.relative_to(REPO)}: Python {self.python_version}, "
-                f"{self.zip_bytes / 1e6:,.0f} MB zipped, {self.unzipped_bytes / 1e6:,.0f} MB unzipped, "
-                f"{self.files:,} files")
+        return (
+            f"{self.zip_path.relative_to(REPO)}: Python {self.python_version}, "
+            f"{self.zip_bytes / 1e6:,.0f} MB zipped, {self.unzipped_bytes / 1e6:,.0f} MB unzipped, "
+            f"{self.files:,} files"
+        )
 
 
 def build() -> Package:
@@ -118,8 +125,14 @@ def _build(work: Path) -> Package:
     _final_zip(base_zip, zip_path)
     with zipfile.ZipFile(zip_path) as archive:
         infos = [info for info in archive.infolist() if not info.is_dir()]
-    return Package(zip_path, app_dir, python_version, zip_path.stat().st_size,
-                   sum(info.file_size for info in infos), len(infos))
+    return Package(
+        zip_path,
+        app_dir,
+        python_version,
+        zip_path.stat().st_size,
+        sum(info.file_size for info in infos),
+        len(infos),
+    )
 
 
 def _check_machine() -> None:
@@ -127,7 +140,8 @@ def _check_machine() -> None:
         raise PackageError(
             f"build the package on Linux x86_64, not {sys.platform} {platform.machine()}: pip evaluates "
             "requirements.txt's markers for the machine it runs on and would choose this machine's "
-            "packages (the deploy workflow builds on Linux; so does a Linux container).")
+            "packages (the deploy workflow builds on Linux; so does a Linux container)."
+        )
 
 
 def _digest(*parts: bytes) -> str:
@@ -145,7 +159,10 @@ def _installed_tree(cache: Path, requirements: Path, python_version: str, key: s
         _remove(stale)
     partial = site.with_name(site.name + ".partial")
     _remove(partial)
-    log.info("installing requirements.txt for Python %s from Linux x86_64 wheels (minutes) ...", python_version)
+    log.info(
+        "installing requirements.txt for Python %s from Linux x86_64 wheels (minutes) ...",
+        python_version,
+    )
     _pip_install(requirements, partial, python_version)
     (partial / ".complete").write_text("")
     partial.rename(site)
@@ -153,9 +170,24 @@ def _installed_tree(cache: Path, requirements: Path, python_version: str, key: s
 
 
 def _pip_install(requirements: Path, target: Path, python_version: str) -> None:
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-               "--target", str(target), "--only-binary=:all:", "--python-version", python_version,
-               "--implementation", "cp", "--no-compile", "-r", str(requirements)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--target",
+        str(target),
+        "--only-binary=:all:",
+        "--python-version",
+        python_version,
+        "--implementation",
+        "cp",
+        "--no-compile",
+        "-r",
+        str(requirements),
+    ]
     for tag in PLATFORMS:
         command += ["--platform", tag]
     try:
@@ -166,7 +198,8 @@ def _pip_install(requirements: Path, target: Path, python_version: str) -> None:
         tail = "\n".join((completed.stderr or completed.stdout).strip().splitlines()[-15:])
         raise PackageError(
             f"pip could not install requirements.txt from Linux x86_64 wheels for Python {python_version} "
-            f"(no network to PyPI, or a pinned package has no such wheel):\n{tail}")
+            f"(no network to PyPI, or a pinned package has no such wheel):\n{tail}"
+        )
 
 
 def _site_packages_zip(site: Path, zip_path: Path) -> Path:
@@ -188,7 +221,9 @@ def _site_files(site: Path) -> Iterator[tuple[Path, str]]:
     """The installed files that are shipped, and their names in the package."""
     for path, name in _tree_files(site, SITE_PACKAGES):
         relative = path.relative_to(site)
-        if not any(relative.is_relative_to(pruned) for pruned in PRUNED_DIRS) and _not_cache(relative):
+        if not any(relative.is_relative_to(pruned) for pruned in PRUNED_DIRS) and _not_cache(
+            relative
+        ):
             yield path, name
 
 
@@ -246,7 +281,9 @@ def _remove(path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Build the package and print its sizes."""
-    argparse.ArgumentParser(prog="python -m devkit.package", description=__doc__.split("\n\n")[0]).parse_args(argv)
+    argparse.ArgumentParser(
+        prog="python -m devkit.package", description=__doc__.split("\n\n")[0]
+    ).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         package = build()
@@ -254,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("make package: %s", exc)
         return 1
     print(package.summary())
-    print(f"azd deploys {package.app_dir.relative_to(REPO)} (azure.yaml's dist); the zip holds the same files")
+    print(
+        f"azd deploys {package.app_dir.relative_to(REPO)} (azure.yaml's dist); the zip holds the same files"
+    )
     return 0
 
 

@@ -27,17 +27,28 @@ def find_python(version: str) -> list[str]:
     """A command that starts Python `version` ("3.12"): this interpreter, `pythonX.Y`, or pyenv's."""
     if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
         return [sys.executable]
-    candidates = [["env", f"PYENV_VERSION={PYENV_VERSIONS.get(version, version)}", f"python{version}"],
-                  [f"python{version}"]]
+    candidates = [
+        ["env", f"PYENV_VERSION={PYENV_VERSIONS.get(version, version)}", f"python{version}"],
+        [f"python{version}"],
+    ]
     for command in candidates:
         try:
-            completed = subprocess.run([*command, "-c", "import sys; print(sys.version_info[:2])"],
-                                       capture_output=True, text=True, timeout=60)
+            completed = subprocess.run(
+                [*command, "-c", "import sys; print(sys.version_info[:2])"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
         except (OSError, subprocess.TimeoutExpired):
             continue
-        if completed.returncode == 0 and completed.stdout.strip() == str(tuple(map(int, version.split(".")))):
+        if completed.returncode == 0 and completed.stdout.strip() == str(
+            tuple(map(int, version.split(".")))
+        ):
             return command
-    raise RuntimeError(f"Python {version} is not installed (tried python{version} and pyenv's {version})")
+    raise RuntimeError(
+        f"Python {version} is not installed (tried python{version} and pyenv's {version})"
+    )
 
 
 def pickle_with(python: list[str], source: str, out: Path) -> Path:
@@ -45,7 +56,16 @@ def pickle_with(python: list[str], source: str, out: Path) -> Path:
     script = f"{source}\nimport cloudpickle, sys\nopen(sys.argv[1], 'wb').write(cloudpickle.dumps(predict))\n"
     with tempfile.TemporaryDirectory() as lent:
         shutil.copytree(Path(cloudpickle.__file__).parent, Path(lent) / "cloudpickle")
-        environment = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", ""), "PYTHONPATH": lent}
-        subprocess.run([*python, "-c", script, str(out)], check=True, env=environment, timeout=120,
-                       capture_output=True)
+        environment = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", ""),
+            "PYTHONPATH": lent,
+        }
+        subprocess.run(
+            [*python, "-c", script, str(out)],
+            check=True,
+            env=environment,
+            timeout=120,
+            capture_output=True,
+        )
     return out

@@ -243,11 +243,17 @@ class QueueHost:
         for instance in self._instances:
             status = instance.status()
             if status.get("state") == "busy" and instance.process.poll() is None:
-                found.append(Busy(
-                    slot=instance.slot, pid=instance.process.pid, instance=instance.directory.name,
-                    queue=status["queue"], message_id=status["message_id"],
-                    dequeue_count=status["dequeue_count"], body=status["body"],
-                ))
+                found.append(
+                    Busy(
+                        slot=instance.slot,
+                        pid=instance.process.pid,
+                        instance=instance.directory.name,
+                        queue=status["queue"],
+                        message_id=status["message_id"],
+                        dequeue_count=status["dequeue_count"],
+                        body=status["body"],
+                    )
+                )
         return found
 
     def wait_until_busy(self, timeout: float, count: int = 1) -> list[Busy]:
@@ -296,8 +302,11 @@ class QueueHost:
     def _replace_dead_instances(self) -> None:
         for instance in list(self._instances):
             if instance.process.poll() is not None:
-                log.warning("instance %s exited with code %s; starting another",
-                            instance.directory.name, instance.process.returncode)
+                log.warning(
+                    "instance %s exited with code %s; starting another",
+                    instance.directory.name,
+                    instance.process.returncode,
+                )
                 instance.kill()
                 self._instances[instance.slot] = self._spawn(instance.slot)
 
@@ -307,21 +316,29 @@ class QueueHost:
         work_dir = directory / "work"
         work_dir.mkdir(parents=True)
         config = directory / "config.json"
-        config.write_text(json.dumps({
-            "connection_string": self.connection_string,
-            "bindings": self.bindings,
-            "settings": asdict(self.settings),
-            "visibility_seconds": self.visibility_seconds,
-            "status_file": str(directory / STATUS_FILE),
-        }))
+        config.write_text(
+            json.dumps(
+                {
+                    "connection_string": self.connection_string,
+                    "bindings": self.bindings,
+                    "settings": asdict(self.settings),
+                    "visibility_seconds": self.visibility_seconds,
+                    "status_file": str(directory / STATUS_FILE),
+                }
+            )
+        )
         environment = {**os.environ, **self.environ, "WORK_DIR": str(work_dir)}
         # The child keeps its own copy of the log's descriptor; ours can close at once.
         with open(directory / "worker.log", "ab") as log_file:
             # A session of its own, like a machine of its own: a Ctrl-C for the tests misses it.
             process = subprocess.Popen(
                 [sys.executable, "-m", "devkit.queue_host", str(config)],
-                cwd=REPO_ROOT, env=environment, stdin=subprocess.DEVNULL,
-                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=REPO_ROOT,
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         log.info("instance %s started (pid %s) in slot %s", directory.name, process.pid, slot)
         return _Instance(slot=slot, directory=directory, process=process)
@@ -455,7 +472,8 @@ class _Listener:
         self.queue = service.get_queue_client(queue_name)
         # The host gives a queue a poison queue unless it is one itself.
         self.poison = (
-            None if queue_name.endswith(POISON_SUFFIX)
+            None
+            if queue_name.endswith(POISON_SUFFIX)
             else service.get_queue_client(queue_name + POISON_SUFFIX)
         )
         self.function = function
@@ -474,13 +492,21 @@ class _Listener:
         if message is None:
             return False
         # Busy from receipt to the end, poison moves included: wait_until_idle relies on it.
-        status.write(state="busy", queue=self.queue.queue_name, message_id=message.id,
-                     dequeue_count=message.dequeue_count, body=message.content)
+        status.write(
+            state="busy",
+            queue=self.queue.queue_name,
+            message_id=message.id,
+            dequeue_count=message.dequeue_count,
+            body=message.content,
+        )
         try:
             self._handle(message, status)
         except AzureError:
-            log.exception("could not settle message %s on %s; it returns when its invisibility "
-                          "runs out", message.id, self.queue.queue_name)
+            log.exception(
+                "could not settle message %s on %s; it returns when its invisibility runs out",
+                message.id,
+                self.queue.queue_name,
+            )
         finally:
             status.write(state="idle")
         return True
@@ -488,9 +514,14 @@ class _Listener:
     def _handle(self, message: QueueMessage, status: _Status) -> None:
         name, count = self.queue.queue_name, message.dequeue_count
         if count > self.settings.max_dequeue_count:
-            log.warning("message %s on %s was dequeued %d times, more than maxDequeueCount %d: "
-                        "earlier holders never finished it", message.id, name, count,
-                        self.settings.max_dequeue_count)
+            log.warning(
+                "message %s on %s was dequeued %d times, more than maxDequeueCount %d: "
+                "earlier holders never finished it",
+                message.id,
+                name,
+                count,
+                self.settings.max_dequeue_count,
+            )
             self._to_poison(message, message.pop_receipt)
             return
         try:
@@ -499,8 +530,13 @@ class _Listener:
             log.warning("message %s on %s is not valid base64", message.id, name)
             self._to_poison(message, message.pop_receipt)
             return
-        status.write(state="busy", queue=name, message_id=message.id, dequeue_count=count,
-                     body=body.decode("utf-8", errors="replace"))
+        status.write(
+            state="busy",
+            queue=name,
+            message_id=message.id,
+            dequeue_count=count,
+            body=body.decode("utf-8", errors="replace"),
+        )
         log.info("running message %s from %s (dequeue count %d)", message.id, name, count)
         with _Renewal(self.queue, message, self.visibility) as renewal:
             succeeded = self._run(message, body)
@@ -515,14 +551,24 @@ class _Listener:
 
     def _run(self, message: QueueMessage, body: bytes) -> bool:
         try:
-            self.function(FunctionMessage(
-                id=message.id, body=body, dequeue_count=message.dequeue_count,
-                expiration_time=message.expires_on, insertion_time=message.inserted_on,
-                time_next_visible=message.next_visible_on, pop_receipt=message.pop_receipt,
-            ))
+            self.function(
+                FunctionMessage(
+                    id=message.id,
+                    body=body,
+                    dequeue_count=message.dequeue_count,
+                    expiration_time=message.expires_on,
+                    insertion_time=message.inserted_on,
+                    time_next_visible=message.next_visible_on,
+                    pop_receipt=message.pop_receipt,
+                )
+            )
         except Exception:
-            log.exception("function for queue %s failed on message %s (dequeue count %d)",
-                          self.queue.queue_name, message.id, message.dequeue_count)
+            log.exception(
+                "function for queue %s failed on message %s (dequeue count %d)",
+                self.queue.queue_name,
+                message.id,
+                message.dequeue_count,
+            )
             return False
         log.info("message %s from %s succeeded", message.id, self.queue.queue_name)
         return True
@@ -538,8 +584,12 @@ class _Listener:
     def _to_poison(self, message: QueueMessage, pop_receipt: str) -> None:
         if self.poison is None:
             return  # a poison queue has no poison queue; the message stays invisible
-        log.warning("message %s reached maxDequeueCount %d; moving it to %s", message.id,
-                    self.settings.max_dequeue_count, self.poison.queue_name)
+        log.warning(
+            "message %s reached maxDequeueCount %d; moving it to %s",
+            message.id,
+            self.settings.max_dequeue_count,
+            self.poison.queue_name,
+        )
         try:
             self.poison.send_message(message.content)
         except ResourceNotFoundError:
@@ -556,15 +606,21 @@ class _Listener:
                 message_id, pop_receipt, visibility_timeout=int(self.settings.retry_delay_seconds)
             )
         except (ResourceNotFoundError, HttpResponseError) as error:
-            log.info("message %s was not released (someone else holds it, or it is gone): %s",
-                     message_id, error)
+            log.info(
+                "message %s was not released (someone else holds it, or it is gone): %s",
+                message_id,
+                error,
+            )
 
     def _delete(self, message_id: str, pop_receipt: str) -> None:
         try:
             self.queue.delete_message(message_id, pop_receipt)
         except (ResourceNotFoundError, HttpResponseError) as error:
-            log.info("message %s was not deleted (someone else holds it, or it is gone): %s",
-                     message_id, error)
+            log.info(
+                "message %s was not deleted (someone else holds it, or it is gone): %s",
+                message_id,
+                error,
+            )
 
 
 def _load_function(target: str) -> Callable[[FunctionMessage], object]:
@@ -612,6 +668,8 @@ def run_instance(config_path: Path) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("azure").setLevel(logging.WARNING)  # one line per HTTP request otherwise
     run_instance(Path(sys.argv[1]))

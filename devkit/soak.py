@@ -26,9 +26,9 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from azure.storage.blob import BlobLeaseClient
 
@@ -37,11 +37,11 @@ from devkit.fault_proxy import FaultProxy
 from devkit.local_stack import LocalStack
 from devkit.synthetic import write_round
 from shared.errors import RunFailed
-from shared.run.job import run_job
-from shared.triggers.executors import executor_for
 from shared.report import Mode, RunReport
+from shared.run.job import run_job
 from shared.storage import Results
 from shared.storage.archive import TEST_PREDICTIONS
+from shared.triggers.executors import executor_for
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / ".work" / "soak"
@@ -68,8 +68,14 @@ class SoakFigures:
         """Whether every check held."""
         # Memory: the last rounds may not hold much more than the first ones after warm-up.
         steady = len(self.rss_mb) < 6 or max(self.rss_mb[-3:]) <= max(self.rss_mb[2:5]) * 1.10
-        return self.ledger_matches and not self.unexplained and not self.duplicates \
-            and not self.wrong_uploads and self.leftover_folders == 0 and steady
+        return (
+            self.ledger_matches
+            and not self.unexplained
+            and not self.duplicates
+            and not self.wrong_uploads
+            and self.leftover_folders == 0
+            and steady
+        )
 
 
 class _Manifest:
@@ -115,8 +121,9 @@ def _expected(stack: LocalStack, manifest: _Manifest) -> dict[tuple[int, str], s
     return expected
 
 
-def _faults(stack: LocalStack, proxy: FaultProxy, manifest: _Manifest,
-            figures: SoakFigures) -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:
+def _faults(
+    stack: LocalStack, proxy: FaultProxy, manifest: _Manifest, figures: SoakFigures
+) -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:
     """Each fault: how to inject it, and how to take it away again."""
     sandbox = stack.sandbox
     models = stack.blob_service.get_container_client(stack.models_container)
@@ -140,6 +147,7 @@ def _faults(stack: LocalStack, proxy: FaultProxy, manifest: _Manifest,
             sandbox.faults.create_submission_delay_seconds = 1.5
             if list_fails:
                 sandbox.faults.submissions_status = 503
+
         return inject
 
     def clear() -> None:
@@ -154,8 +162,12 @@ def _faults(stack: LocalStack, proxy: FaultProxy, manifest: _Manifest,
     def kill_after_create_submission() -> None:
         # In place of this firing's in-process run: a real process, killed once
         # create_submission has answered and before the ledger is written.
-        victim = subprocess.Popen([sys.executable, "-m", "shared", "run"], cwd=REPO,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        victim = subprocess.Popen(
+            [sys.executable, "-m", "shared", "run"],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
         def kill(entry: str) -> None:
             if entry == "graphql submissions" and victim.poll() is None:
@@ -181,18 +193,27 @@ def _faults(stack: LocalStack, proxy: FaultProxy, manifest: _Manifest,
         "api 5xx, recovers": (set_fault("api_5xx", 2), clear),
         "api down": (set_fault("api_5xx_forever", True), clear),
         "upload PUT refused": (set_fault("put_status", 403), clear),
-        "create_submission refused": (set_fault("create_submission_error", "Internal server error"), clear),
+        "create_submission refused": (
+            set_fault("create_submission_error", "Internal server error"),
+            clear,
+        ),
         "create_submission answers late": (unanswered(list_fails=False), clear),
         "create_submission late, submissions list down": (unanswered(list_fails=True), clear),
         "create_submission 502 after creating": (set_fault("create_submission_status", 502), clear),
         "submission not listed": (set_fault("hide_submissions", True), clear),
         "killed after create_submission": (kill_after_create_submission, clear),
         "lease lost mid-run": (lose_the_lease, clear),
-        "manifest entry changed after a failed upload": (set_fault("put_status", 403), clear_and_change_manifest),
+        "manifest entry changed after a failed upload": (
+            set_fault("put_status", 403),
+            clear_and_change_manifest,
+        ),
         "download fails": (set_fault("download_status", 500), clear),
         "graphql error once": (set_fault("graphql_error", "Something went wrong"), clear),
         "corrupt model": (corrupt, repair),
-        "storage 5xx, recovers": (set_proxy("fail_next", 1), lambda: setattr(proxy.faults, "fail_next", 0)),
+        "storage 5xx, recovers": (
+            set_proxy("fail_next", 1),
+            lambda: setattr(proxy.faults, "fail_next", 0),
+        ),
     }
 
 
@@ -234,7 +255,8 @@ def soak(rounds: int, seed: int, work: Path) -> SoakFigures:
         stack.deploy(work / "models", data)
         os.environ.update(stack.environ(work / "app"))
         os.environ["MODELS_STORAGE_CONNECTION_STRING"] = stack.azurite.connection_string.replace(
-            f":{stack.azurite.port}/", f":{proxy.port}/")
+            f":{stack.azurite.port}/", f":{proxy.port}/"
+        )
         manifest = _Manifest(stack)
         expected = _expected(stack, manifest)
         faults = _faults(stack, proxy, manifest, figures)
@@ -245,18 +267,31 @@ def soak(rounds: int, seed: int, work: Path) -> SoakFigures:
             if name is not None:
                 inject, remove = faults[name]
                 figures.faults[name] += 1
-                _watched(figures, stack, expected, manifest, lambda: (inject(), _fire(figures)))
+                _watched(
+                    figures,
+                    stack,
+                    expected,
+                    manifest,
+                    lambda inject=inject: (inject(), _fire(figures)),
+                )
                 remove()
             _watched(figures, stack, expected, manifest, lambda: _fire(figures))
             if rng.random() < 0.3:
-                _watched(figures, stack, expected, manifest, lambda: _fire(figures))  # a timer firing twice
+                _watched(
+                    figures, stack, expected, manifest, lambda: _fire(figures)
+                )  # a timer firing twice
             figures.rss_mb.append(round(_rss_mb(), 1))
         _check(figures, stack, work / "app")
     return figures
 
 
-def _watched(figures: SoakFigures, stack: LocalStack, expected: dict[tuple[int, str], str],
-             manifest: _Manifest, firing: Callable[[], object]) -> None:
+def _watched(
+    figures: SoakFigures,
+    stack: LocalStack,
+    expected: dict[tuple[int, str], str],
+    manifest: _Manifest,
+    firing: Callable[[], object],
+) -> None:
     """Fire, then check that each new upload is what the manifest in force predicts."""
     before = len(stack.sandbox.submissions)
     version = manifest.current
@@ -269,28 +304,43 @@ def _watched(figures: SoakFigures, stack: LocalStack, expected: dict[tuple[int, 
 def _check(figures: SoakFigures, stack: LocalStack, work_dir: Path) -> None:
     received = Counter((s.round, s.model_name) for s in stack.sandbox.submissions)
     figures.submissions = sum(received.values())
-    figures.duplicates = [f"round {r} {m}: {n} submissions" for (r, m), n in received.items() if n > 1]
+    figures.duplicates = [
+        f"round {r} {m}: {n} submissions" for (r, m), n in received.items() if n > 1
+    ]
     ledger = Results.open(stack.blob_service, stack.results_container).ledger.records()
     figures.ledger_matches = {(r.round_number, r.model_name, r.submission_id) for r in ledger} == {
-        (s.round, s.model_name, s.id) for s in stack.sandbox.submissions}
+        (s.round, s.model_name, s.id) for s in stack.sandbox.submissions
+    }
     reports = _reports(stack)
     for round_number in {r.round_number for r in reports if r.round_number is not None}:
         for model in (name for name, _, _ in DEMO_PLAN):
             if received[(round_number, model)] == 1:
                 continue
-            said = [m.error for r in reports if r.round_number == round_number for m in r.models
-                    if m.name == model and m.error]
+            said = [
+                m.error
+                for r in reports
+                if r.round_number == round_number
+                for m in r.models
+                if m.name == model and m.error
+            ]
             if not said:
-                figures.unexplained.append(f"round {round_number} {model}: not submitted, no reason given")
+                figures.unexplained.append(
+                    f"round {round_number} {model}: not submitted, no reason given"
+                )
     # Every run's folder must be gone; the folder of folders keeps only its sweep lock.
     rounds = work_dir / "rounds"
-    figures.leftover_folders = sum(1 for folder in rounds.iterdir() if folder.is_dir()) if rounds.exists() else 0
+    figures.leftover_folders = (
+        sum(1 for folder in rounds.iterdir() if folder.is_dir()) if rounds.exists() else 0
+    )
 
 
 def _reports(stack: LocalStack) -> list[RunReport]:
     container = stack.blob_service.get_container_client(stack.results_container)
-    return [RunReport.from_json(container.download_blob(blob.name).readall())
-            for blob in container.list_blobs(name_starts_with="reports/") if blob.name.endswith(".json")]
+    return [
+        RunReport.from_json(container.download_blob(blob.name).readall())
+        for blob in container.list_blobs(name_starts_with="reports/")
+        if blob.name.endswith(".json")
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     figures = soak(args.rounds, args.seed, args.work)
     lines = [
         f"rounds: {figures.rounds}, timer firings: {figures.firings} ({figures.failed_firings} reported failed)",
-        "faults injected: " + (", ".join(f"{k} ×{v}" for k, v in sorted(figures.faults.items())) or "none"),
+        "faults injected: "
+        + (", ".join(f"{k} ×{v}" for k, v in sorted(figures.faults.items())) or "none"),
         f"submissions received by Numerai: {figures.submissions}",
         f"models submitted twice in a round: {len(figures.duplicates)} {figures.duplicates or ''}",
         f"uploads that differ from what the manifest in force predicts: {len(figures.wrong_uploads)} "
@@ -315,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         f"RSS MiB by round: first {figures.rss_mb[:3]}, last {figures.rss_mb[-3:]}",
         f"all checks hold: {figures.ok}",
     ]
-    print("\n".join(lines))  # noqa: T201 - the script's output
+    print("\n".join(lines))
     return 0 if figures.ok else 1
 
 

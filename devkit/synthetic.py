@@ -95,7 +95,9 @@ def write_round(
     return SyntheticRound(directory, sets, ids)
 
 
-def write_benchmark(directory: Path, ids: list[str], data_version: str, rng: np.random.Generator) -> Path:
+def write_benchmark(
+    directory: Path, ids: list[str], data_version: str, rng: np.random.Generator
+) -> Path:
     """`live_benchmark_models.parquet` as Numerai names it per version: only that version's columns.
 
     v5.3's file has `v53_*` columns and none of v5.2's (example-scripts at the v5.3 release), so a
@@ -125,19 +127,35 @@ def _live_table(
         mask = rng.random(rows) < missing_fraction if missing_fraction else None
         arrays.append(pa.array(values, mask=mask))
     schema_metadata = {b"pandas": _pandas_metadata(features)}
-    return pa.Table.from_arrays(arrays, names=["id", "era", "data_type", *features]).replace_schema_metadata(
-        schema_metadata
-    )
+    return pa.Table.from_arrays(
+        arrays, names=["id", "era", "data_type", *features]
+    ).replace_schema_metadata(schema_metadata)
 
 
 def _pandas_metadata(features: list[str]) -> bytes:
     # Tells pandas.read_parquet that `id` is the index, as in Numerai's files.
-    columns = [{"name": n, "field_name": n, "pandas_type": "unicode", "numpy_type": "object", "metadata": None}
-               for n in ("id", "era", "data_type")]
-    columns += [{"name": n, "field_name": n, "pandas_type": "int8", "numpy_type": "int8", "metadata": None}
-                for n in features]
-    return json.dumps({"index_columns": ["id"], "column_indexes": [], "columns": columns,
-                       "pandas_version": pd.__version__}).encode()
+    columns = [
+        {
+            "name": n,
+            "field_name": n,
+            "pandas_type": "unicode",
+            "numpy_type": "object",
+            "metadata": None,
+        }
+        for n in ("id", "era", "data_type")
+    ]
+    columns += [
+        {"name": n, "field_name": n, "pandas_type": "int8", "numpy_type": "int8", "metadata": None}
+        for n in features
+    ]
+    return json.dumps(
+        {
+            "index_columns": ["id"],
+            "column_indexes": [],
+            "columns": columns,
+            "pandas_version": pd.__version__,
+        }
+    ).encode()
 
 
 def training_rows(features: list[str], rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

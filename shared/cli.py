@@ -61,9 +61,16 @@ class ModelSummary:
 
     @classmethod
     def from_outcome(cls, outcome: ModelOutcome, csv: Path | None) -> ModelSummary:
-        return cls(outcome.name, outcome.ok, outcome.rows, round(outcome.load_seconds, 3),
-                   round(outcome.predict_seconds, 3), outcome.peak_memory_mb, outcome.error,
-                   csv.name if csv else None)
+        return cls(
+            outcome.name,
+            outcome.ok,
+            outcome.rows,
+            round(outcome.load_seconds, 3),
+            round(outcome.predict_seconds, 3),
+            outcome.peak_memory_mb,
+            outcome.error,
+            csv.name if csv else None,
+        )
 
 
 @dataclass
@@ -105,19 +112,33 @@ def predict_local(
     benchmark = data_dir / "live_benchmark_models.parquet"
     workers = out_dir / "workers"
     requests = [
-        WorkRequest(spec, manifest_path.parent / spec.file, data_dir / "live.parquet", data_dir / "features.json",
-                    benchmark if benchmark.exists() else None, data_version, batch_rows, workers / spec.name)
+        WorkRequest(
+            spec,
+            manifest_path.parent / spec.file,
+            data_dir / "live.parquet",
+            data_dir / "features.json",
+            benchmark if benchmark.exists() else None,
+            data_version,
+            batch_rows,
+            workers / spec.name,
+        )
         for spec in manifest.models
     ]
-    limits = limits or WorkerLimits(Settings.model_time_limit_seconds, default_memory_limit_mb(max_parallel))
+    limits = limits or WorkerLimits(
+        Settings.model_time_limit_seconds, default_memory_limit_mb(max_parallel)
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         outcomes = run_workers(requests, limits, max_parallel)
     finally:
         shutil.rmtree(workers, ignore_errors=True)
     summary = PredictSummary(
-        data=str(data_dir), data_version=data_version, rows=max((o.rows for o in outcomes), default=0),
-        batch_rows=batch_rows, seconds=0.0, peak_rss_mb=0.0,
+        data=str(data_dir),
+        data_version=data_version,
+        rows=max((o.rows for o in outcomes), default=0),
+        batch_rows=batch_rows,
+        seconds=0.0,
+        peak_rss_mb=0.0,
         models=[ModelSummary.from_outcome(o, _write_csv(o, out_dir)) for o in outcomes],
     )
     summary.seconds = round(time.perf_counter() - started, 3)
@@ -154,33 +175,60 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m shared", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser("predict", help="predict a round from local files")
-    predict.add_argument("--data", type=Path, required=True, help="folder with features.json and live.parquet")
+    predict.add_argument(
+        "--data", type=Path, required=True, help="folder with features.json and live.parquet"
+    )
     predict.add_argument("--manifest", type=Path, required=True, help="the models.json to run")
-    predict.add_argument("--out", type=Path, required=True, help="folder for the CSVs and summary.json")
+    predict.add_argument(
+        "--out", type=Path, required=True, help="folder for the CSVs and summary.json"
+    )
     predict.add_argument("--data-version", default="v5.3", help="named in errors (default v5.3)")
     predict.add_argument("--batch-rows", type=_positive_int, default=DEFAULT_BATCH_ROWS)
-    predict.add_argument("--models", type=_names, default=None, help="comma-separated subset of models")
-    predict.add_argument("--parallel", type=_positive_int, default=1, help="models predicted at once (default 1)")
+    predict.add_argument(
+        "--models", type=_names, default=None, help="comma-separated subset of models"
+    )
+    predict.add_argument(
+        "--parallel", type=_positive_int, default=1, help="models predicted at once (default 1)"
+    )
     run = commands.add_parser("run", help="the Functions job, outside the Functions host")
     run.add_argument("--test-mode", action="store_true", help="every step but the upload")
     run.add_argument("--models", type=_names, default=None, help="comma-separated subset of models")
-    run.add_argument("--settings", type=Path, default=None,
-                     help="a local.settings.json whose Values are used where the environment has none")
-    page = commands.add_parser("report-page", help="rewrite reports/index.html in the results container")
-    page.add_argument("--settings", type=Path, default=None, help="a local.settings.json, as for `run`")
+    run.add_argument(
+        "--settings",
+        type=Path,
+        default=None,
+        help="a local.settings.json whose Values are used where the environment has none",
+    )
+    page = commands.add_parser(
+        "report-page", help="rewrite reports/index.html in the results container"
+    )
+    page.add_argument(
+        "--settings", type=Path, default=None, help="a local.settings.json, as for `run`"
+    )
     page.add_argument("--out", type=Path, default=None, help="also save the page to this file")
-    hooks = commands.add_parser("webhooks", help="register (or clear) Numerai's webhook for the manifest's models")
+    hooks = commands.add_parser(
+        "webhooks", help="register (or clear) Numerai's webhook for the manifest's models"
+    )
     change = hooks.add_mutually_exclusive_group(required=True)
-    change.add_argument("--set", type=_webhook_url, metavar="URL", dest="url",
-                        help="https://<app>.azurewebsites.net/api/numerai-webhook?code=<function key>")
+    change.add_argument(
+        "--set",
+        type=_webhook_url,
+        metavar="URL",
+        dest="url",
+        help="https://<app>.azurewebsites.net/api/numerai-webhook?code=<function key>",
+    )
     change.add_argument("--clear", action="store_true", help="remove the webhook")
-    hooks.add_argument("--settings", type=Path, default=None, help="a local.settings.json, as for `run`")
+    hooks.add_argument(
+        "--settings", type=Path, default=None, help="a local.settings.json, as for `run`"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return _run(args)
@@ -189,17 +237,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "webhooks":
         return _webhooks(args)
     try:
-        summary = predict_local(args.data, args.manifest, args.out, data_version=args.data_version,
-                                batch_rows=args.batch_rows, model_names=args.models,
-                                max_parallel=args.parallel)
+        summary = predict_local(
+            args.data,
+            args.manifest,
+            args.out,
+            data_version=args.data_version,
+            batch_rows=args.batch_rows,
+            model_names=args.models,
+            max_parallel=args.parallel,
+        )
     except AppError as exc:
         log.error("%s", exc)
         return 2
     for model in summary.models:
-        log.info("%-24s %s %6d rows %7.2f s %6.0f MiB  %s", model.name, "ok    " if model.ok else "FAILED",
-                 model.rows, model.load_seconds + model.predict_seconds, model.peak_memory_mb,
-                 model.error or model.csv)
-    log.info("%d rows in %.1f s; summary in %s", summary.rows, summary.seconds, args.out / "summary.json")
+        log.info(
+            "%-24s %s %6d rows %7.2f s %6.0f MiB  %s",
+            model.name,
+            "ok    " if model.ok else "FAILED",
+            model.rows,
+            model.load_seconds + model.predict_seconds,
+            model.peak_memory_mb,
+            model.error or model.csv,
+        )
+    log.info(
+        "%d rows in %.1f s; summary in %s", summary.rows, summary.seconds, args.out / "summary.json"
+    )
     return 1 if summary.failed else 0
 
 
@@ -246,8 +308,11 @@ def _report_page(args: argparse.Namespace) -> int:
     except (AppError, OSError) as exc:
         log.error("the report page was not written: %s", exc)
         return 2
-    log.info("report page written: %s in the results container%s", name,
-             f", and {args.out}" if args.out is not None else "")
+    log.info(
+        "report page written: %s in the results container%s",
+        name,
+        f", and {args.out}" if args.out is not None else "",
+    )
     return 0
 
 
@@ -255,7 +320,9 @@ def _webhooks(args: argparse.Namespace) -> int:
     from shared.webhook_registration import set_webhooks
 
     try:
-        changes = set_webhooks(load_settings(_environ(args.settings)), None if args.clear else args.url)
+        changes = set_webhooks(
+            load_settings(_environ(args.settings)), None if args.clear else args.url
+        )
     except AppError as exc:
         log.error("no webhook was changed: %s", exc)
         return 2
@@ -272,8 +339,10 @@ def _webhooks(args: argparse.Namespace) -> int:
 def _webhook_url(text: str) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("https", "http") or not parts.netloc:
-        raise argparse.ArgumentTypeError("must be a URL such as "
-                                         "https://<app>.azurewebsites.net/api/numerai-webhook?code=<function key>")
+        raise argparse.ArgumentTypeError(
+            "must be a URL such as "
+            "https://<app>.azurewebsites.net/api/numerai-webhook?code=<function key>"
+        )
     if "code" not in parse_qs(parts.query):
         # Said, not refused: a proxy in front of the app may take the key another way.
         log.warning("the URL has no ?code=<function key>: Azure answers Numerai's call with 401")

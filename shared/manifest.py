@@ -109,11 +109,25 @@ class Neutralization(BaseModel):
 _REQUIRED = object()
 # Fields only a model file gives meaning to, with their defaults; an ensemble
 # combines predictions, so setting one of them on it is a mistake to report.
-_FILE_ONLY_FIELDS = ("file", "format", "features", "output", "fill_missing", "trust_pickle", "method",
-                     "data_version")
+_FILE_ONLY_FIELDS = (
+    "file",
+    "format",
+    "features",
+    "output",
+    "fill_missing",
+    "trust_pickle",
+    "method",
+    "data_version",
+)
 # Fields added with ensembles; left at their defaults they stay out of digest(),
 # so the archive of entries that do not use them stays valid across the upgrade.
-_COMBINING_FIELDS = ("members", "neutralize", "submit", "min_benchmark_corr", "max_benchmark_corr_drop")
+_COMBINING_FIELDS = (
+    "members",
+    "neutralize",
+    "submit",
+    "min_benchmark_corr",
+    "max_benchmark_corr_drop",
+)
 # Never part of digest(): the archive records the version a model's predictions were
 # made from (its own, or NUMERAI_DATA_VERSION), so naming the run's version changes nothing.
 _NOT_DIGESTED = frozenset({"data_version"})
@@ -190,7 +204,7 @@ class ModelSpec(BaseModel):
     @classmethod
     def _numerai_data_version(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(DATA_VERSION_PATTERN, value):
-            raise ValueError(f"{value!r} is not a Numerai data version (such as \"v5.2\")")
+            raise ValueError(f'{value!r} is not a Numerai data version (such as "v5.2")')
         return value
 
     @field_validator("features")
@@ -207,9 +221,13 @@ class ModelSpec(BaseModel):
             raise ValueError("an ensemble needs at least one member")
         for member, weight in value.items():
             if not math.isfinite(weight):
-                raise ValueError(f"the weight of member {member!r} is {weight}, not a finite number")
+                raise ValueError(
+                    f"the weight of member {member!r} is {weight}, not a finite number"
+                )
         if sum(value.values()) <= 0:
-            raise ValueError(f"the weights add up to {sum(value.values()):g}; their sum must be positive")
+            raise ValueError(
+                f"the weights add up to {sum(value.values()):g}; their sum must be positive"
+            )
         return value
 
     @model_validator(mode="after")
@@ -220,7 +238,10 @@ class ModelSpec(BaseModel):
                     raise _field_error(field, "Field required")
             return self
         for field in _FILE_ONLY_FIELDS:
-            if field in self.model_fields_set and getattr(self, field) != ModelSpec.model_fields[field].default:
+            if (
+                field in self.model_fields_set
+                and getattr(self, field) != ModelSpec.model_fields[field].default
+            ):
                 raise _field_error(
                     field,
                     "does not apply to an ensemble (an entry with 'members'), which combines its members' "
@@ -244,7 +265,7 @@ class ModelSpec(BaseModel):
         if self.features is None and self.format in UNNAMED_FORMATS:
             raise ValueError(
                 f"field 'features' is required for format '{self.format.value}', whose files do not "
-                "record feature names: name a feature set (such as \"medium\") or list the columns"
+                'record feature names: name a feature set (such as "medium") or list the columns'
             )
         return self
 
@@ -258,7 +279,9 @@ class ModelSpec(BaseModel):
 
         An ensemble's fingerprint covers only its own entry; Manifest.digest adds its members'.
         """
-        unused = {f for f in _COMBINING_FIELDS if getattr(self, f) == ModelSpec.model_fields[f].default}
+        unused = {
+            f for f in _COMBINING_FIELDS if getattr(self, f) == ModelSpec.model_fields[f].default
+        }
         return _sha16(self.model_dump_json(exclude=unused | _NOT_DIGESTED))
 
 
@@ -324,7 +347,9 @@ class Manifest(BaseModel):
                 wanted.extend(self.spec(name).members or {})
         chosen = [m for m in self.models if m.name in kept]
         if not submit_members:
-            chosen = [m if m.name in names else m.model_copy(update={"submit": False}) for m in chosen]
+            chosen = [
+                m if m.name in names else m.model_copy(update={"submit": False}) for m in chosen
+            ]
         return Manifest(models=chosen)
 
     def in_order(self) -> list[ModelSpec]:
@@ -362,7 +387,9 @@ def parse_manifest(text: str, source: str) -> Manifest:
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{source}: not valid JSON ({exc})") from None
     except RecursionError:
-        raise ManifestError(f"{source}: not a manifest: its JSON nests too deeply to be read") from None
+        raise ManifestError(
+            f"{source}: not a manifest: its JSON nests too deeply to be read"
+        ) from None
     try:
         return Manifest.model_validate(raw)
     except ValidationError as exc:
@@ -389,7 +416,7 @@ def _first_cycle(members: dict[str, list[str]]) -> list[str] | None:
     def visit(name: str, path: list[str]) -> list[str] | None:
         for member in members[name]:
             if member in path:
-                return [*path[path.index(member):], member]
+                return [*path[path.index(member) :], member]
             if member not in finished:
                 cycle = visit(member, [*path, member])
                 if cycle:
@@ -458,4 +485,6 @@ def _shortened(part: str) -> str:
 
 def _is_type_tag(part: object) -> bool:
     # pydantic adds the union member tried ("str", "list[str]") to the location.
-    return isinstance(part, str) and (part in {"str", "list[str]", "constrained-str", "list[constrained-str]", "none"})
+    return isinstance(part, str) and (
+        part in {"str", "list[str]", "constrained-str", "list[constrained-str]", "none"}
+    )

@@ -33,7 +33,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -58,13 +58,23 @@ T = TypeVar("T")
 # Words Numerai uses when it refuses the keys; matched loosely on purpose. Its own texts, as numerapi's
 # tests (tests/test_numerapi.py) and issues (numerapi#7) show them: "Your session is invalid or has
 # expired." for a wrong or revoked key, "API keys required for this action" for none.
-_AUTH_WORDS = ("authenticat", "api key", "api_key", "token", "permission", "unauthori", "session is invalid",
-               "has expired")
+_AUTH_WORDS = (
+    "authenticat",
+    "api key",
+    "api_key",
+    "token",
+    "permission",
+    "unauthori",
+    "session is invalid",
+    "has expired",
+)
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 # The Authorization header's value, "Token <public id>$<secret key>", as written or
 # URL-encoded: an API error has echoed it. Cut out of every message, whatever the
 # redaction of logs and reports knows.
-_ECHOED_TOKEN = re.compile(r"(Token(?:\s+|%20|\+))[^\s\"',;()]*(?:\$|%24)[^\s\"',;()]*", re.IGNORECASE)
+_ECHOED_TOKEN = re.compile(
+    r"(Token(?:\s+|%20|\+))[^\s\"',;()]*(?:\$|%24)[^\s\"',;()]*", re.IGNORECASE
+)
 # A presigned URL's query (X-Amz-Signature, X-Amz-Security-Token) is a credential for the file.
 _URL_QUERY = re.compile(r"(https?://[^\s?#]+)\?[^\s#]*")
 # The largest answer the API may send. Real answers are kilobytes (a model's whole
@@ -140,7 +150,7 @@ class RoundInfo:
 
     def is_open(self, now: datetime | None = None) -> bool:
         """Whether submissions for this round can still be staked."""
-        moment = now or datetime.now(timezone.utc)
+        moment = now or datetime.now(UTC)
         return self.open_time <= moment < self.close_time
 
 
@@ -170,8 +180,14 @@ class RetryPolicy:
                 if not transient(exc) or attempt == self.attempts:
                     raise
                 wait = self.delay_seconds * 2 ** (attempt - 1)
-                log.warning("%s failed (%s); try %d of %d in %.1f s", what, _reason(exc),
-                            attempt + 1, self.attempts, wait)
+                log.warning(
+                    "%s failed (%s); try %d of %d in %.1f s",
+                    what,
+                    _reason(exc),
+                    attempt + 1,
+                    self.attempts,
+                    wait,
+                )
                 time.sleep(wait)
         raise AssertionError("unreachable: the loop returns or raises")
 
@@ -227,26 +243,39 @@ class _DependableNumerAPI(numerapi.NumerAPI):
     """numerapi, with `raw_query` given a deadline, a size limit, retries and typed errors."""
 
     def __init__(self, public_id: str, secret_key: str, policy: RetryPolicy) -> None:
-        super().__init__(public_id=public_id, secret_key=secret_key, verbosity="warning",
-                         show_progress_bars=False)
+        super().__init__(
+            public_id=public_id,
+            secret_key=secret_key,
+            verbosity="warning",
+            show_progress_bars=False,
+        )
         self._policy = policy
         self._session = requests.Session()
 
-    def raw_query(self, query: str, variables: dict | None = None, authorization: bool = False,
-                  **_numerapi_retry_options: Any) -> dict:
+    def raw_query(
+        self,
+        query: str,
+        variables: dict | None = None,
+        authorization: bool = False,
+        **_numerapi_retry_options: Any,
+    ) -> dict:
         """Send one GraphQL request (numerapi's signature; its retry options are replaced)."""
         operation = _operation(query)
         try:
-            return self._policy.run(f"Numerai API {operation}",
-                                    lambda: self._post_once(query, variables, authorization),
-                                    lambda exc: isinstance(exc, _NoAnswer))
+            return self._policy.run(
+                f"Numerai API {operation}",
+                lambda: self._post_once(query, variables, authorization),
+                lambda exc: isinstance(exc, _NoAnswer),
+            )
         except _NoAnswer as exc:
             tries = f" after {self._policy.attempts} tries" if self._policy.attempts > 1 else ""
             raise NumeraiUnanswered(
                 f"Numerai API did not answer {operation}{tries} (last: {exc.reason})"
             ) from None
 
-    def _post_once(self, query: str, variables: dict | None = None, authorization: bool = False) -> dict:
+    def _post_once(
+        self, query: str, variables: dict | None = None, authorization: bool = False
+    ) -> dict:
         """Send a GraphQL request exactly once and return its answer, which has `data`.
 
         The whole answer must arrive within NUMERAI_TIMEOUT_SECONDS and fit MAX_ANSWER_BYTES.
@@ -263,18 +292,23 @@ class _DependableNumerAPI(numerapi.NumerAPI):
         body = {"query": query, "variables": variables}
         deadline = _Deadline(self._policy.timeout_seconds, "NUMERAI_TIMEOUT_SECONDS")
         try:
-            with self._session.post(url, json=body, headers=headers, timeout=deadline.left(),
-                                    stream=True) as response:
+            with self._session.post(
+                url, json=body, headers=headers, timeout=deadline.left(), stream=True
+            ) as response:
                 if response.status_code in _TRANSIENT_STATUS:
                     raise _TransientHttpError(response.status_code)
                 if response.status_code >= 400:
-                    raise NumeraiApiError(f"Numerai API answered HTTP {response.status_code} to {operation}")
+                    raise NumeraiApiError(
+                        f"Numerai API answered HTTP {response.status_code} to {operation}"
+                    )
                 answer = _read_answer(response, deadline, operation)
         except _Overdue as exc:
             raise _NoAnswer(operation, f"the answer took longer than {exc}") from None
         except (requests.RequestException, _TransientHttpError) as exc:
             if not _is_transient(exc):
-                raise NumeraiApiError(f"Numerai API could not be asked {operation}: {_reason(exc)}") from None
+                raise NumeraiApiError(
+                    f"Numerai API could not be asked {operation}: {_reason(exc)}"
+                ) from None
             raise _NoAnswer(operation, _reason(exc)) from None
         return _checked_answer(operation, answer)
 
@@ -292,13 +326,20 @@ class NumeraiClient:
             # numerapi has no endpoint parameter; its own tests repoint this constant.
             # Only the local sandbox sets NUMERAI_API_URL; deployments never do.
             numerapi.base_api.API_TOURNAMENT_URL = settings.numerai_api_url
-        self._policy = RetryPolicy(settings.numerai_retries, settings.numerai_retry_delay_seconds,
-                                   settings.numerai_timeout_seconds)
-        self._api = _DependableNumerAPI(settings.numerai_public_id, settings.numerai_secret_key,
-                                        self._policy)
+        self._policy = RetryPolicy(
+            settings.numerai_retries,
+            settings.numerai_retry_delay_seconds,
+            settings.numerai_timeout_seconds,
+        )
+        self._api = _DependableNumerAPI(
+            settings.numerai_public_id, settings.numerai_secret_key, self._policy
+        )
         # create_submission is not idempotent: asked twice, Numerai creates two submissions.
-        self._api_once = _DependableNumerAPI(settings.numerai_public_id, settings.numerai_secret_key,
-                                             replace(self._policy, attempts=1))
+        self._api_once = _DependableNumerAPI(
+            settings.numerai_public_id,
+            settings.numerai_secret_key,
+            replace(self._policy, attempts=1),
+        )
         self._data_version = settings.data_version
         self._download_seconds = settings.numerai_download_timeout_seconds
         self._downloads = requests.Session()  # never carries the API keys
@@ -315,7 +356,9 @@ class NumeraiClient:
         raw = (rounds["data"].get("rounds") or [None])[0]
         if raw is None:
             return None
-        return RoundInfo(int(raw["number"]), _parse_time(raw["openTime"]), _parse_time(raw["closeStakingTime"]))
+        return RoundInfo(
+            int(raw["number"]), _parse_time(raw["openTime"]), _parse_time(raw["closeStakingTime"])
+        )
 
     def model_ids(self) -> dict[str, str]:
         """The account's Classic models: name → model id."""
@@ -329,7 +372,9 @@ class NumeraiClient:
         versions = {m.group(1) for m in map(_VERSION_PREFIX.match, names or []) if m}
         return sorted(versions, key=version_key)
 
-    def download(self, filename: str, directory: Path, round_number: int, data_version: str | None = None) -> Path:
+    def download(
+        self, filename: str, directory: Path, round_number: int, data_version: str | None = None
+    ) -> Path:
         """Download `<data version>/<filename>` of the round into `directory` and check it.
 
         `data_version` defaults to NUMERAI_DATA_VERSION. Every try of the file together
@@ -341,14 +386,20 @@ class NumeraiClient:
         dataset = f"{version}/{filename}"
         try:
             url = self._api.raw_query(
-                _DATASET_QUERY, {"filename": dataset, "round": round_number, "tournament": self._api.tournament_id}
+                _DATASET_QUERY,
+                {"filename": dataset, "round": round_number, "tournament": self._api.tournament_id},
             )["data"]["dataset"]
         except NumeraiApiError:
             self._check_version_listed(version, round_number)
             raise
-        download = _Download(self._downloads, url, directory / filename, dataset,
-                             _Deadline(self._download_seconds, "NUMERAI_DOWNLOAD_TIMEOUT_SECONDS"),
-                             read_seconds=self._policy.timeout_seconds)
+        download = _Download(
+            self._downloads,
+            url,
+            directory / filename,
+            dataset,
+            _Deadline(self._download_seconds, "NUMERAI_DOWNLOAD_TIMEOUT_SECONDS"),
+            read_seconds=self._policy.timeout_seconds,
+        )
         return download.run(self._policy)
 
     def _check_version_listed(self, version: str, round_number: int) -> None:
@@ -360,7 +411,8 @@ class NumeraiClient:
         if version not in listed:
             raise DataVersionUnavailable(
                 f"data version {version} is not available for round {round_number}: Numerai lists "
-                f"{', '.join(listed) or 'no versions'}") from None
+                f"{', '.join(listed) or 'no versions'}"
+            ) from None
 
     def upload(self, model_name: str, model_id: str, csv_path: Path) -> str:
         """Upload a predictions CSV for a model; return the filename Numerai gave the upload.
@@ -386,8 +438,13 @@ class NumeraiClient:
         """
         created = self._api_once.raw_query(
             _CREATE_SUBMISSION,
-            {"filename": filename, "tournament": self._api.tournament_id, "modelId": model_id,
-             "triggerId": trigger_id, "dataDatestamp": None},
+            {
+                "filename": filename,
+                "tournament": self._api.tournament_id,
+                "modelId": model_id,
+                "triggerId": trigger_id,
+                "dataDatestamp": None,
+            },
             authorization=True,
         )["data"]["create_submission"]
         return str(created["id"])
@@ -397,8 +454,9 @@ class NumeraiClient:
 
         Returns whether Numerai confirmed it. Setting a URL twice does no harm, so this is retried.
         """
-        answer = self._api.raw_query(_SET_WEBHOOK, {"modelId": model_id, "newSubmissionWebhook": url},
-                                     authorization=True)
+        answer = self._api.raw_query(
+            _SET_WEBHOOK, {"modelId": model_id, "newSubmissionWebhook": url}, authorization=True
+        )
         # Numerai answers with the string "true", as numerapi compares it.
         return answer["data"].get("setSubmissionWebhook") == "true"
 
@@ -420,16 +478,22 @@ class NumeraiClient:
         round's openTime: only the round number says which round it counts for.
         Raises NumeraiApiError when the list cannot be had.
         """
-        answer = self._api.raw_query(_ROUND_SUBMISSIONS_QUERY, {"modelId": model_id}, authorization=True)
+        answer = self._api.raw_query(
+            _ROUND_SUBMISSIONS_QUERY, {"modelId": model_id}, authorization=True
+        )
         listed = {}
         for submission in answer["data"].get("submissions") or []:
             round_ = submission.get("round") or {}
-            if round_.get("number") != round_number \
-                    or round_.get("tournament") not in (None, self._api.tournament_id):
+            if round_.get("number") != round_number or round_.get("tournament") not in (
+                None,
+                self._api.tournament_id,
+            ):
                 continue
             listed[str(submission["id"])] = ListedSubmission(
-                str(submission["id"]), _parse_time(str(submission["insertedAt"])),
-                submission.get("triggerId"))
+                str(submission["id"]),
+                _parse_time(str(submission["insertedAt"])),
+                submission.get("triggerId"),
+            )
         return listed
 
     def _put(self, model_name: str, url: str, payload: bytes) -> None:
@@ -456,8 +520,15 @@ class _Download:
     """One dataset file fetched into `destination`: resumed where the server allows, checked
     before it takes its name."""
 
-    def __init__(self, session: requests.Session, url: str, destination: Path, dataset: str,
-                 deadline: _Deadline, read_seconds: float) -> None:
+    def __init__(
+        self,
+        session: requests.Session,
+        url: str,
+        destination: Path,
+        dataset: str,
+        deadline: _Deadline,
+        read_seconds: float,
+    ) -> None:
         self._session = session
         self._url = url
         self._destination = destination
@@ -470,8 +541,11 @@ class _Download:
     def run(self, policy: RetryPolicy) -> Path:
         """Fetch, retrying transient failures while time is left; check; rename into place."""
         try:
-            policy.run(f"download of {self._dataset}", self._try_once,
-                       lambda exc: _is_transient(exc) and not self._deadline.passed())
+            policy.run(
+                f"download of {self._dataset}",
+                self._try_once,
+                lambda exc: _is_transient(exc) and not self._deadline.passed(),
+            )
             self._check()
         except (_Overdue, requests.RequestException, _TransientHttpError, _Restart) as exc:
             arrived = self._size()
@@ -482,7 +556,9 @@ class _Download:
                     f"{self._deadline.seconds:g} s ({arrived} of {self._total or 'unknown'} bytes arrived)"
                 ) from None
             if not _is_transient(exc):
-                raise NumeraiApiError(f"download of {self._dataset} failed: {_reason(exc)}") from None
+                raise NumeraiApiError(
+                    f"download of {self._dataset} failed: {_reason(exc)}"
+                ) from None
             raise NumeraiApiError(
                 f"download of {self._dataset} failed after {policy.attempts} tries (last: {_reason(exc)})"
             ) from None
@@ -497,21 +573,30 @@ class _Download:
         have = self._size()
         headers = {"Range": f"bytes={have}-"} if have else {}
         timeout = min(self._read_seconds, self._deadline.left())
-        with self._session.get(self._url, headers=headers, stream=True, timeout=timeout) as response:
+        with self._session.get(
+            self._url, headers=headers, stream=True, timeout=timeout
+        ) as response:
             if response.status_code in _TRANSIENT_STATUS:
                 raise _TransientHttpError(response.status_code)
             if response.status_code >= 400:
-                raise NumeraiApiError(f"download of {self._dataset} failed: HTTP {response.status_code}")
+                raise NumeraiApiError(
+                    f"download of {self._dataset} failed: HTTP {response.status_code}"
+                )
             start, total = _placement(response)
             if start != have or (have and total != self._total):
                 # A server may ignore Range and send the whole file (HTTP allows it), or
                 # the file may have changed: appending would corrupt it.
                 self._partial.unlink(missing_ok=True)
                 if start != 0:
-                    raise _Restart(f"asked for the file from byte {have}, the server sent "
-                                   f"{'an unusable range' if start is None else f'bytes from {start}'}")
-                log.info("download of %s: the server did not resume at byte %d; starting over",
-                         self._dataset, have)
+                    raise _Restart(
+                        f"asked for the file from byte {have}, the server sent "
+                        f"{'an unusable range' if start is None else f'bytes from {start}'}"
+                    )
+                log.info(
+                    "download of %s: the server did not resume at byte %d; starting over",
+                    self._dataset,
+                    have,
+                )
             self._total = total
             with self._partial.open("ab" if start else "wb") as file:
                 for chunk in _chunks(response, self._deadline):
@@ -521,8 +606,10 @@ class _Download:
         """Refuse a file that is not whole: the wrong size, or not what its name says."""
         size = self._size()
         if self._total is not None and size != self._total:
-            raise DataError(f"download of {self._dataset} failed: {size} bytes arrived, "
-                            f"the server announced {self._total}")
+            raise DataError(
+                f"download of {self._dataset} failed: {size} bytes arrived, "
+                f"the server announced {self._total}"
+            )
         check = _FORMAT_CHECKS.get(self._destination.suffix)
         problem = check(self._partial) if check else None
         if problem:
@@ -539,7 +626,9 @@ def _placement(response: requests.Response) -> tuple[int | None, int | None]:
     """
     if response.status_code != 206:
         return 0, _content_length(response)
-    match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", response.headers.get("Content-Range", "").strip())
+    match = re.fullmatch(
+        r"bytes (\d+)-(\d+)/(\d+)", response.headers.get("Content-Range", "").strip()
+    )
     if match is None or int(match[2]) != int(match[3]) - 1:
         return None, None
     return int(match[1]), int(match[3])
@@ -623,19 +712,25 @@ def _read_answer(response: requests.Response, deadline: _Deadline, operation: st
     """The whole body of an API answer, refused as soon as it is known to be too large."""
     announced = _content_length(response)
     if announced is not None and announced > MAX_ANSWER_BYTES:
-        raise NumeraiApiError(f"{_too_large(operation)} (it announced {announced} bytes); refused unread")
+        raise NumeraiApiError(
+            f"{_too_large(operation)} (it announced {announced} bytes); refused unread"
+        )
     body = bytearray()
     for chunk in _chunks(response, deadline):
         body += chunk
         if len(body) > MAX_ANSWER_BYTES:
-            raise NumeraiApiError(f"{_too_large(operation)} (it sent more); refused after reading "
-                                  f"{MAX_ANSWER_BYTES // (1024 * 1024)} MiB")
+            raise NumeraiApiError(
+                f"{_too_large(operation)} (it sent more); refused after reading "
+                f"{MAX_ANSWER_BYTES // (1024 * 1024)} MiB"
+            )
     return bytes(body)
 
 
 def _too_large(operation: str) -> str:
-    return (f"Numerai API's answer to {operation} is over the {MAX_ANSWER_BYTES // (1024 * 1024)} MiB "
-            "limit for any answer")
+    return (
+        f"Numerai API's answer to {operation} is over the {MAX_ANSWER_BYTES // (1024 * 1024)} MiB "
+        "limit for any answer"
+    )
 
 
 def _checked_answer(operation: str, body: bytes) -> dict:
@@ -654,8 +749,16 @@ def _checked_answer(operation: str, body: bytes) -> dict:
 
 
 def _is_transient(exc: Exception) -> bool:
-    return isinstance(exc, (requests.ConnectionError, requests.Timeout, _TransientHttpError, _Restart,
-                            requests.exceptions.ChunkedEncodingError))
+    return isinstance(
+        exc,
+        (
+            requests.ConnectionError,
+            requests.Timeout,
+            _TransientHttpError,
+            _Restart,
+            requests.exceptions.ChunkedEncodingError,
+        ),
+    )
 
 
 def _reason(exc: BaseException) -> str:
@@ -689,5 +792,5 @@ def _graphql_error(operation: str, errors: list[dict]) -> NumeraiApiError:
 
 
 def _parse_time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -61,8 +61,13 @@ class SecretRegistry:
 
     def register(self, *values: str | None) -> None:
         """Add secret values; empty ones and ones shorter than MIN_FRAGMENT are ignored."""
-        pieces = {piece for value in values if value and len(value) >= MIN_FRAGMENT
-                  for form in _encoded_forms(value) for piece in _windows(form)}
+        pieces = {
+            piece
+            for value in values
+            if value and len(value) >= MIN_FRAGMENT
+            for form in _encoded_forms(value)
+            for piece in _windows(form)
+        }
         with self._lock:  # readers keep using the old set until the new one is whole
             self._pieces = self._pieces | pieces
 
@@ -75,7 +80,7 @@ class SecretRegistry:
         copied = 0  # text[:copied] is already in `kept`
         masked_until = -1  # end of the stretch being masked, -1 when none
         for start in range(len(text) - MIN_FRAGMENT + 1):
-            if text[start:start + MIN_FRAGMENT] not in pieces:
+            if text[start : start + MIN_FRAGMENT] not in pieces:
                 continue
             if start > masked_until:
                 if masked_until >= 0:
@@ -116,7 +121,7 @@ def _base64_cores(raw: bytes, encode: Callable[[bytes], bytes]) -> Iterator[str]
 
 
 def _windows(text: str) -> Iterator[str]:
-    return (text[i:i + MIN_FRAGMENT] for i in range(len(text) - MIN_FRAGMENT + 1))
+    return (text[i : i + MIN_FRAGMENT] for i in range(len(text) - MIN_FRAGMENT + 1))
 
 
 def connection_string_secrets(connection_string: str | None) -> tuple[str, ...]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 
 from shared.redaction import redact
@@ -44,7 +44,9 @@ class ModelStatus(str, Enum):
     SUBMITTED = "submitted"  # uploaded and confirmed by Numerai
     VALIDATED = "validated"  # test mode: would have been uploaded
     ALREADY_SUBMITTED = "already_submitted"  # in the ledger for this round; skipped
-    PREDICTED = "predicted"  # `submit: false` in the manifest: predicted for its ensembles, never uploaded
+    PREDICTED = (
+        "predicted"  # `submit: false` in the manifest: predicted for its ensembles, never uploaded
+    )
     SKIPPED = "skipped"  # `submit: false`, and no ensemble to submit this run needs it
     MISSED = "missed"  # the round's staking closed without a submission of it (SUBMIT_LATE off): archived only
     GATED = "gated"  # held back by the benchmark check (min_benchmark_corr, max_benchmark_corr_drop): archived, not uploaded
@@ -60,7 +62,9 @@ class SubmissionState(str, Enum):
 
     EXISTS = "exists"  # this run's or an earlier run's, confirmed by Numerai
     NONE = "none"  # none was made
-    UNKNOWN = "unknown"  # Numerai was asked but never answered; the next run checks before submitting
+    UNKNOWN = (
+        "unknown"  # Numerai was asked but never answered; the next run checks before submitting
+    )
 
 
 @dataclass
@@ -84,8 +88,12 @@ class ModelReport:
     benchmark_corr_median: float | None = None
     # The benchmark column compared with: BENCHMARK_MODEL, or the model's data version's.
     benchmark_model: str | None = None
-    notes: list[str] = field(default_factory=list)  # worth knowing, not a problem (a stand-in benchmark)
-    data_version: str | None = None  # the Numerai data version the model predicted from (None: an ensemble)
+    notes: list[str] = field(
+        default_factory=list
+    )  # worth knowing, not a problem (a stand-in benchmark)
+    data_version: str | None = (
+        None  # the Numerai data version the model predicted from (None: an ensemble)
+    )
 
     def fail(self, error: str) -> None:
         """Mark the model failed with a message for the user."""
@@ -113,7 +121,13 @@ class ModelReport:
     @classmethod
     def from_dict(cls, raw: dict) -> ModelReport:
         """A line read back from its JSON object."""
-        return cls(**{**raw, "status": ModelStatus(raw["status"]), "submission": SubmissionState(raw["submission"])})
+        return cls(
+            **{
+                **raw,
+                "status": ModelStatus(raw["status"]),
+                "submission": SubmissionState(raw["submission"]),
+            }
+        )
 
 
 @dataclass
@@ -131,7 +145,9 @@ class RunReport:
     round_close_time: str | None = None
     data_version: str | None = None
     past_due: bool = False
-    trigger_id: str | None = None  # Numerai's, when its webhook started the run; passed to create_submission
+    trigger_id: str | None = (
+        None  # Numerai's, when its webhook started the run; passed to create_submission
+    )
     execution: Execution = Execution.LOCAL  # QUEUE when the models ran as queue tasks
     # The run that came after the round's staking closed, and checked with Numerai what it lists.
     after_window: bool = False
@@ -172,7 +188,11 @@ class RunReport:
         failed = [m.name for m in self.models if m.status is ModelStatus.FAILED]
         gated = [m.name for m in self.models if m.status is ModelStatus.GATED]
         missed = [m.name for m in self.models if m.status is ModelStatus.MISSED]
-        parts = [f"{len(failed)} of {len(self.models)} models failed: {', '.join(failed)}"] if failed else []
+        parts = (
+            [f"{len(failed)} of {len(self.models)} models failed: {', '.join(failed)}"]
+            if failed
+            else []
+        )
         if gated:
             parts.append(f"{len(gated)} held back by the benchmark check: {', '.join(gated)}")
         if missed:
@@ -206,8 +226,15 @@ class RunReport:
         """A report read back from its JSON."""
         raw = json.loads(text)
         models = [ModelReport.from_dict(m) for m in raw["models"]]
-        return cls(**{**raw, "mode": Mode(raw["mode"]), "status": RunStatus(raw["status"]), "models": models,
-                      "execution": Execution(raw.get("execution", Execution.LOCAL))})
+        return cls(
+            **{
+                **raw,
+                "mode": Mode(raw["mode"]),
+                "status": RunStatus(raw["status"]),
+                "models": models,
+                "execution": Execution(raw.get("execution", Execution.LOCAL)),
+            }
+        )
 
     def summary(self) -> str:
         """A few lines for a person: the run, then one line per model."""
@@ -219,9 +246,13 @@ class RunReport:
             lines.append(f"  {self.reason}")
         lines.extend(f"  note: {n}" for n in self.notes)
         for m in self.models:
-            detail = m.error or (f"submission {m.submission_id}" if m.submission_id else m.predictions_blob or "")
-            lines.append(f"  {m.name:<24} {m.status.value:<18} {m.rows:>7} rows {m.seconds:7.2f} s "
-                         f"{m.peak_memory_mb:6.0f} MiB  {detail}")
+            detail = m.error or (
+                f"submission {m.submission_id}" if m.submission_id else m.predictions_blob or ""
+            )
+            lines.append(
+                f"  {m.name:<24} {m.status.value:<18} {m.rows:>7} rows {m.seconds:7.2f} s "
+                f"{m.peak_memory_mb:6.0f} MiB  {detail}"
+            )
             lines.extend(f"    warning: {w}" for w in m.warnings)
         return "\n".join(lines)
 
@@ -250,4 +281,4 @@ def cut(text: str, limit: int = MAX_TEXT_CHARS) -> str:
 
 def utc_now() -> str:
     """The current time as ISO 8601 in UTC."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

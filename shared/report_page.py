@@ -25,7 +25,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shared.errors import ReportPageError, StorageError, AppError
+from shared.errors import AppError, ReportPageError, StorageError
 from shared.report import utc_now
 from shared.settings import load_settings
 from shared.storage import Results
@@ -45,7 +45,16 @@ BINS = 20
 # A round's cell shows the first of these that any run of the window reached for the model: what
 # became of the submission matters more than the order of the runs (a test run's `validated` after
 # a failed scheduled run does not hide the failure). Statuses not listed come after these.
-PRECEDENCE = ("submitted", "already_submitted", "gated", "missed", "failed", "predicted", "skipped", "validated")
+PRECEDENCE = (
+    "submitted",
+    "already_submitted",
+    "gated",
+    "missed",
+    "failed",
+    "predicted",
+    "skipped",
+    "validated",
+)
 _LABELS = {"already_submitted": "already submitted", "validated": "validated (test)"}
 
 
@@ -100,18 +109,33 @@ def parse_run(run_id: str, text: str) -> Run:
         mode = str(raw["mode"])
         lines = tuple(_parse_line(run_id, mode, m) for m in raw.get("models") or [])
         round_number = raw.get("round_number")
-        return Run(run_id, mode, str(raw["status"]),
-                   round_number if type(round_number) is int else None, _text(raw.get("reason")), lines)
+        return Run(
+            run_id,
+            mode,
+            str(raw["status"]),
+            round_number if type(round_number) is int else None,
+            _text(raw.get("reason")),
+            lines,
+        )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise ReportPageError(f"report 'reports/{run_id}.json' is not a run report ({type(exc).__name__}: "
-                              f"{str(exc)[:200]}); the page leaves it out") from exc
+        raise ReportPageError(
+            f"report 'reports/{run_id}.json' is not a run report ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); the page leaves it out"
+        ) from exc
 
 
 def _parse_line(run_id: str, mode: str, raw: Mapping[str, object]) -> Line:
     corr = raw.get("benchmark_corr")
     finite = isinstance(corr, (int, float)) and not isinstance(corr, bool) and math.isfinite(corr)
-    return Line(run_id, mode, str(raw["name"]), str(raw.get("status", "")), _text(raw.get("error")),
-                float(corr) if finite else None, _text(raw.get("predictions_blob")))
+    return Line(
+        run_id,
+        mode,
+        str(raw["name"]),
+        str(raw.get("status", "")),
+        _text(raw.get("error")),
+        float(corr) if finite else None,
+        _text(raw.get("predictions_blob")),
+    )
 
 
 def _text(value: object) -> str | None:
@@ -134,8 +158,12 @@ def load_page_data(results: Results, limit: int = MAX_RUNS) -> PageData:
         if run.status not in UNEVENTFUL:
             runs.append(run)
     runs.reverse()  # oldest first, as the page shows them
-    latest = next((r for r in reversed(runs) if any(line.predictions_blob for line in r.lines)), None)
-    histograms = {} if latest is None else {line.name: _histogram_of(results, line) for line in latest.lines}
+    latest = next(
+        (r for r in reversed(runs) if any(line.predictions_blob for line in r.lines)), None
+    )
+    histograms = (
+        {} if latest is None else {line.name: _histogram_of(results, line) for line in latest.lines}
+    )
     return PageData(runs, unreadable, histograms, latest.run_id if latest else None)
 
 
@@ -160,7 +188,9 @@ def histogram(csv_text: str, cut: bool = False) -> Histogram:
         lines = lines[:-1]
     reader = csv.DictReader(io.StringIO("\n".join(lines)))
     if "prediction" not in (reader.fieldnames or []):
-        raise ReportPageError(f"the predictions have no 'prediction' column (columns: {reader.fieldnames})")
+        raise ReportPageError(
+            f"the predictions have no 'prediction' column (columns: {reader.fieldnames})"
+        )
     counts = [0] * BINS
     rows = 0
     for row in reader:
@@ -225,7 +255,16 @@ th{background:#f3f3f3;font-weight:600;white-space:nowrap}td.cell{text-align:cent
 figcaption{font-weight:600;margin-bottom:2px}svg text{font:10px sans-serif;fill:#555}
 .note{color:#666}.error{color:#a00}td.reason{max-width:40em;overflow-wrap:anywhere}td.run{white-space:nowrap}
 """
-_KNOWN_CLASSES = {"submitted", "already_submitted", "validated", "failed", "gated", "missed", "predicted", "skipped"}
+_KNOWN_CLASSES = {
+    "submitted",
+    "already_submitted",
+    "validated",
+    "failed",
+    "gated",
+    "missed",
+    "predicted",
+    "skipped",
+}
 _W, _H, _LEFT, _BOTTOM, _TOP = 260, 90, 34, 16, 6
 
 
@@ -236,11 +275,15 @@ def render_page(data: PageData, generated_at: str) -> str:
     models = sorted({line.name for r in with_round for line in r.lines})
     body = [
         f"<h1>Numerai submissions: the last {len(data.runs)} runs</h1>",
-        (f'<p class="note">Made {_esc(generated_at)} from the last {MAX_RUNS} run reports at most '
-         "(scheduled and test runs). Hover over a cell for each run's status and error.</p>"),
+        (
+            f'<p class="note">Made {_esc(generated_at)} from the last {MAX_RUNS} run reports at most '
+            "(scheduled and test runs). Hover over a cell for each run's status and error.</p>"
+        ),
         *(f'<p class="error">{_esc(message)}</p>' for message in data.unreadable),
         "<h2>Rounds × models</h2>",
-        _grid(with_round, rounds, models) if rounds else '<p class="note">No run has reached a round yet.</p>',
+        _grid(with_round, rounds, models)
+        if rounds
+        else '<p class="note">No run has reached a round yet.</p>',
         "<h2>Correlation with the benchmark</h2>",
         _charts(with_round, rounds, models),
         "<h2>Predictions of the latest run</h2>",
@@ -248,12 +291,15 @@ def render_page(data: PageData, generated_at: str) -> str:
         "<h2>Runs</h2>",
         _runs_table(data.runs),
     ]
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-            # No script runs and nothing is fetched, whatever a report holds.
-            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
-            f"<title>Numerai submissions</title><style>{_CSS}</style></head>\n<body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        # No script runs and nothing is fetched, whatever a report holds.
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
+        f"<title>Numerai submissions</title><style>{_CSS}</style></head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
 
 
 def _grid(runs: list[Run], rounds: list[int], models: list[str]) -> str:
@@ -272,10 +318,14 @@ def _cell(round_number: int, model: str, lines: list[Line]) -> str:
         return f'<td class="cell s-none" {where} data-status="">–</td>'
     status = cell_status([line.status for line in lines])
     css = status if status in _KNOWN_CLASSES else "other"
-    title = "\n".join(f"{x.run_id} ({x.mode}): {_label(x.status)}" + (f": {x.error}" if x.error else "")
-                      for x in lines)
-    return (f'<td class="cell s-{css}" {where} data-status="{_esc(status)}" title="{_esc(title)}">'
-            f"{_esc(_label(status))}</td>")
+    title = "\n".join(
+        f"{x.run_id} ({x.mode}): {_label(x.status)}" + (f": {x.error}" if x.error else "")
+        for x in lines
+    )
+    return (
+        f'<td class="cell s-{css}" {where} data-status="{_esc(status)}" title="{_esc(title)}">'
+        f"{_esc(_label(status))}</td>"
+    )
 
 
 def cell_status(statuses: list[str]) -> str:
@@ -292,17 +342,28 @@ def _charts(runs: list[Run], rounds: list[int], models: list[str]) -> str:
         return '<p class="note">No models yet.</p>'
     figures = []
     for model in models:
-        points = [(i, v) for i, r in enumerate(rounds) if (v := _corr_in_round(runs, r, model)) is not None]
+        points = [
+            (i, v)
+            for i, r in enumerate(rounds)
+            if (v := _corr_in_round(runs, r, model)) is not None
+        ]
         chart = _line_chart(points, rounds) if points else '<p class="note">no data</p>'
-        figures.append(f'<figure class="corr" data-model="{_esc(model)}"><figcaption>{_esc(model)}</figcaption>'
-                       f"{chart}</figure>")
+        figures.append(
+            f'<figure class="corr" data-model="{_esc(model)}"><figcaption>{_esc(model)}</figcaption>'
+            f"{chart}</figure>"
+        )
     return f'<div class="charts">{"".join(figures)}</div>'
 
 
 def _corr_in_round(runs: list[Run], round_number: int, model: str) -> float | None:
     """The model's benchmark correlation from the round's latest run that has one."""
-    values = [line.benchmark_corr for r in runs if r.round_number == round_number
-              for line in r.lines if line.name == model and line.benchmark_corr is not None]
+    values = [
+        line.benchmark_corr
+        for r in runs
+        if r.round_number == round_number
+        for line in r.lines
+        if line.name == model and line.benchmark_corr is not None
+    ]
     return values[-1] if values else None
 
 
@@ -313,19 +374,27 @@ def _line_chart(points: list[tuple[int, float]], rounds: list[int]) -> str:
     span_x = max(len(rounds) - 1, 1)
 
     def xy(i: int, v: float) -> tuple[float, float]:
-        return (_LEFT + (_W - _LEFT - 6) * i / span_x, _TOP + (_H - _TOP - _BOTTOM) * (high - v) / (high - low))
+        return (
+            _LEFT + (_W - _LEFT - 6) * i / span_x,
+            _TOP + (_H - _TOP - _BOTTOM) * (high - v) / (high - low),
+        )
 
     coords = [xy(i, v) for i, v in points]
     path = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
-    dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="#1565c0"><title>round {rounds[i]}: {v:.3f}'
-                   "</title></circle>" for (x, y), (i, v) in zip(coords, points, strict=True))
+    dots = "".join(
+        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="#1565c0"><title>round {rounds[i]}: {v:.3f}'
+        "</title></circle>"
+        for (x, y), (i, v) in zip(coords, points, strict=True)
+    )
     zero = xy(0, 0.0)[1]
-    return (f'<svg width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" role="img">'
-            f'<line x1="{_LEFT}" y1="{zero:.1f}" x2="{_W - 6}" y2="{zero:.1f}" stroke="#ccc"/>'
-            f'<text x="2" y="{_TOP + 8}">{high:.2f}</text><text x="2" y="{_H - _BOTTOM}">{low:.2f}</text>'
-            f'<text x="{_LEFT}" y="{_H - 3}">{rounds[0]}</text>'
-            f'<text x="{_W - 6}" y="{_H - 3}" text-anchor="end">{rounds[-1]}</text>'
-            f'<polyline points="{path}" fill="none" stroke="#1565c0" stroke-width="1.5"/>{dots}</svg>')
+    return (
+        f'<svg width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" role="img">'
+        f'<line x1="{_LEFT}" y1="{zero:.1f}" x2="{_W - 6}" y2="{zero:.1f}" stroke="#ccc"/>'
+        f'<text x="2" y="{_TOP + 8}">{high:.2f}</text><text x="2" y="{_H - _BOTTOM}">{low:.2f}</text>'
+        f'<text x="{_LEFT}" y="{_H - 3}">{rounds[0]}</text>'
+        f'<text x="{_W - 6}" y="{_H - 3}" text-anchor="end">{rounds[-1]}</text>'
+        f'<polyline points="{path}" fill="none" stroke="#1565c0" stroke-width="1.5"/>{dots}</svg>'
+    )
 
 
 def _histograms(data: PageData) -> str:
@@ -338,25 +407,35 @@ def _histograms(data: PageData) -> str:
             chart = _bar_chart(result.counts)
         else:
             note, chart = "", f'<p class="note">{_esc(result)}</p>'
-        figures.append(f'<figure class="hist" data-model="{_esc(model)}"><figcaption>{_esc(model)} '
-                       f'<span class="note">{note}</span></figcaption>{chart}</figure>')
-    return (f'<p class="note">Run {_esc(data.histogram_run)}; {BINS} bins of [0, 1].</p>'
-            f'<div class="charts">{"".join(figures)}</div>')
+        figures.append(
+            f'<figure class="hist" data-model="{_esc(model)}"><figcaption>{_esc(model)} '
+            f'<span class="note">{note}</span></figcaption>{chart}</figure>'
+        )
+    return (
+        f'<p class="note">Run {_esc(data.histogram_run)}; {BINS} bins of [0, 1].</p>'
+        f'<div class="charts">{"".join(figures)}</div>'
+    )
 
 
 def _bar_chart(counts: tuple[int, ...]) -> str:
     tallest = max(max(counts), 1)
     width = (_W - _LEFT - 6) / len(counts)
-    bars = "".join(_bar(i, n, (_H - _TOP - _BOTTOM) * n / tallest, width) for i, n in enumerate(counts))
-    return (f'<svg width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" role="img">'
-            f'<text x="2" y="{_TOP + 8}">{tallest}</text>'
-            f'<text x="{_LEFT}" y="{_H - 3}">0</text><text x="{_W - 6}" y="{_H - 3}" text-anchor="end">1</text>'
-            f'<line x1="{_LEFT}" y1="{_H - _BOTTOM}" x2="{_W - 6}" y2="{_H - _BOTTOM}" stroke="#999"/>{bars}</svg>')
+    bars = "".join(
+        _bar(i, n, (_H - _TOP - _BOTTOM) * n / tallest, width) for i, n in enumerate(counts)
+    )
+    return (
+        f'<svg width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" role="img">'
+        f'<text x="2" y="{_TOP + 8}">{tallest}</text>'
+        f'<text x="{_LEFT}" y="{_H - 3}">0</text><text x="{_W - 6}" y="{_H - 3}" text-anchor="end">1</text>'
+        f'<line x1="{_LEFT}" y1="{_H - _BOTTOM}" x2="{_W - 6}" y2="{_H - _BOTTOM}" stroke="#999"/>{bars}</svg>'
+    )
 
 
 def _bar(i: int, count: int, height: float, width: float) -> str:
-    return (f'<rect x="{_LEFT + i * width:.1f}" y="{_H - _BOTTOM - height:.1f}" width="{width - 1:.1f}" '
-            f'height="{height:.1f}" fill="#5c8fc7"><title>{i / BINS:.2f}–{(i + 1) / BINS:.2f}: {count}</title></rect>')
+    return (
+        f'<rect x="{_LEFT + i * width:.1f}" y="{_H - _BOTTOM - height:.1f}" width="{width - 1:.1f}" '
+        f'height="{height:.1f}" fill="#5c8fc7"><title>{i / BINS:.2f}–{(i + 1) / BINS:.2f}: {count}</title></rect>'
+    )
 
 
 def _runs_table(runs: list[Run]) -> str:
@@ -365,9 +444,12 @@ def _runs_table(runs: list[Run]) -> str:
     rows = "".join(
         f'<tr><td class="run">{_esc(r.run_id)}</td><td>{_esc(r.mode)}</td><td>{_or_blank(r.round_number)}'
         f'</td><td class="s-{_esc(r.status)}">{_esc(r.status)}</td><td class="reason">{_esc(r.reason or "")}</td></tr>'
-        for r in reversed(runs))
-    return ('<table id="runs"><thead><tr><th>run</th><th>mode</th><th>round</th><th>status</th><th>reason</th></tr>'
-            f"</thead><tbody>{rows}</tbody></table>")
+        for r in reversed(runs)
+    )
+    return (
+        '<table id="runs"><thead><tr><th>run</th><th>mode</th><th>round</th><th>status</th><th>reason</th></tr>'
+        f"</thead><tbody>{rows}</tbody></table>"
+    )
 
 
 def _or_blank(number: int | None) -> str:

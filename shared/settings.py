@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import SettingsError
-from shared.report import Execution
-from shared.redaction import KEY_VAULT_REFERENCE, connection_string_secrets, register
 from shared.limits import WorkerLimits, default_memory_limit_mb
+from shared.redaction import KEY_VAULT_REFERENCE, connection_string_secrets, register
+from shared.report import Execution
 
 # Rows per batch: enough to keep the frameworks busy, small beside any model.
 DEFAULT_BATCH_ROWS = 2000
@@ -60,7 +60,9 @@ class Settings:
     # None: each data version's main benchmark (shared/data/benchmarks.py), as v5.3 has only v53_* columns.
     benchmark_model: str | None = None
     model_execution: Execution = Execution.LOCAL
-    task_queue: str = "model-tasks"  # its poison queue is "<task_queue>-poison", as the host names it
+    task_queue: str = (
+        "model-tasks"  # its poison queue is "<task_queue>-poison", as the host names it
+    )
     # The host's own storage, where the task queues live: the queue trigger reads them through the
     # same settings (a connection string locally; in Azure the queue endpoint and the identity).
     host_storage_connection_string: str | None = None
@@ -74,7 +76,9 @@ class Settings:
     def worker_limits(self, run_ends_at: float | None = None) -> WorkerLimits:
         """What each model's worker process may use; none outlives `run_ends_at` (time.monotonic())."""
         memory = self.model_memory_limit_mb or default_memory_limit_mb(self.max_parallel_models)
-        return WorkerLimits(seconds=self.model_time_limit_seconds, memory_mb=memory, run_ends_at=run_ends_at)
+        return WorkerLimits(
+            seconds=self.model_time_limit_seconds, memory_mb=memory, run_ends_at=run_ends_at
+        )
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -83,9 +87,12 @@ class Settings:
         Of the connection string only its key or signature: the account name and
         endpoints are what its errors need to name.
         """
-        values = (self.numerai_public_id, self.numerai_secret_key,
-                  *connection_string_secrets(self.storage_connection_string),
-                  *connection_string_secrets(self.host_storage_connection_string))
+        values = (
+            self.numerai_public_id,
+            self.numerai_secret_key,
+            *connection_string_secrets(self.storage_connection_string),
+            *connection_string_secrets(self.host_storage_connection_string),
+        )
         return tuple(v for v in values if v)
 
 
@@ -98,7 +105,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         numerai_secret_key=env.required("NUMERAI_SECRET_KEY"),
         data_version=env.text("NUMERAI_DATA_VERSION", defaults.data_version),
         numerai_api_url=env.optional("NUMERAI_API_URL"),
-        numerai_timeout_seconds=env.number("NUMERAI_TIMEOUT_SECONDS", defaults.numerai_timeout_seconds),
+        numerai_timeout_seconds=env.number(
+            "NUMERAI_TIMEOUT_SECONDS", defaults.numerai_timeout_seconds
+        ),
         numerai_download_timeout_seconds=env.number(
             "NUMERAI_DOWNLOAD_TIMEOUT_SECONDS", defaults.numerai_download_timeout_seconds
         ),
@@ -111,15 +120,23 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         storage_connection_string=env.optional("MODELS_STORAGE_CONNECTION_STRING"),
         storage_account_url=env.optional("MODELS_STORAGE_ACCOUNT_URL"),
         managed_identity_client_id=env.optional("AZURE_CLIENT_ID"),
-        storage_timeout_seconds=env.number("STORAGE_TIMEOUT_SECONDS", defaults.storage_timeout_seconds),
+        storage_timeout_seconds=env.number(
+            "STORAGE_TIMEOUT_SECONDS", defaults.storage_timeout_seconds
+        ),
         models_container=env.text("MODELS_CONTAINER", defaults.models_container),
         results_container=env.text("RESULTS_CONTAINER", defaults.results_container),
         manifest_blob=env.text("MANIFEST_BLOB", defaults.manifest_blob),
         batch_rows=int(env.number("BATCH_ROWS", defaults.batch_rows, minimum=1)),
-        model_time_limit_seconds=env.number("MODEL_TIME_LIMIT_SECONDS", defaults.model_time_limit_seconds),
-        run_deadline_seconds=env.number("RUN_DEADLINE_SECONDS", defaults.run_deadline_seconds, minimum=1),
+        model_time_limit_seconds=env.number(
+            "MODEL_TIME_LIMIT_SECONDS", defaults.model_time_limit_seconds
+        ),
+        run_deadline_seconds=env.number(
+            "RUN_DEADLINE_SECONDS", defaults.run_deadline_seconds, minimum=1
+        ),
         model_memory_limit_mb=env.optional_number("MODEL_MEMORY_LIMIT_MB", minimum=64),
-        max_parallel_models=int(env.number("MAX_PARALLEL_MODELS", defaults.max_parallel_models, minimum=1)),
+        max_parallel_models=int(
+            env.number("MAX_PARALLEL_MODELS", defaults.max_parallel_models, minimum=1)
+        ),
         work_dir=Path(env.text("WORK_DIR", str(defaults.work_dir))),
         benchmark_model=env.optional("BENCHMARK_MODEL"),
         model_execution=env.choice("MODEL_EXECUTION", Execution, defaults.model_execution),
@@ -152,7 +169,9 @@ class _Reader:
     def required(self, name: str) -> str:
         value = self.optional(name)
         if value is None:
-            raise SettingsError(f"{name} is not set; it is required (see the README's settings table)")
+            raise SettingsError(
+                f"{name} is not set; it is required (see the README's settings table)"
+            )
         return value
 
     def text(self, name: str, default: str) -> str:
@@ -185,8 +204,10 @@ class _Reader:
         value = self.text(name, default)
         # Storage's rule for queue names; 56 leaves room for the host's "-poison" suffix.
         if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,54}[a-z0-9]", value):
-            raise SettingsError(f"{name} must be a Storage queue name of 3 to 56 lowercase letters, digits "
-                                f"and single hyphens, starting and ending with a letter or digit; it is {value!r}")
+            raise SettingsError(
+                f"{name} must be a Storage queue name of 3 to 56 lowercase letters, digits "
+                f"and single hyphens, starting and ending with a letter or digit; it is {value!r}"
+            )
         return value
 
     def flag(self, name: str) -> bool:

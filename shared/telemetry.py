@@ -57,35 +57,72 @@ def record_run(report: RunReport, seconds: float) -> None:
     base = {"run_id": report.run_id, "mode": report.mode.value, "round": report.round_number or -1}
     for model in report.models:
         log.info(
-            "model %s: %s, %d rows, %.2f s%s", model.name, model.status.value, model.rows, model.seconds,
+            "model %s: %s, %d rows, %.2f s%s",
+            model.name,
+            model.status.value,
+            model.rows,
+            model.seconds,
             f": {model.error}" if model.error else "",
-            extra={**base, "model": model.name, "model_status": model.status.value, "rows": model.rows,
-                   "seconds": model.seconds, "peak_memory_mb": model.peak_memory_mb, "error": model.error or "",
-                   "submission": model.submission.value, **_benchmark_figures(model)},
+            extra={
+                **base,
+                "model": model.name,
+                "model_status": model.status.value,
+                "rows": model.rows,
+                "seconds": model.seconds,
+                "peak_memory_mb": model.peak_memory_mb,
+                "error": model.error or "",
+                "submission": model.submission.value,
+                **_benchmark_figures(model),
+            },
         )
     submitted = sum(m.status is ModelStatus.SUBMITTED for m in report.models)
     failed = sum(m.status is ModelStatus.FAILED for m in report.models)
     log.log(
         logging.ERROR if report.failed else logging.INFO,
-        "run %s (%s, round %s): %s in %.1f s; %d submitted, %d failed%s", report.run_id, report.mode.value,
-        report.round_number, report.status.value, seconds, submitted, failed,
+        "run %s (%s, round %s): %s in %.1f s; %d submitted, %d failed%s",
+        report.run_id,
+        report.mode.value,
+        report.round_number,
+        report.status.value,
+        seconds,
+        submitted,
+        failed,
         f"; {report.reason}" if report.reason else "",
-        extra={**base, "run_status": report.status.value, "seconds": round(seconds, 3),
-               "models_submitted": submitted, "models_failed": failed, "reason": report.reason or ""},
+        extra={
+            **base,
+            "run_status": report.status.value,
+            "seconds": round(seconds, 3),
+            "models_submitted": submitted,
+            "models_failed": failed,
+            "reason": report.reason or "",
+        },
     )
     missed = [m.name for m in report.models if m.status is ModelStatus.MISSED]
     if missed:
         # The record the "a model missed the round" alert looks for (infra/app/alerts.bicep).
-        log.error("round %s closed for staking without a submission of %s", report.round_number, ", ".join(missed),
-                  extra={**base, "round_missed": "true", "models_missed": ",".join(missed)})
+        log.error(
+            "round %s closed for staking without a submission of %s",
+            report.round_number,
+            ", ".join(missed),
+            extra={**base, "round_missed": "true", "models_missed": ",".join(missed)},
+        )
     attributes = {"mode": report.mode.value, "status": report.status.value}
     meter = metrics.get_meter(METER_NAME)
-    meter.create_histogram("run.duration", unit="s", description="Duration of a run").record(seconds, attributes)
-    meter.create_counter("models.submitted", description="Submissions confirmed by Numerai").add(submitted, attributes)
-    meter.create_counter("models.failed", description="Models that failed in a run").add(failed, attributes)
+    meter.create_histogram("run.duration", unit="s", description="Duration of a run").record(
+        seconds, attributes
+    )
+    meter.create_counter("models.submitted", description="Submissions confirmed by Numerai").add(
+        submitted, attributes
+    )
+    meter.create_counter("models.failed", description="Models that failed in a run").add(
+        failed, attributes
+    )
 
 
 def _benchmark_figures(model: ModelReport) -> dict[str, float]:
     # Telemetry attributes cannot be None: a figure the run could not compute is left out.
-    figures = {"benchmark_corr": model.benchmark_corr, "benchmark_corr_median": model.benchmark_corr_median}
+    figures = {
+        "benchmark_corr": model.benchmark_corr,
+        "benchmark_corr_median": model.benchmark_corr_median,
+    }
     return {name: value for name, value in figures.items() if value is not None}

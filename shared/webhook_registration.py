@@ -38,14 +38,22 @@ def set_webhooks(settings: Settings, url: str | None) -> list[WebhookChange]:
     be had; a model whose webhook could not be set is its change's error, and the others are still set.
     """
     if url is not None and MODEL_PARAMETER in parse_qs(urlsplit(url).query, keep_blank_values=True):
-        raise SettingsError(f"the URL already names a model ('{MODEL_PARAMETER}=' in its query); give the "
-                            "function's URL with its ?code= only: each model's is made from it")
-    models = ModelStore(service_client(settings), settings.models_container, settings.work_dir / "model-cache")
-    manifest = parse_manifest(models.read_text(settings.manifest_blob),
-                              f"{settings.models_container}/{settings.manifest_blob}")
+        raise SettingsError(
+            f"the URL already names a model ('{MODEL_PARAMETER}=' in its query); give the "
+            "function's URL with its ?code= only: each model's is made from it"
+        )
+    models = ModelStore(
+        service_client(settings), settings.models_container, settings.work_dir / "model-cache"
+    )
+    manifest = parse_manifest(
+        models.read_text(settings.manifest_blob),
+        f"{settings.models_container}/{settings.manifest_blob}",
+    )
     numerai = NumeraiClient(settings)
     account = numerai.model_ids()
-    return [_change(numerai, account, spec.name, url) for spec in manifest.in_order() if spec.submit]
+    return [
+        _change(numerai, account, spec.name, url) for spec in manifest.in_order() if spec.submit
+    ]
 
 
 def model_url(url: str, name: str) -> str:
@@ -64,16 +72,28 @@ def shown(url: str) -> str:
     return f"{base}?…" if query else base
 
 
-def _change(numerai: NumeraiClient, account: dict[str, str], name: str, url: str | None) -> WebhookChange:
+def _change(
+    numerai: NumeraiClient, account: dict[str, str], name: str, url: str | None
+) -> WebhookChange:
     verb = "set" if url else "cleared"
     if name not in account:
-        return WebhookChange(name, error=(
-            f"model '{name}' is not a Classic model of this Numerai account, so its webhook was not {verb}; "
-            f"the account has: {', '.join(sorted(account)) or 'no models'}"))
+        return WebhookChange(
+            name,
+            error=(
+                f"model '{name}' is not a Classic model of this Numerai account, so its webhook was not {verb}; "
+                f"the account has: {', '.join(sorted(account)) or 'no models'}"
+            ),
+        )
     try:
-        confirmed = numerai.set_submission_webhook(account[name], model_url(url, name) if url else None)
+        confirmed = numerai.set_submission_webhook(
+            account[name], model_url(url, name) if url else None
+        )
     except AppError as exc:
         return WebhookChange(name, error=f"model '{name}': the webhook was not {verb}: {exc}")
     if not confirmed:
-        return WebhookChange(name, error=f"model '{name}': Numerai did not confirm that the webhook was {verb}")
-    return WebhookChange(name, done=f"model '{name}': webhook {f'set to {shown(url)}' if url else 'cleared'}")
+        return WebhookChange(
+            name, error=f"model '{name}': Numerai did not confirm that the webhook was {verb}"
+        )
+    return WebhookChange(
+        name, done=f"model '{name}': webhook {f'set to {shown(url)}' if url else 'cleared'}"
+    )

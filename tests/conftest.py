@@ -81,7 +81,10 @@ def stack(azurite: Azurite) -> Iterator[LocalStack]:
 
 @pytest.fixture
 def deployed(
-    stack: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path,
+    stack: LocalStack,
+    small_round: SyntheticRound,
+    example_models: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> LocalStack:
     """The example models deployed to the stack, and the app's settings in the environment."""
@@ -90,13 +93,17 @@ def deployed(
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("BATCH_ROWS", "128")  # several batches per run
     # The client repoints numerapi's module constant; put it back after the test.
-    monkeypatch.setattr(numerapi.base_api, "API_TOURNAMENT_URL", numerapi.base_api.API_TOURNAMENT_URL)
+    monkeypatch.setattr(
+        numerapi.base_api, "API_TOURNAMENT_URL", numerapi.base_api.API_TOURNAMENT_URL
+    )
     return stack
 
 
 @pytest.fixture
 def no_secret_anywhere(
-    request: pytest.FixtureRequest, deployed: LocalStack, caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
+    deployed: LocalStack,
+    caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
 ) -> Iterator[list[str]]:
     """After each row: no secret, nor any piece of one, in the logs (at DEBUG), the console, the
@@ -107,18 +114,30 @@ def no_secret_anywhere(
     yield texts
     captured = capfd.readouterr()
     # caplog.text holds only the current phase (teardown); the test's records are kept by phase.
-    logged = [caplog.handler.format(r) for when in ("setup", "call") for r in caplog.get_records(when)]
-    everything = [*logged, captured.out, captured.err, *texts, *map(json.dumps, _reports_if_any(deployed))]
+    logged = [
+        caplog.handler.format(r) for when in ("setup", "call") for r in caplog.get_records(when)
+    ]
+    everything = [
+        *logged,
+        captured.out,
+        captured.err,
+        *texts,
+        *map(json.dumps, _reports_if_any(deployed)),
+    ]
     found = "\0".join(everything)  # no fragment holds a NUL, so none spans two texts
     for fragment in secret_fragments(SECRETS):
         at = found.find(fragment)
-        assert at < 0, f"a piece of a secret leaked in {request.node.name}: ...{found[max(at - 80, 0):at + 80]!r}..."
+        assert at < 0, (
+            f"a piece of a secret leaked in {request.node.name}: ...{found[max(at - 80, 0) : at + 80]!r}..."
+        )
 
 
 def secret_fragments(secrets: tuple[str, ...]) -> list[str]:
     """Every FRAGMENT-character piece of each secret, as written and URL-encoded."""
     forms = {form for secret in secrets for form in (secret, quote(secret, safe=""))}
-    return sorted({form[i:i + FRAGMENT] for form in forms for i in range(len(form) - FRAGMENT + 1)})
+    return sorted(
+        {form[i : i + FRAGMENT] for form in forms for i in range(len(form) - FRAGMENT + 1)}
+    )
 
 
 def _reports_if_any(stack: LocalStack) -> list[dict]:

@@ -54,8 +54,10 @@ class FakeLedger:
         return self.entries.get((round_number, model_name))
 
     def records(self, round_number: int | None = None) -> list[SubmissionRecord]:
-        return sorted((r for r in self.entries.values() if round_number in (None, r.round_number)),
-                      key=lambda r: (r.round_number, r.model_name))
+        return sorted(
+            (r for r in self.entries.values() if round_number in (None, r.round_number)),
+            key=lambda r: (r.round_number, r.model_name),
+        )
 
     def record_intent(self, intent: SubmissionIntent) -> None:
         if self.fail_intent is not None:
@@ -71,7 +73,8 @@ class FakeLedger:
     def add(self, name: str, submission_id: str, round_number: int = ROUND) -> None:
         """A submission an earlier run recorded."""
         self.entries[(round_number, name)] = SubmissionRecord(
-            round_number, name, f"id-{name}", submission_id, "2026-12-03T00:00:00+00:00")
+            round_number, name, f"id-{name}", submission_id, "2026-12-03T00:00:00+00:00"
+        )
 
 
 class FakeArchive:
@@ -81,8 +84,14 @@ class FakeArchive:
         self.blobs: dict[tuple[str, int, str], Archived] = {}
         self.fail_write: StorageError | None = None  # raised by write()
 
-    def write(self, round_number: int, model_name: str, csv_text: str, folder: str = PREDICTIONS,
-              metadata: dict[str, str] | None = None) -> str:
+    def write(
+        self,
+        round_number: int,
+        model_name: str,
+        csv_text: str,
+        folder: str = PREDICTIONS,
+        metadata: dict[str, str] | None = None,
+    ) -> str:
         if self.fail_write is not None:
             raise self.fail_write
         self.blobs[(folder, round_number, model_name)] = Archived(csv_text, dict(metadata or {}))
@@ -181,8 +190,9 @@ class FakeNumerai:
     also make it create one and fail anyway (`created_then` : the answer was lost).
     """
 
-    def __init__(self, round_: RoundInfo | None = None,
-                 account: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, round_: RoundInfo | None = None, account: dict[str, str] | None = None
+    ) -> None:
         self.round = round_
         self.account = dict(account or {})
         # model id → filename → (submission id, when it was made, the round it counts for)
@@ -231,18 +241,32 @@ class FakeNumerai:
     def round_submissions(self, model_id: str, round_number: int) -> dict[str, ListedSubmission]:
         if self.fail_listing is not None:
             raise self.fail_listing
-        return {sid: ListedSubmission(sid, when, None)
-                for sid, when, counts_for in self.listed.get(model_id, {}).values()
-                if counts_for == round_number}
+        return {
+            sid: ListedSubmission(sid, when, None)
+            for sid, when, counts_for in self.listed.get(model_id, {}).values()
+            if counts_for == round_number
+        }
 
-    def list(self, model_id: str, filename: str, submission_id: str,
-             when: datetime | None = None, round_number: int | None = None) -> None:
+    def list(
+        self,
+        model_id: str,
+        filename: str,
+        submission_id: str,
+        when: datetime | None = None,
+        round_number: int | None = None,
+    ) -> None:
         """Make Numerai list a submission (made now unless `when`), counted for `round_number`
         (the current round's unless given)."""
-        counts_for = round_number if round_number is not None else (
-            self.round.number if self.round is not None else None)
-        self.listed.setdefault(model_id, {})[filename] = (submission_id, when or datetime.now(UTC),
-                                                          counts_for)
+        counts_for = (
+            round_number
+            if round_number is not None
+            else (self.round.number if self.round is not None else None)
+        )
+        self.listed.setdefault(model_id, {})[filename] = (
+            submission_id,
+            when or datetime.now(UTC),
+            counts_for,
+        )
 
 
 class FakeLock:
@@ -268,7 +292,8 @@ class FakeInputs:
     """RoundInputs: the round's benchmark predictions and live ids, given rather than downloaded."""
 
     benchmark: Benchmark = field(
-        default_factory=lambda: Benchmark(None, "no benchmark in this test"))
+        default_factory=lambda: Benchmark(None, "no benchmark in this test")
+    )
     live_ids: pd.Index = field(default_factory=lambda: pd.Index(IDS, name="id"))
 
     def features(self, entry: str, selection: Any) -> pd.DataFrame:
@@ -287,17 +312,29 @@ class World:
     models: FakeModelStore
 
 
-def world(mode: Mode = Mode.SCHEDULED, *, account: dict[str, str] | None = None,
-          round_: RoundInfo | None = None, lock: FakeLock | None = None,
-          work_dir: Path = Path("/nonexistent"), **settings: Any) -> World:
+def world(
+    mode: Mode = Mode.SCHEDULED,
+    *,
+    account: dict[str, str] | None = None,
+    round_: RoundInfo | None = None,
+    lock: FakeLock | None = None,
+    work_dir: Path = Path("/nonexistent"),
+    **settings: Any,
+) -> World:
     """A RoundContext for round ROUND over fresh fakes; `settings` override Settings' fields."""
     numerai = FakeNumerai(round_ or open_round(), account)
     ledger, archive, runs, models = FakeLedger(), FakeArchive(), FakeRunRecords(), FakeModelStore()
     # Page and locks are never reached by a step: None makes any use of them fail loudly.
-    results = Results(ledger=ledger, archive=archive, runs=runs,  # type: ignore[arg-type]
-                      page=None, locks=None)  # type: ignore[arg-type]
-    services = Services(Settings("public-id", "secret-key", work_dir=work_dir, **settings),
-                        numerai, models, results)  # type: ignore[arg-type]
+    results = Results(
+        ledger=ledger,
+        archive=archive,
+        runs=runs,  # type: ignore[arg-type]
+        page=None,
+        locks=None,
+    )  # type: ignore[arg-type]
+    services = Services(
+        Settings("public-id", "secret-key", work_dir=work_dir, **settings), numerai, models, results
+    )  # type: ignore[arg-type]
     ctx = RoundContext(services, mode, RUN_ID, ROUND, lock=lock)  # type: ignore[arg-type]
     return World(ctx, numerai, ledger, archive, runs, models)
 
@@ -330,11 +367,18 @@ RISING = [(i + 0.5) / len(IDS) for i in range(len(IDS))]  # predictions in (0, 1
 FALLING = RISING[::-1]
 
 
-def predicted(spec: ModelSpec, csv: str | None = None, *, ok: bool = True, error: str | None = None,
-              from_archive: bool = False) -> Prediction:
+def predicted(
+    spec: ModelSpec,
+    csv: str | None = None,
+    *,
+    ok: bool = True,
+    error: str | None = None,
+    from_archive: bool = False,
+) -> Prediction:
     """A model's prediction as the worker step hands it on."""
     text = csv_of(RISING) if csv is None and ok else csv
     rows = 0 if text is None else text.count("\n") - 1
-    outcome = ModelOutcome(name=spec.name, ok=ok, rows=rows, error=error, csv=text,
-                           has_predictions=text is not None)
+    outcome = ModelOutcome(
+        name=spec.name, ok=ok, rows=rows, error=error, csv=text, has_predictions=text is not None
+    )
     return Prediction(spec, outcome, f"etag-{spec.name}", text, from_archive=from_archive)

@@ -22,10 +22,16 @@ class Planned(Exception):
 
 
 def _record(function: str, message: func.QueueMessage, event: str, **extra: object) -> None:
-    line = json.dumps({
-        "function": function, "event": event, "body": message.get_body().decode(),
-        "dequeue_count": message.dequeue_count, "work_dir": os.environ["WORK_DIR"], **extra,
-    })
+    line = json.dumps(
+        {
+            "function": function,
+            "event": event,
+            "body": message.get_body().decode(),
+            "dequeue_count": message.dequeue_count,
+            "work_dir": os.environ["WORK_DIR"],
+            **extra,
+        }
+    )
     # One short O_APPEND write per line: lines from several processes do not interleave.
     with open(Path(os.environ["RECORD_DIR"]) / "calls.jsonl", "a") as calls:
         calls.write(line + "\n")
@@ -52,8 +58,9 @@ def task(message: func.QueueMessage) -> None:
     _record("task", message, "done")
 
 
-@app.queue_trigger(arg_name="message", queue_name="%TASK_QUEUE%-poison",
-                   connection="AzureWebJobsStorage")
+@app.queue_trigger(
+    arg_name="message", queue_name="%TASK_QUEUE%-poison", connection="AzureWebJobsStorage"
+)
 def poison(message: func.QueueMessage) -> None:
     """Record the poisoned message."""
     _record("poison", message, "done")

@@ -15,10 +15,10 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 import function_app
 from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound
+from shared.limits import WorkerLimits
 from shared.manifest import ModelSpec
 from shared.storage import Results
 from shared.worker.protocol import ModelOutcome, WorkRequest
-from shared.limits import WorkerLimits
 from shared.worker.supervisor import run_workers
 
 # The fleet most tests deploy. Keras is left to the tests about formats: each of its
@@ -44,9 +44,15 @@ def post_test_run(body: bytes = b"", params: dict | None = None) -> func.HttpRes
 def reports(stack: LocalStack) -> list[dict]:
     """Every saved report, oldest first."""
     container = stack.blob_service.get_container_client(stack.results_container)
-    blobs = sorted(container.list_blobs(name_starts_with="reports/"), key=lambda b: b.name)  # run ids sort by start
+    blobs = sorted(
+        container.list_blobs(name_starts_with="reports/"), key=lambda b: b.name
+    )  # run ids sort by start
     # reports/index.html, the report page, lies beside them.
-    return [json.loads(container.download_blob(b.name).readall()) for b in blobs if b.name.endswith(".json")]
+    return [
+        json.loads(container.download_blob(b.name).readall())
+        for b in blobs
+        if b.name.endswith(".json")
+    ]
 
 
 def line(report: dict, name: str) -> dict:
@@ -70,13 +76,27 @@ GENEROUS = WorkerLimits(seconds=300, memory_mb=4096)
 
 
 def predict(
-    round_: SyntheticRound, models: list[tuple[ModelSpec, Path]], work: Path, batch_rows: int = 64,
-    limits: WorkerLimits = GENEROUS, max_parallel: int = 1,
+    round_: SyntheticRound,
+    models: list[tuple[ModelSpec, Path]],
+    work: Path,
+    batch_rows: int = 64,
+    limits: WorkerLimits = GENEROUS,
+    max_parallel: int = 1,
 ) -> dict[str, ModelOutcome]:
     """Predict `round_` with each (spec, file), each in its worker, as a run does; outcomes by name."""
-    requests = [WorkRequest(spec, path, round_.live_path, round_.features_path, round_.benchmark_path, "v5.3",
-                            batch_rows, work / "workers" / f"{index}-{spec.name}")
-                for index, (spec, path) in enumerate(models)]
+    requests = [
+        WorkRequest(
+            spec,
+            path,
+            round_.live_path,
+            round_.features_path,
+            round_.benchmark_path,
+            "v5.3",
+            batch_rows,
+            work / "workers" / f"{index}-{spec.name}",
+        )
+        for index, (spec, path) in enumerate(models)
+    ]
     return {o.name: o for o in run_workers(requests, limits, max_parallel)}
 
 
@@ -89,8 +109,9 @@ def submission(outcome: ModelOutcome) -> pd.DataFrame:
 def task_queue(stack: LocalStack, poison: bool = False) -> QueueClient:
     """The stack's task queue (or its poison queue), decoding messages as the host does."""
     name = f"{stack.task_queue}-poison" if poison else stack.task_queue
-    return QueueClient.from_connection_string(stack.azurite.connection_string, name,
-                                              message_decode_policy=TextBase64DecodePolicy())
+    return QueueClient.from_connection_string(
+        stack.azurite.connection_string, name, message_decode_policy=TextBase64DecodePolicy()
+    )
 
 
 def deliver(stack: LocalStack, limit: int = 50) -> int:
@@ -102,7 +123,10 @@ def deliver(stack: LocalStack, limit: int = 50) -> int:
             return done
         message = batch[0]
         function_app.model_task.build().get_user_function()(
-            FunctionMessage(id=message.id, body=message.content.encode(), dequeue_count=message.dequeue_count))
+            FunctionMessage(
+                id=message.id, body=message.content.encode(), dequeue_count=message.dequeue_count
+            )
+        )
         queue.delete_message(message)
         done += 1
     return done

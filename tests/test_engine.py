@@ -29,7 +29,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def run(tmp_path: Path):
-    def run(round_: SyntheticRound, models: list[tuple[ModelSpec, Path]], batch_rows: int = 64) -> dict[str, ModelOutcome]:
+    def run(
+        round_: SyntheticRound, models: list[tuple[ModelSpec, Path]], batch_rows: int = 64
+    ) -> dict[str, ModelOutcome]:
         return predict(round_, models, tmp_path / f"run-{time.monotonic_ns()}", batch_rows)
 
     return run
@@ -63,7 +65,9 @@ def raw_truth(round_: SyntheticRound, spec: ModelSpec, path: Path) -> np.ndarray
     if spec.format.value == "xgboost":
         import xgboost
 
-        return xgboost.Booster(model_file=str(path)).predict(xgboost.DMatrix(x, feature_names=columns))
+        return xgboost.Booster(model_file=str(path)).predict(
+            xgboost.DMatrix(x, feature_names=columns)
+        )
     if spec.format.value == "catboost":
         import catboost
 
@@ -97,7 +101,11 @@ def test_predictions_do_not_depend_on_the_batch_size(
     small_round: SyntheticRound, all_formats: Path, batch_rows: int, run
 ) -> None:
     # Keras only at the extremes: each of its workers imports TensorFlow.
-    formats = ("keras", "lightgbm", "onnx", "xgboost") if batch_rows in (1, 4096) else ("lightgbm", "onnx", "xgboost")
+    formats = (
+        ("keras", "lightgbm", "onnx", "xgboost")
+        if batch_rows in (1, 4096)
+        else ("lightgbm", "onnx", "xgboost")
+    )
     models = [m for m in manifest_models(all_formats) if m[0].format.value in formats]
     reference = run(small_round, models, batch_rows=100)
     outcomes = run(small_round, models, batch_rows=batch_rows)
@@ -108,15 +116,20 @@ def test_predictions_do_not_depend_on_the_batch_size(
 
 def test_a_single_row_round_is_predicted(tmp_path: Path, example_models: Path, run) -> None:
     one = write_round(tmp_path / "one", rows=1, n_features=60, seed=9)
-    outcomes = run(one, [m for m in manifest_models(example_models) if m[0].format.value != "numerai_pickle"],
-                   batch_rows=10)
+    outcomes = run(
+        one,
+        [m for m in manifest_models(example_models) if m[0].format.value != "numerai_pickle"],
+        batch_rows=10,
+    )
     for outcome in outcomes.values():
         assert outcome.ok, outcome.error
         assert submission(outcome)["id"].tolist() == one.ids
         assert submission(outcome)["prediction"].tolist() == [1.0]  # the rank of a lone row
 
 
-def test_missing_values_are_filled_with_the_middle_bin_unless_the_manifest_says_otherwise(tmp_path: Path, run) -> None:
+def test_missing_values_are_filled_with_the_middle_bin_unless_the_manifest_says_otherwise(
+    tmp_path: Path, run
+) -> None:
     holes = write_round(tmp_path / "holes", rows=200, n_features=20, missing_fraction=0.2, seed=4)
     features = holes.feature_sets["all"]
     weights = np.linspace(-1, 1, len(features))
@@ -124,7 +137,9 @@ def test_missing_values_are_filled_with_the_middle_bin_unless_the_manifest_says_
     filled = ModelSpec(name="filled", file="lin.onnx", format="onnx", features="all", output="raw")
     other_fill = filled.model_copy(update={"name": "zeros", "fill_missing": 0.0})
     nan_aware = filled.model_copy(update={"name": "nan_aware", "fill_missing": None})
-    outcomes = run(holes, [(s, tmp_path / "lin.onnx") for s in (filled, other_fill, nan_aware)], batch_rows=33)
+    outcomes = run(
+        holes, [(s, tmp_path / "lin.onnx") for s in (filled, other_fill, nan_aware)], batch_rows=33
+    )
 
     frame = pd.read_parquet(holes.live_path)[features]
     for name, fill in (("filled", 2.0), ("zeros", 0.0)):
@@ -138,7 +153,9 @@ def test_missing_values_are_filled_with_the_middle_bin_unless_the_manifest_says_
     assert submission(outcomes["nan_aware"])["prediction"].isna().any()
 
 
-def test_a_missing_feature_fails_that_model_only(small_round: SyntheticRound, example_models: Path, run) -> None:
+def test_a_missing_feature_fails_that_model_only(
+    small_round: SyntheticRound, example_models: Path, run
+) -> None:
     models = manifest_models(example_models)
     wanted = ["feature_0001", "feature_gone_a", "feature_gone_b"]
     write_onnx_linear(example_models.parent / "three.onnx", np.ones(3), 0.0)
@@ -156,7 +173,9 @@ def test_values_outside_the_bins_fail_the_models_that_take_them(
 ) -> None:
     shutil.copytree(small_round.directory, tmp_path / "bad")
     bad = SyntheticRound(tmp_path / "bad", small_round.feature_sets, small_round.ids)
-    column = next(c for c in small_round.feature_sets["all"] if c not in small_round.feature_sets["medium"])
+    column = next(
+        c for c in small_round.feature_sets["all"] if c not in small_round.feature_sets["medium"]
+    )
     frame = pd.read_parquet(small_round.live_path)
     frame[column] = np.int8(127)
     frame.to_parquet(bad.live_path)
@@ -167,37 +186,56 @@ def test_values_outside_the_bins_fail_the_models_that_take_them(
     )
     assert outcomes["demo_catboost"].csv is None  # nothing predicted from bad data
     # An upload pickle gets every column of the file, as on Numerai, so every one is checked.
-    assert outcomes["demo_upload"].error.startswith("model 'demo_upload': 1 of its 60 features has values outside")
+    assert outcomes["demo_upload"].error.startswith(
+        "model 'demo_upload': 1 of its 60 features has values outside"
+    )
     assert outcomes["demo_lightgbm"].ok and outcomes["demo_onnx"].ok  # they do not take that column
 
 
-def test_a_warning_of_the_model_reaches_its_outcome(small_round: SyntheticRound, tmp_path: Path, run) -> None:
+def test_a_warning_of_the_model_reaches_its_outcome(
+    small_round: SyntheticRound, tmp_path: Path, run
+) -> None:
     write_onnx_stump(tmp_path / "stump.onnx", feature=0)
     stump = ModelSpec(name="stump", file="stump.onnx", format="onnx", features="medium")
     outcome = run(small_round, [(stump, tmp_path / "stump.onnx")])["stump"]
     assert outcome.ok, outcome.error
     assert outcome.warnings == [
-        ("model 'stump': the ONNX model's input width is dynamic and its graph does not say how many "
-         "features it takes; the manifest's 17 features were fed unchecked")
+        (
+            "model 'stump': the ONNX model's input width is dynamic and its graph does not say how many "
+            "features it takes; the manifest's 17 features were fed unchecked"
+        )
     ]
 
 
-def test_nan_and_constant_outputs_are_reported(small_round: SyntheticRound, tmp_path: Path, run) -> None:
+def test_nan_and_constant_outputs_are_reported(
+    small_round: SyntheticRound, tmp_path: Path, run
+) -> None:
     small = small_round.feature_sets["small"]
     write_onnx_linear(tmp_path / "nan.onnx", np.full(len(small), np.nan), 0.0)
     write_onnx_linear(tmp_path / "constant.onnx", np.zeros(len(small)), 0.5)
     specs = [
-        (ModelSpec(name="nan_model", file="nan.onnx", format="onnx", features="small"), tmp_path / "nan.onnx"),
-        (ModelSpec(name="flat", file="constant.onnx", format="onnx", features="small"), tmp_path / "constant.onnx"),
+        (
+            ModelSpec(name="nan_model", file="nan.onnx", format="onnx", features="small"),
+            tmp_path / "nan.onnx",
+        ),
+        (
+            ModelSpec(name="flat", file="constant.onnx", format="onnx", features="small"),
+            tmp_path / "constant.onnx",
+        ),
     ]
     outcomes = run(small_round, specs)
-    assert outcomes["nan_model"].error == "model 'nan_model': predicted NaN or infinity for 503 of 503 rows"
+    assert (
+        outcomes["nan_model"].error
+        == "model 'nan_model': predicted NaN or infinity for 503 of 503 rows"
+    )
     assert not outcomes["flat"].ok
     assert "non-zero standard deviation" in outcomes["flat"].error
     assert outcomes["flat"].csv is not None
 
 
-def test_a_broken_model_fails_alone(small_round: SyntheticRound, example_models: Path, tmp_path: Path, run) -> None:
+def test_a_broken_model_fails_alone(
+    small_round: SyntheticRound, example_models: Path, tmp_path: Path, run
+) -> None:
     models = manifest_models(example_models)
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"this is not a zip archive")
@@ -205,10 +243,17 @@ def test_a_broken_model_fails_alone(small_round: SyntheticRound, example_models:
     shutil.copy(example_models / "demo_lightgbm.txt", wrong_format)
     extra = [
         (ModelSpec(name="corrupt", file="corrupt.keras", format="keras", features="all"), corrupt),
-        (ModelSpec(name="mislabelled", file="gbm_as_onnx.onnx", format="onnx", features="medium"), wrong_format),
+        (
+            ModelSpec(
+                name="mislabelled", file="gbm_as_onnx.onnx", format="onnx", features="medium"
+            ),
+            wrong_format,
+        ),
     ]
     outcomes = run(small_round, [extra[0], *models, extra[1]])
-    assert outcomes["corrupt"].error.startswith("model 'corrupt': cannot load 'corrupt.keras' as keras:")
+    assert outcomes["corrupt"].error.startswith(
+        "model 'corrupt': cannot load 'corrupt.keras' as keras:"
+    )
     assert outcomes["mislabelled"].error == (
         "model 'mislabelled': 'gbm_as_onnx.onnx' is declared \"onnx\" but looks like a LightGBM text model; "
         'set "format": "lightgbm"'
@@ -216,7 +261,9 @@ def test_a_broken_model_fails_alone(small_round: SyntheticRound, example_models:
     assert all(outcomes[s.name].ok for s, _ in models)
 
 
-def test_a_model_that_fails_mid_round_fails_alone(small_round: SyntheticRound, example_models: Path, tmp_path: Path, run) -> None:
+def test_a_model_that_fails_mid_round_fails_alone(
+    small_round: SyntheticRound, example_models: Path, tmp_path: Path, run
+) -> None:
     def predict(live_features, live_benchmark_models=None):
         raise MemoryError("pretend the model ran out of memory")
 
@@ -224,25 +271,41 @@ def test_a_model_that_fails_mid_round_fails_alone(small_round: SyntheticRound, e
     path.write_bytes(cloudpickle.dumps(predict))
     boom = ModelSpec(name="boom", file="boom.pkl", format="numerai_pickle", trust_pickle=True)
     outcomes = run(small_round, [*manifest_models(example_models), (boom, path)])
-    assert outcomes["boom"].error == "model 'boom': MemoryError: pretend the model ran out of memory"
+    assert (
+        outcomes["boom"].error == "model 'boom': MemoryError: pretend the model ran out of memory"
+    )
     assert sum(o.ok for o in outcomes.values()) == 4
 
 
-def test_width_mismatch_names_the_manifest_field(small_round: SyntheticRound, example_models: Path, run) -> None:
+def test_width_mismatch_names_the_manifest_field(
+    small_round: SyntheticRound, example_models: Path, run
+) -> None:
     wrong = ModelSpec(name="wrong", file="demo_onnx.onnx", format="onnx", features="medium")
     outcome = run(small_round, [(wrong, example_models / "demo_onnx.onnx")])["wrong"]
     small, medium = (len(small_round.feature_sets[s]) for s in ("small", "medium"))
-    assert f"takes {small} features but its manifest entry gives {medium}; check 'features'" in outcome.error
+    assert (
+        f"takes {small} features but its manifest entry gives {medium}; check 'features'"
+        in outcome.error
+    )
 
 
-def test_lightgbm_feature_names_must_match_the_manifest_order(small_round: SyntheticRound, example_models: Path, run) -> None:
+def test_lightgbm_feature_names_must_match_the_manifest_order(
+    small_round: SyntheticRound, example_models: Path, run
+) -> None:
     reordered = list(reversed(small_round.feature_sets["medium"]))
-    spec = ModelSpec(name="shuffled", file="demo_lightgbm.txt", format="lightgbm", features=reordered)
+    spec = ModelSpec(
+        name="shuffled", file="demo_lightgbm.txt", format="lightgbm", features=reordered
+    )
     outcome = run(small_round, [(spec, example_models / "demo_lightgbm.txt")])["shuffled"]
-    assert f"was trained with '{small_round.feature_sets['medium'][0]}' as feature #1, but its manifest entry gives '{reordered[0]}'" in outcome.error
+    assert (
+        f"was trained with '{small_round.feature_sets['medium'][0]}' as feature #1, but its manifest entry gives '{reordered[0]}'"
+        in outcome.error
+    )
 
 
-def test_lightgbm_json_dumps_are_refused_with_the_fix(small_round: SyntheticRound, tmp_path: Path, run) -> None:
+def test_lightgbm_json_dumps_are_refused_with_the_fix(
+    small_round: SyntheticRound, tmp_path: Path, run
+) -> None:
     dump = tmp_path / "gbm.json"
     dump.write_text(json.dumps({"name": "tree", "version": "v4", "tree_info": []}))
     spec = ModelSpec(name="gbm", file="gbm.json", format="lightgbm", features="small")
@@ -257,25 +320,30 @@ def test_read_ahead_yields_everything_in_order_and_passes_errors_on() -> None:
         yield 1
         raise ValueError("disk went away")
 
-    seen = []
+    seen: list[int] = []
     with pytest.raises(ValueError, match="disk went away"):
-        for item in read_ahead(failing()):
-            seen.append(item)
+        seen.extend(read_ahead(failing()))
     assert seen == [1]
 
 
-def test_a_legacy_h5_keras_model_loads_and_predicts(small_round: SyntheticRound, tmp_path: Path, run) -> None:
+def test_a_legacy_h5_keras_model_loads_and_predicts(
+    small_round: SyntheticRound, tmp_path: Path, run
+) -> None:
     from devkit.example_models import write_keras
 
     write_keras(tmp_path / "legacy.h5", small_round.feature_sets["medium"], hidden=(8,), seed=3)
     spec = ModelSpec(name="legacy", file="legacy.h5", format="keras", features="medium")
     outcome = run(small_round, [(spec, tmp_path / "legacy.h5")])["legacy"]
     assert outcome.ok, outcome.error
-    expected = pd.Series(raw_truth(small_round, spec, tmp_path / "legacy.h5")).rank(pct=True).to_numpy()
+    expected = (
+        pd.Series(raw_truth(small_round, spec, tmp_path / "legacy.h5")).rank(pct=True).to_numpy()
+    )
     np.testing.assert_allclose(submission(outcome)["prediction"].to_numpy(), expected, atol=1e-6)
 
 
-def test_max_parallel_models_runs_workers_side_by_side(small_round: SyntheticRound, tmp_path: Path) -> None:
+def test_max_parallel_models_runs_workers_side_by_side(
+    small_round: SyntheticRound, tmp_path: Path
+) -> None:
     # Each waits until both have started: only two workers at once can finish.
     def rendezvous(name: str, other: str):
         def predict_fn(live):
@@ -296,9 +364,14 @@ def test_max_parallel_models_runs_workers_side_by_side(small_round: SyntheticRou
     for name, other in (("left", "right"), ("right", "left")):
         path = tmp_path / f"{name}.pkl"
         path.write_bytes(cloudpickle.dumps(rendezvous(name, other)))
-        models.append((ModelSpec(name=name, file=path.name, format="numerai_pickle", trust_pickle=True), path))
+        models.append(
+            (ModelSpec(name=name, file=path.name, format="numerai_pickle", trust_pickle=True), path)
+        )
     outcomes = predict(small_round, models, tmp_path / "work", max_parallel=2)
-    assert outcomes["left"].ok and outcomes["right"].ok, (outcomes["left"].error, outcomes["right"].error)
+    assert outcomes["left"].ok and outcomes["right"].ok, (
+        outcomes["left"].error,
+        outcomes["right"].error,
+    )
 
 
 def test_a_worker_killed_from_outside_is_reported_as_likely_out_of_memory(
@@ -314,12 +387,15 @@ def test_a_worker_killed_from_outside_is_reported_as_likely_out_of_memory(
     path.write_bytes(cloudpickle.dumps(killed))
     spec = ModelSpec(name="killed", file="killed.pkl", format="numerai_pickle", trust_pickle=True)
     error = predict(small_round, [(spec, path)], tmp_path / "work")["killed"].error
-    assert error.startswith("model 'killed': the worker was killed (SIGKILL) while predicting, most likely by the "
-                            "system for lack of memory; this instance has ")
+    assert error.startswith(
+        "model 'killed': the worker was killed (SIGKILL) while predicting, most likely by the "
+        "system for lack of memory; this instance has "
+    )
 
 
-def test_a_model_that_kills_the_fork_server_fails_alone(small_round: SyntheticRound, example_models: Path,
-                                                        tmp_path: Path) -> None:
+def test_a_model_that_kills_the_fork_server_fails_alone(
+    small_round: SyntheticRound, example_models: Path, tmp_path: Path
+) -> None:
     orphan_pid = tmp_path / "orphan.pid"
 
     def assassin(live):
@@ -334,8 +410,15 @@ def test_a_model_that_kills_the_fork_server_fails_alone(small_round: SyntheticRo
 
     path = tmp_path / "assassin.pkl"
     path.write_bytes(cloudpickle.dumps(assassin))
-    models = [(ModelSpec(name="assassin", file="assassin.pkl", format="numerai_pickle", trust_pickle=True), path),
-              *[(s, p) for s, p in manifest_models(example_models) if s.name == "demo_onnx"]]
+    models = [
+        (
+            ModelSpec(
+                name="assassin", file="assassin.pkl", format="numerai_pickle", trust_pickle=True
+            ),
+            path,
+        ),
+        *[(s, p) for s, p in manifest_models(example_models) if s.name == "demo_onnx"],
+    ]
     outcomes = predict(small_round, models, tmp_path / "work")
     assert outcomes["assassin"].error.startswith("model 'assassin': the worker server stopped")
     assert outcomes["demo_onnx"].ok, outcomes["demo_onnx"].error  # a new server ran it
@@ -383,8 +466,17 @@ def test_a_worker_that_ends_between_samples_reports_its_real_peak_memory(tmp_pat
     for index in range(6):
         path = tmp_path / f"quick_{index}.pkl"
         path.write_bytes(cloudpickle.dumps(reporting_its_rss(tmp_path / f"quick_{index}.rss")))
-        models.append((ModelSpec(name=f"quick_{index}", file=path.name, format="numerai_pickle",
-                                 trust_pickle=True), path))
+        models.append(
+            (
+                ModelSpec(
+                    name=f"quick_{index}",
+                    file=path.name,
+                    format="numerai_pickle",
+                    trust_pickle=True,
+                ),
+                path,
+            )
+        )
     outcomes = predict(tiny, models, tmp_path / "work")
     for name, outcome in outcomes.items():
         assert outcome.ok, outcome.error

@@ -24,14 +24,23 @@ from shared.errors import RunFailed
 from tests.support import deliver, fire_timer, line, post_test_run, reports, results
 
 ENSEMBLES = [
-    {"name": "ens_a", "members": {"demo_lightgbm": 2, "demo_onnx": 1},
-     "neutralize": {"proportion": 0.5, "features": "small"}},
+    {
+        "name": "ens_a",
+        "members": {"demo_lightgbm": 2, "demo_onnx": 1},
+        "neutralize": {"proportion": 0.5, "features": "small"},
+    },
     {"name": "ens_b", "members": {"demo_lightgbm": 1, "demo_catboost": 1}},
 ]
 
 
-def deploy_with(stack: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path,
-                change: dict[str, dict], extra: list[dict]) -> None:
+def deploy_with(
+    stack: LocalStack,
+    small_round: SyntheticRound,
+    example_models: Path,
+    tmp_path: Path,
+    change: dict[str, dict],
+    extra: list[dict],
+) -> None:
     """Deploy the example models with some entries changed (name → fields) and entries added."""
     models = tmp_path / "with-ensembles"
     shutil.copytree(example_models, models, dirs_exist_ok=True)
@@ -52,15 +61,27 @@ def worker_runs(caplog: pytest.LogCaptureFixture, name: str) -> int:
 
 
 @pytest.fixture
-def with_ensembles(deployed: LocalStack, small_round: SyntheticRound, example_models: Path,
-                   tmp_path: Path) -> LocalStack:
-    deploy_with(deployed, small_round, example_models, tmp_path, {"demo_lightgbm": {"submit": False}}, ENSEMBLES)
-    deployed.sandbox.models.pop("demo_lightgbm", None)  # a member never submitted need not be a Numerai model
+def with_ensembles(
+    deployed: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path
+) -> LocalStack:
+    deploy_with(
+        deployed,
+        small_round,
+        example_models,
+        tmp_path,
+        {"demo_lightgbm": {"submit": False}},
+        ENSEMBLES,
+    )
+    deployed.sandbox.models.pop(
+        "demo_lightgbm", None
+    )  # a member never submitted need not be a Numerai model
     return deployed
 
 
 def test_a_test_run_predicts_each_member_once_and_combines_and_neutralizes_as_numerai_tools_does(
-    with_ensembles: LocalStack, small_round: SyntheticRound, caplog: pytest.LogCaptureFixture,
+    with_ensembles: LocalStack,
+    small_round: SyntheticRound,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="shared")
     answer = post_test_run()
@@ -72,13 +93,18 @@ def test_a_test_run_predicts_each_member_once_and_combines_and_neutralizes_as_nu
     assert worker_runs(caplog, "demo_lightgbm") == 1  # two ensembles use it
 
     round_number = report["round_number"]
-    lgbm, onnx = (archived(with_ensembles, "test-predictions", round_number, n) for n in ("demo_lightgbm", "demo_onnx"))
+    lgbm, onnx = (
+        archived(with_ensembles, "test-predictions", round_number, n)
+        for n in ("demo_lightgbm", "demo_onnx")
+    )
     blended = (2 / 3) * lgbm.rank(pct=True) + (1 / 3) * onnx.loc[lgbm.index].rank(pct=True)
     live = pd.read_parquet(small_round.live_path)  # the synthetic round keeps the ids as its index
     small = live[small_round.feature_sets["small"]].loc[lgbm.index].fillna(2.0).astype(float)
     expected = neutralize(blended.rank(pct=True).to_frame(), small, 0.5).iloc[:, 0].rank(pct=True)
     actual = archived(with_ensembles, "test-predictions", round_number, "ens_a")
-    np.testing.assert_allclose(actual.loc[expected.index].to_numpy(), expected.to_numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        actual.loc[expected.index].to_numpy(), expected.to_numpy(), atol=1e-6
+    )
 
 
 def test_a_scheduled_run_submits_the_ensembles_and_never_a_member_marked_not_to_submit(
@@ -88,7 +114,12 @@ def test_a_scheduled_run_submits_the_ensembles_and_never_a_member_marked_not_to_
     [report] = reports(with_ensembles)
     assert report["status"] == "succeeded", report
     assert sorted(s.model_name for s in with_ensembles.sandbox.submissions) == [
-        "demo_catboost", "demo_onnx", "demo_upload", "ens_a", "ens_b"]
+        "demo_catboost",
+        "demo_onnx",
+        "demo_upload",
+        "ens_a",
+        "ens_b",
+    ]
     uploaded = {s.model_name: s.csv.decode() for s in with_ensembles.sandbox.submissions}
     stored = results(with_ensembles).archive.read(report["round_number"], "ens_b")
     assert uploaded["ens_b"] == stored
@@ -96,85 +127,135 @@ def test_a_scheduled_run_submits_the_ensembles_and_never_a_member_marked_not_to_
 
 
 def test_an_ensemble_whose_member_failed_fails_naming_it_and_the_rest_is_submitted(
-    with_ensembles: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path,
+    with_ensembles: LocalStack,
+    small_round: SyntheticRound,
+    example_models: Path,
+    tmp_path: Path,
 ) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(example_models, broken)
     (broken / "demo_onnx.onnx").write_bytes(b"not an onnx graph")
-    deploy_with(with_ensembles, small_round, broken, tmp_path, {"demo_lightgbm": {"submit": False}}, ENSEMBLES)
+    deploy_with(
+        with_ensembles,
+        small_round,
+        broken,
+        tmp_path,
+        {"demo_lightgbm": {"submit": False}},
+        ENSEMBLES,
+    )
     with pytest.raises(RunFailed):
         fire_timer()
     [report] = reports(with_ensembles)
-    assert line(report, "ens_a")["error"] == "ensemble 'ens_a': member 'demo_onnx' failed, so the ensemble was not made"
+    assert (
+        line(report, "ens_a")["error"]
+        == "ensemble 'ens_a': member 'demo_onnx' failed, so the ensemble was not made"
+    )
     assert line(report, "ens_b")["status"] == "submitted"
 
 
 def test_a_neutralization_set_missing_from_the_round_fails_the_entry_naming_the_set(
-    deployed: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path,
+    deployed: LocalStack,
+    small_round: SyntheticRound,
+    example_models: Path,
+    tmp_path: Path,
 ) -> None:
-    deploy_with(deployed, small_round, example_models, tmp_path,
-                {"demo_onnx": {"neutralize": {"proportion": 1.0, "features": "v6_medium"}}}, [])
+    deploy_with(
+        deployed,
+        small_round,
+        example_models,
+        tmp_path,
+        {"demo_onnx": {"neutralize": {"proportion": 1.0, "features": "v6_medium"}}},
+        [],
+    )
     report = json.loads(post_test_run().get_body())
     error = line(report, "demo_onnx")["error"]
-    assert error.startswith("model 'demo_onnx': neutralization failed: model 'demo_onnx': neutralize.features "
-                            "'v6_medium' is not a feature set of this round's features.json; it has: ")
-    assert results(deployed).archive.read(report["round_number"], "demo_onnx.rejected", "test-predictions")
+    assert error.startswith(
+        "model 'demo_onnx': neutralization failed: model 'demo_onnx': neutralize.features "
+        "'v6_medium' is not a feature set of this round's features.json; it has: "
+    )
+    assert results(deployed).archive.read(
+        report["round_number"], "demo_onnx.rejected", "test-predictions"
+    )
 
 
-def benchmark_like(stack: LocalStack, small_round: SyntheticRound, tmp_path: Path, predictions: pd.Series) -> None:
+def benchmark_like(
+    stack: LocalStack, small_round: SyntheticRound, tmp_path: Path, predictions: pd.Series
+) -> None:
     """Serve a round whose main benchmark column (v5.3's, the default) follows `predictions`, noisily."""
     directory = tmp_path / "round-with-benchmark"
     shutil.copytree(small_round.directory, directory, dirs_exist_ok=True)
     noise = np.random.default_rng(3).normal(0, 0.1, len(predictions))
-    frame = pd.DataFrame({MAIN_BENCHMARK[DATA_VERSION]: predictions.to_numpy() + noise},
-                         index=predictions.index)
+    frame = pd.DataFrame(
+        {MAIN_BENCHMARK[DATA_VERSION]: predictions.to_numpy() + noise}, index=predictions.index
+    )
     frame.to_parquet(directory / "live_benchmark_models.parquet")
     stack.sandbox.add_dataset_dir(DATA_VERSION, directory)
 
 
 def test_the_gate_holds_back_a_model_fed_shuffled_columns(
-    deployed: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path,
+    deployed: LocalStack,
+    small_round: SyntheticRound,
+    example_models: Path,
+    tmp_path: Path,
 ) -> None:
     gate = {"max_benchmark_corr_drop": 0.3}
     deploy_with(deployed, small_round, example_models, tmp_path, {"demo_onnx": gate}, [])
     first = json.loads(post_test_run().get_body())
-    benchmark_like(deployed, small_round, tmp_path,
-                   archived(deployed, "test-predictions", first["round_number"], "demo_onnx"))
+    benchmark_like(
+        deployed,
+        small_round,
+        tmp_path,
+        archived(deployed, "test-predictions", first["round_number"], "demo_onnx"),
+    )
     fire_timer()  # round N: the model as trained
     usual = line(reports(deployed)[-1], "demo_onnx")
     assert usual["status"] == "submitted" and usual["benchmark_corr"] > 0.8
 
     deployed.sandbox.open_new_round()
-    shuffled = {**gate, "features": small_round.feature_sets["small"][::-1]}  # same columns, wrong order
+    shuffled = {
+        **gate,
+        "features": small_round.feature_sets["small"][::-1],
+    }  # same columns, wrong order
     deploy_with(deployed, small_round, example_models, tmp_path, {"demo_onnx": shuffled}, [])
     with pytest.raises(RunFailed):
         fire_timer()
     report = reports(deployed)[-1]
     gated = line(report, "demo_onnx")
     assert gated["status"] == "gated"
-    assert gated["benchmark_corr"] < 0.5 and gated["benchmark_corr_median"] == usual["benchmark_corr"]
-    assert gated["error"].startswith(f"model 'demo_onnx': correlation with the benchmark fell from "
-                                     f"{usual['benchmark_corr']:.2f}")
+    assert (
+        gated["benchmark_corr"] < 0.5 and gated["benchmark_corr_median"] == usual["benchmark_corr"]
+    )
+    assert gated["error"].startswith(
+        f"model 'demo_onnx': correlation with the benchmark fell from {usual['benchmark_corr']:.2f}"
+    )
     assert gated["error"].endswith("were the model's features changed?")
     assert "held back by the benchmark check: demo_onnx" in report["reason"]
-    assert [s.round for s in deployed.sandbox.submissions if s.model_name == "demo_onnx"] == [first["round_number"]]
-    assert results(deployed).archive.read(report["round_number"], "demo_onnx") is not None  # archived
+    assert [s.round for s in deployed.sandbox.submissions if s.model_name == "demo_onnx"] == [
+        first["round_number"]
+    ]
+    assert (
+        results(deployed).archive.read(report["round_number"], "demo_onnx") is not None
+    )  # archived
 
 
 def test_a_benchmark_column_missing_from_the_round_is_a_warning_naming_the_setting(
-    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch,
+    deployed: LocalStack,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("BENCHMARK_MODEL", "v99_nothing")
     report = json.loads(post_test_run().get_body())
     assert report["status"] == "succeeded"
     warning = line(report, "demo_onnx")["warnings"][-1]
-    assert warning.startswith("model 'demo_onnx': the benchmark check could not run: the round's "
-                              "live_benchmark_models.parquet has no column 'v99_nothing' (BENCHMARK_MODEL); it has: ")
+    assert warning.startswith(
+        "model 'demo_onnx': the benchmark check could not run: the round's "
+        "live_benchmark_models.parquet has no column 'v99_nothing' (BENCHMARK_MODEL); it has: "
+    )
     assert line(report, "demo_onnx")["benchmark_corr"] is None
 
 
 def test_in_queue_mode_an_ensemble_waits_for_its_members_and_is_submitted_once(
-    with_ensembles: LocalStack, monkeypatch: pytest.MonkeyPatch,
+    with_ensembles: LocalStack,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MODEL_EXECUTION", "queue")
     fire_timer()
@@ -187,26 +268,40 @@ def test_in_queue_mode_an_ensemble_waits_for_its_members_and_is_submitted_once(
     assert report["status"] == "succeeded", report
     assert line(report, "demo_lightgbm")["status"] == "predicted"
     assert sorted(s.model_name for s in with_ensembles.sandbox.submissions) == [
-        "demo_catboost", "demo_onnx", "demo_upload", "ens_a", "ens_b"]
+        "demo_catboost",
+        "demo_onnx",
+        "demo_upload",
+        "ens_a",
+        "ens_b",
+    ]
 
 
 @pytest.mark.parametrize("execution", ["local", "queue"])
 def test_a_member_that_failed_in_planning_fails_its_ensemble_in_both_modes(
-    deployed: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, execution: str,
+    deployed: LocalStack,
+    small_round: SyntheticRound,
+    example_models: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    execution: str,
 ) -> None:
     # The member has archived predictions from an earlier test run of the round: a queue task that
     # did not know the member failed in planning built the ensemble from them.
     deploy_with(deployed, small_round, example_models, tmp_path, {}, ENSEMBLES[1:])
     assert post_test_run().status_code == 200
-    deployed.sandbox.models.pop("demo_catboost")  # now planning fails it: not a model of the account
+    deployed.sandbox.models.pop(
+        "demo_catboost"
+    )  # now planning fails it: not a model of the account
     monkeypatch.setenv("MODEL_EXECUTION", execution)
     answer = post_test_run()
     if execution == "queue":
         assert answer.status_code == 202
         deliver(deployed)
     report = reports(deployed)[-1]
-    assert line(report, "demo_catboost")["error"].startswith("model 'demo_catboost' is not a Classic model")
+    assert line(report, "demo_catboost")["error"].startswith(
+        "model 'demo_catboost' is not a Classic model"
+    )
     assert line(report, "ens_b")["status"] == "failed"
-    assert line(report, "ens_b")["error"] == ("ensemble 'ens_b': member 'demo_catboost' failed, so the "
-                                              "ensemble was not made")
+    assert line(report, "ens_b")["error"] == (
+        "ensemble 'ens_b': member 'demo_catboost' failed, so the ensemble was not made"
+    )

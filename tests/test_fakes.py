@@ -23,18 +23,28 @@ from tests import fakes
 TEST_HELPERS = {"add", "list"}
 
 
-@pytest.mark.parametrize(("fake", "real"), [
-    (fakes.FakeLedger, Ledger), (fakes.FakeArchive, Archive),
-    (fakes.FakeRunRecords, RunRecords), (fakes.FakeModelStore, ModelStore),
-    (fakes.FakeNumerai, NumeraiClient), (fakes.FakeLock, RunLock),
-])
+@pytest.mark.parametrize(
+    ("fake", "real"),
+    [
+        (fakes.FakeLedger, Ledger),
+        (fakes.FakeArchive, Archive),
+        (fakes.FakeRunRecords, RunRecords),
+        (fakes.FakeModelStore, ModelStore),
+        (fakes.FakeNumerai, NumeraiClient),
+        (fakes.FakeLock, RunLock),
+    ],
+)
 def test_each_fake_method_is_the_real_one(fake: type, real: type) -> None:
-    methods = [name for name, _ in inspect.getmembers(fake, inspect.isfunction)
-               if not name.startswith("_") and name not in TEST_HELPERS]
+    methods = [
+        name
+        for name, _ in inspect.getmembers(fake, inspect.isfunction)
+        if not name.startswith("_") and name not in TEST_HELPERS
+    ]
     assert methods, f"{fake.__name__} fakes nothing"
     for name in methods:
         assert hasattr(real, name), f"{real.__name__} has no method {name}()"
         faked = list(inspect.signature(getattr(fake, name)).parameters)
         actual = list(inspect.signature(getattr(real, name)).parameters)
-        assert faked == actual, (f"{fake.__name__}.{name}{faked} is not "
-                                 f"{real.__name__}.{name}{actual}")
+        assert faked == actual, (
+            f"{fake.__name__}.{name}{faked} is not {real.__name__}.{name}{actual}"
+        )

@@ -46,23 +46,37 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[RunReport]:
     return reports
 
 
-def fanned_out(w: World, specs: list[ModelSpec] = SPECS,
-               planned: dict[str, ModelReport] | None = None) -> FanOutPlan:
+def fanned_out(
+    w: World, specs: list[ModelSpec] = SPECS, planned: dict[str, ModelReport] | None = None
+) -> FanOutPlan:
     """A run fanned out over `specs`: its plan, and its running report with planning's lines."""
     now = datetime.now(UTC)
-    plan = FanOutPlan(RUN_ID, Mode.SCHEDULED, ROUND, "v5.3", now.isoformat(),
-                      (now + timedelta(minutes=20)).isoformat(),
-                      {s.name: s.model_dump(mode="json") for s in specs},
-                      {s.name: f"id-{s.name}" for s in specs}, deadline_message=["deadline-1", "r"])
-    report = RunReport(RUN_ID, Mode.SCHEDULED, now.isoformat(), execution=Execution.QUEUE,
-                       round_number=ROUND)
+    plan = FanOutPlan(
+        RUN_ID,
+        Mode.SCHEDULED,
+        ROUND,
+        "v5.3",
+        now.isoformat(),
+        (now + timedelta(minutes=20)).isoformat(),
+        {s.name: s.model_dump(mode="json") for s in specs},
+        {s.name: f"id-{s.name}" for s in specs},
+        deadline_message=["deadline-1", "r"],
+    )
+    report = RunReport(
+        RUN_ID, Mode.SCHEDULED, now.isoformat(), execution=Execution.QUEUE, round_number=ROUND
+    )
     report.models = [(planned or {}).get(s.name) or ModelReport(s.name) for s in specs]
     w.runs.write_report(RUN_ID, report.to_json())
     return plan
 
 
-def result(w: World, plan: FanOutPlan, name: str, status: ModelStatus = ModelStatus.SUBMITTED,
-           warnings: list[str] | None = None) -> None:
+def result(
+    w: World,
+    plan: FanOutPlan,
+    name: str,
+    status: ModelStatus = ModelStatus.SUBMITTED,
+    warnings: list[str] | None = None,
+) -> None:
     """A task's result for one model, kept as its task keeps it."""
     line = ModelReport(name, status=status, warnings=warnings or [])
     assert fanin.keep_result(results_of(w), plan, line)
@@ -89,7 +103,8 @@ def test_the_first_result_of_a_model_stands() -> None:
 
 
 def test_an_ensemble_is_released_once_when_all_its_members_have_results(
-        published: list[RunReport]) -> None:
+    published: list[RunReport],
+) -> None:
     w = world()
     plan = fanned_out(w)
     queue = FakeQueue()
@@ -100,7 +115,8 @@ def test_an_ensemble_is_released_once_when_all_its_members_have_results(
     assert fanin.finish_if_complete(results_of(w), plan, queue) is None  # e itself is still out
     assert fanin.finish_if_complete(results_of(w), plan, queue) is None
     assert [(m.kind, m.model, m.entry_digest) for m in queue.sent] == [
-        (MODEL, "e", SPECS[2].digest())]  # sent once, by the first task to find it ready
+        (MODEL, "e", SPECS[2].digest())
+    ]  # sent once, by the first task to find it ready
     assert saved(w).status is RunStatus.RUNNING and published == []
 
 
@@ -115,14 +131,18 @@ def test_the_last_result_finishes_the_run_once(published: list[RunReport]) -> No
     assert finished is not None and finished.status is RunStatus.FAILED
     assert finished.reason == "1 of 3 models failed: e"
     assert [(m.name, m.status) for m in saved(w).models] == [
-        ("a", ModelStatus.SUBMITTED), ("b", ModelStatus.SUBMITTED), ("e", ModelStatus.FAILED)]
+        ("a", ModelStatus.SUBMITTED),
+        ("b", ModelStatus.SUBMITTED),
+        ("e", ModelStatus.FAILED),
+    ]
     assert published == [finished] and queue.deleted == [("deadline-1", "r")]
     # A later task (a redelivery) finds the run finished and leaves it alone.
     assert fanin.finish_if_complete(results_of(w), plan, queue) is None and len(published) == 1
 
 
 def test_a_report_replaced_meanwhile_is_left_to_the_task_that_replaced_it(
-        published: list[RunReport], monkeypatch: pytest.MonkeyPatch) -> None:
+    published: list[RunReport], monkeypatch: pytest.MonkeyPatch
+) -> None:
     w = world()
     plan = fanned_out(w)
     for name in ("a", "b", "e"):
@@ -132,7 +152,8 @@ def test_a_report_replaced_meanwhile_is_left_to_the_task_that_replaced_it(
 
 
 def test_the_deadline_fails_every_model_without_a_result_and_finishes_the_run(
-        published: list[RunReport]) -> None:
+    published: list[RunReport],
+) -> None:
     w = world()
     plan = fanned_out(w)
     result(w, plan, "a")
@@ -144,13 +165,15 @@ def test_the_deadline_fails_every_model_without_a_result_and_finishes_the_run(
         assert lines[name].status is ModelStatus.FAILED
         assert lines[name].error == (
             f"model '{name}': no result by the run's deadline ({plan.deadline}); its task was "
-            "still queued or running (too few instances, or a model slower than the run allows?)")
+            "still queued or running (too few instances, or a model slower than the run allows?)"
+        )
 
 
 def test_fan_in_keeps_planning_warnings_as_the_local_run_does(published: list[RunReport]) -> None:
     w = world()
-    warning = (f"model 'a': whether Numerai lists a submission for round {ROUND} could not be "
-               "checked")
+    warning = (
+        f"model 'a': whether Numerai lists a submission for round {ROUND} could not be checked"
+    )
     plan = fanned_out(w, [model("a")], planned={"a": ModelReport("a", warnings=[warning])})
     result(w, plan, "a", warnings=["from the task"])
     finished = fanin.finish_if_complete(results_of(w), plan, None)

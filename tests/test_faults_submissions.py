@@ -34,7 +34,8 @@ def submitted_once(stack: LocalStack) -> None:
     """Each model submitted exactly once, and the ledger says exactly what Numerai has."""
     assert sorted(s.model_name for s in stack.sandbox.submissions) == MODELS
     assert {(r.model_name, r.submission_id) for r in results(stack).ledger.records()} == {
-        (s.model_name, s.id) for s in stack.sandbox.submissions}
+        (s.model_name, s.id) for s in stack.sandbox.submissions
+    }
 
 
 def test_create_submission_answering_too_late_is_found_not_repeated(
@@ -50,34 +51,48 @@ def test_create_submission_answering_too_late_is_found_not_repeated(
         assert model["status"] == "submitted" and model["submission"] == "exists"
         assert model["warnings"] == [
             f"model '{name}': Numerai API did not answer create_submission (last: timed out); "
-            f"Numerai lists the upload, as submission {model['submission_id']}"]
+            f"Numerai lists the upload, as submission {model['submission_id']}"
+        ]
     submitted_once(deployed)
     # Found by the name Numerai gave the upload, whose shape is not the name uploaded (issue #19, point 6).
     for submission in deployed.sandbox.submissions:
-        assert re.fullmatch(rf"{submission.model_name}_round1200-[A-Za-z]{{10}}\.csv", submission.filename)
+        assert re.fullmatch(
+            rf"{submission.model_name}_round1200-[A-Za-z]{{10}}\.csv", submission.filename
+        )
     fire_timer()  # the next firing finds everything in the ledger
     assert reports(deployed)[-1]["status"] == "nothing_to_do"
     submitted_once(deployed)
 
 
-def test_create_submission_answering_502_after_creating_is_found_not_repeated(deployed: LocalStack) -> None:
+def test_create_submission_answering_502_after_creating_is_found_not_repeated(
+    deployed: LocalStack,
+) -> None:
     deployed.sandbox.faults.create_submission_status = 502
     fire_timer()
     report = reports(deployed)[-1]
     for name in MODELS:
         assert line(report, name)["status"] == "submitted"
-        assert "did not answer create_submission (last: HTTP 502)" in line(report, name)["warnings"][0]
-    assert deployed.sandbox.requests_log.count("graphql create_submission") == 4  # never asked twice
+        assert (
+            "did not answer create_submission (last: HTTP 502)" in line(report, name)["warnings"][0]
+        )
+    assert (
+        deployed.sandbox.requests_log.count("graphql create_submission") == 4
+    )  # never asked twice
     submitted_once(deployed)
 
 
-def test_create_submission_refused_leaves_nothing_and_the_next_run_submits(deployed: LocalStack) -> None:
+def test_create_submission_refused_leaves_nothing_and_the_next_run_submits(
+    deployed: LocalStack,
+) -> None:
     deployed.sandbox.faults.create_submission_error = "Internal server error"
     with pytest.raises(RunFailed):
         fire_timer()
     report = reports(deployed)[-1]
     for name in MODELS:
-        assert line(report, name)["error"] == f"model '{name}': Numerai API refused create_submission: Internal server error"
+        assert (
+            line(report, name)["error"]
+            == f"model '{name}': Numerai API refused create_submission: Internal server error"
+        )
         assert line(report, name)["submission"] == "none"
     assert deployed.sandbox.submissions == [] and results(deployed).ledger.records() == []
     deployed.sandbox.faults.reset()
@@ -93,7 +108,8 @@ def test_a_submission_numerai_does_not_list_is_still_recorded(deployed: LocalSta
         model = line(report, name)
         assert model["status"] == "submitted" and model["submission"] == "exists"
         assert model["warnings"] == [
-            f"model '{name}': Numerai created submission {model['submission_id']} but did not list it when asked"]
+            f"model '{name}': Numerai created submission {model['submission_id']} but did not list it when asked"
+        ]
     submitted_once(deployed)
     fire_timer()
     submitted_once(deployed)
@@ -111,10 +127,13 @@ def test_no_answer_and_no_list_is_unknown_and_the_next_run_finds_it(
     for name in MODELS:
         model = line(report, name)
         assert model["status"] == "failed" and model["submission"] == "unknown"
-        assert model["error"].startswith(f"model '{name}': Numerai API did not answer create_submission "
-                                         "(last: timed out), and its submissions could not be listed")
-        assert model["error"].endswith("whether it was submitted is unknown. The next run checks before "
-                                       "submitting again")
+        assert model["error"].startswith(
+            f"model '{name}': Numerai API did not answer create_submission "
+            "(last: timed out), and its submissions could not be listed"
+        )
+        assert model["error"].endswith(
+            "whether it was submitted is unknown. The next run checks before submitting again"
+        )
     assert results(deployed).ledger.records() == [] and len(deployed.sandbox.submissions) == 4
 
     # While Numerai's list still fails, the next run does not risk a second submission.
@@ -128,11 +147,15 @@ def test_no_answer_and_no_list_is_unknown_and_the_next_run_finds_it(
     fire_timer()
     healed = reports(deployed)[-1]
     assert healed["status"] == "nothing_to_do"
-    assert all(m["status"] == "already_submitted" and m["submission"] == "exists" for m in healed["models"])
+    assert all(
+        m["status"] == "already_submitted" and m["submission"] == "exists" for m in healed["models"]
+    )
     submitted_once(deployed)
 
 
-def test_a_run_killed_after_create_submission_is_reconciled_not_resubmitted(deployed: LocalStack) -> None:
+def test_a_run_killed_after_create_submission_is_reconciled_not_resubmitted(
+    deployed: LocalStack,
+) -> None:
     victim: subprocess.Popen | None = None
 
     def kill_when_it_checks(entry: str) -> None:
@@ -142,9 +165,13 @@ def test_a_run_killed_after_create_submission_is_reconciled_not_resubmitted(depl
             victim.wait(30)
 
     deployed.sandbox.on_request = kill_when_it_checks
-    victim = subprocess.Popen([sys.executable, "-m", "shared", "run"], cwd=REPO,
-                              env={**os.environ, "PYTHONPATH": str(REPO)},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "shared", "run"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     assert victim.wait(180) == -signal.SIGKILL
     deployed.sandbox.on_request = None
     [first] = deployed.sandbox.submissions  # one model was submitted; its run never recorded it
@@ -184,7 +211,9 @@ def test_a_changed_manifest_entry_is_predicted_again_not_taken_from_the_archive(
     assert uploaded != old.encode()
     # What the current entry predicts, made by a test run: exactly what was uploaded.
     assert post_test_run(b'{"models": ["demo_onnx"]}').status_code == 200
-    assert uploaded == results(deployed).archive.read(1200, "demo_onnx", "test-predictions").encode()
+    assert (
+        uploaded == results(deployed).archive.read(1200, "demo_onnx", "test-predictions").encode()
+    )
     submitted_once(deployed)
 
 
@@ -201,7 +230,7 @@ def test_a_lost_lease_stops_the_run_before_its_next_upload(deployed: LocalStack)
             try:
                 fire_timer()
                 second.append(None)
-            except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            except BaseException as exc:
                 second.append(exc)
 
     deployed.sandbox.on_request = break_in_and_run_another
@@ -234,7 +263,9 @@ def test_a_run_meeting_a_live_holder_says_so_and_does_nothing(deployed: LocalSta
     results(deployed)  # creates the container
 
     def hold_the_lock() -> None:
-        lock = deployed.blob_service.get_blob_client(deployed.results_container, "locks/scheduled-run")
+        lock = deployed.blob_service.get_blob_client(
+            deployed.results_container, "locks/scheduled-run"
+        )
         lock.upload_blob(b"", overwrite=True)
         lease = lock.acquire_lease(lease_duration=15)
         holding.set()
@@ -252,13 +283,18 @@ def test_a_run_meeting_a_live_holder_says_so_and_does_nothing(deployed: LocalSta
         holder.join(30)
     report = reports(deployed)[-1]
     assert report["status"] == "locked"
-    assert report["reason"] == ("another run held the lock 'locks/scheduled-run' for all of the 20 s this "
-                                "run waited, so it is alive and working; this run did nothing")
+    assert report["reason"] == (
+        "another run held the lock 'locks/scheduled-run' for all of the 20 s this "
+        "run waited, so it is alive and working; this run did nothing"
+    )
     assert deployed.sandbox.submissions == []
 
 
 def test_the_run_deadline_stops_a_slow_model_and_uploads_nothing_after_it(
-    deployed: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_secret_anywhere: list[str]
+    deployed: LocalStack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    no_secret_anywhere: list[str],
 ) -> None:
     import cloudpickle
 
@@ -270,12 +306,15 @@ def test_the_run_deadline_stops_a_slow_model_and_uploads_nothing_after_it(
 
     container = deployed.blob_service.get_container_client(deployed.models_container)
     manifest = json.loads(container.download_blob("models.json").readall())
-    manifest["models"].append({"name": "slow_model", "file": "slow.pkl", "format": "numerai_pickle",
-                               "trust_pickle": True})
+    manifest["models"].append(
+        {"name": "slow_model", "file": "slow.pkl", "format": "numerai_pickle", "trust_pickle": True}
+    )
     container.upload_blob("slow.pkl", cloudpickle.dumps(slow), overwrite=True)
     container.upload_blob("models.json", json.dumps(manifest), overwrite=True)
     deployed.sandbox.models["slow_model"] = "slow_model-id"
-    monkeypatch.setenv("RUN_DEADLINE_SECONDS", "12")  # past the four quick models, not past the slow one
+    monkeypatch.setenv(
+        "RUN_DEADLINE_SECONDS", "12"
+    )  # past the four quick models, not past the slow one
 
     started = time.monotonic()
     with pytest.raises(RunFailed) as failed:
@@ -286,11 +325,13 @@ def test_the_run_deadline_stops_a_slow_model_and_uploads_nothing_after_it(
     assert report["status"] == "failed"
     assert line(report, "slow_model")["error"] == (
         "model 'slow_model': stopped while predicting because the run reached its deadline "
-        "(RUN_DEADLINE_SECONDS); the models that finished are archived")
+        "(RUN_DEADLINE_SECONDS); the models that finished are archived"
+    )
     for name in MODELS:  # predicted in time, archived, but no upload starts after the deadline
         assert line(report, name)["predictions_blob"] == f"predictions/round-1200/{name}.csv"
         assert line(report, name)["error"].startswith(
-            "not finished: the run reached its deadline (RUN_DEADLINE_SECONDS=12) before uploading model")
+            "not finished: the run reached its deadline (RUN_DEADLINE_SECONDS=12) before uploading model"
+        )
         assert line(report, name)["submission"] == "none"
     assert deployed.sandbox.submissions == []
     # The lock was freed: the next run starts at once and uploads what was archived.

@@ -37,8 +37,9 @@ def shared_modules() -> set[str]:
     shared = ROOT / "shared"
     sources = [p for p in shared.rglob("*.py") if "__pycache__" not in p.parts]
     modules = {p for p in sources if p.name not in {"__init__.py", "__main__.py"}}
-    packages = {folder for p in sources for folder in p.relative_to(shared).parents
-                if folder != Path(".")}
+    packages = {
+        folder for p in sources for folder in p.relative_to(shared).parents if folder != Path(".")
+    }
     packages = {shared / folder for folder in packages}
     return {p.relative_to(ROOT).as_posix() for p in modules | packages}
 
@@ -47,8 +48,13 @@ def tracked_top_level() -> set[str]:
     """The first component of every path git tracks: top-level files and folders."""
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout: no `git ls-files` to compare the map with")
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True,
-                           timeout=60).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True, timeout=60
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     return {f.split("/", 1)[0] for f in files if f}
 
 

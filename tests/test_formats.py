@@ -39,7 +39,9 @@ def live_rows(round_: SyntheticRound, columns: list[str]) -> np.ndarray:
 
 
 def predict_in_batches(model: BatchModel, rows: np.ndarray) -> np.ndarray:
-    return np.concatenate([model.predict_batch(rows[i:i + BATCH]) for i in range(0, len(rows), BATCH)])
+    return np.concatenate(
+        [model.predict_batch(rows[i : i + BATCH]) for i in range(0, len(rows), BATCH)]
+    )
 
 
 def fitted_ridge(features: list[str]):
@@ -51,6 +53,7 @@ def fitted_ridge(features: list[str]):
 
 # --- Telling formats apart from a file's first bytes ---
 
+
 def _joblib(compress):
     return lambda path, obj: joblib.dump(obj, path, compress=compress)
 
@@ -58,7 +61,9 @@ def _joblib(compress):
 PICKLE_WRITERS: dict[str, Callable[[Path, object], object]] = {
     "joblib": _joblib(0),
     "joblib compress=3": _joblib(3),
-    **{f"joblib {method}": _joblib((method, 3)) for method in ("zlib", "gzip", "bz2", "xz", "lzma")},
+    **{
+        f"joblib {method}": _joblib((method, 3)) for method in ("zlib", "gzip", "bz2", "xz", "lzma")
+    },
     "pickle": lambda path, obj: path.write_bytes(pickle.dumps(obj)),
     "pickle protocol 2": lambda path, obj: path.write_bytes(pickle.dumps(obj, protocol=2)),
     "pickle protocol 0": lambda path, obj: path.write_bytes(pickle.dumps(obj, protocol=0)),
@@ -95,7 +100,9 @@ def _catboost_json(path: Path) -> None:
     import catboost
 
     write_catboost(path.with_suffix(".cbm"), FEATURES)
-    catboost.CatBoost().load_model(str(path.with_suffix(".cbm"))).save_model(str(path), format="json")
+    catboost.CatBoost().load_model(str(path.with_suffix(".cbm"))).save_model(
+        str(path), format="json"
+    )
 
 
 def _lightgbm_dump(path: Path) -> None:
@@ -104,7 +111,9 @@ def _lightgbm_dump(path: Path) -> None:
     import lightgbm
 
     write_lightgbm(path.with_suffix(".txt"), FEATURES)
-    path.write_text(json.dumps(lightgbm.Booster(model_file=str(path.with_suffix(".txt"))).dump_model()))
+    path.write_text(
+        json.dumps(lightgbm.Booster(model_file=str(path.with_suffix(".txt"))).dump_model())
+    )
 
 
 FEATURES = [f"feature_{i:04d}" for i in range(12)]
@@ -133,19 +142,28 @@ WRONG_FORMATS = [
     # (file, declared format, what the message must say)
     ("xgboost json", "lightgbm", 'looks like an XGBoost model; set "format": "xgboost"'),
     ("xgboost ubj", "lightgbm", 'looks like an XGBoost model; set "format": "xgboost"'),
-    ("xgboost json re-indented", "lightgbm", 'looks like an XGBoost model; set "format": "xgboost"'),
+    (
+        "xgboost json re-indented",
+        "lightgbm",
+        'looks like an XGBoost model; set "format": "xgboost"',
+    ),
     ("catboost cbm", "xgboost", 'looks like a CatBoost model; set "format": "catboost"'),
     ("lightgbm text", "catboost", 'looks like a LightGBM text model; set "format": "lightgbm"'),
     ("lightgbm text", "xgboost", 'looks like a LightGBM text model; set "format": "lightgbm"'),
     ("xgboost json", "catboost", 'looks like an XGBoost model; set "format": "xgboost"'),
-    ("catboost json", "catboost",
-     "looks like a CatBoost JSON model; save it with model.save_model('model.cbm')"),
+    (
+        "catboost json",
+        "catboost",
+        "looks like a CatBoost JSON model; save it with model.save_model('model.cbm')",
+    ),
     ("lightgbm dump_model json", "xgboost", "looks like a LightGBM JSON dump"),
 ]
 
 
 @pytest.mark.parametrize(("name", "declared", "says"), WRONG_FORMATS)
-def test_a_file_of_another_format_is_named(name: str, declared: str, says: str, tmp_path: Path) -> None:
+def test_a_file_of_another_format_is_named(
+    name: str, declared: str, says: str, tmp_path: Path
+) -> None:
     filename, write, _ = FILES[name]
     path = tmp_path / filename
     write(path)
@@ -158,16 +176,21 @@ def test_a_file_of_another_format_is_named(name: str, declared: str, says: str, 
 
 @pytest.mark.parametrize("how", ["joblib", "joblib compress=3", "pickle protocol 0", "cloudpickle"])
 @pytest.mark.parametrize("declared", ["onnx", "xgboost", "catboost", "lightgbm"])
-def test_a_joblib_or_pickle_file_declared_otherwise_is_named(how: str, declared: str, tmp_path: Path) -> None:
+def test_a_joblib_or_pickle_file_declared_otherwise_is_named(
+    how: str, declared: str, tmp_path: Path
+) -> None:
     path = tmp_path / "model.joblib"
     columns = ["feature_a", "feature_b"]
     PICKLE_WRITERS[how](path, fitted_ridge(columns))
     with pytest.raises(ModelLoadError) as error:
         load_model(spec(declared, "model.joblib", features=columns), path, columns)
-    assert "looks like a pickle or joblib file; use \"sklearn\" for a saved estimator" in str(error.value)
+    assert 'looks like a pickle or joblib file; use "sklearn" for a saved estimator' in str(
+        error.value
+    )
 
 
 # --- sklearn: joblib or pickle files of objects with predict() ---
+
 
 def _sklearn_on_array(path: Path, features: list[str], seed: int = 0) -> None:
     """A Ridge fitted on a bare array: it records its width, not its feature names."""
@@ -189,8 +212,14 @@ def _catboost_regressor(path: Path, features: list[str], seed: int = 0) -> None:
     import catboost
 
     x, y = training_rows(features, 500, seed)
-    model = catboost.CatBoostRegressor(iterations=20, depth=3, random_seed=seed, thread_count=1,
-                                       verbose=0, allow_writing_files=False)
+    model = catboost.CatBoostRegressor(
+        iterations=20,
+        depth=3,
+        random_seed=seed,
+        thread_count=1,
+        verbose=0,
+        allow_writing_files=False,
+    )
     joblib.dump(model.fit(pd.DataFrame(x, columns=features), y), path, compress=3)
 
 
@@ -221,11 +250,16 @@ def trusted(file: str = "model.joblib", **fields) -> ModelSpec:
 
 
 @pytest.mark.filterwarnings("error")  # scikit-learn warns when names are missing or unexpected
-@pytest.mark.parametrize(("name", "with_list"), [
-    pytest.param(name, with_list, id=f"{name}, {'manifest list' if with_list else 'recorded names'}")
-    for name, (_, recorded) in ESTIMATORS.items()
-    for with_list in ([True, False] if recorded else [True])  # unnamed files need the list
-])
+@pytest.mark.parametrize(
+    ("name", "with_list"),
+    [
+        pytest.param(
+            name, with_list, id=f"{name}, {'manifest list' if with_list else 'recorded names'}"
+        )
+        for name, (_, recorded) in ESTIMATORS.items()
+        for with_list in ([True, False] if recorded else [True])  # unnamed files need the list
+    ],
+)
 def test_sklearn_predicts_as_the_estimator_does(
     name: str, with_list: bool, small_round: SyntheticRound, tmp_path: Path
 ) -> None:
@@ -297,7 +331,9 @@ def test_an_untrusted_sklearn_file_is_refused_unopened(tmp_path: Path) -> None:
     assert '"trust_pickle": true' in str(error.value)
     assert not opened.exists()
     # The tripwire works: trusted, the file is opened (and what it holds has no predict).
-    with pytest.raises(ModelLoadError, match=r"holds a _io\.TextIOWrapper, which has no predict\(\) method"):
+    with pytest.raises(
+        ModelLoadError, match=r"holds a _io\.TextIOWrapper, which has no predict\(\) method"
+    ):
         load_model(trusted(), path, FEATURES)
     assert opened.exists()
 
@@ -326,13 +362,24 @@ def test_an_object_without_predict_is_named(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize(("pickled", "says"), [
-    (b"cno_such_library\nModel\n)R.", "(No module named 'no_such_library'); it was pickled with other "
-                                       "library versions than these (scikit-learn "),
-    (b"c__main__\nMyModel\n)R.", "a class defined in the notebook or script that saved it. Save it "
-                                  "with cloudpickle.dump"),
-])
-def test_a_pickle_needing_code_this_app_lacks_says_why(pickled: bytes, says: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("pickled", "says"),
+    [
+        (
+            b"cno_such_library\nModel\n)R.",
+            "(No module named 'no_such_library'); it was pickled with other "
+            "library versions than these (scikit-learn ",
+        ),
+        (
+            b"c__main__\nMyModel\n)R.",
+            "a class defined in the notebook or script that saved it. Save it "
+            "with cloudpickle.dump",
+        ),
+    ],
+)
+def test_a_pickle_needing_code_this_app_lacks_says_why(
+    pickled: bytes, says: str, tmp_path: Path
+) -> None:
     path = tmp_path / "model.pkl"
     path.write_bytes(pickled)  # protocol 0: GLOBAL module/name, called with no arguments
     with pytest.raises(ModelLoadError) as error:
@@ -394,14 +441,17 @@ def test_predict_proba_of_named_classes_is_the_probability_of_the_last(tmp_path:
     np.testing.assert_allclose(ours, classifier.predict_proba(rows)[:, 1])
 
 
-@pytest.mark.parametrize(("classes", "weights"), [
-    (np.array([0, 1]), [0, 1]),
-    (np.array([0.0, 0.25, 0.5, 0.75, 1.0]), [0, 0.25, 0.5, 0.75, 1]),
-    (np.array([-1, 0, 1], dtype=object), [-1, 0, 1]),  # numbers in an object array
-    (np.array([False, True]), [0, 1]),
-    (np.array(["down", "flat", "up"]), [0, 0, 1]),
-    (np.array(["0", "1"], dtype=object), [0, 1]),  # strings: the last class, not their values
-])
+@pytest.mark.parametrize(
+    ("classes", "weights"),
+    [
+        (np.array([0, 1]), [0, 1]),
+        (np.array([0.0, 0.25, 0.5, 0.75, 1.0]), [0, 0.25, 0.5, 0.75, 1]),
+        (np.array([-1, 0, 1], dtype=object), [-1, 0, 1]),  # numbers in an object array
+        (np.array([False, True]), [0, 1]),
+        (np.array(["down", "flat", "up"]), [0, 0, 1]),
+        (np.array(["0", "1"], dtype=object), [0, 1]),  # strings: the last class, not their values
+    ],
+)
 def test_predict_proba_weights_by_kind_of_class(classes: np.ndarray, weights: list[float]) -> None:
     from shared.formats.sklearn import expected_value_weights
 
@@ -416,11 +466,12 @@ def test_predict_proba_on_a_regressor_is_refused(tmp_path: Path) -> None:
         load_model(trusted(method="predict_proba"), path, None)
     assert str(error.value) == (
         "model 'm': 'model.joblib' holds a sklearn.pipeline.Pipeline, which has no predict_proba() "
-        "method; it is not a classifier: use \"method\": \"predict\""
+        'method; it is not a classifier: use "method": "predict"'
     )
 
 
 # --- xgboost: native .json and .ubj models ---
+
 
 def xgboost_truth(path: Path, rows: np.ndarray, columns: list[str] | None) -> np.ndarray:
     """XGBoost's own prediction: a DMatrix (with the names the booster expects), predict()."""
@@ -442,7 +493,9 @@ def test_xgboost_predicts_as_xgboost_does(
     assert model.columns == columns
     rows = live_rows(small_round, columns)
     # inplace_predict, batch by batch, gives exactly what predict(DMatrix) gives.
-    np.testing.assert_array_equal(predict_in_batches(model, rows), xgboost_truth(path, rows, columns))
+    np.testing.assert_array_equal(
+        predict_in_batches(model, rows), xgboost_truth(path, rows, columns)
+    )
 
 
 def test_an_xgb_regressor_saved_natively_predicts_as_itself(
@@ -472,8 +525,9 @@ def _early_stopped(path: Path, sklearn_api: bool):
     y = np.random.default_rng(3).random(400)  # noise: validation loss stops improving at once
     train, valid = slice(0, 300), slice(300, 400)
     if sklearn_api:
-        regressor = xgboost.XGBRegressor(n_estimators=50, learning_rate=0.3, n_jobs=1,
-                                         early_stopping_rounds=3, random_state=0)
+        regressor = xgboost.XGBRegressor(
+            n_estimators=50, learning_rate=0.3, n_jobs=1, early_stopping_rounds=3, random_state=0
+        )
         regressor.fit(x[train], y[train], eval_set=[(x[valid], y[valid])], verbose=False)
         booster = regressor.get_booster()
         # What XGBRegressor.save_model writes; it fails itself under scikit-learn >= 1.8
@@ -482,8 +536,14 @@ def _early_stopped(path: Path, sklearn_api: bool):
         booster.save_model(str(path))
         return regressor.predict(x), x
     params = {"eta": 0.3, "nthread": 1, "seed": 0}
-    booster = xgboost.train(params, xgboost.DMatrix(x[train], y[train]), 50, early_stopping_rounds=3,
-                            evals=[(xgboost.DMatrix(x[valid], y[valid]), "valid")], verbose_eval=False)
+    booster = xgboost.train(
+        params,
+        xgboost.DMatrix(x[train], y[train]),
+        50,
+        early_stopping_rounds=3,
+        evals=[(xgboost.DMatrix(x[valid], y[valid]), "valid")],
+        verbose_eval=False,
+    )
     booster.save_model(str(path))
     return booster.predict(xgboost.DMatrix(x)), x
 
@@ -532,6 +592,7 @@ def test_xgboost_recorded_names_must_match_the_manifest_list(tmp_path: Path) -> 
 
 # --- catboost: .cbm models ---
 
+
 @pytest.mark.parametrize("with_list", [True, False], ids=["manifest list", "recorded names"])
 def test_catboost_predicts_as_catboost_does(
     with_list: bool, small_round: SyntheticRound, tmp_path: Path
@@ -549,14 +610,23 @@ def test_catboost_predicts_as_catboost_does(
     np.testing.assert_array_equal(predict_in_batches(model, rows), expected)
 
 
-def _catboost_fit(path: Path, labels: np.ndarray | None = None, **params) -> tuple[object, np.ndarray]:
+def _catboost_fit(
+    path: Path, labels: np.ndarray | None = None, **params
+) -> tuple[object, np.ndarray]:
     """A small CatBoost model fitted on a bare array (so it records "0", "1", … as names)."""
     import catboost
 
     x, y = training_rows(FEATURES, 400, 2)
     kind = catboost.CatBoostRegressor if labels is None else catboost.CatBoostClassifier
-    model = kind(iterations=10, depth=3, random_seed=0, thread_count=1, verbose=0,
-                 allow_writing_files=False, **params)
+    model = kind(
+        iterations=10,
+        depth=3,
+        random_seed=0,
+        thread_count=1,
+        verbose=0,
+        allow_writing_files=False,
+        **params,
+    )
     model.fit(x if "cat_features" not in params else x.astype(int), y if labels is None else labels)
     model.save_model(str(path))
     return model, x
@@ -633,24 +703,32 @@ def _scaled_linear(path: Path, width: int) -> None:
     from onnx import TensorProto, helper, numpy_helper
 
     graph = helper.make_graph(
-        [helper.make_node("Mul", ["features", "scale"], ["scaled"]),
-         helper.make_node("MatMul", ["scaled", "w"], ["prediction"])],
-        "scaled", [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, "n"])],
+        [
+            helper.make_node("Mul", ["features", "scale"], ["scaled"]),
+            helper.make_node("MatMul", ["scaled", "w"], ["prediction"]),
+        ],
+        "scaled",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, "n"])],
         [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, [None, 1])],
-        initializer=[numpy_helper.from_array(np.full(width, 0.5, np.float32), "scale"),
-                     numpy_helper.from_array(np.ones((width, 1), np.float32), "w")],
+        initializer=[
+            numpy_helper.from_array(np.full(width, 0.5, np.float32), "scale"),
+            numpy_helper.from_array(np.ones((width, 1), np.float32), "w"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, path)
 
 
-def test_an_open_width_onnx_graph_is_checked_against_the_manifest_by_its_weights(tmp_path: Path) -> None:
+def test_an_open_width_onnx_graph_is_checked_against_the_manifest_by_its_weights(
+    tmp_path: Path,
+) -> None:
     write_onnx_linear(tmp_path / "ten.onnx", np.ones(10), 0.0, open_width=True)
     with pytest.raises(ModelLoadError) as error:
         load_model(_onnx("ten.onnx", 24), tmp_path / "ten.onnx", _names(24))
     assert str(error.value) == (
-        "model 'm': 'ten.onnx' takes 10 features but its manifest entry gives 24; check 'features'")
+        "model 'm': 'ten.onnx' takes 10 features but its manifest entry gives 24; check 'features'"
+    )
     assert load_model(_onnx("ten.onnx", 10), tmp_path / "ten.onnx", _names(10)).warnings == []
 
 
@@ -660,7 +738,8 @@ def test_an_open_width_onnx_graph_is_checked_by_shape_inference(tmp_path: Path) 
         load_model(_onnx("scaled.onnx", 24), tmp_path / "scaled.onnx", _names(24))
     assert str(error.value).startswith(
         "model 'm': 'scaled.onnx' does not take 24 features, its manifest entry's count: the graph's "
-        "shapes do not fit that width (")
+        "shapes do not fit that width ("
+    )
     model = load_model(_onnx("scaled.onnx", 10), tmp_path / "scaled.onnx", _names(10))
     assert model.warnings == []  # 10 fits and 11 does not: the width is known after all
     np.testing.assert_allclose(model.predict_batch(np.full((3, 10), 2, np.float32)), [10.0] * 3)
@@ -670,8 +749,10 @@ def test_an_onnx_graph_that_does_not_say_its_width_runs_with_a_warning(tmp_path:
     write_onnx_stump(tmp_path / "stump.onnx", feature=3)
     model = load_model(_onnx("stump.onnx", 24), tmp_path / "stump.onnx", _names(24))
     assert model.warnings == [
-        ("model 'm': the ONNX model's input width is dynamic and its graph does not say how many features "
-         "it takes; the manifest's 24 features were fed unchecked")
+        (
+            "model 'm': the ONNX model's input width is dynamic and its graph does not say how many features "
+            "it takes; the manifest's 24 features were fed unchecked"
+        )
     ]
     rows = np.zeros((2, 24), np.float32)
     rows[1, 3] = 4
@@ -696,19 +777,26 @@ def library_predictions(entry: dict, directory: Path, rows: pd.DataFrame) -> np.
 
 
 @pytest.mark.parametrize("writer", NEW_WRITERS)
-def test_the_engine_runs_each_new_format(writer: str, small_round: SyntheticRound, tmp_path: Path) -> None:
+def test_the_engine_runs_each_new_format(
+    writer: str, small_round: SyntheticRound, tmp_path: Path
+) -> None:
     from devkit.example_models import write_example_models
     from shared.worker.engine import run_model
     from shared.worker.protocol import PREDICTIONS_FILE, WorkRequest
 
-    [entry] = write_example_models(tmp_path / "models", small_round.feature_sets,
-                                   [("new_model", writer, "medium")])["models"]
+    [entry] = write_example_models(
+        tmp_path / "models", small_round.feature_sets, [("new_model", writer, "medium")]
+    )["models"]
     output = tmp_path / "out"
     output.mkdir()
     request = WorkRequest(
-        spec=ModelSpec.model_validate(entry), model_path=tmp_path / "models" / entry["file"],
-        live_path=small_round.live_path, features_path=small_round.features_path,
-        benchmark_path=small_round.benchmark_path, data_version="v5.2", batch_rows=64,
+        spec=ModelSpec.model_validate(entry),
+        model_path=tmp_path / "models" / entry["file"],
+        live_path=small_round.live_path,
+        features_path=small_round.features_path,
+        benchmark_path=small_round.benchmark_path,
+        data_version="v5.2",
+        batch_rows=64,
         output_dir=output,
     )
     outcome = run_model(request)

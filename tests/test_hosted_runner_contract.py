@@ -25,10 +25,14 @@ from tests.support import predict, submission
 
 
 def spec(name: str = "upload", **fields) -> ModelSpec:
-    return ModelSpec(name=name, file=f"{name}.pkl", format="numerai_pickle", trust_pickle=True, **fields)
+    return ModelSpec(
+        name=name, file=f"{name}.pkl", format="numerai_pickle", trust_pickle=True, **fields
+    )
 
 
-def run_pickles(round_: SyntheticRound, functions: dict[str, object], work: Path, **fields) -> dict[str, ModelOutcome]:
+def run_pickles(
+    round_: SyntheticRound, functions: dict[str, object], work: Path, **fields
+) -> dict[str, ModelOutcome]:
     work.mkdir(parents=True, exist_ok=True)
     models = []
     for name, function in functions.items():
@@ -45,10 +49,14 @@ def first_feature_ranked(live):
 @pytest.fixture(scope="module")
 def holes(tmp_path_factory: pytest.TempPathFactory) -> SyntheticRound:
     """A round with missing values, as Numerai's live data sometimes has."""
-    return write_round(tmp_path_factory.mktemp("holes"), rows=300, n_features=24, missing_fraction=0.1, seed=5)
+    return write_round(
+        tmp_path_factory.mktemp("holes"), rows=300, n_features=24, missing_fraction=0.1, seed=5
+    )
 
 
-def test_live_features_are_the_whole_parquet_as_pandas_reads_it(holes: SyntheticRound, tmp_path: Path) -> None:
+def test_live_features_are_the_whole_parquet_as_pandas_reads_it(
+    holes: SyntheticRound, tmp_path: Path
+) -> None:
     record, live_path = tmp_path / "seen.json", str(holes.live_path)
 
     def predict_fn(live_features):
@@ -56,9 +64,21 @@ def test_live_features_are_the_whole_parquet_as_pandas_reads_it(holes: Synthetic
 
         expected = pandas.read_parquet(live_path)
         pandas.testing.assert_frame_equal(live_features, expected)  # NaN in place, dtypes as stored
-        record.write_text(json.dumps({"columns": list(live_features.columns)[:3], "index": live_features.index.name,
-                                      "nan": int(live_features.isna().sum().sum())}))
-        return live_features[["feature_0000"]].fillna(0.5).rank(pct=True).set_axis(["prediction"], axis=1)
+        record.write_text(
+            json.dumps(
+                {
+                    "columns": list(live_features.columns)[:3],
+                    "index": live_features.index.name,
+                    "nan": int(live_features.isna().sum().sum()),
+                }
+            )
+        )
+        return (
+            live_features[["feature_0000"]]
+            .fillna(0.5)
+            .rank(pct=True)
+            .set_axis(["prediction"], axis=1)
+        )
 
     outcomes = run_pickles(holes, {"whole": predict_fn}, tmp_path)
     assert outcomes["whole"].ok, outcomes["whole"].error
@@ -67,30 +87,45 @@ def test_live_features_are_the_whole_parquet_as_pandas_reads_it(holes: Synthetic
     assert seen["index"] == "id" and seen["nan"] > 0
 
 
-def test_two_parameters_get_the_whole_benchmark_file_and_defaults_count(small_round: SyntheticRound, tmp_path: Path) -> None:
+def test_two_parameters_get_the_whole_benchmark_file_and_defaults_count(
+    small_round: SyntheticRound, tmp_path: Path
+) -> None:
     record, benchmark_path = tmp_path / "benchmark.json", str(small_round.benchmark_path)
 
-    def predict_fn(live_features, live_benchmark_models=None):  # a default still counts as a parameter
+    def predict_fn(
+        live_features, live_benchmark_models=None
+    ):  # a default still counts as a parameter
         import pandas
 
-        pandas.testing.assert_frame_equal(live_benchmark_models, pandas.read_parquet(benchmark_path))
+        pandas.testing.assert_frame_equal(
+            live_benchmark_models, pandas.read_parquet(benchmark_path)
+        )
         record.write_text(json.dumps(list(live_benchmark_models.columns)))
         return live_benchmark_models.iloc[:, :1].rename(columns=lambda _: "prediction")
 
     outcome = run_pickles(small_round, {"blend": predict_fn}, tmp_path)["blend"]
     assert outcome.ok, outcome.error
-    assert json.loads(record.read_text()) == ["v53_lgbm_ender20", "v53_lgbm_cyrusd20"]  # v5.3: only v53_*
+    assert json.loads(record.read_text()) == [
+        "v53_lgbm_ender20",
+        "v53_lgbm_cyrusd20",
+    ]  # v5.3: only v53_*
 
 
-@pytest.mark.parametrize("function", [lambda live: first_feature_ranked(live),
-                                      lambda *args: first_feature_ranked(args[0])])
-def test_one_parameter_gets_the_live_features_only(small_round: SyntheticRound, tmp_path: Path, function) -> None:
+@pytest.mark.parametrize(
+    "function",
+    [lambda live: first_feature_ranked(live), lambda *args: first_feature_ranked(args[0])],
+)
+def test_one_parameter_gets_the_live_features_only(
+    small_round: SyntheticRound, tmp_path: Path, function
+) -> None:
     outcome = run_pickles(small_round, {"one": function}, tmp_path)["one"]
     assert outcome.ok, outcome.error
 
 
 def test_other_parameter_counts_are_refused(small_round: SyntheticRound, tmp_path: Path) -> None:
-    outcomes = run_pickles(small_round, {"three": lambda a, b, c: None, "none": lambda: None}, tmp_path)
+    outcomes = run_pickles(
+        small_round, {"three": lambda a, b, c: None, "none": lambda: None}, tmp_path
+    )
     assert outcomes["three"].error == (
         "model 'three': its function takes 3 parameters; Numerai's runner calls it with one (live_features) "
         "or two (live_features, live_benchmark_models), counting parameters that have defaults"
@@ -102,13 +137,26 @@ def test_other_parameter_counts_are_refused(small_round: SyntheticRound, tmp_pat
     ("returns", "message"),
     [
         (lambda live: None, "its function returned None; it must return a DataFrame"),
-        (lambda live: first_feature_ranked(live)["prediction"], "its function returned Series; Numerai's runner "
-         "accepts exactly a pandas DataFrame"),
-        (lambda live: type("Frame", (pd.DataFrame,), {})(first_feature_ranked(live)), "its function returned Frame"),
-        (lambda live: first_feature_ranked(live).iloc[:0], "its function returned an empty DataFrame"),
-        (lambda live: first_feature_ranked(live).assign(extra=np.nan), "its function returned NaN in 503 rows"),
-        (lambda live: first_feature_ranked(live) * 2, "its function returned values outside [0, 1] in column "
-         "'prediction'"),
+        (
+            lambda live: first_feature_ranked(live)["prediction"],
+            "its function returned Series; Numerai's runner accepts exactly a pandas DataFrame",
+        ),
+        (
+            lambda live: type("Frame", (pd.DataFrame,), {})(first_feature_ranked(live)),
+            "its function returned Frame",
+        ),
+        (
+            lambda live: first_feature_ranked(live).iloc[:0],
+            "its function returned an empty DataFrame",
+        ),
+        (
+            lambda live: first_feature_ranked(live).assign(extra=np.nan),
+            "its function returned NaN in 503 rows",
+        ),
+        (
+            lambda live: first_feature_ranked(live) * 2,
+            "its function returned values outside [0, 1] in column 'prediction'",
+        ),
     ],
 )
 def test_the_runners_output_checks_refuse_what_it_refuses(
@@ -131,14 +179,23 @@ def test_the_submission_is_the_runners_csv_with_the_index_and_is_not_ranked(
     outcome = run_pickles(small_round, {"raw": raw_scores}, tmp_path)["raw"]
     assert outcome.ok, outcome.error
     live = pd.read_parquet(small_round.live_path)
-    assert outcome.csv == pd.DataFrame({"prediction": (live["feature_0000"].to_numpy() + 1) / 10},
-                                       index=live.index).to_csv()
+    assert (
+        outcome.csv
+        == pd.DataFrame(
+            {"prediction": (live["feature_0000"].to_numpy() + 1) / 10}, index=live.index
+        ).to_csv()
+    )
 
 
-def test_numerais_upload_rules_still_apply_after_the_runners_checks(small_round: SyntheticRound, tmp_path: Path) -> None:
+def test_numerais_upload_rules_still_apply_after_the_runners_checks(
+    small_round: SyntheticRound, tmp_path: Path
+) -> None:
     # The runner accepts any column name; Numerai's upload then wants 'prediction'.
-    outcome = run_pickles(small_round, {"named": lambda live: first_feature_ranked(live).set_axis(["score"], axis=1)},
-                          tmp_path)["named"]
+    outcome = run_pickles(
+        small_round,
+        {"named": lambda live: first_feature_ranked(live).set_axis(["score"], axis=1)},
+        tmp_path,
+    )["named"]
     assert not outcome.ok
     assert "prediction" in outcome.error
     assert submission(outcome).columns.tolist() == ["id", "score"]  # kept, for inspection
@@ -146,17 +203,23 @@ def test_numerais_upload_rules_still_apply_after_the_runners_checks(small_round:
 
 def test_fill_and_rank_only_when_the_manifest_asks(holes: SyntheticRound, tmp_path: Path) -> None:
     def passthrough(live):
-        return live[["feature_0000"]].set_axis(["prediction"], axis=1) / 4  # NaN stays NaN unless filled
+        return (
+            live[["feature_0000"]].set_axis(["prediction"], axis=1) / 4
+        )  # NaN stays NaN unless filled
 
     default = run_pickles(holes, {"plain": passthrough}, tmp_path / "a")["plain"]
-    asked = run_pickles(holes, {"asked": passthrough}, tmp_path / "b", fill_missing=2.0, output="rank")["asked"]
+    asked = run_pickles(
+        holes, {"asked": passthrough}, tmp_path / "b", fill_missing=2.0, output="rank"
+    )["asked"]
     assert default.error.startswith("model 'plain': its function returned NaN in")
     assert asked.ok, asked.error
     expected = (pd.read_parquet(holes.live_path)["feature_0000"].fillna(2.0) / 4).rank(pct=True)
     np.testing.assert_allclose(submission(asked)["prediction"], expected.to_numpy())
 
 
-def test_a_pickle_is_not_opened_without_the_opt_in(small_round: SyntheticRound, tmp_path: Path) -> None:
+def test_a_pickle_is_not_opened_without_the_opt_in(
+    small_round: SyntheticRound, tmp_path: Path
+) -> None:
     opened = tmp_path / "opened"
 
     class Tripwire:
@@ -174,7 +237,9 @@ def test_a_pickle_is_not_opened_without_the_opt_in(small_round: SyntheticRound, 
 
 def test_a_pickle_takes_no_feature_list() -> None:
     with pytest.raises(ValueError, match="gets every column of live.parquet, as on Numerai"):
-        ModelSpec(name="x", file="x.pkl", format="numerai_pickle", features="small", trust_pickle=True)
+        ModelSpec(
+            name="x", file="x.pkl", format="numerai_pickle", features="small", trust_pickle=True
+        )
 
 
 PY312_SOURCE = """
@@ -189,9 +254,13 @@ def test_a_pickle_built_on_python_3_12_runs_on_3_12_and_fails_cleanly_elsewhere(
     small_round: SyntheticRound, example_models: Path, tmp_path: Path
 ) -> None:
     path = pickle_with(find_python("3.12"), PY312_SOURCE, tmp_path / "py312.pkl")
-    models = [(spec("py312"), path),
-              (ModelSpec(name="demo_onnx", file="demo_onnx.onnx", format="onnx", features="small"),
-               example_models / "demo_onnx.onnx")]
+    models = [
+        (spec("py312"), path),
+        (
+            ModelSpec(name="demo_onnx", file="demo_onnx.onnx", format="onnx", features="small"),
+            example_models / "demo_onnx.onnx",
+        ),
+    ]
     outcomes = predict(small_round, models, tmp_path)
     assert outcomes["demo_onnx"].ok  # the other model is untouched either way
     if sys.version_info[:2] == (3, 12):

@@ -8,26 +8,58 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-HEAVY = ("tensorflow", "keras", "lightgbm", "onnxruntime", "xgboost", "catboost", "sklearn", "scipy",
-         "numerai_tools", "azure.identity")
+HEAVY = (
+    "tensorflow",
+    "keras",
+    "lightgbm",
+    "onnxruntime",
+    "xgboost",
+    "catboost",
+    "sklearn",
+    "scipy",
+    "numerai_tools",
+    "azure.identity",
+)
 # These run only inside a model's worker process, never in the run's own.
-WORKER_SIDE = {"shared.worker.engine", "shared.data.live_data", "shared.data.submission_rules",
-               "shared.worker.__main__"}
+WORKER_SIDE = {
+    "shared.worker.engine",
+    "shared.data.live_data",
+    "shared.data.submission_rules",
+    "shared.worker.__main__",
+}
 
 
 def test_the_run_process_never_imports_a_framework() -> None:
     modules = ["function_app"] + sorted(
-        name for name in (_module_name(p) for p in (REPO / "shared").rglob("*.py"))
-        if name not in WORKER_SIDE and not name.startswith("shared.formats.") and not name.endswith("__main__")
+        name
+        for name in (_module_name(p) for p in (REPO / "shared").rglob("*.py"))
+        if name not in WORKER_SIDE
+        and not name.startswith("shared.formats.")
+        and not name.endswith("__main__")
     )
-    assert {"shared.run.job", "shared.triggers.test_run", "shared.worker.supervisor", "shared.worker.forkserver", "shared.formats"} <= set(modules)
+    assert {
+        "shared.run.job",
+        "shared.triggers.test_run",
+        "shared.worker.supervisor",
+        "shared.worker.forkserver",
+        "shared.formats",
+    } <= set(modules)
     assert _heavy_after_importing(modules, HEAVY) == []
 
 
 def test_format_modules_import_their_framework_only_when_loading() -> None:
     modules = sorted(_module_name(p) for p in (REPO / "shared" / "formats").glob("*.py"))
     assert "shared.formats.keras" in modules and "shared.formats.numerai_pickle" in modules
-    frameworks = ("tensorflow", "keras", "lightgbm", "onnxruntime", "xgboost", "catboost", "sklearn", "joblib")
+    frameworks = (
+        "tensorflow",
+        "keras",
+        "lightgbm",
+        "onnxruntime",
+        "xgboost",
+        "catboost",
+        "sklearn",
+        "joblib",
+    )
     assert _heavy_after_importing(modules, frameworks) == []
 
 
@@ -35,9 +67,15 @@ def test_indexing_the_app_loads_only_azure_functions_and_the_log_redaction() -> 
     # The host imports function_app and indexes it at every cold start, within Flex's 30 s limit and
     # after downloading the package: everything else (numerapi, Blob Storage, pandas, pydantic,
     # numerai-tools with scipy, telemetry) must wait for the first invocation.
-    added = _loaded_by("import function_app; function_app.app.get_functions()", before="import azure.functions")
-    assert sorted(m for m in added if m.partition(".")[0] not in sys.stdlib_module_names
-                  and not m.startswith("azure.functions.")) == ["function_app", "shared", "shared.redaction"]
+    added = _loaded_by(
+        "import function_app; function_app.app.get_functions()", before="import azure.functions"
+    )
+    assert sorted(
+        m
+        for m in added
+        if m.partition(".")[0] not in sys.stdlib_module_names
+        and not m.startswith("azure.functions.")
+    ) == ["function_app", "shared", "shared.redaction"]
 
 
 def _heavy_after_importing(modules: list[str], heavy: tuple[str, ...]) -> list[str]:
@@ -55,7 +93,14 @@ def _loaded_by(code: str, before: str = "") -> list[str]:
         f"{code}\n"
         "print(json.dumps(sorted(set(sys.modules) - already)))\n"
     )
-    completed = subprocess.run([sys.executable, "-c", script], check=False, cwd=REPO, capture_output=True, text=True, timeout=120)
+    completed = subprocess.run(
+        [sys.executable, "-c", script],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout.strip().splitlines()[-1])
 

@@ -62,14 +62,22 @@ class HangsWhileLoading:
         return (time.sleep, (120,))  # runs when the file is unpickled
 
 
-def fleet_with(deployed: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path,
-               name: str, payload: object) -> None:
+def fleet_with(
+    deployed: LocalStack,
+    small_round: SyntheticRound,
+    example_models: Path,
+    tmp_path: Path,
+    name: str,
+    payload: object,
+) -> None:
     """Deploy the good models and one pickle `name` holding `payload`."""
     models = tmp_path / "fleet"
     shutil.copytree(example_models, models)
     manifest = json.loads((models / "models.json").read_text())
     manifest["models"] = [m for m in manifest["models"] if m["name"] in GOOD]
-    manifest["models"].append({"name": name, "file": f"{name}.pkl", "format": "numerai_pickle", "trust_pickle": True})
+    manifest["models"].append(
+        {"name": name, "file": f"{name}.pkl", "format": "numerai_pickle", "trust_pickle": True}
+    )
     (models / f"{name}.pkl").write_bytes(cloudpickle.dumps(payload))
     (models / "models.json").write_text(json.dumps(manifest))
     deployed.deploy(models, small_round)
@@ -89,17 +97,27 @@ def fire_and_get_report(deployed: LocalStack) -> dict:
 
 @pytest.mark.parametrize(("payload", "signal_name"), [(segfault, "SIGSEGV"), (abort, "SIGABRT")])
 def test_a_crashing_model_fails_alone_with_the_signal_and_its_likely_cause(
-    deployed: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path, payload, signal_name: str
+    deployed: LocalStack,
+    small_round: SyntheticRound,
+    example_models: Path,
+    tmp_path: Path,
+    payload,
+    signal_name: str,
 ) -> None:
     fleet_with(deployed, small_round, example_models, tmp_path, "crasher", payload)
     line = fire_and_get_report(deployed)["crasher"]
     assert line["status"] == "failed"
-    assert line["error"].startswith(f"model 'crasher': the worker crashed with {signal_name} while predicting; "
-                                    "a pickle built on another Python version does this — this app runs Python 3.")
+    assert line["error"].startswith(
+        f"model 'crasher': the worker crashed with {signal_name} while predicting; "
+        "a pickle built on another Python version does this — this app runs Python 3."
+    )
 
 
 def test_a_model_that_outgrows_its_memory_limit_is_stopped_alone(
-    deployed: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path,
+    deployed: LocalStack,
+    small_round: SyntheticRound,
+    example_models: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MODEL_MEMORY_LIMIT_MB", "700")
@@ -113,10 +131,17 @@ def test_a_model_that_outgrows_its_memory_limit_is_stopped_alone(
     assert all(lines[good]["peak_memory_mb"] < 700 for good in GOOD)
 
 
-@pytest.mark.parametrize(("payload", "phase"), [(HangsWhileLoading(), "loading"), (hang, "predicting")])
+@pytest.mark.parametrize(
+    ("payload", "phase"), [(HangsWhileLoading(), "loading"), (hang, "predicting")]
+)
 def test_a_hanging_model_is_stopped_at_its_time_limit_in_any_phase(
-    deployed: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, payload, phase: str,
+    deployed: LocalStack,
+    small_round: SyntheticRound,
+    example_models: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    payload,
+    phase: str,
 ) -> None:
     monkeypatch.setenv("MODEL_TIME_LIMIT_SECONDS", "6")
     fleet_with(deployed, small_round, example_models, tmp_path, "sleeper", payload)
@@ -130,7 +155,10 @@ def test_a_hanging_model_is_stopped_at_its_time_limit_in_any_phase(
 
 
 def test_a_model_that_reads_its_environment_finds_no_secret(
-    deployed: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path,
+    deployed: LocalStack,
+    small_round: SyntheticRound,
+    example_models: Path,
+    tmp_path: Path,
 ) -> None:
     seen = tmp_path / "environment.json"
 
@@ -152,5 +180,10 @@ def test_a_model_that_reads_its_environment_finds_no_secret(
     public_id, secret_key = deployed.sandbox.credentials
     for secret in (public_id, secret_key, ACCOUNT_KEY, deployed.azurite.connection_string):
         assert secret not in everything
-    assert not [name for name in found["environ"] if name.startswith(("NUMERAI_", "AZURE", "IDENTITY_", "MSI_",
-                                                                       "MODELS_STORAGE", "APPLICATIONINSIGHTS"))]
+    assert not [
+        name
+        for name in found["environ"]
+        if name.startswith(
+            ("NUMERAI_", "AZURE", "IDENTITY_", "MSI_", "MODELS_STORAGE", "APPLICATIONINSIGHTS")
+        )
+    ]

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from devkit.synthetic import SyntheticRound, write_round
-from shared.errors import DataError
 from shared.data.live_data import LiveData, read_feature_sets, resolve_features
+from shared.errors import DataError
 from shared.manifest import ModelSpec
 
 
@@ -21,7 +21,9 @@ def spec(features: str | list[str]) -> ModelSpec:
 
 
 @pytest.mark.parametrize("batch_rows", [1, 7, 100, 503, 10_000])
-def test_batches_cover_every_row_once_in_file_order(small_round: SyntheticRound, batch_rows: int) -> None:
+def test_batches_cover_every_row_once_in_file_order(
+    small_round: SyntheticRound, batch_rows: int
+) -> None:
     live = LiveData(small_round.live_path, "v5.3")
     columns = small_round.feature_sets["small"]
     batches = list(live.batches(columns, batch_rows))
@@ -40,7 +42,9 @@ def test_a_single_row_round(tmp_path: Path) -> None:
     assert len(batches) == 1 and batches[0].values.shape == (1, 10)
 
 
-def test_only_the_requested_columns_are_read_in_the_requested_order(small_round: SyntheticRound) -> None:
+def test_only_the_requested_columns_are_read_in_the_requested_order(
+    small_round: SyntheticRound,
+) -> None:
     columns = ["feature_0042", "feature_0003"]
     batch = next(LiveData(small_round.live_path, "v5.3").batches(columns, 50))
     assert batch.values.shape == (50, 2)
@@ -57,21 +61,28 @@ def test_missing_values_arrive_as_nan(tmp_path: Path) -> None:
     assert any(b.has_missing for b in batches)
 
 
-def test_a_missing_feature_lists_the_first_names_the_count_and_the_version(small_round: SyntheticRound) -> None:
+def test_a_missing_feature_lists_the_first_names_the_count_and_the_version(
+    small_round: SyntheticRound,
+) -> None:
     live = LiveData(small_round.live_path, "v5.2")
     wanted = [f"feature_new_{i}" for i in range(8)] + ["feature_0001"]
     with pytest.raises(DataError) as error:
         live.check_features(spec(wanted), wanted)
     message = str(error.value)
     assert "model 'm': 8 of its 9 features are not in live.parquet of data version v5.2" in message
-    assert "feature_new_0, feature_new_1, feature_new_2, feature_new_3, feature_new_4 and 3 more" in message
+    assert (
+        "feature_new_0, feature_new_1, feature_new_2, feature_new_3, feature_new_4 and 3 more"
+        in message
+    )
 
 
 def test_feature_sets_resolve_and_unknown_sets_are_named(small_round: SyntheticRound) -> None:
     sets = read_feature_sets(small_round.features_path)
     assert resolve_features(spec("medium"), sets) == sets["medium"]
     assert resolve_features(spec(["feature_0001"]), sets) == ["feature_0001"]
-    with pytest.raises(DataError, match="feature set 'huge' is not in features.json; it has: all, medium, small"):
+    with pytest.raises(
+        DataError, match="feature set 'huge' is not in features.json; it has: all, medium, small"
+    ):
         resolve_features(spec("huge"), sets)
 
 
@@ -94,7 +105,9 @@ def test_files_that_are_not_what_they_claim(tmp_path: Path) -> None:
         read_feature_sets(bad_json)
 
 
-def _with_values(source: SyntheticRound, directory: Path, values: dict[str, tuple[slice, float]]) -> Path:
+def _with_values(
+    source: SyntheticRound, directory: Path, values: dict[str, tuple[slice, float]]
+) -> Path:
     """A copy of a round's live.parquet with some rows of some columns overwritten."""
     frame = pd.read_parquet(source.live_path)
     for column, (rows, value) in values.items():
@@ -109,10 +122,15 @@ def test_values_outside_the_bins_name_every_column_even_in_later_batches(
     small_round: SyntheticRound, tmp_path: Path
 ) -> None:
     columns = small_round.feature_sets["all"]
-    path = _with_values(small_round, tmp_path / "bad", {
-        "feature_0003": (slice(None), 127.0), "feature_0007": (slice(400, 401), -1.0),
-        "feature_0009": (slice(0, 50), np.nan),  # missing is not out of range
-    })
+    path = _with_values(
+        small_round,
+        tmp_path / "bad",
+        {
+            "feature_0003": (slice(None), 127.0),
+            "feature_0007": (slice(400, 401), -1.0),
+            "feature_0009": (slice(0, 50), np.nan),  # missing is not out of range
+        },
+    )
     live = LiveData(path, "v5.3")
     yielded = []
     with pytest.raises(DataError) as error:
@@ -124,9 +142,13 @@ def test_values_outside_the_bins_name_every_column_even_in_later_batches(
     assert yielded == []  # nothing after the first bad batch reaches a model
 
 
-def test_values_outside_the_bins_list_the_first_columns_and_a_count(small_round: SyntheticRound, tmp_path: Path) -> None:
+def test_values_outside_the_bins_list_the_first_columns_and_a_count(
+    small_round: SyntheticRound, tmp_path: Path
+) -> None:
     columns = small_round.feature_sets["all"]
-    path = _with_values(small_round, tmp_path / "bad", {f"feature_00{i}": (slice(None), 5.0) for i in range(10, 17)})
+    path = _with_values(
+        small_round, tmp_path / "bad", {f"feature_00{i}": (slice(None), 5.0) for i in range(10, 17)}
+    )
     with pytest.raises(DataError) as error:
         LiveData(path, "v5.2").check_values(spec(columns), columns, 1000)
     assert str(error.value).endswith(
@@ -135,13 +157,17 @@ def test_values_outside_the_bins_list_the_first_columns_and_a_count(small_round:
     )
 
 
-def test_columns_a_model_does_not_take_are_not_checked(small_round: SyntheticRound, tmp_path: Path) -> None:
+def test_columns_a_model_does_not_take_are_not_checked(
+    small_round: SyntheticRound, tmp_path: Path
+) -> None:
     path = _with_values(small_round, tmp_path / "bad", {"feature_0003": (slice(None), 127.0)})
     columns = ["feature_0001", "feature_0002"]
     batches = list(LiveData(path, "v5.3").checked_batches(spec(columns), columns, 100))
     assert sum(len(b.ids) for b in batches) == len(small_round.ids)
 
 
-def test_every_feature_column_and_only_those_are_the_files_features(small_round: SyntheticRound) -> None:
+def test_every_feature_column_and_only_those_are_the_files_features(
+    small_round: SyntheticRound,
+) -> None:
     live = LiveData(small_round.live_path, "v5.3")
     assert live.feature_columns == small_round.feature_sets["all"]  # not id, era or data_type

@@ -22,7 +22,9 @@ def parse(*entries: dict) -> object:
 
 
 def test_a_valid_manifest_gets_its_defaults() -> None:
-    manifest = parse(entry(), entry(name="other", features=["feature_a", "feature_b"], output="raw"))
+    manifest = parse(
+        entry(), entry(name="other", features=["feature_a", "feature_b"], output="raw")
+    )
     first, second = manifest.models
     assert first.format is ModelFormat.KERAS
     assert first.output is OutputTransform.RANK
@@ -35,7 +37,11 @@ def test_a_valid_manifest_gets_its_defaults() -> None:
 @pytest.mark.parametrize(
     ("bad", "field", "words"),
     [
-        ({"format": "pytorch"}, "format", "'keras', 'lightgbm', 'onnx', 'numerai_pickle', 'sklearn', 'xgboost' or 'catboost'"),
+        (
+            {"format": "pytorch"},
+            "format",
+            "'keras', 'lightgbm', 'onnx', 'numerai_pickle', 'sklearn', 'xgboost' or 'catboost'",
+        ),
         ({"name": "My Model"}, "name", "not a Numerai model name"),
         ({"file": "../secrets.txt"}, "file", "relative to the manifest"),
         ({"features": []}, "features", "the feature list is empty"),
@@ -56,33 +62,54 @@ def test_errors_name_the_file_entry_and_field(bad: dict, field: str, words: str)
 def test_a_missing_field_is_named() -> None:
     raw = entry()
     del raw["file"]
-    with pytest.raises(ManifestError, match=r"model #1 \('my_model'\): field 'file': Field required"):
+    with pytest.raises(
+        ManifestError, match=r"model #1 \('my_model'\): field 'file': Field required"
+    ):
         parse(raw)
 
 
 def test_features_are_required_only_where_the_file_records_no_names() -> None:
     raw = entry()
     del raw["features"]
-    with pytest.raises(ManifestError, match=r"model #1 \('my_model'\): field 'features' is required for format "
-                                            "'keras', whose files do not record feature names"):
+    with pytest.raises(
+        ManifestError,
+        match=r"model #1 \('my_model'\): field 'features' is required for format "
+        "'keras', whose files do not record feature names",
+    ):
         parse(raw)
     for fmt in ("lightgbm", "xgboost", "catboost", "sklearn"):
         extra = {"trust_pickle": True} if fmt == "sklearn" else {}
-        assert parse({"name": "m", "file": "m.bin", "format": fmt, **extra}).models[0].features is None
+        assert (
+            parse({"name": "m", "file": "m.bin", "format": fmt, **extra}).models[0].features is None
+        )
 
 
 def test_pickle_fields_apply_only_to_pickles() -> None:
-    with pytest.raises(ManifestError, match="trust_pickle only applies to formats 'numerai_pickle' and 'sklearn'"):
+    with pytest.raises(
+        ManifestError, match="trust_pickle only applies to formats 'numerai_pickle' and 'sklearn'"
+    ):
         parse(entry(trust_pickle=True))
     with pytest.raises(ManifestError, match="method only applies to format 'sklearn'"):
         parse(entry(method="predict_proba"))
 
 
 def test_upload_pickles_default_to_the_hosted_runners_handling() -> None:
-    upload = parse({"name": "u", "file": "u.pkl", "format": "numerai_pickle", "trust_pickle": True}).models[0]
-    assert upload.fill_missing is None and upload.output.value == "raw"  # Numerai's runner neither fills nor ranks
-    asked = parse({"name": "u", "file": "u.pkl", "format": "numerai_pickle", "trust_pickle": True,
-                   "fill_missing": 2, "output": "rank"}).models[0]
+    upload = parse(
+        {"name": "u", "file": "u.pkl", "format": "numerai_pickle", "trust_pickle": True}
+    ).models[0]
+    assert (
+        upload.fill_missing is None and upload.output.value == "raw"
+    )  # Numerai's runner neither fills nor ranks
+    asked = parse(
+        {
+            "name": "u",
+            "file": "u.pkl",
+            "format": "numerai_pickle",
+            "trust_pickle": True,
+            "fill_missing": 2,
+            "output": "rank",
+        }
+    ).models[0]
     assert asked.fill_missing == 2.0 and asked.output.value == "rank"
     batch = parse(entry()).models[0]
     assert batch.fill_missing == 2.0 and batch.output.value == "rank"
@@ -98,7 +125,9 @@ def test_duplicate_names_and_empty_lists_are_refused() -> None:
 def test_not_json_and_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="models.json: not valid JSON"):
         parse_manifest("{models:", "models.json")
-    with pytest.raises(ManifestError, match="models.json: not a manifest: its JSON nests too deeply"):
+    with pytest.raises(
+        ManifestError, match="models.json: not a manifest: its JSON nests too deeply"
+    ):
         parse_manifest("[" * 100_000 + "]" * 100_000, "models.json")
     with pytest.raises(ManifestError, match="nope.json: cannot be read"):
         load_manifest(tmp_path / "nope.json")
@@ -117,11 +146,17 @@ def test_select_keeps_order_and_names_unknown_models() -> None:
     [
         ({"file": "m" * 1025}, "file", "String should have at most 1024 characters"),
         ({"features": "s" * 201}, "features", "String should have at most 200 characters"),
-        ({"features": ["feature_a", "f" * 201]}, "features.1", "String should have at most 200 characters"),
+        (
+            {"features": ["feature_a", "f" * 201]},
+            "features.1",
+            "String should have at most 200 characters",
+        ),
         ({"name": "n" * 100_000}, "name", "String should have at most 64 characters"),
     ],
 )
-def test_strings_are_bounded_and_the_error_does_not_repeat_them(bad: dict, field: str, words: str) -> None:
+def test_strings_are_bounded_and_the_error_does_not_repeat_them(
+    bad: dict, field: str, words: str
+) -> None:
     with pytest.raises(ManifestError) as error:
         parse(entry(**bad))
     message = str(error.value)
@@ -146,31 +181,69 @@ def test_an_ensemble_entry_and_the_new_fields_get_their_defaults() -> None:
     )
     a, b, ens = manifest.models
     assert not a.is_ensemble and a.submit is False
-    assert a.neutralize is not None and a.neutralize.proportion == 0.5 and a.neutralize.features == "small"
+    assert (
+        a.neutralize is not None
+        and a.neutralize.proportion == 0.5
+        and a.neutralize.features == "small"
+    )
     assert b.submit is True and b.neutralize is None and b.min_benchmark_corr is None
     assert ens.is_ensemble and ens.file is None and ens.format is None
     assert list(ens.members or {}) == ["b", "a"]  # the JSON object's order
     assert ens.members == {"b": 1.0, "a": 2.5}
     assert (ens.min_benchmark_corr, ens.max_benchmark_corr_drop) == (0.2, 0.3)
     # Fields left at their defaults, given or not, are harmless on an ensemble.
-    assert parse(entry(name="a"), {**ensemble("e", a=1), "fill_missing": 2, "output": "rank"}).models[1].is_ensemble
+    assert (
+        parse(entry(name="a"), {**ensemble("e", a=1), "fill_missing": 2, "output": "rank"})
+        .models[1]
+        .is_ensemble
+    )
 
 
 @pytest.mark.parametrize(
     ("bad", "field", "words"),
     [
-        ({"neutralize": {"proportion": 0, "features": "small"}}, "neutralize.proportion", "Input should be greater than 0"),
-        ({"neutralize": {"proportion": 1.5, "features": "small"}}, "neutralize.proportion", "Input should be less than or equal to 1"),
-        ({"neutralize": {"proportion": 0.5, "features": []}}, "neutralize.features", "the feature list is empty"),
+        (
+            {"neutralize": {"proportion": 0, "features": "small"}},
+            "neutralize.proportion",
+            "Input should be greater than 0",
+        ),
+        (
+            {"neutralize": {"proportion": 1.5, "features": "small"}},
+            "neutralize.proportion",
+            "Input should be less than or equal to 1",
+        ),
+        (
+            {"neutralize": {"proportion": 0.5, "features": []}},
+            "neutralize.features",
+            "the feature list is empty",
+        ),
         ({"neutralize": {"proportion": 0.5}}, "neutralize.features", "Field required"),
-        ({"neutralize": {"proportion": 0.5, "features": "small", "x": 1}}, "neutralize.x", "Extra inputs"),
-        ({"min_benchmark_corr": 1.5}, "min_benchmark_corr", "Input should be less than or equal to 1"),
-        ({"max_benchmark_corr_drop": 0}, "max_benchmark_corr_drop", "Input should be greater than 0"),
-        ({"max_benchmark_corr_drop": 2.5}, "max_benchmark_corr_drop", "Input should be less than or equal to 2"),
+        (
+            {"neutralize": {"proportion": 0.5, "features": "small", "x": 1}},
+            "neutralize.x",
+            "Extra inputs",
+        ),
+        (
+            {"min_benchmark_corr": 1.5},
+            "min_benchmark_corr",
+            "Input should be less than or equal to 1",
+        ),
+        (
+            {"max_benchmark_corr_drop": 0},
+            "max_benchmark_corr_drop",
+            "Input should be greater than 0",
+        ),
+        (
+            {"max_benchmark_corr_drop": 2.5},
+            "max_benchmark_corr_drop",
+            "Input should be less than or equal to 2",
+        ),
         ({"submit": "maybe"}, "submit", "Input should be a valid boolean"),
     ],
 )
-def test_errors_in_the_new_fields_name_the_entry_and_field(bad: dict, field: str, words: str) -> None:
+def test_errors_in_the_new_fields_name_the_entry_and_field(
+    bad: dict, field: str, words: str
+) -> None:
     with pytest.raises(ManifestError) as error:
         parse(entry(name="fine"), entry(name="bad", **bad))
     assert f"models.json: model #2 ('bad'): field '{field}': {words}" in str(error.value)
@@ -179,16 +252,22 @@ def test_errors_in_the_new_fields_name_the_entry_and_field(bad: dict, field: str
 def test_a_missing_format_is_named() -> None:
     raw = entry()
     del raw["format"]
-    with pytest.raises(ManifestError, match=r"model #1 \('my_model'\): field 'format': Field required"):
+    with pytest.raises(
+        ManifestError, match=r"model #1 \('my_model'\): field 'format': Field required"
+    ):
         parse(raw)
-    with pytest.raises(ManifestError, match=r"model #1 \('my_model'\): field 'file': Field required"):
+    with pytest.raises(
+        ManifestError, match=r"model #1 \('my_model'\): field 'file': Field required"
+    ):
         parse(entry(file=None))
 
 
 def test_entries_survive_the_round_trip_through_a_run_plan() -> None:
     # Queue mode hands entries to workers as model_dump(mode="json") and validates them again.
-    manifest = parse(entry(name="a", neutralize={"proportion": 0.5, "features": ["feature_a"]}),
-                     {**ensemble("ens", a=1), "submit": False, "min_benchmark_corr": 0.1})
+    manifest = parse(
+        entry(name="a", neutralize={"proportion": 0.5, "features": ["feature_a"]}),
+        {**ensemble("ens", a=1), "submit": False, "min_benchmark_corr": 0.1},
+    )
     for spec in manifest.models:
         again = ModelSpec.model_validate(spec.model_dump(mode="json"))
         assert again == spec and again.digest() == spec.digest()
@@ -197,8 +276,14 @@ def test_entries_survive_the_round_trip_through_a_run_plan() -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("file", "m.keras"), ("format", "keras"), ("features", "medium"), ("output", "raw"),
-        ("fill_missing", None), ("trust_pickle", True), ("method", "predict_proba"), ("data_version", "v5.2"),
+        ("file", "m.keras"),
+        ("format", "keras"),
+        ("features", "medium"),
+        ("output", "raw"),
+        ("fill_missing", None),
+        ("trust_pickle", True),
+        ("method", "predict_proba"),
+        ("data_version", "v5.2"),
     ],
 )
 def test_an_ensemble_refuses_the_fields_of_a_model_file(field: str, value: object) -> None:
@@ -216,9 +301,18 @@ def test_an_ensemble_refuses_the_fields_of_a_model_file(field: str, value: objec
         ({}, "field 'members': an ensemble needs at least one member"),
         ({"a": 1, "b": -1}, "field 'members': the weights add up to 0; their sum must be positive"),
         ({"a": -2}, "field 'members': the weights add up to -2; their sum must be positive"),
-        ({"a": float("inf")}, "field 'members': the weight of member 'a' is inf, not a finite number"),
-        ({"a": float("nan")}, "field 'members': the weight of member 'a' is nan, not a finite number"),
-        ({"a": "heavy"}, "field 'members.a': Input should be a valid number, unable to parse string as a number"),
+        (
+            {"a": float("inf")},
+            "field 'members': the weight of member 'a' is inf, not a finite number",
+        ),
+        (
+            {"a": float("nan")},
+            "field 'members': the weight of member 'a' is nan, not a finite number",
+        ),
+        (
+            {"a": "heavy"},
+            "field 'members.a': Input should be a valid number, unable to parse string as a number",
+        ),
     ],
 )
 def test_bad_members_name_the_ensemble_and_member(members: dict, words: str) -> None:
@@ -238,7 +332,10 @@ def test_a_huge_member_name_is_not_repeated() -> None:
 def test_an_unknown_member_is_named_with_the_entries_there_are() -> None:
     with pytest.raises(ManifestError) as error:
         parse(entry(name="b"), entry(name="a"), ensemble("ens", a=1, x=1))
-    assert str(error.value) == "models.json: ensemble 'ens': member 'x' is not in the manifest; it lists: a, b, ens"
+    assert (
+        str(error.value)
+        == "models.json: ensemble 'ens': member 'x' is not in the manifest; it lists: a, b, ens"
+    )
 
 
 @pytest.mark.parametrize(
@@ -247,7 +344,13 @@ def test_an_unknown_member_is_named_with_the_entries_there_are() -> None:
         ([ensemble("a", a=1)], "ensemble 'a' includes itself: a → a"),
         ([ensemble("a", b=1), ensemble("b", a=1)], "ensemble 'a' includes itself: a → b → a"),
         (
-            [entry(name="m"), ensemble("top", m=1, a=1), ensemble("a", b=1), ensemble("b", m=1, c=1), ensemble("c", a=1)],
+            [
+                entry(name="m"),
+                ensemble("top", m=1, a=1),
+                ensemble("a", b=1),
+                ensemble("b", m=1, c=1),
+                ensemble("c", a=1),
+            ],
             "ensemble 'a' includes itself: a → b → c → a",
         ),
     ],
@@ -261,8 +364,12 @@ def test_a_cycle_of_ensembles_is_shown(entries: list[dict], cycle: str) -> None:
 def nested() -> object:
     # "outer" blends "inner" (itself an ensemble of "a" and "b") with "c"; "d" stands alone.
     return parse(
-        ensemble("outer", inner=1, c=1), entry(name="d"), ensemble("inner", b=1, a=1),
-        entry(name="a"), entry(name="b", submit=False), entry(name="c"),
+        ensemble("outer", inner=1, c=1),
+        entry(name="d"),
+        ensemble("inner", b=1, a=1),
+        entry(name="a"),
+        entry(name="b", submit=False),
+        entry(name="c"),
     )
 
 
@@ -281,8 +388,13 @@ def test_in_order_puts_members_before_their_ensembles_and_keeps_the_rest() -> No
 
 def test_an_ensembles_digest_changes_when_a_member_changes_at_any_depth() -> None:
     def manifest(**b_fields: object) -> object:
-        return parse(ensemble("outer", inner=1, c=1), ensemble("inner", a=1, b=2), entry(name="a"),
-                     entry(name="b", **b_fields), entry(name="c"))
+        return parse(
+            ensemble("outer", inner=1, c=1),
+            ensemble("inner", a=1, b=2),
+            entry(name="a"),
+            entry(name="b", **b_fields),
+            entry(name="c"),
+        )
 
     before, after = manifest(), manifest(features="small")
     assert before.digest("a") == before.spec("a").digest() == after.digest("a")
@@ -290,8 +402,13 @@ def test_an_ensembles_digest_changes_when_a_member_changes_at_any_depth() -> Non
     assert before.digest("inner") != after.digest("inner")
     assert before.digest("outer") != after.digest("outer")
     assert before.digest("c") == after.digest("c")
-    reweighted = parse(ensemble("outer", inner=1, c=1), ensemble("inner", a=1, b=3), entry(name="a"),
-                       entry(name="b"), entry(name="c"))
+    reweighted = parse(
+        ensemble("outer", inner=1, c=1),
+        ensemble("inner", a=1, b=3),
+        entry(name="a"),
+        entry(name="b"),
+        entry(name="c"),
+    )
     assert reweighted.digest("inner") != before.digest("inner")
     assert reweighted.digest("a") == before.digest("a")
 
@@ -313,7 +430,9 @@ def test_an_entry_may_name_its_data_version() -> None:
     assert manifest.spec("new").data_version is None  # the run's NUMERAI_DATA_VERSION
 
 
-@pytest.mark.parametrize("bad", ["5.2", "v5.", "v5.2/../x", "V5.2", "v5 ", "latest", "v" + "1" * 20])
+@pytest.mark.parametrize(
+    "bad", ["5.2", "v5.", "v5.2/../x", "V5.2", "v5 ", "latest", "v" + "1" * 20]
+)
 def test_a_malformed_data_version_names_the_entry(bad: str) -> None:
     with pytest.raises(ManifestError) as error:
         parse(entry(name="fine"), entry(name="bad", data_version=bad))

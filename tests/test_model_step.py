@@ -12,12 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from shared.data.benchmarks import MAIN_BENCHMARK
 from shared.report import Mode, ModelStatus, SubmissionState
 from shared.steps.models import process_models
 from shared.steps.predict import made_from
 from shared.steps.round_data import BENCHMARK, LIVE, FetcherFor, RoundFetcher
 from shared.storage.archive import PREDICTIONS, Archived
-from shared.data.benchmarks import MAIN_BENCHMARK
 from tests.fakes import FALLING, IDS, RISING, ROUND, World, csv_of, model, world
 
 A, B = model("a"), model("b")
@@ -28,6 +28,7 @@ ACCOUNT = {"a": "id-a", "b": "id-b", "e": "id-e"}
 
 def round_data(w: World, folder: Path) -> FetcherFor:
     """The round's live ids and benchmark, already on disk: RoundFetcher never downloads them."""
+
     def data(version: str) -> RoundFetcher:
         directory = folder / version
         if not directory.exists():
@@ -36,6 +37,7 @@ def round_data(w: World, folder: Path) -> FetcherFor:
             benchmark = pd.DataFrame({"id": IDS, MAIN_BENCHMARK[version]: RISING})
             benchmark.to_parquet(directory / BENCHMARK)
         return RoundFetcher(w.numerai, directory, ROUND, version)  # type: ignore[arg-type]
+
     return data
 
 
@@ -54,7 +56,10 @@ def test_archived_predictions_are_reused_combined_and_submitted(tmp_path: Path) 
     assert done.stopped is None and w.models.fetched == []  # nothing predicted again
     lines = done.lines
     assert [(n, line.status) for n, line in lines.items()] == [
-        ("a", ModelStatus.SUBMITTED), ("b", ModelStatus.SUBMITTED), ("e", ModelStatus.SUBMITTED)]
+        ("a", ModelStatus.SUBMITTED),
+        ("b", ModelStatus.SUBMITTED),
+        ("e", ModelStatus.SUBMITTED),
+    ]
     assert lines["a"].from_archive and lines["b"].from_archive and not lines["e"].from_archive
     assert (lines["a"].benchmark_corr, lines["b"].benchmark_corr) == (1.0, -1.0)
     assert lines["e"].predictions_blob == f"{PREDICTIONS}/round-{ROUND}/e.csv"
@@ -63,24 +68,30 @@ def test_archived_predictions_are_reused_combined_and_submitted(tmp_path: Path) 
     uploaded = {name: text for name, _, text in w.numerai.uploads}
     assert uploaded["a"] == csv_of(RISING) and uploaded["e"] == w.archive.read(ROUND, "e")
     assert {n: line.submission for n, line in lines.items()} == dict.fromkeys(
-        "abe", SubmissionState.EXISTS)
+        "abe", SubmissionState.EXISTS
+    )
     assert sorted(name for _, name in w.ledger.entries) == ["a", "b", "e"]
 
 
 @pytest.mark.parametrize("changed", ["model_etag", "data_version", "entry_digest"])
-def test_an_archive_made_from_something_else_is_predicted_again(tmp_path: Path,
-                                                                changed: str) -> None:
+def test_an_archive_made_from_something_else_is_predicted_again(
+    tmp_path: Path, changed: str
+) -> None:
     w = world(account=ACCOUNT, work_dir=tmp_path)
     archive_earlier_run(w, ("a", RISING), **{changed: "something else"})
     archive_earlier_run(w, ("b", FALLING))
     done = process_models(w.ctx, [A, B, E], ACCOUNT, tmp_path, round_data(w, tmp_path / "data"))
     assert w.models.fetched == ["a.txt"]  # only a goes to be predicted
     a, b, e = done.lines["a"], done.lines["b"], done.lines["e"]
-    assert (a.status, a.error) == (ModelStatus.FAILED,
-                                   "model 'a': blob 'a.txt' is not downloaded in a unit test")
+    assert (a.status, a.error) == (
+        ModelStatus.FAILED,
+        "model 'a': blob 'a.txt' is not downloaded in a unit test",
+    )
     assert b.status is ModelStatus.SUBMITTED and b.from_archive
-    assert (e.status, e.error) == (ModelStatus.FAILED,
-                                   "ensemble 'e': member 'a' failed, so the ensemble was not made")
+    assert (e.status, e.error) == (
+        ModelStatus.FAILED,
+        "ensemble 'e': member 'a' failed, so the ensemble was not made",
+    )
     assert [name for name, _, _ in w.numerai.uploads] == ["b"]
 
 

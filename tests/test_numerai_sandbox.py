@@ -8,10 +8,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
-from typing import ClassVar, Iterator
+from typing import ClassVar
 
 import numerapi
 import pandas as pd
@@ -56,7 +57,9 @@ def napi(sandbox: NumeraiSandbox) -> numerapi.NumerAPI:
 def presigned(sandbox: NumeraiSandbox, dataset: str) -> str:
     """A dataset's presigned URL, as the `dataset` query gives it."""
     query = "query($f: String!) { dataset(filename: $f) }"
-    answer = requests.post(sandbox.url, json={"query": query, "variables": {"f": dataset}}, timeout=10)
+    answer = requests.post(
+        sandbox.url, json={"query": query, "variables": {"f": dataset}}, timeout=10
+    )
     return answer.json()["data"]["dataset"]
 
 
@@ -74,9 +77,12 @@ def _write_predictions(path: Path) -> bytes:
     return content
 
 
-def _post(sandbox: NumeraiSandbox, query: str, timeout: float = 10, **headers: str) -> requests.Response:
-    return requests.post(sandbox.url, json={"query": query, "variables": None},
-                         headers=headers, timeout=timeout)
+def _post(
+    sandbox: NumeraiSandbox, query: str, timeout: float = 10, **headers: str
+) -> requests.Response:
+    return requests.post(
+        sandbox.url, json={"query": query, "variables": None}, headers=headers, timeout=timeout
+    )
 
 
 def test_listens_on_loopback_only(sandbox: NumeraiSandbox) -> None:
@@ -195,8 +201,9 @@ def test_failed_put_means_no_submission(
     _write_predictions(tmp_path / "predictions.csv")
     sandbox.faults.put_status = 500
     with pytest.raises(ValueError, match="Could not find the uploaded file"):
-        napi.upload_predictions(str(tmp_path / "predictions.csv"),
-                                model_id=sandbox.models["sandbox_model"])
+        napi.upload_predictions(
+            str(tmp_path / "predictions.csv"), model_id=sandbox.models["sandbox_model"]
+        )
     assert sandbox.submissions == []
 
 
@@ -216,8 +223,9 @@ def test_create_submission_error_fault(
     _write_predictions(tmp_path / "predictions.csv")
     sandbox.faults.create_submission_error = "Internal server error"
     with pytest.raises(ValueError, match="Internal server error"):
-        napi.upload_predictions(str(tmp_path / "predictions.csv"),
-                                model_id=sandbox.models["sandbox_model"])
+        napi.upload_predictions(
+            str(tmp_path / "predictions.csv"), model_id=sandbox.models["sandbox_model"]
+        )
     assert sandbox.submissions == []
 
 
@@ -305,8 +313,9 @@ def test_nothing_downloaded_is_visible_in_the_log(
 
 def test_command_line_prints_a_working_url(data_dir: Path) -> None:
     command = [sys.executable, "-m", "devkit.numerai_sandbox", "--data-dir", str(data_dir)]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     try:
         assert process.stdout is not None
         url = process.stdout.readline().strip()
@@ -322,7 +331,10 @@ def test_command_line_prints_a_working_url(data_dir: Path) -> None:
 
 # Numerai's texts for keys it refuses, as numerapi's tests/test_numerapi.py expects them
 # (test_unauthorized_requests) and numerapi issue 7 reported them.
-NUMERAI_AUTH_TEXTS = ["Your session is invalid or has expired.", "API keys required for this action."]
+NUMERAI_AUTH_TEXTS = [
+    "Your session is invalid or has expired.",
+    "API keys required for this action.",
+]
 
 
 def test_bad_keys_get_numerais_own_text(sandbox: NumeraiSandbox) -> None:
@@ -333,7 +345,8 @@ def test_bad_keys_get_numerais_own_text(sandbox: NumeraiSandbox) -> None:
 
 @pytest.mark.parametrize("text", NUMERAI_AUTH_TEXTS)
 def test_the_client_names_the_key_settings_for_numerais_auth_texts(
-    sandbox: NumeraiSandbox, text: str,
+    sandbox: NumeraiSandbox,
+    text: str,
 ) -> None:
     from shared.errors import NumeraiApiError
     from shared.numerai_client import NumeraiClient
@@ -344,7 +357,8 @@ def test_the_client_names_the_key_settings_for_numerais_auth_texts(
     with pytest.raises(NumeraiApiError) as refused:
         client.model_ids()
     assert str(refused.value).startswith(
-        "Numerai refused the API keys (NUMERAI_PUBLIC_ID / NUMERAI_SECRET_KEY)")
+        "Numerai refused the API keys (NUMERAI_PUBLIC_ID / NUMERAI_SECRET_KEY)"
+    )
     assert text in str(refused.value)
     # numerapi#7: the same text answers swapped keys, or a username given as the public id.
     assert "NUMERAI_PUBLIC_ID holds the key's public id (not the username)" in str(refused.value)
@@ -387,7 +401,9 @@ class _Receiver(BaseHTTPRequestHandler):
 def receiver() -> Iterator[tuple[str, type[_Receiver]]]:
     handler = type("Receiver", (_Receiver,), {"calls": [], "status": 200})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/hook", handler
     server.shutdown()
@@ -396,13 +412,19 @@ def receiver() -> Iterator[tuple[str, type[_Receiver]]]:
 
 
 def _two_models(sandbox: NumeraiSandbox) -> tuple[str, str]:
-    sandbox.models.update({"one": "00000000-0000-4000-8000-000000000001",
-                           "two": "00000000-0000-4000-8000-000000000002"})
+    sandbox.models.update(
+        {
+            "one": "00000000-0000-4000-8000-000000000001",
+            "two": "00000000-0000-4000-8000-000000000002",
+        }
+    )
     return sandbox.models["one"], sandbox.models["two"]
 
 
 def test_submissions_carry_their_round_and_trigger_id_as_numerai_cli_queries_them(
-    sandbox: NumeraiSandbox, napi: numerapi.NumerAPI, tmp_path: Path,
+    sandbox: NumeraiSandbox,
+    napi: numerapi.NumerAPI,
+    tmp_path: Path,
 ) -> None:
     model_id = napi.get_models()["sandbox_model"]
     _write_predictions(tmp_path / "predictions.csv")
@@ -410,27 +432,38 @@ def test_submissions_carry_their_round_and_trigger_id_as_numerai_cli_queries_the
     answer = napi.raw_query(CLI_SUBMISSIONS_QUERY, {"modelId": model_id}, authorization=True)
     [listed] = answer["data"]["submissions"]
     assert listed["round"] == {"number": sandbox.round.number, "tournament": 8}
-    assert listed["triggerId"] is None  # numerapi passes TRIGGER_ID from the environment; none was set
+    assert (
+        listed["triggerId"] is None
+    )  # numerapi passes TRIGGER_ID from the environment; none was set
 
 
 def test_numerapis_get_submission_filenames_works(
-    sandbox: NumeraiSandbox, napi: numerapi.NumerAPI, tmp_path: Path,
+    sandbox: NumeraiSandbox,
+    napi: numerapi.NumerAPI,
+    tmp_path: Path,
 ) -> None:
     model_id = napi.get_models()["sandbox_model"]
     _write_predictions(tmp_path / "predictions.csv")
     napi.upload_predictions(str(tmp_path / "predictions.csv"), model_id=model_id)
     [listed] = napi.get_submission_filenames(model_id=model_id)
-    assert listed == {"filename": sandbox.submissions[0].filename, "round_num": sandbox.round.number,
-                      "tournament": 8}
+    assert listed == {
+        "filename": sandbox.submissions[0].filename,
+        "round_num": sandbox.round.number,
+        "tournament": 8,
+    }
 
 
 def test_a_late_submission_is_queued_into_the_next_round(
-    sandbox: NumeraiSandbox, napi: numerapi.NumerAPI, tmp_path: Path,
+    sandbox: NumeraiSandbox,
+    napi: numerapi.NumerAPI,
+    tmp_path: Path,
 ) -> None:
     late_round = sandbox.round.number
     sandbox.close_round()
     _write_predictions(tmp_path / "predictions.csv")
-    napi.upload_predictions(str(tmp_path / "predictions.csv"), model_id=napi.get_models()["sandbox_model"])
+    napi.upload_predictions(
+        str(tmp_path / "predictions.csv"), model_id=napi.get_models()["sandbox_model"]
+    )
     [submission] = sandbox.submissions
     assert submission.round == late_round + 1
     opened = sandbox.open_new_round()
@@ -438,18 +471,24 @@ def test_a_late_submission_is_queued_into_the_next_round(
 
 
 def test_close_time_is_later_than_close_staking_time(napi: numerapi.NumerAPI) -> None:
-    answer = napi.raw_query("query { rounds(tournament: 8, number: 0) { closeTime closeStakingTime } }")
+    answer = napi.raw_query(
+        "query { rounds(tournament: 8, number: 0) { closeTime closeStakingTime } }"
+    )
     [round_] = answer["data"]["rounds"]
     assert round_["closeTime"] > round_["closeStakingTime"]
 
 
-def test_presigned_urls_expire_with_s3s_answer(sandbox: NumeraiSandbox, napi: numerapi.NumerAPI) -> None:
+def test_presigned_urls_expire_with_s3s_answer(
+    sandbox: NumeraiSandbox, napi: numerapi.NumerAPI
+) -> None:
     sandbox.presigned_url_seconds = 0.2
     url = presigned(sandbox, LIVE)
     auth = napi.raw_query(
-        "query($m: String) { submission_upload_auth(filename: \"p.csv\", tournament: 8, modelId: $m) "
+        'query($m: String) { submission_upload_auth(filename: "p.csv", tournament: 8, modelId: $m) '
         "{ url } }",
-        {"m": napi.get_models()["sandbox_model"]}, authorization=True)["data"]["submission_upload_auth"]
+        {"m": napi.get_models()["sandbox_model"]},
+        authorization=True,
+    )["data"]["submission_upload_auth"]
     assert requests.get(url, timeout=10).status_code == 200
     time.sleep(0.3)
     put = requests.put(auth["url"], data=b"id,prediction\n", timeout=10)
@@ -459,7 +498,9 @@ def test_presigned_urls_expire_with_s3s_answer(sandbox: NumeraiSandbox, napi: nu
 
 
 def test_a_round_opening_calls_each_models_webhook_with_its_own_trigger_id(
-    sandbox: NumeraiSandbox, napi: numerapi.NumerAPI, receiver: tuple[str, type[_Receiver]],
+    sandbox: NumeraiSandbox,
+    napi: numerapi.NumerAPI,
+    receiver: tuple[str, type[_Receiver]],
 ) -> None:
     url, handler = receiver
     one, two = _two_models(sandbox)
@@ -470,12 +511,24 @@ def test_a_round_opening_calls_each_models_webhook_with_its_own_trigger_id(
     assert sorted(c.model_id for c in calls) == sorted([one, two])
     assert len({c.trigger_id for c in calls}) == 2 and all(c.succeeded for c in calls)
     bodies = sorted((body for _, body in handler.calls), key=lambda b: b["triggerId"])
-    assert bodies == sorted(({"roundNumber": opened.number, "triggerId": c.trigger_id, "dataVersion": 5,
-                              "isTest": False} for c in calls), key=lambda b: b["triggerId"])
+    assert bodies == sorted(
+        (
+            {
+                "roundNumber": opened.number,
+                "triggerId": c.trigger_id,
+                "dataVersion": 5,
+                "isTest": False,
+            }
+            for c in calls
+        ),
+        key=lambda b: b["triggerId"],
+    )
 
 
 def test_only_a_200_is_a_successful_webhook_call(
-    sandbox: NumeraiSandbox, napi: numerapi.NumerAPI, receiver: tuple[str, type[_Receiver]],
+    sandbox: NumeraiSandbox,
+    napi: numerapi.NumerAPI,
+    receiver: tuple[str, type[_Receiver]],
 ) -> None:
     url, handler = receiver
     handler.status = 202
@@ -486,7 +539,9 @@ def test_only_a_200_is_a_successful_webhook_call(
 
 
 def test_numerai_clis_trigger_model_webhook_calls_that_models_webhook_and_answers_its_trigger_id(
-    sandbox: NumeraiSandbox, napi: numerapi.NumerAPI, receiver: tuple[str, type[_Receiver]],
+    sandbox: NumeraiSandbox,
+    napi: numerapi.NumerAPI,
+    receiver: tuple[str, type[_Receiver]],
 ) -> None:
     url, handler = receiver
     one, two = _two_models(sandbox)

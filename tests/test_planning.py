@@ -68,18 +68,23 @@ def test_a_test_run_goes_on_with_a_closed_round_and_says_so() -> None:
     assert decision.reason.endswith("; the test run used its data")
 
 
-@pytest.mark.parametrize(("submit_late", "policy"), [
-    (False, "is archived, not uploaded (SUBMIT_LATE=false)"),
-    (True, "late submissions are scored but not staked (SUBMIT_LATE=true)"),
-])
+@pytest.mark.parametrize(
+    ("submit_late", "policy"),
+    [
+        (False, "is archived, not uploaded (SUBMIT_LATE=false)"),
+        (True, "late submissions are scored but not staked (SUBMIT_LATE=true)"),
+    ],
+)
 def test_the_first_scheduled_run_after_the_staking_close_goes_on_after_the_window(
-        submit_late: bool, policy: str) -> None:
+    submit_late: bool, policy: str
+) -> None:
     w = world(submit_late=submit_late)
     closed = closed_round(closed_ago=timedelta(minutes=45))
     decision = decide_round(w.ctx.services, Mode.SCHEDULED, closed)
     assert decision.goes_on and decision.after_window
     assert decision.reason == f"round {ROUND} closed for staking 45 min ago; " + (
-        "what was not submitted in the window " + policy if not submit_late else policy)
+        "what was not submitted in the window " + policy if not submit_late else policy
+    )
 
 
 def test_a_round_whose_window_was_checked_is_left_alone() -> None:
@@ -88,8 +93,10 @@ def test_a_round_whose_window_was_checked_is_left_alone() -> None:
     decision = decide_round(w.ctx.services, Mode.SCHEDULED, closed_round())
     assert not decision.goes_on and not decision.after_window
     assert decision.reason is not None
-    assert decision.reason.endswith("; run earlier-run already checked what Numerai lists for it; "
-                                    "nothing was downloaded or uploaded")
+    assert decision.reason.endswith(
+        "; run earlier-run already checked what Numerai lists for it; "
+        "nothing was downloaded or uploaded"
+    )
 
 
 def test_a_round_not_yet_open_is_left_alone_without_a_window_check() -> None:
@@ -100,8 +107,9 @@ def test_a_round_not_yet_open_is_left_alone_without_a_window_check() -> None:
     assert not decision.goes_on and not decision.after_window
     assert decision.reason is not None and "already checked" not in decision.reason
     window = f"{later.open_time.isoformat()} to {later.close_time.isoformat()}"
-    assert decision.reason.endswith(f"is not open for submissions (window {window}); "
-                                    "nothing was downloaded or uploaded")
+    assert decision.reason.endswith(
+        f"is not open for submissions (window {window}); nothing was downloaded or uploaded"
+    )
 
 
 # read_manifest
@@ -110,7 +118,8 @@ def test_a_round_not_yet_open_is_left_alone_without_a_window_check() -> None:
 def test_read_manifest_narrows_to_the_names_and_their_members() -> None:
     w = world()
     w.models.texts["models.json"] = manifest(
-        model("a"), model("b"), model("c"), model("e", members={"a": 1, "b": 1})).model_dump_json()
+        model("a"), model("b"), model("c"), model("e", members={"a": 1, "b": 1})
+    ).model_dump_json()
     assert [m.name for m in read_manifest(w.ctx.services, ["e"]).models] == ["a", "b", "e"]
     assert [m.name for m in read_manifest(w.ctx.services, None).models] == ["a", "b", "c", "e"]
 
@@ -130,8 +139,9 @@ def test_every_model_to_submit_must_be_in_the_account() -> None:
     failed = _not_in_account(entries, {"a": "id-a"})
     assert list(failed) == ["c"]  # `m` is never submitted, so it need not be a Numerai model
     assert failed["c"].status is ModelStatus.FAILED
-    assert failed["c"].error == ("model 'c' is not a Classic model of this Numerai account; "
-                                 "the account has: a")
+    assert failed["c"].error == (
+        "model 'c' is not a Classic model of this Numerai account; the account has: a"
+    )
 
 
 def test_an_empty_account_says_it_has_no_models() -> None:
@@ -144,14 +154,19 @@ def test_an_empty_account_says_it_has_no_models() -> None:
 
 
 def test_submit_false_members_are_kept_only_for_an_ensemble_to_submit() -> None:
-    specs = manifest(model("m", submit=False), model("unused", submit=False), model("a"),
-                     model("e", members={"m": 1, "a": 1})).in_order()
+    specs = manifest(
+        model("m", submit=False),
+        model("unused", submit=False),
+        model("a"),
+        model("e", members={"m": 1, "a": 1}),
+    ).in_order()
     pending, skipped = _needed(specs, {s.name: ModelReport(s.name) for s in specs})
     assert [s.name for s in pending] == ["m", "a", "e"]
     assert list(skipped) == ["unused"]
     assert skipped["unused"].status is ModelStatus.SKIPPED
-    assert skipped["unused"].error == ("model 'unused': submit is false and no ensemble to "
-                                       "submit this run needs it")
+    assert skipped["unused"].error == (
+        "model 'unused': submit is false and no ensemble to submit this run needs it"
+    )
 
 
 def test_members_of_an_ensemble_already_done_are_skipped() -> None:
@@ -165,8 +180,12 @@ def test_members_of_an_ensemble_already_done_are_skipped() -> None:
 def test_a_nested_submit_false_ensemble_keeps_its_members_for_the_outer_one() -> None:
     # The walk goes from the last ensemble down: the outer one wants the inner, which wants
     # its member.
-    specs = manifest(model("m", submit=False), model("inner", members={"m": 1}, submit=False),
-                     model("a"), model("outer", members={"inner": 1, "a": 1})).in_order()
+    specs = manifest(
+        model("m", submit=False),
+        model("inner", members={"m": 1}, submit=False),
+        model("a"),
+        model("outer", members={"inner": 1, "a": 1}),
+    ).in_order()
     pending, skipped = _needed(specs, {s.name: ModelReport(s.name) for s in specs})
     assert [s.name for s in pending] == ["m", "inner", "a", "outer"] and skipped == {}
 
@@ -174,8 +193,9 @@ def test_a_nested_submit_false_ensemble_keeps_its_members_for_the_outer_one() ->
 # plan_models
 
 
-def plan(w: World, m: Manifest, decision: RoundDecision | None = None,
-         account: dict[str, str] = ACCOUNT) -> ModelPlan:
+def plan(
+    w: World, m: Manifest, decision: RoundDecision | None = None, account: dict[str, str] = ACCOUNT
+) -> ModelPlan:
     return plan_models(w.ctx, m, account, decision or RoundDecision(open_round(), True))
 
 
@@ -222,8 +242,9 @@ def test_an_intent_that_cannot_be_checked_fails_the_model_with_its_submission_un
     line = result.lines["a"]
     assert line.status is ModelStatus.FAILED and line.submission is SubmissionState.UNKNOWN
     assert line.error is not None
-    assert ("run stopped-run asked Numerai to submit 'a-upload.csv' and never recorded the "
-            "answer") in line.error
+    assert (
+        "run stopped-run asked Numerai to submit 'a-upload.csv' and never recorded the answer"
+    ) in line.error
     assert "(Numerai answered 503), so it is not submitted again" in line.error
     assert [s.name for s in result.pending] == ["b"]  # never submitted twice
     assert w.ledger.intent_for(ROUND, "a") is not None  # the next run checks again
@@ -251,8 +272,11 @@ def test_a_test_run_works_on_models_in_the_ledger_and_notes_it_on_decided_lines(
 
 def test_plan_lines_follow_the_manifest_with_ensembles_after_members() -> None:
     w = world()
-    result = plan(w, manifest(model("e", members={"a": 1, "b": 1}), model("a"), model("b")),
-                  account={**ACCOUNT, "e": "id-e"})
+    result = plan(
+        w,
+        manifest(model("e", members={"a": 1, "b": 1}), model("a"), model("b")),
+        account={**ACCOUNT, "e": "id-e"},
+    )
     assert list(result.lines) == ["a", "b", "e"]
     assert [s.name for s in result.pending] == ["a", "b", "e"]
 
@@ -267,16 +291,20 @@ def test_after_the_window_numerai_lists_decide_the_lines() -> None:
     result = plan(w, manifest(model("a"), model("b")), after)
     a, b = result.lines["a"], result.lines["b"]
     assert a.status is ModelStatus.ALREADY_SUBMITTED
-    assert a.warnings == [(f"model 'a': the ledger's submission sub-ledger is not among those "
-                           f"Numerai lists for round {ROUND}")]
+    assert a.warnings == [
+        (
+            f"model 'a': the ledger's submission sub-ledger is not among those "
+            f"Numerai lists for round {ROUND}"
+        )
+    ]
     assert (b.status, b.submission_id) == (ModelStatus.ALREADY_SUBMITTED, "sub-b")
-    assert b.warnings == [(f"model 'b': Numerai lists a submission for round {ROUND} that this "
-                           "app did not make")]
+    assert b.warnings == [
+        (f"model 'b': Numerai lists a submission for round {ROUND} that this app did not make")
+    ]
     assert result.pending == []
 
 
-def test_after_the_window_a_late_submission_does_not_count_and_a_failed_look_is_a_warning(
-        ) -> None:
+def test_after_the_window_a_late_submission_does_not_count_and_a_failed_look_is_a_warning() -> None:
     w = world()
     round_ = closed_round()
     # Listed, but made after the staking close: not a submission in the window.
@@ -288,9 +316,12 @@ def test_after_the_window_a_late_submission_does_not_count_and_a_failed_look_is_
     w.numerai.fail_listing = NumeraiApiError("Numerai answered 503")
     result = plan(w, manifest(model("a")), after)
     assert result.lines["a"].status is ModelStatus.PENDING  # the model step decides it
-    assert result.lines["a"].warnings == [(
-        f"model 'a': whether Numerai lists a submission for round {ROUND} could not be "
-        "checked: Numerai answered 503")]
+    assert result.lines["a"].warnings == [
+        (
+            f"model 'a': whether Numerai lists a submission for round {ROUND} could not be "
+            "checked: Numerai answered 503"
+        )
+    ]
 
 
 def test_planning_notes_a_newer_data_version() -> None:
@@ -307,12 +338,18 @@ def test_newer_version_note_names_each_older_version_and_its_models() -> None:
     w = world()  # NUMERAI_DATA_VERSION v5.3
     # v5.10 is newer than v5.3: versions compare as numbers, not text.
     w.numerai.versions = ["v4.3", "v5.0", "v5.2", "v5.3", "v5.10"]
-    pending = [model("a"), model("b", data_version="v5.2"), model("c", data_version="v5.10"),
-               model("d", data_version="v5.2"), model("e", members={"a": 1, "c": 1})]
+    pending = [
+        model("a"),
+        model("b", data_version="v5.2"),
+        model("c", data_version="v5.10"),
+        model("d", data_version="v5.2"),
+        model("e", members={"a": 1, "c": 1}),
+    ]
     assert newer_version_note(w.ctx, pending) == (
         "Numerai lists data version v5.10, newer than some models use (v5.2: b, d; v5.3: a); "
         "a model keeps the version it was trained on: retrain it on the new one, then set its "
-        "data_version")
+        "data_version"
+    )
 
 
 def test_no_note_when_every_model_uses_the_newest_version_or_numerai_lists_none() -> None:
@@ -324,7 +361,8 @@ def test_no_note_when_every_model_uses_the_newest_version_or_numerai_lists_none(
 
 
 def test_a_failed_look_up_of_data_versions_is_logged_not_raised(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     w = world()
     w.numerai.fail_versions = NumeraiApiError("Numerai answered 500")
     with caplog.at_level(logging.WARNING, logger="shared.run.planning"):
@@ -342,14 +380,20 @@ def report_with(plan_: ModelPlan) -> RunReport:
 
 
 def test_assemble_puts_the_steps_lines_in_planning_order_with_planning_warnings_first() -> None:
-    planned = {"a": ModelReport("a", warnings=["from planning"]), "b": ModelReport("b"),
-               "c": ModelReport("c", status=ModelStatus.SKIPPED)}
+    planned = {
+        "a": ModelReport("a", warnings=["from planning"]),
+        "b": ModelReport("b"),
+        "c": ModelReport("c", status=ModelStatus.SKIPPED),
+    }
     the_plan = ModelPlan(planned, [model("a"), model("b")])
     report = report_with(the_plan)
-    done = ModelResults({"b": ModelReport("b", status=ModelStatus.SUBMITTED),
-                         "a": ModelReport("a", status=ModelStatus.SUBMITTED,
-                                          warnings=["from the step"])},
-                        notes=["round closed during the run"])
+    done = ModelResults(
+        {
+            "b": ModelReport("b", status=ModelStatus.SUBMITTED),
+            "a": ModelReport("a", status=ModelStatus.SUBMITTED, warnings=["from the step"]),
+        },
+        notes=["round closed during the run"],
+    )
     _assemble(report, the_plan, done, RoundDecision(open_round(), True))
     assert [m.name for m in report.models] == ["a", "b", "c"]
     assert report.model("a").warnings == ["from planning", "from the step"]
@@ -370,8 +414,10 @@ def test_assemble_keeps_the_after_window_reason() -> None:
 def test_a_stop_fails_the_run_and_every_line_left_pending() -> None:
     the_plan = ModelPlan({"a": ModelReport("a"), "b": ModelReport("b")}, [model("a"), model("b")])
     report = report_with(the_plan)
-    done = ModelResults({"a": ModelReport("a", status=ModelStatus.SUBMITTED),
-                         "b": ModelReport("b")}, stopped=STOPPED)
+    done = ModelResults(
+        {"a": ModelReport("a", status=ModelStatus.SUBMITTED), "b": ModelReport("b")},
+        stopped=STOPPED,
+    )
     _assemble(report, the_plan, done, RoundDecision(open_round(), True))
     assert report.status is RunStatus.FAILED
     assert report.reason == STOPPED
@@ -386,11 +432,13 @@ class RecordingExecutor:
     def __init__(self) -> None:
         self.handed: list[str] | None = None
 
-    def execute(self, ctx: object, pending: list[ModelSpec], account: dict[str, str],
-                report: RunReport) -> ModelResults:
+    def execute(
+        self, ctx: object, pending: list[ModelSpec], account: dict[str, str], report: RunReport
+    ) -> ModelResults:
         self.handed = [s.name for s in pending]
-        return ModelResults({s.name: ModelReport(s.name, status=ModelStatus.SUBMITTED)
-                             for s in pending})
+        return ModelResults(
+            {s.name: ModelReport(s.name, status=ModelStatus.SUBMITTED) for s in pending}
+        )
 
 
 def test_run_hands_only_pending_models_to_the_executor_and_marks_the_window_checked() -> None:
@@ -404,8 +452,10 @@ def test_run_hands_only_pending_models_to_the_executor_and_marks_the_window_chec
     assert fanned_out is False
     assert executor.handed == ["b"]
     assert report.after_window and report.round_number == ROUND
-    assert [(m.name, m.status) for m in report.models] == [("a", ModelStatus.ALREADY_SUBMITTED),
-                                                          ("b", ModelStatus.SUBMITTED)]
+    assert [(m.name, m.status) for m in report.models] == [
+        ("a", ModelStatus.ALREADY_SUBMITTED),
+        ("b", ModelStatus.SUBMITTED),
+    ]
     assert w.runs.window_checked == {ROUND: RUN_ID}
 
 

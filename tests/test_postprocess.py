@@ -8,8 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from shared.data.prediction_maths import (
+    benchmark_corr,
+    gate_reason,
+    neutralize,
+    rank_average,
+    recent_median,
+)
 from shared.errors import PostprocessError
-from shared.data.prediction_maths import benchmark_corr, gate_reason, neutralize, rank_average, recent_median
 
 IDS = pd.Index([f"n{i:04d}" for i in range(2000)], name="id")
 
@@ -32,7 +38,11 @@ def test_rank_average_takes_weights_relative_and_ranks_into_the_unit_interval() 
     assert blended.equals(rank_average("ens", members, {"a": 2, "b": 4, "c": -1}))
     assert blended.min() > 0 and blended.max() == 1.0
     shuffled = {name: s.sample(frac=1, random_state=1) for name, s in members.items()}
-    assert rank_average("ens", shuffled, {"a": 1, "b": 2, "c": -0.5}).sort_index().equals(blended.sort_index())
+    assert (
+        rank_average("ens", shuffled, {"a": 1, "b": 2, "c": -0.5})
+        .sort_index()
+        .equals(blended.sort_index())
+    )
 
 
 def test_rank_average_names_the_member_whose_ids_differ() -> None:
@@ -44,22 +54,34 @@ def test_rank_average_names_the_member_whose_ids_differ() -> None:
         "ensemble 'ens': member 'c' predicted different ids from member 'a' (3 of 2000 missing, 0 others, 1997 rows)"
     )
     renamed = base.rename(index=lambda i: i.replace("n0", "x0"))
-    with pytest.raises(PostprocessError, match=r"member 'b' predicted different ids from member 'a' "
-                                               r"\(1000 of 2000 missing, 1000 others, 2000 rows\)"):
+    with pytest.raises(
+        PostprocessError,
+        match=r"member 'b' predicted different ids from member 'a' "
+        r"\(1000 of 2000 missing, 1000 others, 2000 rows\)",
+    ):
         rank_average("ens", {"a": base, "b": renamed}, {"a": 1, "b": 1})
     twice = pd.concat([base, base.iloc[:2]])
-    with pytest.raises(PostprocessError, match="ensemble 'ens': member 'b' predicted 2 ids more than once"):
+    with pytest.raises(
+        PostprocessError, match="ensemble 'ens': member 'b' predicted 2 ids more than once"
+    ):
         rank_average("ens", {"a": base, "b": twice}, {"a": 1, "b": 1})
-    with pytest.raises(PostprocessError, match="ensemble 'ens': member 'b' has no predictions to combine"):
+    with pytest.raises(
+        PostprocessError, match="ensemble 'ens': member 'b' has no predictions to combine"
+    ):
         rank_average("ens", {"a": base}, {"a": 1, "b": 1})
 
 
 def exposed() -> tuple[pd.Series, pd.DataFrame]:
     """Predictions that lean on two of three binned features, with some features missing."""
     rng = np.random.default_rng(42)
-    features = pd.DataFrame(rng.integers(0, 5, size=(len(IDS), 3)).astype(float), index=IDS,
-                            columns=["feature_a", "feature_b", "feature_c"])
-    predictions = features["feature_a"] - 0.5 * features["feature_b"] + rng.normal(scale=1.0, size=len(IDS))
+    features = pd.DataFrame(
+        rng.integers(0, 5, size=(len(IDS), 3)).astype(float),
+        index=IDS,
+        columns=["feature_a", "feature_b", "feature_c"],
+    )
+    predictions = (
+        features["feature_a"] - 0.5 * features["feature_b"] + rng.normal(scale=1.0, size=len(IDS))
+    )
     features.iloc[::50, 0] = np.nan  # Numerai's live data has gaps; the middle bin stands in
     return predictions.rank(pct=True), features
 
@@ -85,13 +107,17 @@ def test_full_neutralization_removes_the_exposure_and_half_leaves_some() -> None
 
 def test_neutralize_uses_only_the_predicted_ids_and_the_given_columns() -> None:
     predictions, features = exposed()
-    extra = pd.DataFrame({c: [1.0] for c in features.columns}, index=pd.Index(["elsewhere"], name="id"))
+    extra = pd.DataFrame(
+        {c: [1.0] for c in features.columns}, index=pd.Index(["elsewhere"], name="id")
+    )
     wider = pd.concat([features, extra])
     wider["feature_z"] = 0.0
     reversed_ids = predictions.iloc[::-1]
     result = neutralize("m", reversed_ids, wider[features.columns], 1.0)
     assert result.index.equals(reversed_ids.index)
-    pd.testing.assert_series_equal(result.sort_index(), neutralize("m", predictions, features, 1.0).sort_index())
+    pd.testing.assert_series_equal(
+        result.sort_index(), neutralize("m", predictions, features, 1.0).sort_index()
+    )
 
 
 def test_neutralize_names_the_entry_and_how_many_ids_lack_features() -> None:
@@ -101,7 +127,9 @@ def test_neutralize_names_the_entry_and_how_many_ids_lack_features() -> None:
     assert str(error.value) == (
         "model 'my_model': cannot neutralize: 5 of 2000 predicted ids have no row in the live features (first: n0000)"
     )
-    with pytest.raises(PostprocessError, match="model 'my_model': cannot neutralize predictions that are missing"):
+    with pytest.raises(
+        PostprocessError, match="model 'my_model': cannot neutralize predictions that are missing"
+    ):
         neutralize("my_model", pd.Series(0.5, index=IDS), features, 0.5)
 
 
@@ -109,7 +137,9 @@ def test_benchmark_corr_of_itself_and_of_a_shuffled_copy() -> None:
     rng = np.random.default_rng(7)
     predictions = pd.Series(rng.random(len(IDS)), index=IDS)
     assert benchmark_corr(predictions, predictions) == pytest.approx(1.0)
-    assert benchmark_corr(predictions, predictions.rank(pct=True) ** 3) == pytest.approx(1.0)  # ranks only
+    assert benchmark_corr(predictions, predictions.rank(pct=True) ** 3) == pytest.approx(
+        1.0
+    )  # ranks only
     shuffled = pd.Series(rng.permutation(predictions.to_numpy()), index=IDS)
     assert abs(benchmark_corr(predictions, shuffled)) < 0.06
 

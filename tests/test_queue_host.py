@@ -23,8 +23,11 @@ from devkit.queue_host import QueueHost, QueueHostError, QueueSettings, parse_ti
 # Renewed at half of it: 4 s leaves a loaded machine (the suite in two workers) time to renew.
 VISIBILITY_SECONDS = 4
 HOST_QUEUES = {
-    "batchSize": 1, "newBatchThreshold": 0, "maxDequeueCount": 3,
-    "visibilityTimeout": "00:00:10", "messageEncoding": "base64",
+    "batchSize": 1,
+    "newBatchThreshold": 0,
+    "maxDequeueCount": 3,
+    "visibilityTimeout": "00:00:10",
+    "messageEncoding": "base64",
 }
 FAST = {"retry_delay_seconds": 0, "max_polling_seconds": 0.5}
 
@@ -34,7 +37,8 @@ def _no_instance_left_behind(tmp_path: Path) -> Iterator[None]:
     """After each test, no process runs with this test's folder on its command line."""
     yield
     leftovers = [
-        cmdline.parent.name for cmdline in Path("/proc").glob("[0-9]*/cmdline")
+        cmdline.parent.name
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline")
         if str(tmp_path).encode() in _read(cmdline)
     ]
     assert leftovers == []
@@ -58,7 +62,9 @@ def host_json(tmp_path: Path) -> Path:
 @pytest.fixture
 def queue(azurite: Azurite) -> QueueClient:
     """A fresh, empty task queue (its poison queue is left to the host to create)."""
-    client = QueueClient.from_connection_string(azurite.connection_string, f"tasks-{uuid.uuid4().hex[:8]}")
+    client = QueueClient.from_connection_string(
+        azurite.connection_string, f"tasks-{uuid.uuid4().hex[:8]}"
+    )
     client.create_queue()
     return client
 
@@ -71,13 +77,19 @@ def records(tmp_path: Path) -> Path:
 
 
 def make_host(
-    azurite: Azurite, queue: QueueClient, host_json: Path, records: Path, tmp_path: Path,
+    azurite: Azurite,
+    queue: QueueClient,
+    host_json: Path,
+    records: Path,
+    tmp_path: Path,
     workers: int = 2,
 ) -> QueueHost:
     return QueueHost(
         azurite.connection_string,
-        {queue.queue_name: "tests.queue_apps:task",
-         f"{queue.queue_name}-poison": "tests.queue_apps:poison"},
+        {
+            queue.queue_name: "tests.queue_apps:task",
+            f"{queue.queue_name}-poison": "tests.queue_apps:poison",
+        },
         work_root=tmp_path / "instances",
         environ={"TASK_QUEUE": queue.queue_name, "RECORD_DIR": str(records)},
         workers=workers,
@@ -88,8 +100,9 @@ def make_host(
 
 
 @pytest.fixture
-def host(azurite: Azurite, queue: QueueClient, host_json: Path, records: Path,
-         tmp_path: Path) -> Iterator[QueueHost]:
+def host(
+    azurite: Azurite, queue: QueueClient, host_json: Path, records: Path, tmp_path: Path
+) -> Iterator[QueueHost]:
     with make_host(azurite, queue, host_json, records, tmp_path) as running:
         yield running
 
@@ -113,13 +126,16 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_a_message_is_run_once_and_deleted(host: QueueHost, queue: QueueClient, records: Path) -> None:
+def test_a_message_is_run_once_and_deleted(
+    host: QueueHost, queue: QueueClient, records: Path
+) -> None:
     body = send(queue)
 
     host.wait_until_idle(timeout=20)
 
     assert [(c["function"], c["event"], c["body"], c["dequeue_count"]) for c in calls(records)] == [
-        ("task", "start", body, 1), ("task", "done", body, 1),
+        ("task", "start", body, 1),
+        ("task", "done", body, 1),
     ]
     assert host.queue_lengths() == {queue.queue_name: 0, f"{queue.queue_name}-poison": 0}
 
@@ -132,7 +148,12 @@ def test_a_message_failing_twice_succeeds_on_its_third_delivery(
     host.wait_until_idle(timeout=20)
 
     assert [(c["event"], c["dequeue_count"]) for c in calls(records) if c["body"] == body] == [
-        ("start", 1), ("fail", 1), ("start", 2), ("fail", 2), ("start", 3), ("done", 3),
+        ("start", 1),
+        ("fail", 1),
+        ("start", 2),
+        ("fail", 2),
+        ("start", 3),
+        ("done", 3),
     ]
     assert not [c for c in calls(records) if c["function"] == "poison"]
 
@@ -169,15 +190,22 @@ def test_a_message_that_is_not_base64_goes_to_the_poison_queue_without_running(
 ) -> None:
     queue.send_message("{not base64}")
     only_tasks = QueueHost(
-        azurite.connection_string, {queue.queue_name: "tests.queue_apps:task"},
-        work_root=tmp_path / "instances", environ={"TASK_QUEUE": queue.queue_name},
-        workers=1, host_json=host_json, visibility_seconds=VISIBILITY_SECONDS, **FAST,
+        azurite.connection_string,
+        {queue.queue_name: "tests.queue_apps:task"},
+        work_root=tmp_path / "instances",
+        environ={"TASK_QUEUE": queue.queue_name},
+        workers=1,
+        host_json=host_json,
+        visibility_seconds=VISIBILITY_SECONDS,
+        **FAST,
     )
 
     with only_tasks:
         only_tasks.wait_until_idle(timeout=20)
 
-    poison = QueueClient.from_connection_string(azurite.connection_string, f"{queue.queue_name}-poison")
+    poison = QueueClient.from_connection_string(
+        azurite.connection_string, f"{queue.queue_name}-poison"
+    )
     assert [m.content for m in poison.peek_messages(max_messages=5)] == ["{not base64}"]
     assert calls(records) == []
 
@@ -224,7 +252,8 @@ def test_a_function_longer_than_the_invisibility_keeps_its_message(
     host.wait_until_idle(timeout=20)
 
     assert [(c["event"], c["dequeue_count"]) for c in calls(records) if c["body"] == body] == [
-        ("start", 1), ("done", 1),
+        ("start", 1),
+        ("done", 1),
     ]
 
 
@@ -247,15 +276,29 @@ def test_stop_leaves_no_process_behind(
 
 def test_settings_come_from_host_json_with_the_host_s_defaults(tmp_path: Path) -> None:
     path = tmp_path / "host.json"
-    path.write_text(json.dumps({"extensions": {"queues": {
-        "batchSize": 1, "newBatchThreshold": 0, "visibilityTimeout": "00:00:10",
-    }}}))
+    path.write_text(
+        json.dumps(
+            {
+                "extensions": {
+                    "queues": {
+                        "batchSize": 1,
+                        "newBatchThreshold": 0,
+                        "visibilityTimeout": "00:00:10",
+                    }
+                }
+            }
+        )
+    )
 
     settings = QueueSettings.from_host_json(path)
 
     assert settings == QueueSettings(
-        batch_size=1, new_batch_threshold=0, max_dequeue_count=5, retry_delay_seconds=10.0,
-        max_polling_seconds=60.0, message_encoding="base64",
+        batch_size=1,
+        new_batch_threshold=0,
+        max_dequeue_count=5,
+        retry_delay_seconds=10.0,
+        max_polling_seconds=60.0,
+        message_encoding="base64",
     )
     assert parse_timespan("1.02:03:04.5") == 86400 + 2 * 3600 + 3 * 60 + 4.5
 

@@ -42,13 +42,20 @@ def queue_mode(deployed: LocalStack, monkeypatch: pytest.MonkeyPatch) -> LocalSt
 
 
 def get(route: str, run_id: str | None = None, params: dict | None = None) -> func.HttpResponse:
-    request = func.HttpRequest("GET", f"/api/{route}", body=b"", params=params or {},
-                               route_params={"run_id": run_id} if run_id else {})
+    request = func.HttpRequest(
+        "GET",
+        f"/api/{route}",
+        body=b"",
+        params=params or {},
+        route_params={"run_id": run_id} if run_id else {},
+    )
     function = function_app.run if run_id else function_app.runs
     return function.build().get_user_function()(request)
 
 
-def test_a_scheduled_run_fans_out_and_the_last_task_writes_the_report(queue_mode: LocalStack) -> None:
+def test_a_scheduled_run_fans_out_and_the_last_task_writes_the_report(
+    queue_mode: LocalStack,
+) -> None:
     fire_timer()
     [planned] = reports(queue_mode)
     assert planned["status"] == "running" and planned["execution"] == "queue"
@@ -95,14 +102,20 @@ def deliver_kind(stack: LocalStack, kind: str, poison: bool = False) -> int:
         if json.loads(message.content)["kind"] != kind:
             continue
         function.build().get_user_function()(
-            FunctionMessage(id=message.id, body=message.content.encode(), dequeue_count=message.dequeue_count))
+            FunctionMessage(
+                id=message.id, body=message.content.encode(), dequeue_count=message.dequeue_count
+            )
+        )
         queue.delete_message(message)
         done += 1
     return done
 
 
 def test_a_failing_model_fails_the_fanned_out_run_and_the_others_are_submitted(
-    queue_mode: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path,
+    queue_mode: LocalStack,
+    small_round: SyntheticRound,
+    example_models: Path,
+    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     broken = tmp_path / "models"
@@ -116,10 +129,16 @@ def test_a_failing_model_fails_the_fanned_out_run_and_the_others_are_submitted(
     assert report["status"] == "failed"
     assert report["reason"] == "1 of 4 models failed: demo_onnx"
     assert line(report, "demo_onnx")["error"].startswith("model 'demo_onnx'")
-    assert sorted(s.model_name for s in queue_mode.sandbox.submissions) == sorted(set(MODELS) - {"demo_onnx"})
+    assert sorted(s.model_name for s in queue_mode.sandbox.submissions) == sorted(
+        set(MODELS) - {"demo_onnx"}
+    )
     # The record the failed-run alert looks for (infra/app/alerts.bicep), written by the finishing task.
     [record] = [r for r in caplog.records if getattr(r, "run_status", None) == "failed"]
-    assert record.levelname == "ERROR" and record.mode == "scheduled" and record.run_id == report["run_id"]
+    assert (
+        record.levelname == "ERROR"
+        and record.mode == "scheduled"
+        and record.run_id == report["run_id"]
+    )
 
 
 def test_two_scheduled_runs_at_once_submit_each_model_once(queue_mode: LocalStack) -> None:
@@ -134,7 +153,8 @@ def test_two_scheduled_runs_at_once_submit_each_model_once(queue_mode: LocalStac
 
 
 def test_a_run_whose_tasks_never_run_is_reported_failed_at_its_deadline(
-    queue_mode: LocalStack, monkeypatch: pytest.MonkeyPatch,
+    queue_mode: LocalStack,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("RUN_DEADLINE_SECONDS", "1")
     monkeypatch.setattr("shared.executors.queue.fanout.DEADLINE_GRACE_SECONDS", 1)
@@ -156,9 +176,11 @@ def test_a_poisoned_task_fails_its_model_and_the_run_still_finishes(queue_mode: 
     fire_timer()
     # What the host does after maxDequeueCount failed deliveries: the message moves to <queue>-poison.
     queue = task_queue(queue_mode)
-    poison = QueueClient.from_connection_string(queue_mode.azurite.connection_string,
-                                                f"{queue_mode.task_queue}-poison",
-                                                message_encode_policy=TextBase64EncodePolicy())
+    poison = QueueClient.from_connection_string(
+        queue_mode.azurite.connection_string,
+        f"{queue_mode.task_queue}-poison",
+        message_encode_policy=TextBase64EncodePolicy(),
+    )
     poison.create_queue()
     for message in queue.receive_messages(max_messages=32, visibility_timeout=60):
         if json.loads(message.content).get("model") == "demo_onnx":
@@ -172,21 +194,32 @@ def test_a_poisoned_task_fails_its_model_and_the_run_still_finishes(queue_mode: 
 
     [report] = reports(queue_mode)
     assert report["status"] == "failed"
-    assert "delivered 3 times (host.json maxDequeueCount) and never finished" in line(report, "demo_onnx")["error"]
-    assert sorted(s.model_name for s in queue_mode.sandbox.submissions) == sorted(set(MODELS) - {"demo_onnx"})
+    assert (
+        "delivered 3 times (host.json maxDequeueCount) and never finished"
+        in line(report, "demo_onnx")["error"]
+    )
+    assert sorted(s.model_name for s in queue_mode.sandbox.submissions) == sorted(
+        set(MODELS) - {"demo_onnx"}
+    )
 
 
 def test_a_message_that_is_not_a_task_is_dropped_with_an_error(
-    queue_mode: LocalStack, caplog: pytest.LogCaptureFixture,
+    queue_mode: LocalStack,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    function_app.model_task.build().get_user_function()(FunctionMessage(id="x", body=b"hello", dequeue_count=1))
+    function_app.model_task.build().get_user_function()(
+        FunctionMessage(id="x", body=b"hello", dequeue_count=1)
+    )
     assert "not a task message" in caplog.text
 
 
 def test_an_unreachable_queue_fails_the_run_with_a_report_naming_it(
-    queue_mode: LocalStack, monkeypatch: pytest.MonkeyPatch,
+    queue_mode: LocalStack,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    dead = queue_mode.azurite.connection_string.replace(str(queue_mode.azurite.queue_port), str(free_port()))
+    dead = queue_mode.azurite.connection_string.replace(
+        str(queue_mode.azurite.queue_port), str(free_port())
+    )
     monkeypatch.setenv("AzureWebJobsStorage", dead)
     with pytest.raises(RunFailed):
         fire_timer()
@@ -196,12 +229,21 @@ def test_an_unreachable_queue_fails_the_run_with_a_report_naming_it(
     assert uploads(queue_mode) == []
 
 
-@pytest.mark.parametrize(("body", "why"), [
-    (b"not json", "not a task message"),
-    (b'{"kind": "model", "run_id": "r", "round_number": 1}', "not a task message"),  # no model
-    (b'{"kind": "deadline", "run_id": "r", "round_number": 1, "model": "m"}', "not a task message"),
-    (b'{"kind": "model", "run_id": "r", "round_number": 1, "model": "m", "extra": 1}', "not a task message"),
-])
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"not json", "not a task message"),
+        (b'{"kind": "model", "run_id": "r", "round_number": 1}', "not a task message"),  # no model
+        (
+            b'{"kind": "deadline", "run_id": "r", "round_number": 1, "model": "m"}',
+            "not a task message",
+        ),
+        (
+            b'{"kind": "model", "run_id": "r", "round_number": 1, "model": "m", "extra": 1}',
+            "not a task message",
+        ),
+    ],
+)
 def test_task_messages_that_are_not_ours_are_refused(body: bytes, why: str) -> None:
     with pytest.raises(BadTask, match=why):
         TaskMessage.from_body(body)
@@ -211,6 +253,12 @@ def test_the_runs_api_refuses_what_it_cannot_answer(queue_mode: LocalStack) -> N
     bad_id = get("runs", "../reports/x")
     assert bad_id.status_code == 400 and "not a run id" in json.loads(bad_id.get_body())["error"]
     unknown = get("runs", "20261128T120000123456Z-test-1a2b3c4d")
-    assert unknown.status_code == 404 and "no run 20261128T120000123456Z-test-1a2b3c4d" in unknown.get_body().decode()
+    assert (
+        unknown.status_code == 404
+        and "no run 20261128T120000123456Z-test-1a2b3c4d" in unknown.get_body().decode()
+    )
     bad_limit = get("runs", params={"limit": "1000"})
-    assert bad_limit.status_code == 400 and "limit must be a whole number from 1 to 100" in bad_limit.get_body().decode()
+    assert (
+        bad_limit.status_code == 400
+        and "limit must be a whole number from 1 to 100" in bad_limit.get_body().decode()
+    )

@@ -27,12 +27,20 @@ VISIBILITY_SECONDS = 4
 
 
 @pytest.fixture
-def host(deployed: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[QueueHost]:
+def host(
+    deployed: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[QueueHost]:
     monkeypatch.setenv("MODEL_EXECUTION", "queue")
     queue = deployed.task_queue
     bindings = {queue: "function_app:model_task", f"{queue}-poison": "function_app:poison_task"}
-    with QueueHost(deployed.azurite.connection_string, bindings, work_root=tmp_path / "instances",
-                   workers=WORKERS, visibility_seconds=VISIBILITY_SECONDS, retry_delay_seconds=1) as running:
+    with QueueHost(
+        deployed.azurite.connection_string,
+        bindings,
+        work_root=tmp_path / "instances",
+        workers=WORKERS,
+        visibility_seconds=VISIBILITY_SECONDS,
+        retry_delay_seconds=1,
+    ) as running:
         yield running
 
 
@@ -41,7 +49,8 @@ def submitted(stack: LocalStack) -> Counter[str]:
 
 
 def test_two_instances_submit_every_model_once_and_download_the_data_once_each(
-    deployed: LocalStack, host: QueueHost,
+    deployed: LocalStack,
+    host: QueueHost,
 ) -> None:
     fire_timer()
     host.wait_until_idle(timeout=180)
@@ -54,7 +63,8 @@ def test_two_instances_submit_every_model_once_and_download_the_data_once_each(
 
 
 def test_an_instance_killed_mid_task_gives_its_message_back_and_the_model_is_submitted_once(
-    deployed: LocalStack, host: QueueHost,
+    deployed: LocalStack,
+    host: QueueHost,
 ) -> None:
     fire_timer()
     [victim, *_] = host.wait_until_busy(timeout=60)
@@ -84,13 +94,18 @@ def kill_the_instance(live):
 
 
 def test_a_model_that_kills_its_instance_every_time_is_poisoned_and_the_report_is_complete(
-    deployed: LocalStack, host: QueueHost, small_round: SyntheticRound, example_models: Path, tmp_path: Path,
+    deployed: LocalStack,
+    host: QueueHost,
+    small_round: SyntheticRound,
+    example_models: Path,
+    tmp_path: Path,
 ) -> None:
     models = tmp_path / "fleet"
     shutil.copytree(example_models, models)
     manifest = json.loads((models / "models.json").read_text())
-    manifest["models"].append({"name": "killer", "file": "killer.pkl", "format": "numerai_pickle",
-                               "trust_pickle": True})
+    manifest["models"].append(
+        {"name": "killer", "file": "killer.pkl", "format": "numerai_pickle", "trust_pickle": True}
+    )
     (models / "killer.pkl").write_bytes(cloudpickle.dumps(kill_the_instance))
     (models / "models.json").write_text(json.dumps(manifest))
     deployed.deploy(models, small_round)
@@ -101,5 +116,8 @@ def test_a_model_that_kills_its_instance_every_time_is_poisoned_and_the_report_i
     [report] = reports(deployed)
     assert report["status"] == "failed"
     assert report["reason"] == "1 of 5 models failed: killer"
-    assert "delivered 3 times (host.json maxDequeueCount) and never finished" in line(report, "killer")["error"]
+    assert (
+        "delivered 3 times (host.json maxDequeueCount) and never finished"
+        in line(report, "killer")["error"]
+    )
     assert submitted(deployed) == Counter(MODELS)

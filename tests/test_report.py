@@ -15,10 +15,15 @@ def test_a_long_error_is_cut_saying_how_much() -> None:
 
 
 def test_a_long_run_reason_is_cut_and_so_is_each_unfinished_models_line() -> None:
-    report = RunReport("r", Mode.TEST, "now", models=[ModelReport("a"), ModelReport("b", ModelStatus.VALIDATED)])
+    report = RunReport(
+        "r", Mode.TEST, "now", models=[ModelReport("a"), ModelReport("b", ModelStatus.VALIDATED)]
+    )
     report.fail("y" * 5000)
     assert report.reason == "y" * MAX_TEXT_CHARS + "… (3000 characters cut)"
-    assert report.model("a").error == "not finished: " + "y" * (MAX_TEXT_CHARS - 14) + "… (3014 characters cut)"
+    assert (
+        report.model("a").error
+        == "not finished: " + "y" * (MAX_TEXT_CHARS - 14) + "… (3014 characters cut)"
+    )
     assert report.model("b").error is None
 
 

@@ -25,7 +25,9 @@ def test_a_held_folder_survives_sweeps_from_this_process_and_another_and_goes_wh
     assert not folder.exists()
 
 
-def test_a_sweep_removes_unheld_folders_and_leaves_files_and_a_missing_root_alone(tmp_path: Path) -> None:
+def test_a_sweep_removes_unheld_folders_and_leaves_files_and_a_missing_root_alone(
+    tmp_path: Path,
+) -> None:
     remove_stale_folders(tmp_path / "absent")
     assert not (tmp_path / "absent").exists()
     (tmp_path / "killed").mkdir()

@@ -41,11 +41,23 @@ def test_every_python_and_platform_gets_one_pin_of_every_library() -> None:
         return {name.removesuffix("-cpu") for name in pins(environment)}
 
     here = libraries({})
-    assert {"pandas", "numpy", "scikit-learn", "cloudpickle", "tensorflow", "keras", "xgboost"} <= here
+    assert {
+        "pandas",
+        "numpy",
+        "scikit-learn",
+        "cloudpickle",
+        "tensorflow",
+        "keras",
+        "xgboost",
+    } <= here
     assert "torch" not in here  # see requirements.txt: ONNX instead of gigabytes of CUDA
     for python in PYTHONS:
         for system, machine in PLATFORMS:
-            environment = {"python_version": python, "sys_platform": system, "platform_machine": machine}
+            environment = {
+                "python_version": python,
+                "sys_platform": system,
+                "platform_machine": machine,
+            }
             assert libraries(environment) == here, environment
 
 
@@ -56,5 +68,7 @@ def test_linux_x86_64_gets_the_cpu_only_builds() -> None:
 
 @pytest.mark.parametrize("name, pinned", sorted(pins().items()))
 def test_the_venv_has_the_pinned_version(name: str, pinned: str) -> None:
-    where = f"Python {sys.version_info[0]}.{sys.version_info[1]} on {sys.platform} {platform.machine()}"
+    where = (
+        f"Python {sys.version_info[0]}.{sys.version_info[1]} on {sys.platform} {platform.machine()}"
+    )
     assert version(name) == pinned, f"{name} on {where}: run make setup"

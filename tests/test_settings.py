@@ -21,15 +21,24 @@ def test_defaults_apply_when_only_the_keys_are_set() -> None:
 
 
 def test_queue_mode_and_the_host_storage_key_is_a_secret() -> None:
-    settings = load_settings({**KEYS, "MODEL_EXECUTION": "Queue", "TASK_QUEUE": "tasks-1",
-                              "AzureWebJobsStorage": "AccountName=a;AccountKey=hostkey;"})
+    settings = load_settings(
+        {
+            **KEYS,
+            "MODEL_EXECUTION": "Queue",
+            "TASK_QUEUE": "tasks-1",
+            "AzureWebJobsStorage": "AccountName=a;AccountKey=hostkey;",
+        }
+    )
     assert settings.model_execution is Execution.QUEUE and settings.task_queue == "tasks-1"
     assert "hostkey" in settings.secrets
 
 
 def test_an_unresolved_key_vault_reference_names_the_setting() -> None:
     reference = "@Microsoft.KeyVault(VaultName=kv-numerai;SecretName=numerai-secret-key)"
-    with pytest.raises(SettingsError, match="NUMERAI_SECRET_KEY is a Key Vault reference that Azure could not resolve"):
+    with pytest.raises(
+        SettingsError,
+        match="NUMERAI_SECRET_KEY is a Key Vault reference that Azure could not resolve",
+    ):
         load_settings({**KEYS, "NUMERAI_SECRET_KEY": reference})
 
 
@@ -41,7 +50,10 @@ def test_an_unresolved_key_vault_reference_names_the_setting() -> None:
         ({"BATCH_ROWS": "0"}, "BATCH_ROWS must be at least 1"),
         ({"NUMERAI_FORCE_RESUBMIT": "maybe"}, "NUMERAI_FORCE_RESUBMIT must be true or false"),
         ({"NUMERAI_RETRIES": "0"}, "NUMERAI_RETRIES must be at least 1"),
-        ({"MODEL_EXECUTION": "cluster"}, "MODEL_EXECUTION must be one of local, queue; it is 'cluster'"),
+        (
+            {"MODEL_EXECUTION": "cluster"},
+            "MODEL_EXECUTION must be one of local, queue; it is 'cluster'",
+        ),
         ({"TASK_QUEUE": "Model_Tasks"}, "TASK_QUEUE must be a Storage queue name"),
         ({"TASK_QUEUE": "a" * 57}, "TASK_QUEUE must be a Storage queue name of 3 to 56"),
         ({"TASK_QUEUE": "model--tasks"}, "TASK_QUEUE must be a Storage queue name"),
@@ -55,4 +67,8 @@ def test_bad_values_name_the_setting(changes: dict[str, str], message: str) -> N
 def test_secrets_stay_out_of_the_settings_repr() -> None:
     settings = load_settings({**KEYS, "MODELS_STORAGE_CONNECTION_STRING": "AccountKey=abc"})
     assert "secret" not in repr(settings) and "abc" not in repr(settings)
-    assert set(settings.secrets) == {"public", "secret", "abc"}  # of the connection string, its key only
+    assert set(settings.secrets) == {
+        "public",
+        "secret",
+        "abc",
+    }  # of the connection string, its key only

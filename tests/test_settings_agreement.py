@@ -12,11 +12,25 @@ from tests.test_infra import infra_app_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # How the code reads settings: shared/settings.py's typed reader, env.get in telemetry.
-READERS = {"required", "optional", "text", "number", "optional_number", "flag", "choice", "queue_name", "get"}
+READERS = {
+    "required",
+    "optional",
+    "text",
+    "number",
+    "optional_number",
+    "flag",
+    "choice",
+    "queue_name",
+    "get",
+}
 SETTING_NAME = re.compile(r"^[A-Z][A-Z0-9_]{3,}$")
 # Read by the Functions host or the platform, not by our code.
-HOST_SETTINGS = {"AzureWebJobsStorage", "FUNCTIONS_WORKER_RUNTIME", "PYTHON_ISOLATE_WORKER_DEPENDENCIES",
-                 "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"}
+HOST_SETTINGS = {
+    "AzureWebJobsStorage",
+    "FUNCTIONS_WORKER_RUNTIME",
+    "PYTHON_ISOLATE_WORKER_DEPENDENCIES",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+}
 # Only for local development: the sandbox's URL, and Azurite's connection string.
 LOCAL_ONLY = {"NUMERAI_API_URL", "MODELS_STORAGE_CONNECTION_STRING"}
 
@@ -26,10 +40,15 @@ def settings_the_code_reads() -> set[str]:
     names = set(re.findall(r"%([A-Z][A-Z0-9_]+)%", (ROOT / "function_app.py").read_text()))
     for path in [ROOT / "function_app.py", *(ROOT / "shared").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr in READERS and node.args
-                    and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
-                    and SETTING_NAME.match(node.args[0].value)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in READERS
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+                and SETTING_NAME.match(node.args[0].value)
+            ):
                 names.add(node.args[0].value)
     return names
 
@@ -46,8 +65,13 @@ def readme_settings() -> set[str]:
 
 def test_the_scan_finds_the_settings_we_know_of() -> None:
     code = settings_the_code_reads()
-    assert {"NUMERAI_SCHEDULE", "NUMERAI_SECRET_KEY", "BATCH_ROWS", "APPLICATIONINSIGHTS_CONNECTION_STRING",
-            "AZURE_CLIENT_ID"} <= code
+    assert {
+        "NUMERAI_SCHEDULE",
+        "NUMERAI_SECRET_KEY",
+        "BATCH_ROWS",
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        "AZURE_CLIENT_ID",
+    } <= code
     assert len(code) >= 20
 
 

@@ -58,13 +58,17 @@ BENCHMARK = FakeInputs(Benchmark(pd.Series(RISING, index=pd.Index(IDS, name="id"
 FOLDERS = [(Mode.SCHEDULED, PREDICTIONS), (Mode.TEST, TEST_PREDICTIONS)]
 
 
-@pytest.mark.parametrize(("mode", "status", "folder"), [
-    (Mode.SCHEDULED, ModelStatus.PENDING, PREDICTIONS),  # pending: ready to upload
-    # A test run writes apart: it never replaces what was uploaded.
-    (Mode.TEST, ModelStatus.VALIDATED, TEST_PREDICTIONS),
-])
-def test_a_good_prediction_is_checked_and_archived(mode: Mode, status: ModelStatus,
-                                                   folder: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "status", "folder"),
+    [
+        (Mode.SCHEDULED, ModelStatus.PENDING, PREDICTIONS),  # pending: ready to upload
+        # A test run writes apart: it never replaces what was uploaded.
+        (Mode.TEST, ModelStatus.VALIDATED, TEST_PREDICTIONS),
+    ],
+)
+def test_a_good_prediction_is_checked_and_archived(
+    mode: Mode, status: ModelStatus, folder: str
+) -> None:
     w = world(mode)
     spec = model("a")
     line = archive_prediction(w.ctx, predicted(spec), BENCHMARK)
@@ -72,9 +76,16 @@ def test_a_good_prediction_is_checked_and_archived(mode: Mode, status: ModelStat
     assert (line.rows, line.benchmark_corr, line.data_version) == (10, 1.0, "v5.3")
     assert line.predictions_blob == f"{folder}/round-{ROUND}/a.csv"
     kept = w.archive.blobs[(folder, ROUND, "a")]
-    assert kept == Archived(csv_of(RISING), {"model_etag": "etag-a", "data_version": "v5.3",
-                                             "entry_digest": spec.digest(), "run_id": RUN_ID,
-                                             "benchmark_corr": "1.0000"})
+    assert kept == Archived(
+        csv_of(RISING),
+        {
+            "model_etag": "etag-a",
+            "data_version": "v5.3",
+            "entry_digest": spec.digest(),
+            "run_id": RUN_ID,
+            "benchmark_corr": "1.0000",
+        },
+    )
 
 
 @pytest.mark.parametrize(("mode", "folder"), FOLDERS)
@@ -132,8 +143,10 @@ def test_without_the_benchmark_a_gated_model_is_held_back_and_others_warned() ->
     gated = archive_prediction(w.ctx, predicted(model("a", min_benchmark_corr=0.1)), missing)
     free = archive_prediction(w.ctx, predicted(model("b")), missing)
     assert gated.status is ModelStatus.GATED
-    assert gated.error == ("model 'a': the benchmark check could not run: no column 'x'; "
-                           "the model has a gate in the manifest, so it was held back")
+    assert gated.error == (
+        "model 'a': the benchmark check could not run: no column 'x'; "
+        "the model has a gate in the manifest, so it was held back"
+    )
     assert free.status is ModelStatus.PENDING
     assert free.warnings == ["model 'b': the benchmark check could not run: no column 'x'"]
 
@@ -144,9 +157,11 @@ def test_an_undefined_benchmark_correlation_leaves_the_line_standard_json() -> N
     line = archive_prediction(w.ctx, predicted(model("a")), flat)
     assert line.status is ModelStatus.PENDING  # ungated: not held back
     assert line.benchmark_corr is None
-    assert line.warnings == ["model 'a': the benchmark check could not run: the correlation with the "
-                             "benchmark is undefined (constant predictions or benchmark, or no live ids "
-                             "in common)"]
+    assert line.warnings == [
+        "model 'a': the benchmark check could not run: the correlation with the "
+        "benchmark is undefined (constant predictions or benchmark, or no live ids "
+        "in common)"
+    ]
     gated = archive_prediction(w.ctx, predicted(model("g", min_benchmark_corr=0.1)), flat)
     assert gated.status is ModelStatus.GATED and "undefined" in (gated.error or "")
 
@@ -158,15 +173,18 @@ def test_an_undefined_benchmark_correlation_leaves_the_line_standard_json() -> N
 
 @pytest.mark.parametrize("mode", [Mode.SCHEDULED, Mode.TEST])
 @pytest.mark.parametrize("submit", [True, False])
-def test_a_storage_failure_while_archiving_fails_the_line_before_any_upload(mode: Mode,
-                                                                            submit: bool) -> None:
+def test_a_storage_failure_while_archiving_fails_the_line_before_any_upload(
+    mode: Mode, submit: bool
+) -> None:
     # Whatever the mode and entry, the failure is the line's last word (not validated, predicted).
     w = world(mode)
     w.archive.fail_write = StorageError("could not write 'predictions/round-1200/a.csv': 503")
     line = archive_prediction(w.ctx, predicted(model("a", submit=submit)), BENCHMARK)
     assert line.status is ModelStatus.FAILED and line.predictions_blob is None
-    assert line.error == ("model 'a': predictions could not be archived, so they were not "
-                          "uploaded: could not write 'predictions/round-1200/a.csv': 503")
+    assert line.error == (
+        "model 'a': predictions could not be archived, so they were not "
+        "uploaded: could not write 'predictions/round-1200/a.csv': 503"
+    )
 
 
 def test_predictions_from_the_archive_are_not_written_again() -> None:
@@ -217,11 +235,13 @@ def test_a_failed_member_fails_the_ensemble(where: str) -> None:
         made["b"] = predicted(model("b"), ok=False, error="model 'b': could not load")
     elif where == "made with rejected predictions":
         # Kept for the archive (a failed neutralization, say), never for an ensemble.
-        made["b"] = predicted(model("b"), csv_of(FALLING), ok=False,
-                              error="model 'b': neutralization failed")
+        made["b"] = predicted(
+            model("b"), csv_of(FALLING), ok=False, error="model 'b': neutralization failed"
+        )
     else:
-        elsewhere["b"] = ModelReport("b", status=ModelStatus.FAILED,
-                                     error="model 'b': could not load")
+        elsewhere["b"] = ModelReport(
+            "b", status=ModelStatus.FAILED, error="model 'b': could not load"
+        )
     result = ensemble_prediction(w.ctx, ENSEMBLE, made, elsewhere, FakeInputs())
     assert not result.outcome.ok and result.csv is None
     assert result.outcome.error == "ensemble 'e': member 'b' failed, so the ensemble was not made"
@@ -239,37 +259,47 @@ def test_an_ensemble_that_misses_live_ids_fails_the_submission_rules() -> None:
     one_more = FakeInputs(live_ids=pd.Index([*IDS, "n999"]))
     result = ensemble_prediction(w.ctx, ENSEMBLE, made, {}, one_more)
     assert not result.outcome.ok and result.csv is None
-    assert result.outcome.error == ("model 'e': predictions cover 10 of 11 live ids (1 missing, "
-                                    "0 not in this round)")
+    assert result.outcome.error == (
+        "model 'e': predictions cover 10 of 11 live ids (1 missing, 0 not in this round)"
+    )
 
 
 # upload
 
 
-def uploading(*specs: ModelSpec, statuses: dict[str, ModelStatus] | None = None
-              ) -> tuple[dict[str, ModelReport], dict[str, Prediction]]:
+def uploading(
+    *specs: ModelSpec, statuses: dict[str, ModelStatus] | None = None
+) -> tuple[dict[str, ModelReport], dict[str, Prediction]]:
     """Each spec's line (pending unless `statuses` says) and predictions, as archiving leaves them.
 
     Each model's CSV differs, so that an upload of the wrong one shows.
     """
-    lines = {s.name: ModelReport(s.name, status=(statuses or {}).get(s.name, ModelStatus.PENDING),
-                                 predictions_blob=f"{PREDICTIONS}/round-{ROUND}/{s.name}.csv")
-             for s in specs}
-    made = {s.name: predicted(s, csv_of([v + i / 100 for v in RISING]))
-            for i, s in enumerate(specs)}
+    lines = {
+        s.name: ModelReport(
+            s.name,
+            status=(statuses or {}).get(s.name, ModelStatus.PENDING),
+            predictions_blob=f"{PREDICTIONS}/round-{ROUND}/{s.name}.csv",
+        )
+        for s in specs
+    }
+    made = {
+        s.name: predicted(s, csv_of([v + i / 100 for v in RISING])) for i, s in enumerate(specs)
+    }
     return lines, made
 
 
 def test_a_normal_upload_submits_each_pending_model_once_and_records_it(tmp_path: Path) -> None:
     w = world(account=ACCOUNT, lock=FakeLock(), work_dir=tmp_path)
     w.ctx.trigger_id = "trigger-1"
-    lines, made = uploading(model("a"), model("b"), model("c"),
-                            statuses={"b": ModelStatus.GATED})
+    lines, made = uploading(model("a"), model("b"), model("c"), statuses={"b": ModelStatus.GATED})
     done = upload(w.ctx, lines, made, ACCOUNT, tmp_path)
     assert done.stopped is None and done.notes == []
     a = done.lines["a"]
-    assert (a.status, a.submission, a.submission_id) == (ModelStatus.SUBMITTED,
-                                                         SubmissionState.EXISTS, "sub-1")
+    assert (a.status, a.submission, a.submission_id) == (
+        ModelStatus.SUBMITTED,
+        SubmissionState.EXISTS,
+        "sub-1",
+    )
     assert done.lines["b"].status is ModelStatus.GATED  # held back: never uploaded
     assert done.lines["c"].submission_id == "sub-2"
     # The very text archived is the text uploaded, byte for byte.
@@ -288,8 +318,9 @@ def test_with_nothing_to_upload_the_round_is_not_asked_about(tmp_path: Path) -> 
         raise NumeraiApiError("Numerai could not be reached")
 
     w.numerai.current_round = unreachable  # type: ignore[method-assign]  # asked, the step would raise
-    lines, made = uploading(model("a"), model("b"), statuses={"a": ModelStatus.GATED,
-                                                              "b": ModelStatus.FAILED})
+    lines, made = uploading(
+        model("a"), model("b"), statuses={"a": ModelStatus.GATED, "b": ModelStatus.FAILED}
+    )
     done = upload(w.ctx, lines, made, ACCOUNT, tmp_path)
     assert [done.lines[n].status for n in "ab"] == [ModelStatus.GATED, ModelStatus.FAILED]
     assert done.notes == [] and done.stopped is None and w.numerai.uploads == []
@@ -302,24 +333,29 @@ def test_a_submit_false_model_is_never_uploaded(tmp_path: Path) -> None:
     assert done.lines["m"].status is ModelStatus.PENDING and w.numerai.uploads == []
 
 
-@pytest.mark.parametrize(("current", "now"), [(open_round(ROUND + 1), f"round {ROUND + 1}"),
-                                              (None, "no round")])
-def test_nothing_is_uploaded_once_the_round_moved_on(tmp_path: Path, current: object,
-                                                     now: str) -> None:
+@pytest.mark.parametrize(
+    ("current", "now"), [(open_round(ROUND + 1), f"round {ROUND + 1}"), (None, "no round")]
+)
+def test_nothing_is_uploaded_once_the_round_moved_on(
+    tmp_path: Path, current: object, now: str
+) -> None:
     w = world(account=ACCOUNT, work_dir=tmp_path)
     w.numerai.round = current  # type: ignore[assignment]
     lines, made = uploading(model("a"), model("b"), statuses={"b": ModelStatus.GATED})
     done = upload(w.ctx, lines, made, ACCOUNT, tmp_path)
     assert done.lines["a"].status is ModelStatus.FAILED
-    assert done.lines["a"].error == (f"model 'a': round {ROUND} ended during the run ({now} is "
-                                     "current); its predictions are archived but were not "
-                                     "uploaded")
+    assert done.lines["a"].error == (
+        f"model 'a': round {ROUND} ended during the run ({now} is "
+        "current); its predictions are archived but were not "
+        "uploaded"
+    )
     assert done.lines["b"].status is ModelStatus.GATED  # only pending lines are decided here
     assert w.numerai.uploads == [] and done.stopped is None
 
 
 def test_after_the_staking_close_without_submit_late_pending_models_missed_the_round(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     w = world(account=ACCOUNT, work_dir=tmp_path)
     w.numerai.round = closed_round()
     lines, made = uploading(model("a"))
@@ -327,8 +363,10 @@ def test_after_the_staking_close_without_submit_late_pending_models_missed_the_r
     a = done.lines["a"]
     assert a.status is ModelStatus.MISSED and a.error is not None
     assert a.error.startswith(f"model 'a': round {ROUND} closed for staking at ")
-    assert ("45 min before it could be submitted; its predictions are archived "
-            f"({PREDICTIONS}/round-{ROUND}/a.csv)") in a.error
+    assert (
+        "45 min before it could be submitted; its predictions are archived "
+        f"({PREDICTIONS}/round-{ROUND}/a.csv)"
+    ) in a.error
     assert a.error.endswith("set SUBMIT_LATE=true to submit after the close (scored, not staked)")
     assert w.numerai.uploads == []
 
@@ -339,10 +377,18 @@ def test_after_the_staking_close_with_submit_late_models_are_submitted_late(tmp_
     lines, made = uploading(model("a"))
     done = upload(w.ctx, lines, made, ACCOUNT, tmp_path)
     assert done.lines["a"].status is ModelStatus.SUBMITTED
-    assert done.lines["a"].warnings == [("model 'a': submitted 45 min after the staking close "
-                                         "(SUBMIT_LATE=true): scored, not staked")]
-    assert done.notes == [(f"round {ROUND} closed for staking during the run; the submissions "
-                           "are late: scored, but not staked")]
+    assert done.lines["a"].warnings == [
+        (
+            "model 'a': submitted 45 min after the staking close "
+            "(SUBMIT_LATE=true): scored, not staked"
+        )
+    ]
+    assert done.notes == [
+        (
+            f"round {ROUND} closed for staking during the run; the submissions "
+            "are late: scored, but not staked"
+        )
+    ]
 
 
 def test_a_lost_lock_stops_the_uploads_and_leaves_later_lines_pending(tmp_path: Path) -> None:
@@ -352,8 +398,10 @@ def test_a_lost_lock_stops_the_uploads_and_leaves_later_lines_pending(tmp_path: 
     done = upload(w.ctx, lines, made, ACCOUNT, tmp_path)
     assert done.lines["a"].status is ModelStatus.SUBMITTED
     assert [done.lines[n].status for n in ("b", "c")] == [ModelStatus.PENDING, ModelStatus.PENDING]
-    assert done.stopped == ("this run could not confirm its lock 'locks/scheduled-run' (lease "
-                            "lost); the models not yet submitted are archived for the next run")
+    assert done.stopped == (
+        "this run could not confirm its lock 'locks/scheduled-run' (lease "
+        "lost); the models not yet submitted are archived for the next run"
+    )
     assert [name for name, _, _ in w.numerai.uploads] == ["a"]
 
 
@@ -362,9 +410,11 @@ def test_one_failed_lock_confirmation_stops_the_uploads_for_good(tmp_path: Path)
     w = world(account=ACCOUNT, work_dir=tmp_path, lock=FakeLock(fails_at=frozenset({3})))
     lines, made = uploading(model("a"), model("b"), model("c"))
     done = upload(w.ctx, lines, made, ACCOUNT, tmp_path)
-    assert [line.status for line in done.lines.values()] == [ModelStatus.SUBMITTED,
-                                                             ModelStatus.PENDING,
-                                                             ModelStatus.PENDING]
+    assert [line.status for line in done.lines.values()] == [
+        ModelStatus.SUBMITTED,
+        ModelStatus.PENDING,
+        ModelStatus.PENDING,
+    ]
     assert done.stopped is not None and [name for name, _, _ in w.numerai.uploads] == ["a"]
 
 
@@ -375,8 +425,9 @@ def test_the_run_deadline_stops_the_uploads(tmp_path: Path) -> None:
     done = upload(w.ctx, lines, made, ACCOUNT, tmp_path)
     assert done.lines["a"].status is ModelStatus.PENDING and w.numerai.uploads == []
     assert done.stopped is not None
-    assert done.stopped.startswith("the run reached its deadline (RUN_DEADLINE_SECONDS=1500) "
-                                   "before uploading model 'a'")
+    assert done.stopped.startswith(
+        "the run reached its deadline (RUN_DEADLINE_SECONDS=1500) before uploading model 'a'"
+    )
 
 
 def test_a_failed_submission_fails_its_line_and_the_others_go_on(tmp_path: Path) -> None:
@@ -394,8 +445,13 @@ def test_a_failed_submission_fails_its_line_and_the_others_go_on(tmp_path: Path)
 
 
 def submitter(w: World, lock: FakeLock | None = None) -> Submitter:
-    return Submitter(w.numerai, w.ledger, ROUND, RUN_ID,  # type: ignore[arg-type]
-                     (lock or FakeLock()).confirm)
+    return Submitter(
+        w.numerai,
+        w.ledger,
+        ROUND,
+        RUN_ID,  # type: ignore[arg-type]
+        (lock or FakeLock()).confirm,
+    )
 
 
 @pytest.fixture
@@ -409,7 +465,11 @@ def test_created_and_listed_is_recorded_without_warnings(csv_path: Path) -> None
     w = world()
     result = submitter(w).submit("a", "id-a", csv_path)
     assert (result.state, result.submission_id, result.error, result.warnings) == (
-        SubmissionState.EXISTS, "sub-1", None, [])
+        SubmissionState.EXISTS,
+        "sub-1",
+        None,
+        [],
+    )
     assert w.ledger.submission_for(ROUND, "a").submission_id == "sub-1"  # type: ignore[union-attr]
     assert w.ledger.intents == {}
 
@@ -418,10 +478,14 @@ def test_created_but_not_listed_is_recorded_with_a_warning(csv_path: Path) -> No
     w = world()
     w.numerai.list_after_create = False
     result = submitter(w).submit("a", "id-a", csv_path)
-    assert (result.state, result.submission_id, result.error) == (SubmissionState.EXISTS,
-                                                                  "sub-1", None)
-    assert result.warnings == [("model 'a': Numerai created submission sub-1 but did not list "
-                                "it when asked")]
+    assert (result.state, result.submission_id, result.error) == (
+        SubmissionState.EXISTS,
+        "sub-1",
+        None,
+    )
+    assert result.warnings == [
+        ("model 'a': Numerai created submission sub-1 but did not list it when asked")
+    ]
     assert w.ledger.submission_for(ROUND, "a") is not None
 
 
@@ -430,10 +494,15 @@ def test_created_when_the_list_cannot_be_had_is_recorded_all_the_same(csv_path: 
     w = world()
     w.numerai.fail_listing = NumeraiApiError("Numerai answered 503")
     result = submitter(w).submit("a", "id-a", csv_path)
-    assert (result.state, result.submission_id, result.error) == (SubmissionState.EXISTS,
-                                                                  "sub-1", None)
-    assert result.warnings == ["model 'a': Numerai created submission sub-1; its submissions could not "
-                               "be listed to confirm it (Numerai answered 503)"]
+    assert (result.state, result.submission_id, result.error) == (
+        SubmissionState.EXISTS,
+        "sub-1",
+        None,
+    )
+    assert result.warnings == [
+        "model 'a': Numerai created submission sub-1; its submissions could not "
+        "be listed to confirm it (Numerai answered 503)"
+    ]
     assert w.ledger.submission_for(ROUND, "a") is not None and w.ledger.intents == {}
 
 
@@ -451,9 +520,11 @@ def test_no_answer_and_not_listed_stays_unknown_with_the_intent_kept(csv_path: P
     w.numerai.fail_create = NumeraiUnanswered("create_submission got no answer in 60 s")
     result = submitter(w).submit("a", "id-a", csv_path)
     assert result.state is SubmissionState.UNKNOWN
-    assert result.error == ("model 'a': create_submission got no answer in 60 s, and Numerai "
-                            "does not list the upload 'a-1.csv' (yet); the next run checks "
-                            "again before submitting")
+    assert result.error == (
+        "model 'a': create_submission got no answer in 60 s, and Numerai "
+        "does not list the upload 'a-1.csv' (yet); the next run checks "
+        "again before submitting"
+    )
     assert w.ledger.entries == {}
     kept = SubmissionIntent(ROUND, "a", "id-a", "a-1.csv", RUN_ID)
     assert w.ledger.intent_for(ROUND, "a") == kept
@@ -463,10 +534,17 @@ def test_no_answer_but_listed_is_recorded_with_a_warning(csv_path: Path) -> None
     w = world()
     w.numerai.created_then = NumeraiUnanswered("create_submission got no answer in 60 s")
     result = submitter(w).submit("a", "id-a", csv_path)
-    assert (result.state, result.submission_id, result.error) == (SubmissionState.EXISTS,
-                                                                  "sub-1", None)
-    assert result.warnings == [("model 'a': create_submission got no answer in 60 s; Numerai "
-                                "lists the upload, as submission sub-1")]
+    assert (result.state, result.submission_id, result.error) == (
+        SubmissionState.EXISTS,
+        "sub-1",
+        None,
+    )
+    assert result.warnings == [
+        (
+            "model 'a': create_submission got no answer in 60 s; Numerai "
+            "lists the upload, as submission sub-1"
+        )
+    ]
     assert w.ledger.submission_for(ROUND, "a") is not None and w.ledger.intents == {}
 
 
@@ -476,9 +554,11 @@ def test_a_failure_that_cannot_be_checked_stays_unknown(csv_path: Path) -> None:
     w.numerai.fail_listing = NumeraiApiError("Numerai answered 503")
     result = submitter(w).submit("a", "id-a", csv_path)
     assert result.state is SubmissionState.UNKNOWN and result.error is not None
-    assert result.error.startswith("model 'a': Numerai answered 502, and its submissions could "
-                                   "not be listed (Numerai answered 503); whether it was "
-                                   "submitted is unknown")
+    assert result.error.startswith(
+        "model 'a': Numerai answered 502, and its submissions could "
+        "not be listed (Numerai answered 503); whether it was "
+        "submitted is unknown"
+    )
     assert w.ledger.intent_for(ROUND, "a") is not None
 
 
@@ -487,9 +567,11 @@ def test_a_ledger_failure_after_creation_keeps_the_intent_for_the_next_run(csv_p
     w.ledger.fail_record = StorageError("could not write the ledger entry: 503")
     result = submitter(w).submit("a", "id-a", csv_path)
     assert (result.state, result.submission_id) == (SubmissionState.EXISTS, "sub-1")
-    assert result.error == ("model 'a': submitted as sub-1, but the ledger could not record it "
-                            "(could not write the ledger entry: 503); the next run finds it at "
-                            "Numerai and does not submit again")
+    assert result.error == (
+        "model 'a': submitted as sub-1, but the ledger could not record it "
+        "(could not write the ledger entry: 503); the next run finds it at "
+        "Numerai and does not submit again"
+    )
     # The intent is what makes the next run look at Numerai instead of submitting again.
     assert w.ledger.intent_for(ROUND, "a") is not None
     w.ledger.fail_record = None  # the next run, with the ledger back
@@ -501,8 +583,10 @@ def test_an_intent_that_cannot_be_written_stops_before_create_submission(csv_pat
     w = world()
     w.ledger.fail_intent = StorageError("could not write the submission intent: 503")
     result = submitter(w).submit("a", "id-a", csv_path)
-    assert (result.state, result.error) == (SubmissionState.NONE,
-                                            "model 'a': could not write the submission intent: 503")
+    assert (result.state, result.error) == (
+        SubmissionState.NONE,
+        "model 'a': could not write the submission intent: 503",
+    )
     assert w.numerai.created == []
 
 

@@ -17,7 +17,11 @@ import devkit.azurite as azurite_module
 from devkit.azurite import ACCOUNT_KEY, Azurite, AzuriteError, free_port
 from shared.errors import StorageError
 from shared.storage import Results
-from shared.storage.client import ACCOUNT_URL_SETTING, CONNECTION_STRING_SETTING, blob_service_client
+from shared.storage.client import (
+    ACCOUNT_URL_SETTING,
+    CONNECTION_STRING_SETTING,
+    blob_service_client,
+)
 from shared.storage.ledger import SubmissionRecord
 from shared.storage.models import ModelStore
 
@@ -113,7 +117,7 @@ def test_azurite_listens_while_running_and_is_gone_after_stop() -> None:
     assert not _accepts_connections(port) and not _accepts_connections(queue_port)
     assert not Path(f"/proc/{pid}").exists() and not Path(f"/proc/{queue_pid}").exists()
     with pytest.raises(AzuriteError, match="not running"):
-        emulator.port
+        _ = emulator.port
 
 
 def test_azurite_retries_once_when_its_port_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -237,8 +241,11 @@ def test_read_text_refuses_a_blob_over_its_limit_by_its_size_without_downloading
 ) -> None:
     models.upload_blob("manifest.json", b"x" * 2001)
     caplog.set_level(logging.INFO, logger="azure")  # the SDK logs each request's method
-    with pytest.raises(StorageError, match=f"blob 'manifest.json' in container '{models.container_name}' "
-                                           "is 2001 bytes; at most 2000 are read"):
+    with pytest.raises(
+        StorageError,
+        match=f"blob 'manifest.json' in container '{models.container_name}' "
+        "is 2001 bytes; at most 2000 are read",
+    ):
         model_store.read_text("manifest.json", max_bytes=2000)
     methods = [r.getMessage() for r in caplog.records if "Request method" in r.getMessage()]
     assert methods and not any("'GET'" in method for method in methods)
@@ -318,8 +325,10 @@ def test_submission_record_json_round_trip_and_validation() -> None:
     with pytest.raises(ValueError, match="UTC"):
         SubmissionRecord(812, "alpha", "id", "sub", "2026-11-26T13:00:00+01:00")
     with pytest.raises(ValueError, match="lacks model_id"):
-        SubmissionRecord.from_json('{"round_number": 1, "model_name": "a", '
-                                   '"submission_id": "s", "submitted_at": "2026-11-26T13:00:00Z"}')
+        SubmissionRecord.from_json(
+            '{"round_number": 1, "model_name": "a", '
+            '"submission_id": "s", "submitted_at": "2026-11-26T13:00:00Z"}'
+        )
 
 
 # --- blob_service_client -------------------------------------------------------------------

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from shared.data.submission_rules import build_submission, validate_submission
 from shared.errors import SubmissionInvalid
 from shared.manifest import ModelSpec
-from shared.data.submission_rules import build_submission, validate_submission
 
 IDS = pd.Index([f"n{i:015x}" for i in range(1, 201)], name="id")
 
@@ -30,7 +30,10 @@ def test_raw_outputs_are_kept_and_must_lie_in_0_1() -> None:
     outputs = np.linspace(0.1, 1.3, len(IDS))
     submission = build_submission(spec("raw"), IDS, outputs)
     np.testing.assert_allclose(submission["prediction"], outputs)
-    with pytest.raises(SubmissionInvalid, match="model 'm': invalid_submission_values: values must be between 0 and 1"):
+    with pytest.raises(
+        SubmissionInvalid,
+        match="model 'm': invalid_submission_values: values must be between 0 and 1",
+    ):
         validate_submission(spec("raw"), submission, IDS)
 
 
@@ -54,7 +57,10 @@ def test_a_constant_submission_breaks_numerais_rules() -> None:
     [
         (list(IDS[:-1]) + [IDS[0]], "1 ids are predicted more than once"),
         (list(IDS[:-5]), "cover 195 of 200 live ids \\(5 missing, 0 not in this round\\)"),
-        (list(IDS) + ["n_from_last_week"], "cover 200 of 200 live ids \\(0 missing, 1 not in this round\\)"),
+        (
+            list(IDS) + ["n_from_last_week"],
+            "cover 200 of 200 live ids \\(0 missing, 1 not in this round\\)",
+        ),
     ],
 )
 def test_every_live_id_is_predicted_exactly_once(ids: list[str], message: str) -> None:

@@ -22,7 +22,7 @@ def test_the_process_tree_holds_children_and_grandchildren() -> None:
         assert tree[0] == parent.pid and len(tree) == 4
         assert _tree_rss_mb(parent.pid) > 0
     finally:
-        subprocess.run(["pkill", "-P", str(parent.pid)])
+        subprocess.run(["pkill", "-P", str(parent.pid)], check=False)
         parent.kill()
         parent.wait()
 
@@ -34,4 +34,8 @@ def test_workers_get_no_secret_and_the_run_s_import_path(monkeypatch) -> None:
     environment = worker_environment()
     assert "NUMERAI_SECRET_KEY" not in environment and "IDENTITY_HEADER" not in environment
     assert environment["LANG"] == "C.UTF-8"
-    assert all(path in environment["PYTHONPATH"].split(os.pathsep) for path in sys.path if path and os.path.isdir(path))
+    assert all(
+        path in environment["PYTHONPATH"].split(os.pathsep)
+        for path in sys.path
+        if path and os.path.isdir(path)
+    )

@@ -52,8 +52,13 @@ class _App(BaseHTTPRequestHandler):
         if params.get("code") != FUNCTION_KEY:  # the host checks the key before the function runs
             self._answer(401, b"")
             return
-        request = func.HttpRequest("POST", f"http://localhost{self.path}", headers=dict(self.headers),
-                                   params=params, body=body)
+        request = func.HttpRequest(
+            "POST",
+            f"http://localhost{self.path}",
+            headers=dict(self.headers),
+            params=params,
+            body=body,
+        )
         response = function_app.numerai_webhook.build().get_user_function()(request)
         self._answer(response.status_code, response.get_body())
 
@@ -72,7 +77,9 @@ class _App(BaseHTTPRequestHandler):
 def app_url(deployed: LocalStack) -> Iterator[str]:
     """The webhook's URL, with its key, as a participant registers it."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _App)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}{ROUTE}?code={FUNCTION_KEY}"
     server.shutdown()
@@ -104,14 +111,20 @@ def run_message(message: FunctionMessage) -> None:
 
 def test_the_webhook_takes_posts_with_a_function_key_only() -> None:
     # Not app.get_functions(): the app indexes its functions once, and other tests may have.
-    [trigger] = [b for b in function_app.numerai_webhook.build().get_bindings() if b.type == "httpTrigger"]
-    assert trigger.auth_level == func.AuthLevel.FUNCTION and [str(m.value) for m in trigger.methods] == ["POST"]
+    [trigger] = [
+        b for b in function_app.numerai_webhook.build().get_bindings() if b.type == "httpTrigger"
+    ]
+    assert trigger.auth_level == func.AuthLevel.FUNCTION and [
+        str(m.value) for m in trigger.methods
+    ] == ["POST"]
     assert trigger.route == "numerai-webhook"
 
 
 @pytest.mark.usefixtures("no_secret_anywhere")
 def test_the_cli_sets_and_clears_the_webhook_of_each_model_the_manifest_submits(
-    deployed: LocalStack, app_url: str, caplog: pytest.LogCaptureFixture,
+    deployed: LocalStack,
+    app_url: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     container = deployed.blob_service.get_container_client(deployed.models_container)
     manifest = json.loads(container.download_blob("models.json").readall())
@@ -131,8 +144,10 @@ def test_the_cli_sets_and_clears_the_webhook_of_each_model_the_manifest_submits(
     onnx = ids.pop("demo_onnx")  # no longer a model of the account
     assert main(["webhooks", "--clear"]) == 1
     assert deployed.sandbox.webhooks == {onnx: f"{app_url}&model=demo_onnx"}
-    assert "model 'demo_onnx' is not a Classic model of this Numerai account, so its webhook was not cleared" \
+    assert (
+        "model 'demo_onnx' is not a Classic model of this Numerai account, so its webhook was not cleared"
         in caplog.text
+    )
     assert "model 'demo_catboost': webhook cleared" in caplog.text
 
 
@@ -145,7 +160,10 @@ def test_the_cli_refuses_a_url_that_is_not_one(capsys: pytest.CaptureFixture[str
 @pytest.mark.usefixtures("no_secret_anywhere")
 @pytest.mark.parametrize("execution", ["local", "queue"])
 def test_a_round_opens_numerai_calls_each_models_webhook_and_each_is_submitted_with_its_own_trigger_id(
-    deployed: LocalStack, app_url: str, execution: str, monkeypatch: pytest.MonkeyPatch,
+    deployed: LocalStack,
+    app_url: str,
+    execution: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MODEL_EXECUTION", execution)
     assert main(["webhooks", "--set", app_url]) == 0
@@ -155,17 +173,21 @@ def test_a_round_opens_numerai_calls_each_models_webhook_and_each_is_submitted_w
     names = {model_id: name for name, model_id in deployed.sandbox.models.items()}
     trigger_of = {names[c.model_id]: c.trigger_id for c in calls}
     assert sorted(trigger_of) == sorted(MODELS) and len(set(trigger_of.values())) == len(MODELS)
-    assert {(c.status, c.round) for c in calls} == {(200, opened.number)}  # Numerai counts only a 200
+    assert {(c.status, c.round) for c in calls} == {
+        (200, opened.number)
+    }  # Numerai counts only a 200
     assert deployed.sandbox.submissions == []  # the answers came before any run
     assert sorted((m.kind, m.model, m.trigger_id) for m in queued(deployed)) == sorted(
-        (RUN, name, trigger) for name, trigger in trigger_of.items())
+        (RUN, name, trigger) for name, trigger in trigger_of.items()
+    )
 
     deliver(deployed)
 
     submissions = deployed.sandbox.submissions
     assert Counter(s.model_name for s in submissions) == Counter(MODELS)  # each once
     assert {(s.model_name, s.round, s.trigger_id) for s in submissions} == {
-        (name, opened.number, trigger) for name, trigger in trigger_of.items()}
+        (name, opened.number, trigger) for name, trigger in trigger_of.items()
+    }
     runs = reports(deployed)
     assert len(runs) == len(MODELS)  # a run per call, each of its one model
     for report in runs:
@@ -175,12 +197,24 @@ def test_a_round_opens_numerai_calls_each_models_webhook_and_each_is_submitted_w
         assert line(report, model)["status"] == "submitted"
 
 
-def test_two_calls_for_the_same_model_and_round_submit_it_once(deployed: LocalStack, app_url: str) -> None:
+def test_two_calls_for_the_same_model_and_round_submit_it_once(
+    deployed: LocalStack, app_url: str
+) -> None:
     answers: list[tuple[int, dict]] = []
     model_url = f"{app_url}&model=demo_onnx"
-    callers = [threading.Thread(target=lambda n=n: answers.append(post(model_url, json.dumps(
-        {"triggerId": f"trigger-{n}", "roundNumber": deployed.sandbox.round.number}).encode())))
-        for n in range(2)]
+    callers = [
+        threading.Thread(
+            target=lambda n=n: answers.append(
+                post(
+                    model_url,
+                    json.dumps(
+                        {"triggerId": f"trigger-{n}", "roundNumber": deployed.sandbox.round.number}
+                    ).encode(),
+                )
+            )
+        )
+        for n in range(2)
+    ]
     for caller in callers:
         caller.start()
     for caller in callers:
@@ -188,15 +222,22 @@ def test_two_calls_for_the_same_model_and_round_submit_it_once(deployed: LocalSt
     assert sorted(status for status, _ in answers) == [200, 200]
 
     queue = task_queue(deployed)
-    received = [m for _ in range(2) for m in queue.receive_messages(max_messages=1, visibility_timeout=300)]
+    received = [
+        m for _ in range(2) for m in queue.receive_messages(max_messages=1, visibility_timeout=300)
+    ]
     assert len(received) == 2
     failures: list[Exception] = []
 
     def run(message) -> None:  # both runs at once, as two instances would
         try:
-            run_message(FunctionMessage(id=message.id, body=message.content.encode(),
-                                                  dequeue_count=message.dequeue_count))
-        except Exception as exc:  # noqa: BLE001 - handed to the test's thread
+            run_message(
+                FunctionMessage(
+                    id=message.id,
+                    body=message.content.encode(),
+                    dequeue_count=message.dequeue_count,
+                )
+            )
+        except Exception as exc:
             failures.append(exc)
 
     runs = [threading.Thread(target=run, args=(m,)) for m in received]
@@ -214,53 +255,87 @@ def test_two_calls_for_the_same_model_and_round_submit_it_once(deployed: LocalSt
     assert second["status"] in ("locked", "nothing_to_do"), second
     if second["status"] == "locked":
         [retry] = queued(deployed)
-        assert (retry.kind, retry.model, retry.trigger_id) == (RUN, "demo_onnx", second["trigger_id"])
+        assert (retry.kind, retry.model, retry.trigger_id) == (
+            RUN,
+            "demo_onnx",
+            second["trigger_id"],
+        )
         deliver(deployed)
         assert reports(deployed)[-1]["status"] == "nothing_to_do"
     assert len(deployed.sandbox.submissions) == 1
 
 
-@pytest.mark.parametrize(("body", "error"), [
-    (b"round 1234 is open", "the request body is not JSON"),
-    (b'["trigger-1"]', "the request body must be a JSON object"),
-    (b'{"triggerId": ["a", "b"]}', "'triggerId' must be an id"),
-    (b'{"triggerId": "a b; DROP"}', "'triggerId' must be an id"),
-    (b'{"triggerId": "t-1", "isTest": "yes"}', "'isTest' must be true or false"),
-])
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"round 1234 is open", "the request body is not JSON"),
+        (b'["trigger-1"]', "the request body must be a JSON object"),
+        (b'{"triggerId": ["a", "b"]}', "'triggerId' must be an id"),
+        (b'{"triggerId": "a b; DROP"}', "'triggerId' must be an id"),
+        (b'{"triggerId": "t-1", "isTest": "yes"}', "'isTest' must be true or false"),
+    ],
+)
 def test_a_body_that_is_not_numerais_is_refused_and_nothing_is_queued(
-    deployed: LocalStack, app_url: str, body: bytes, error: str,
+    deployed: LocalStack,
+    app_url: str,
+    body: bytes,
+    error: str,
 ) -> None:
     status, answer = post(app_url, body)
     assert status == 400 and error in answer["error"]
     assert queued(deployed) == []
 
 
-@pytest.mark.parametrize(("body", "trigger_id"), [
-    (b"", None), (b"{}", None), (b'{"roundNumber": 1201}', None), (b'{"trigger_id": 42}', "42"),
-    (b'{"triggerId": "t-1", "roundNumber": "soon"}', "t-1"),  # the round is only logged: never worth a refusal
-])
+@pytest.mark.parametrize(
+    ("body", "trigger_id"),
+    [
+        (b"", None),
+        (b"{}", None),
+        (b'{"roundNumber": 1201}', None),
+        (b'{"trigger_id": 42}', "42"),
+        (
+            b'{"triggerId": "t-1", "roundNumber": "soon"}',
+            "t-1",
+        ),  # the round is only logged: never worth a refusal
+    ],
+)
 def test_a_call_without_a_trigger_id_still_queues_the_run(
-    deployed: LocalStack, app_url: str, body: bytes, trigger_id: str | None,
+    deployed: LocalStack,
+    app_url: str,
+    body: bytes,
+    trigger_id: str | None,
 ) -> None:
     status, answer = post(app_url, body)
     assert status == 200 and answer["trigger_id"] == trigger_id
     [message] = queued(deployed)
-    assert (message.kind, message.trigger_id, message.run_id) == (RUN, trigger_id, answer["delivery"])
+    assert (message.kind, message.trigger_id, message.run_id) == (
+        RUN,
+        trigger_id,
+        answer["delivery"],
+    )
 
 
-@pytest.mark.parametrize(("query", "error"), [
-    ("&model=Not-A-Name", "the URL's 'model' must be a model name of the manifest"),
-    ("&model=" + "a" * 65, "the URL's 'model' must be a model name of the manifest"),
-])
+@pytest.mark.parametrize(
+    ("query", "error"),
+    [
+        ("&model=Not-A-Name", "the URL's 'model' must be a model name of the manifest"),
+        ("&model=" + "a" * 65, "the URL's 'model' must be a model name of the manifest"),
+    ],
+)
 def test_a_url_naming_no_model_of_ours_is_refused(
-    deployed: LocalStack, app_url: str, query: str, error: str,
+    deployed: LocalStack,
+    app_url: str,
+    query: str,
+    error: str,
 ) -> None:
     status, answer = post(f"{app_url}{query}", b'{"triggerId": "t-1"}')
     assert status == 400 and error in answer["error"] and queued(deployed) == []
 
 
 def test_a_url_without_a_model_from_an_older_version_still_runs_every_model(
-    deployed: LocalStack, app_url: str, caplog: pytest.LogCaptureFixture,
+    deployed: LocalStack,
+    app_url: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     body = b'{"triggerId": "t-old", "roundNumber": 1200, "dataVersion": 5, "isTest": false}'
     status, answer = post(app_url, body)
@@ -274,38 +349,52 @@ def test_a_url_without_a_model_from_an_older_version_still_runs_every_model(
 
 
 def test_a_call_of_a_model_whose_entry_is_gone_fails_its_run_naming_it(
-    deployed: LocalStack, app_url: str,
+    deployed: LocalStack,
+    app_url: str,
 ) -> None:
     assert post(f"{app_url}&model=no_such_model", b'{"triggerId": "t-1"}')[0] == 200
     with pytest.raises(RunFailed):
         deliver(deployed)
     [report] = reports(deployed)
-    assert report["status"] == "failed" and "'no_such_model' are not in the manifest" in report["reason"]
+    assert (
+        report["status"] == "failed"
+        and "'no_such_model' are not in the manifest" in report["reason"]
+    )
     assert deployed.sandbox.submissions == []
 
 
 @pytest.mark.usefixtures("no_secret_anywhere")
 def test_numerai_clis_node_test_finds_the_models_submission_with_its_trigger_id(
-    deployed: LocalStack, app_url: str, monkeypatch: pytest.MonkeyPatch,
+    deployed: LocalStack,
+    app_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert main(["webhooks", "--set", app_url]) == 0
     monkeypatch.setattr(numerapi.base_api, "API_TOURNAMENT_URL", deployed.sandbox.url)
     napi = numerapi.NumerAPI(*deployed.sandbox.credentials)
     model_id = deployed.sandbox.models["demo_lightgbm"]
     # numerai-cli's `node test`, its calls word for word (numerai/cli/node/test.py).
-    trigger_id = napi.raw_query("""mutation ( $modelId: String! ) {
+    trigger_id = napi.raw_query(
+        """mutation ( $modelId: String! ) {
                     triggerModelWebhook( modelId: $modelId )
-                }""", variables={"modelId": model_id}, authorization=True)["data"]["triggerModelWebhook"]
+                }""",
+        variables={"modelId": model_id},
+        authorization=True,
+    )["data"]["triggerModelWebhook"]
     [call] = deployed.sandbox.wait_for_webhooks()
     assert call.succeeded
     deliver(deployed)
-    listed = napi.raw_query("""query ( $modelId: String! ) {
+    listed = napi.raw_query(
+        """query ( $modelId: String! ) {
             submissions( modelId: $modelId ){
                 round{ number, tournament },
                 triggerId
                 insertedAt
             }
-        }""", variables={"modelId": model_id}, authorization=True)["data"]["submissions"]
+        }""",
+        variables={"modelId": model_id},
+        authorization=True,
+    )["data"]["submissions"]
     latest = [s for s in listed if s["round"]["number"] == napi.get_current_round()]
     assert [s["triggerId"] for s in latest] == [trigger_id]
     assert [s.model_name for s in deployed.sandbox.submissions] == ["demo_lightgbm"]
@@ -317,7 +406,8 @@ def test_a_call_without_the_key_is_refused(deployed: LocalStack, app_url: str) -
 
 
 def test_a_failed_webhook_run_fails_its_invocation_once_and_is_not_run_again(
-    deployed: LocalStack, app_url: str,
+    deployed: LocalStack,
+    app_url: str,
 ) -> None:
     assert post(app_url, b'{"triggerId": "t-1"}')[0] == 200
     [message] = task_queue(deployed).receive_messages(max_messages=1)
@@ -335,11 +425,14 @@ def test_a_failed_webhook_run_fails_its_invocation_once_and_is_not_run_again(
 
 
 def test_numerapis_own_set_submission_webhook_works_against_the_sandbox_and_needs_the_keys(
-    stack: LocalStack, monkeypatch: pytest.MonkeyPatch,
+    stack: LocalStack,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(numerapi.base_api, "API_TOURNAMENT_URL", stack.sandbox.url)
     stack.sandbox.models["my_model"] = model_id = "9d3c1b6e-0000-4000-8000-000000000001"
-    assert numerapi.NumerAPI(*stack.sandbox.credentials).set_submission_webhook(model_id, "https://a/b?code=k")
+    assert numerapi.NumerAPI(*stack.sandbox.credentials).set_submission_webhook(
+        model_id, "https://a/b?code=k"
+    )
     assert stack.sandbox.webhooks == {model_id: "https://a/b?code=k"}
     with pytest.raises(ValueError, match="Your session is invalid or has expired"):
         numerapi.NumerAPI("someone", "else").set_submission_webhook(model_id, None)
@@ -350,13 +443,19 @@ def test_numerapis_own_set_submission_webhook_works_against_the_sandbox_and_need
 def test_a_run_message_may_name_its_model_and_a_model_message_must() -> None:
     with pytest.raises(BadTask, match="not a task message"):
         TaskMessage.from_body(b'{"kind": "model", "run_id": "r-1", "round_number": 0}')
-    message = TaskMessage.from_body(b'{"kind": "run", "run_id": "webhook-1", "round_number": 0, "trigger_id": "t"}')
+    message = TaskMessage.from_body(
+        b'{"kind": "run", "run_id": "webhook-1", "round_number": 0, "trigger_id": "t"}'
+    )
     assert (message.kind, message.trigger_id, message.model) == (RUN, "t", None)
-    named = TaskMessage.from_body(b'{"kind": "run", "run_id": "webhook-2", "round_number": 0, "model": "m"}')
+    named = TaskMessage.from_body(
+        b'{"kind": "run", "run_id": "webhook-2", "round_number": 0, "model": "m"}'
+    )
     assert (named.kind, named.model) == (RUN, "m")
 
 
-def test_calls_at_once_before_the_queue_exists_are_all_queued(deployed: LocalStack, app_url: str) -> None:
+def test_calls_at_once_before_the_queue_exists_are_all_queued(
+    deployed: LocalStack, app_url: str
+) -> None:
     # Seen once: two first calls both found no queue, both made it, and the second's "already exists" lost its run.
     start = threading.Barrier(8)
     answers: list[int] = []
@@ -375,7 +474,9 @@ def test_calls_at_once_before_the_queue_exists_are_all_queued(deployed: LocalSta
 
 
 def test_a_models_call_that_finds_the_run_lock_held_runs_again_later(
-    deployed: LocalStack, app_url: str, monkeypatch: pytest.MonkeyPatch,
+    deployed: LocalStack,
+    app_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Numerai calls every model's webhook at once; in local mode one model's run holds the lock while it
     # predicts, and another model's call must not be lost to it.
@@ -386,7 +487,9 @@ def test_a_models_call_that_finds_the_run_lock_held_runs_again_later(
     holding = threading.Event()
 
     def hold_the_lock() -> None:
-        lock = deployed.blob_service.get_blob_client(deployed.results_container, "locks/scheduled-run")
+        lock = deployed.blob_service.get_blob_client(
+            deployed.results_container, "locks/scheduled-run"
+        )
         lock.upload_blob(b"", overwrite=True)
         lease = lock.acquire_lease(lease_duration=15)
         holding.set()
@@ -404,7 +507,12 @@ def test_a_models_call_that_finds_the_run_lock_held_runs_again_later(
         holder.join(30)
     assert reports(deployed)[-1]["status"] == "locked" and deployed.sandbox.submissions == []
     [again] = queued(deployed)
-    assert (again.kind, again.model, again.trigger_id, again.waits) == (RUN, "demo_onnx", "t-wait", 1)
+    assert (again.kind, again.model, again.trigger_id, again.waits) == (
+        RUN,
+        "demo_onnx",
+        "t-wait",
+        1,
+    )
 
     deliver(deployed)
     [submission] = deployed.sandbox.submissions
@@ -412,19 +520,27 @@ def test_a_models_call_that_finds_the_run_lock_held_runs_again_later(
 
 
 def test_an_ensembles_call_submits_the_ensemble_alone_and_predicts_its_members(
-    deployed: LocalStack, app_url: str,
+    deployed: LocalStack,
+    app_url: str,
 ) -> None:
     container = deployed.blob_service.get_container_client(deployed.models_container)
     manifest = json.loads(container.download_blob("models.json").readall())
-    manifest["models"].append({"name": "mixed", "members": {"demo_lightgbm": 1, "demo_catboost": 1}})
+    manifest["models"].append(
+        {"name": "mixed", "members": {"demo_lightgbm": 1, "demo_catboost": 1}}
+    )
     container.upload_blob("models.json", json.dumps(manifest), overwrite=True)
     deployed.sandbox.models["mixed"] = "00000000-0000-4000-8000-0000000000e1"
 
     assert post(f"{app_url}&model=mixed", b'{"triggerId": "t-mixed"}')[0] == 200
     deliver(deployed)
     # The members have webhook calls, and trigger ids, of their own: they are not submitted with this one.
-    assert [(s.model_name, s.trigger_id) for s in deployed.sandbox.submissions] == [("mixed", "t-mixed")]
+    assert [(s.model_name, s.trigger_id) for s in deployed.sandbox.submissions] == [
+        ("mixed", "t-mixed")
+    ]
     [report] = reports(deployed)
     assert report["status"] == "succeeded", report
     assert {m["name"]: m["status"] for m in report["models"]} == {
-        "demo_lightgbm": "predicted", "demo_catboost": "predicted", "mixed": "submitted"}
+        "demo_lightgbm": "predicted",
+        "demo_catboost": "predicted",
+        "mixed": "submitted",
+    }

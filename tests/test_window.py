@@ -20,7 +20,8 @@ def missed_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 
 
 def test_a_round_closed_before_any_run_is_archived_reported_missed_and_checked_once(
-    deployed: LocalStack, caplog: pytest.LogCaptureFixture,
+    deployed: LocalStack,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     deployed.sandbox.close_round()
     with pytest.raises(RunFailed):
@@ -40,7 +41,9 @@ def test_a_round_closed_before_any_run_is_archived_reported_missed_and_checked_o
 
 
 def test_submit_late_uploads_after_the_close_and_says_by_how_much(
-    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    deployed: LocalStack,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("SUBMIT_LATE", "true")
     deployed.sandbox.close_round()
@@ -54,7 +57,8 @@ def test_submit_late_uploads_after_the_close_and_says_by_how_much(
 
 
 def test_the_first_run_after_the_close_confirms_with_numerai_what_was_submitted(
-    deployed: LocalStack, caplog: pytest.LogCaptureFixture,
+    deployed: LocalStack,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     fire_timer()
     submitted = {line(reports(deployed)[-1], name)["submission_id"] for name in MODELS}
@@ -68,23 +72,30 @@ def test_the_first_run_after_the_close_confirms_with_numerai_what_was_submitted(
     assert missed_records(caplog) == []
 
 
-def test_a_submission_numerai_lists_but_the_ledger_lacks_counts_and_is_named(deployed: LocalStack) -> None:
+def test_a_submission_numerai_lists_but_the_ledger_lacks_counts_and_is_named(
+    deployed: LocalStack,
+) -> None:
     fire_timer()
     ledger = results(deployed)
     for record in ledger.ledger.records(1200):
         if record.model_name == "demo_onnx":  # as if another tool had submitted it
             deployed.blob_service.get_container_client(deployed.results_container).delete_blob(
-                f"ledger/round-1200/{record.model_name}.json")
+                f"ledger/round-1200/{record.model_name}.json"
+            )
     deployed.sandbox.close_round()
     fire_timer()
     onnx = line(reports(deployed)[-1], "demo_onnx")
     assert onnx["status"] == "already_submitted"
-    assert onnx["warnings"] == ["model 'demo_onnx': Numerai lists a submission for round 1200 that this app did not make"]
+    assert onnx["warnings"] == [
+        "model 'demo_onnx': Numerai lists a submission for round 1200 that this app did not make"
+    ]
     assert len(deployed.sandbox.submissions) == len(MODELS)
 
 
 def test_a_late_submission_queued_into_the_next_round_counts_for_that_round(
-    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    deployed: LocalStack,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Round 1200 closes; SUBMIT_LATE uploads anyway, and Numerai queues the submissions into 1201.
     monkeypatch.setenv("SUBMIT_LATE", "true")
@@ -102,15 +113,20 @@ def test_a_late_submission_queued_into_the_next_round_counts_for_that_round(
     for name in MODELS:  # counted by round number, as Numerai counts them: not missed
         assert line(report, name)["status"] == "already_submitted", line(report, name)
         assert line(report, name)["submission_id"] == late[name]
-        assert line(report, name)["warnings"] == [(
-            f"model '{name}': Numerai counts for round 1201 a late submission of the round before, "
-            f"queued into this one ({late[name]})")]
+        assert line(report, name)["warnings"] == [
+            (
+                f"model '{name}': Numerai counts for round 1201 a late submission of the round before, "
+                f"queued into this one ({late[name]})"
+            )
+        ]
     assert missed_records(caplog) == []
     assert len(deployed.sandbox.submissions) == len(MODELS)
 
 
 def test_a_submission_another_tool_made_on_a_webhook_call_is_named_with_its_trigger_id(
-    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    deployed: LocalStack,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     fire_timer()
     # numerai-cli's nodes pass the call's trigger id through numerapi, which reads TRIGGER_ID.
@@ -119,13 +135,18 @@ def test_a_submission_another_tool_made_on_a_webhook_call_is_named_with_its_trig
     csv = tmp_path / "predictions.csv"
     csv.write_text(results(deployed).archive.read(1200, "demo_onnx"))
     other = numerapi.NumerAPI(*deployed.sandbox.credentials).upload_predictions(
-        str(csv), model_id=deployed.sandbox.models["demo_onnx"])
+        str(csv), model_id=deployed.sandbox.models["demo_onnx"]
+    )
     deployed.blob_service.get_container_client(deployed.results_container).delete_blob(
-        "ledger/round-1200/demo_onnx.json")
+        "ledger/round-1200/demo_onnx.json"
+    )
     deployed.sandbox.close_round()
     fire_timer()
     onnx = line(reports(deployed)[-1], "demo_onnx")
     assert onnx["status"] == "already_submitted" and onnx["submission_id"] == other
-    assert onnx["warnings"] == [(
-        "model 'demo_onnx': Numerai lists a submission for round 1200 that this app did not make "
-        "(trigger t-other-tool)")]
+    assert onnx["warnings"] == [
+        (
+            "model 'demo_onnx': Numerai lists a submission for round 1200 that this app did not make "
+            "(trigger t-other-tool)"
+        )
+    ]

@@ -72,15 +72,21 @@ def first_run(schedule: str) -> str:
 def _fields(schedule: str) -> list[str]:
     fields = schedule.split(" ")
     if len(fields) != 6:
-        raise ScheduleError("needs six fields separated by single spaces: "
-                            "second minute hour day-of-month month weekday")
+        raise ScheduleError(
+            "needs six fields separated by single spaces: "
+            "second minute hour day-of-month month weekday"
+        )
     if not fields[0].isdigit() or int(fields[0]) > SECOND_MAX:
-        raise ScheduleError(f"the second field must be one number from 0 to {SECOND_MAX}, not {fields[0]!r}")
+        raise ScheduleError(
+            f"the second field must be one number from 0 to {SECOND_MAX}, not {fields[0]!r}"
+        )
     _numbers(fields[1], "minute", MINUTE_MAX)
     _numbers(fields[2], "hour", HOUR_MAX)
     if fields[3:5] != ["*", "*"]:
-        raise ScheduleError("the day-of-month and month fields must be '*': the missed-run "
-                            "alert follows runs chosen by weekday only")
+        raise ScheduleError(
+            "the day-of-month and month fields must be '*': the missed-run "
+            "alert follows runs chosen by weekday only"
+        )
     return fields
 
 
@@ -93,8 +99,12 @@ def _numbers(field: str, name: str, highest: int) -> set[int]:
             raise ScheduleError(f"{name} item {part!r} has no positive whole step after '/'")
         bounds = [0, highest] if spec == "*" else spec.split("-", 1)
         if not all(b.isdigit() and int(b) <= highest for b in map(str, bounds)):
-            raise ScheduleError(f"the {name} field must use numbers from 0 to {highest}, not {field!r}")
-        low, high = sorted(int(b) for b in bounds) if len(bounds) == 2 else (int(bounds[0]), int(bounds[0]))
+            raise ScheduleError(
+                f"the {name} field must use numbers from 0 to {highest}, not {field!r}"
+            )
+        low, high = (
+            sorted(int(b) for b in bounds) if len(bounds) == 2 else (int(bounds[0]), int(bounds[0]))
+        )
         if slash and len(bounds) == 1:
             high = highest  # NCrontab reads `N/step` as from N to the last value
         values |= set(range(low, high + 1, int(step_text) if slash else 1))
@@ -132,8 +142,9 @@ def _weekday(text: str) -> int:
         for number, name in enumerate(DAY_NAMES):
             if name.startswith(text.lower()):
                 return number
-    raise ScheduleError(f"{text!r} is not a weekday: use 0 (Sunday) to 6 (Saturday), "
-                        "or a day's name such as Sat")
+    raise ScheduleError(
+        f"{text!r} is not a weekday: use 0 (Sunday) to 6 (Saturday), or a day's name such as Sat"
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -48,19 +48,35 @@ def choose_column(columns: list[str], data_version: str, setting: str | None) ->
     if setting:
         if setting in columns:
             return BenchmarkChoice(setting)
-        return BenchmarkChoice(None, problem=(
-            f"the round's live_benchmark_models.parquet has no column '{setting}' "
-            f"(BENCHMARK_MODEL); it has: {listed}"))
+        return BenchmarkChoice(
+            None,
+            problem=(
+                f"the round's live_benchmark_models.parquet has no column '{setting}' "
+                f"(BENCHMARK_MODEL); it has: {listed}"
+            ),
+        )
     main = MAIN_BENCHMARK.get(data_version)
     if main in columns:
         return BenchmarkChoice(main)
     prefix = version_prefix(data_version)
     own = [c for c in columns if c.startswith(prefix)]
     if own:
-        lacking = f"has no '{main}'" if main else "is a version without a main benchmark in the app's table"
-        return BenchmarkChoice(own[0], note=(
-            f"the benchmark check used '{own[0]}', the first {prefix}* column: {data_version}'s "
-            f"live_benchmark_models.parquet {lacking} (set BENCHMARK_MODEL to choose another)"))
-    return BenchmarkChoice(None, problem=(
-        f"the round's {data_version} live_benchmark_models.parquet has no {prefix}* column to compare with "
-        f"(set BENCHMARK_MODEL to one of its columns); it has: {listed}"))
+        lacking = (
+            f"has no '{main}'"
+            if main
+            else "is a version without a main benchmark in the app's table"
+        )
+        return BenchmarkChoice(
+            own[0],
+            note=(
+                f"the benchmark check used '{own[0]}', the first {prefix}* column: {data_version}'s "
+                f"live_benchmark_models.parquet {lacking} (set BENCHMARK_MODEL to choose another)"
+            ),
+        )
+    return BenchmarkChoice(
+        None,
+        problem=(
+            f"the round's {data_version} live_benchmark_models.parquet has no {prefix}* column to compare with "
+            f"(set BENCHMARK_MODEL to one of its columns); it has: {listed}"
+        ),
+    )

@@ -73,7 +73,9 @@ class LiveData:
         try:
             self._file = pq.ParquetFile(path)
         except (OSError, pa.ArrowException) as exc:
-            raise DataError(f"{path.name} ({data_version}): not a readable parquet file ({exc})") from None
+            raise DataError(
+                f"{path.name} ({data_version}): not a readable parquet file ({exc})"
+            ) from None
         self.columns = frozenset(self._file.schema_arrow.names)
         if ID_COLUMN not in self.columns:
             raise DataError(f"{path.name} ({data_version}): has no '{ID_COLUMN}' column")
@@ -97,7 +99,9 @@ class LiveData:
                 f"{self.path.name} of data version {self.data_version}: {first_few(missing)}"
             )
 
-    def checked_batches(self, spec: ModelSpec, columns: list[str], batch_rows: int) -> Iterator[FeatureBatch]:
+    def checked_batches(
+        self, spec: ModelSpec, columns: list[str], batch_rows: int
+    ) -> Iterator[FeatureBatch]:
         """`batches`, ending in a DataError that names every column with a value outside 0–4.
 
         No batch is yielded after the first bad one; the rest of the file is
@@ -125,7 +129,9 @@ class LiveData:
     def batches(self, columns: list[str], batch_rows: int) -> Iterator[FeatureBatch]:
         """Yield the rows in file order, `batch_rows` at a time, projected to `columns`."""
         try:
-            for batch in self._file.iter_batches(batch_size=batch_rows, columns=[ID_COLUMN, *columns]):
+            for batch in self._file.iter_batches(
+                batch_size=batch_rows, columns=[ID_COLUMN, *columns]
+            ):
                 features = batch.drop_columns([ID_COLUMN])
                 values, has_missing = _to_float32(features)
                 yield FeatureBatch(batch.column(ID_COLUMN), values, has_missing)
@@ -142,8 +148,10 @@ def out_of_range(values: np.ndarray) -> dict[int, float]:
     # fmin/fmax skip NaN and reduce column by column, without a temporary of the batch's size.
     low = np.fmin.reduce(values, axis=0)
     high = np.fmax.reduce(values, axis=0)
-    return {int(position): float(high[position] if high[position] > HIGHEST else low[position])
-            for position in np.flatnonzero((low < LOWEST) | (high > HIGHEST))}
+    return {
+        int(position): float(high[position] if high[position] > HIGHEST else low[position])
+        for position in np.flatnonzero((low < LOWEST) | (high > HIGHEST))
+    }
 
 
 def first_few(names: list[str], shown: int = 5) -> str:

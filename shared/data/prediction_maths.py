@@ -22,7 +22,9 @@ from shared.errors import PostprocessError
 MIDDLE_BIN = 2.0
 
 
-def rank_average(entry: str, predictions: dict[str, pd.Series], weights: dict[str, float]) -> pd.Series:
+def rank_average(
+    entry: str, predictions: dict[str, pd.Series], weights: dict[str, float]
+) -> pd.Series:
     """The weighted mean of the members' percentile ranks, ranked again into (0, 1], as Numerai's example ensembles do.
 
     `predictions` maps each member to its predictions indexed by id; every
@@ -30,19 +32,24 @@ def rank_average(entry: str, predictions: dict[str, pd.Series], weights: dict[st
     """
     absent = [member for member in weights if member not in predictions]
     if absent:
-        raise PostprocessError(f"ensemble '{entry}': member '{absent[0]}' has no predictions to combine")
+        raise PostprocessError(
+            f"ensemble '{entry}': member '{absent[0]}' has no predictions to combine"
+        )
     first = next(iter(weights))
     ids = predictions[first].index
     for member in weights:
         _check_same_ids(entry, first, ids, member, predictions[member].index)
     total = sum(weights.values())
     blended = sum(
-        (weight / total) * _percentile(predictions[member].sort_index()) for member, weight in weights.items()
+        (weight / total) * _percentile(predictions[member].sort_index())
+        for member, weight in weights.items()
     )
     return _percentile(blended).reindex(ids)
 
 
-def neutralize(entry: str, predictions: pd.Series, features: pd.DataFrame, proportion: float) -> pd.Series:
+def neutralize(
+    entry: str, predictions: pd.Series, features: pd.DataFrame, proportion: float
+) -> pd.Series:
     """`predictions` with `proportion` of their linear exposure to the `features` columns removed, ranked into (0, 1].
 
     `features` is indexed by id and may hold more ids than `predictions`.

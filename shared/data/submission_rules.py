@@ -12,11 +12,13 @@ import numpy as np
 import pandas as pd
 from numerai_tools.submissions import validate_submission_numerai
 
-from shared.errors import SubmissionInvalid, AppError
+from shared.errors import AppError, SubmissionInvalid
 from shared.manifest import ModelSpec, OutputTransform
 
 
-def build_submission(spec: ModelSpec, ids: pd.Index, outputs: np.ndarray | pd.Series) -> pd.DataFrame:
+def build_submission(
+    spec: ModelSpec, ids: pd.Index, outputs: np.ndarray | pd.Series
+) -> pd.DataFrame:
     """A DataFrame with columns `id` and `prediction`, in the order of `ids`.
 
     Outputs with NaN or infinity are kept as they are, unranked (ranking would

@@ -13,8 +13,13 @@ from shared.steps.models import ModelResults
 class Executor(Protocol):
     """Works on a run's pending models."""
 
-    def execute(self, ctx: RoundContext, pending: list[ModelSpec], account: dict[str, str],
-                report: RunReport) -> ModelResults | None:
+    def execute(
+        self,
+        ctx: RoundContext,
+        pending: list[ModelSpec],
+        account: dict[str, str],
+        report: RunReport,
+    ) -> ModelResults | None:
         """Work on `pending` (members before their ensembles) and return each model's line.
 
         `report` is the run's report so far: the lines the run decided before (an ensemble

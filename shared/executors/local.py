@@ -13,12 +13,22 @@ from shared.steps.round_data import run_fetchers
 class LocalExecutor:
     """MODEL_EXECUTION=local: the run's own process supervises every model's worker."""
 
-    def execute(self, ctx: RoundContext, pending: list[ModelSpec], account: dict[str, str],
-                report: RunReport) -> ModelResults:
+    def execute(
+        self,
+        ctx: RoundContext,
+        pending: list[ModelSpec],
+        account: dict[str, str],
+        report: RunReport,
+    ) -> ModelResults:
         """Predict, check, archive and (scheduled) upload `pending` in a work folder of the run's own."""
         rounds = ctx.settings.work_dir / "rounds"
         remove_stale_folders(rounds)
         with run_folder(rounds, ctx.run_id) as folder:
-            return process_models(ctx, pending, account, folder,
-                                  run_fetchers(ctx.services.numerai, folder, ctx.round_number),
-                                  elsewhere={line.name: line for line in report.models})
+            return process_models(
+                ctx,
+                pending,
+                account,
+                folder,
+                run_fetchers(ctx.services.numerai, folder, ctx.round_number),
+                elsewhere={line.name: line for line in report.models},
+            )

@@ -50,7 +50,10 @@ def remove_stale_folders(root: Path) -> None:
         with _sweep_lock(root):
             for folder in root.iterdir():
                 if folder.is_dir() and _unheld(folder):
-                    log.warning("removing the work folder %s, left by a run that stopped without cleaning up", folder)
+                    log.warning(
+                        "removing the work folder %s, left by a run that stopped without cleaning up",
+                        folder,
+                    )
                     shutil.rmtree(folder, ignore_errors=True)
     except OSError as exc:
         log.warning("could not remove the stale work folders in %s: %s", root, exc)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -118,7 +119,7 @@ def require_trust(spec: ModelSpec) -> None:
     if not spec.trust_pickle:
         raise ModelLoadError(
             f"model '{spec.name}': '{spec.file}' is a pickle, and loading a pickle runs the code "
-            "inside it. Add \"trust_pickle\": true to this manifest entry only if you made the "
+            'inside it. Add "trust_pickle": true to this manifest entry only if you made the '
             "file or trust whoever did."
         )
 
@@ -140,15 +141,21 @@ def unpickle(spec: ModelSpec, path: Path, reader: Callable[[Path], Any]) -> Any:
 
 def _missing_code(spec: ModelSpec, exc: BaseException) -> str:
     """Why a pickle names a module or class that cannot be imported here, and what to do."""
-    found = f"model '{spec.name}': '{spec.file}' needs code this app does not have ({first_line(exc)})"
+    found = (
+        f"model '{spec.name}': '{spec.file}' needs code this app does not have ({first_line(exc)})"
+    )
     if "__main__" in str(exc):
         # pickle stores a class by name; one defined in a notebook or script is not in the file.
-        return (f"{found}: a class defined in the notebook or script that saved it. Save it with "
-                "cloudpickle.dump, which stores such classes in the file")
+        return (
+            f"{found}: a class defined in the notebook or script that saved it. Save it with "
+            "cloudpickle.dump, which stores such classes in the file"
+        )
     # Another version of a library (scikit-learn's private modules move) or a missing one.
-    return (f"{found}; it was pickled with other library versions than these ({_versions()}). "
-            "Save it again with these, or in a format that does not depend on versions: "
-            "XGBoost .json, CatBoost .cbm, LightGBM .txt or ONNX")
+    return (
+        f"{found}; it was pickled with other library versions than these ({_versions()}). "
+        "Save it again with these, or in a format that does not depend on versions: "
+        "XGBoost .json, CatBoost .cbm, LightGBM .txt or ONNX"
+    )
 
 
 def _versions() -> str:

@@ -43,7 +43,9 @@ def load(spec: ModelSpec, path: Path, features: list[str] | None) -> CatBoostMod
     model.load_model(str(path), format="cbm")
     _check_supported(spec, model)
     names = [str(name) for name in model.feature_names_]
-    return CatBoostModel(spec, columns_for(spec, features, recorded_names(names), len(names)), model)
+    return CatBoostModel(
+        spec, columns_for(spec, features, recorded_names(names), len(names)), model
+    )
 
 
 def recorded_names(names: list[str]) -> list[str] | None:

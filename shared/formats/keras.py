@@ -41,6 +41,8 @@ def load(spec: ModelSpec, path: Path, features: list[str] | None) -> KerasModel:
     model = keras.saving.load_model(path, compile=False)
     inputs = model.inputs
     if len(inputs) != 1:
-        raise ModelLoadError(f"model '{spec.name}': '{spec.file}' has {len(inputs)} inputs; expected one")
+        raise ModelLoadError(
+            f"model '{spec.name}': '{spec.file}' has {len(inputs)} inputs; expected one"
+        )
     columns = columns_for(spec, features, None, inputs[0].shape[-1])
     return KerasModel(spec, columns, model)

@@ -31,12 +31,14 @@ def load(spec: ModelSpec, path: Path, features: list[str] | None) -> LightGBMMod
         raise ModelLoadError(
             f"model '{spec.name}': '{spec.file}' is JSON, which LightGBM cannot load; "
             "save a LightGBM booster with booster.save_model('model.txt') instead "
-            "(an XGBoost JSON model is format \"xgboost\")"
+            '(an XGBoost JSON model is format "xgboost")'
         )
     import lightgbm
 
     booster = lightgbm.Booster(model_file=str(path))
-    columns = columns_for(spec, features, recorded_names(booster.feature_name()), booster.num_feature())
+    columns = columns_for(
+        spec, features, recorded_names(booster.feature_name()), booster.num_feature()
+    )
     return LightGBMModel(spec, columns, booster)
 
 

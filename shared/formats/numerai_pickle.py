@@ -22,8 +22,9 @@ before the call, and `"output": "rank"` ranks the first column afterwards.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -75,7 +76,9 @@ def load(spec: ModelSpec, path: Path, features: list[str] | None) -> NumeraiPick
     try:
         parameters = len(inspect.signature(predict).parameters)
     except (TypeError, ValueError) as exc:
-        raise ModelLoadError(f"model '{spec.name}': the signature of its function cannot be read ({exc})") from None
+        raise ModelLoadError(
+            f"model '{spec.name}': the signature of its function cannot be read ({exc})"
+        ) from None
     if parameters not in (1, 2):
         raise ModelLoadError(
             f"model '{spec.name}': its function takes {parameters} parameters; Numerai's runner "
@@ -89,7 +92,9 @@ def check_result(spec: ModelSpec, result: Any) -> None:
     """Numerai's runner's checks on what the function returned, with its order of checks."""
     name = spec.name
     if result is None:
-        raise PredictionError(f"model '{name}': its function returned None; it must return a DataFrame")
+        raise PredictionError(
+            f"model '{name}': its function returned None; it must return a DataFrame"
+        )
     if type(result) is not pd.DataFrame:
         raise PredictionError(
             f"model '{name}': its function returned {type(result).__name__}; Numerai's runner "

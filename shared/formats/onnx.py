@@ -15,7 +15,9 @@ from shared.manifest import ModelSpec
 class OnnxModel(BatchModel):
     """An onnxruntime session with one float input."""
 
-    def __init__(self, spec: ModelSpec, columns: list[str], session: Any, input_name: str, dtype: type) -> None:
+    def __init__(
+        self, spec: ModelSpec, columns: list[str], session: Any, input_name: str, dtype: type
+    ) -> None:
         super().__init__(spec, columns)
         self._session = session
         self._input_name = input_name
@@ -34,15 +36,21 @@ def load(spec: ModelSpec, path: Path, features: list[str] | None) -> OnnxModel:
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     inputs = session.get_inputs()
     if len(inputs) != 1:
-        raise ModelLoadError(f"model '{spec.name}': '{spec.file}' has {len(inputs)} inputs; expected one")
+        raise ModelLoadError(
+            f"model '{spec.name}': '{spec.file}' has {len(inputs)} inputs; expected one"
+        )
     dtype = {"tensor(float)": np.float32, "tensor(double)": np.float64}.get(inputs[0].type)
     if dtype is None:
         raise ModelLoadError(
             f"model '{spec.name}': '{spec.file}' takes {inputs[0].type}; expected a float tensor"
         )
-    width = inputs[0].shape[-1] if inputs[0].shape else None  # a name such as "N" when the graph leaves it open
+    width = (
+        inputs[0].shape[-1] if inputs[0].shape else None
+    )  # a name such as "N" when the graph leaves it open
     if isinstance(width, int):
-        return OnnxModel(spec, columns_for(spec, features, None, width), session, inputs[0].name, dtype)
+        return OnnxModel(
+            spec, columns_for(spec, features, None, width), session, inputs[0].name, dtype
+        )
     columns = columns_for(spec, features, None)
     width = open_width(spec, path, inputs[0].name, len(columns))
     check_width(spec, width, columns)
@@ -64,11 +72,15 @@ def open_width(spec: ModelSpec, path: Path, input_name: str, given: int) -> int 
     """
     import onnx
 
-    graph_model = onnx.load(str(path), load_external_data=False)  # shapes suffice, not weight values
+    graph_model = onnx.load(
+        str(path), load_external_data=False
+    )  # shapes suffice, not weight values
     weights = _first_weights_rows(graph_model.graph, input_name)
     if weights is not None:
         return weights
-    declared = next(i for i in graph_model.graph.input if i.name == input_name).type.tensor_type.shape.dim
+    declared = next(
+        i for i in graph_model.graph.input if i.name == input_name
+    ).type.tensor_type.shape.dim
     if not declared:
         return None  # not even the number of dimensions is recorded
     mismatch = _inference_error(graph_model, declared[-1], given)
@@ -104,7 +116,9 @@ def _inference_error(graph_model: Any, dim: Any, width: int | None) -> str | Non
     else:
         dim.dim_value = width
     try:
-        onnx.shape_inference.infer_shapes(graph_model, check_type=True, strict_mode=True, data_prop=True)
+        onnx.shape_inference.infer_shapes(
+            graph_model, check_type=True, strict_mode=True, data_prop=True
+        )
     except onnx.shape_inference.InferenceError as exc:
         return first_line(exc)
     return None

@@ -38,7 +38,11 @@ class SklearnModel(BatchModel):
     """An unpickled estimator, called with a DataFrame when it was fitted on one."""
 
     def __init__(
-        self, spec: ModelSpec, columns: list[str], estimator: Any, as_frame: bool,
+        self,
+        spec: ModelSpec,
+        columns: list[str],
+        estimator: Any,
+        as_frame: bool,
         class_values: np.ndarray | None,
     ) -> None:
         super().__init__(spec, columns)
@@ -110,7 +114,7 @@ def expected_value_weights(spec: ModelSpec, classes: Any) -> np.ndarray:
     if classes is None:
         raise ModelLoadError(
             f"model '{spec.name}': '{spec.file}' has no classes_, so its predict_proba columns "
-            "cannot be matched to class values; use \"method\": \"predict\""
+            'cannot be matched to class values; use "method": "predict"'
         )
     values = np.asarray(classes)
     if values.ndim != 1 or len(values) < 2:
@@ -156,8 +160,10 @@ def _log_warnings(spec: ModelSpec, caught: list[warnings.WarningMessage]) -> Non
             # scikit-learn warns once per estimator in the file; one line says it all.
             original = getattr(warning.message, "original_sklearn_version", "another version")
             current = getattr(warning.message, "current_sklearn_version", "this app's")
-            message = (f"pickled with scikit-learn {original}, loaded with scikit-learn {current}; "
-                       "its predictions may differ")
+            message = (
+                f"pickled with scikit-learn {original}, loaded with scikit-learn {current}; "
+                "its predictions may differ"
+            )
         if message not in seen:
             seen.add(message)
             log.warning("model '%s': '%s': %s", spec.name, spec.file, message)
@@ -171,8 +177,10 @@ def _check_methods(spec: ModelSpec, estimator: Any) -> None:
     found = type(estimator)
     kind = f"{found.__module__}.{found.__qualname__}"
     if method == "predict" and _is_function(estimator):
-        advice = ('; a pickled predict function, as Numerai\'s model uploads take, is format '
-                  '"numerai_pickle"')
+        advice = (
+            "; a pickled predict function, as Numerai's model uploads take, is format "
+            '"numerai_pickle"'
+        )
     elif method == "predict_proba" and callable(getattr(estimator, "predict", None)):
         advice = '; it is not a classifier: use "method": "predict"'
     else:
@@ -195,5 +203,5 @@ def _attribute(estimator: Any, name: str) -> Any:
     """
     try:
         return getattr(estimator, name, None)
-    except Exception:  # noqa: BLE001 - any library's refusal means the same here
+    except Exception:
         return None

@@ -36,8 +36,18 @@ _ACCEPTS: dict[ModelFormat, frozenset[str]] = {
 }
 
 # Compressed containers joblib writes (zlib, gzip, bz2, xz, lzma, lz4) hold a pickle.
-_COMPRESSED = (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda", b"\x1f\x8b", b"BZh",
-               b"\xfd7zXZ", b"\x5d\x00\x00", b"\x04\x22\x4d\x18", b"ZF0x")
+_COMPRESSED = (
+    b"\x78\x01",
+    b"\x78\x5e",
+    b"\x78\x9c",
+    b"\x78\xda",
+    b"\x1f\x8b",
+    b"BZh",
+    b"\xfd7zXZ",
+    b"\x5d\x00\x00",
+    b"\x04\x22\x4d\x18",
+    b"ZF0x",
+)
 # Protocols 0 and 1 have no header; an object's pickle opens with GLOBAL "c<module>\n<name>\n".
 _OLD_PICKLE = re.compile(rb"c[A-Za-z_][\w.]*\n[A-Za-z_][\w.]*\n")
 # JSON may open with a UTF-8 byte order mark or whitespace, left by an editor or a re-indent.
@@ -47,15 +57,19 @@ _BLANKS = re.compile(rb"[ \t\r\n]+")
 
 def sniff(head: bytes) -> str | None:
     """The kind of model file `head` (its first bytes) starts, or None if unclear."""
-    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05") or head.startswith(_COMPRESSED):
+    if (
+        head[:1] == b"\x80"
+        and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+        or head.startswith(_COMPRESSED)
+    ):
         return "pickle"
     if _OLD_PICKLE.match(head):
         return "pickle"
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x89HDF\r\n\x1a\n"):
+    if head.startswith((b"PK\x03\x04", b"\x89HDF\r\n\x1a\n")):
         return "keras"  # a .keras zip or a legacy HDF5 file
     if head.startswith(b"CBM1"):
         return "catboost"
-    if head.startswith(b"tree\n") or head.startswith(b"tree\r\n"):
+    if head.startswith((b"tree\n", b"tree\r\n")):
         return "lightgbm"
     if head[:1] == b"\x08" and (b"\x12" in head[:16] or b":" in head[:16]):
         return "onnx"  # protobuf: ir_version first, then producer or graph
@@ -86,14 +100,22 @@ def mismatch(spec: ModelSpec, path: Path) -> str | None:
         return None
     looks_like, loads_as = _KINDS[kind]
     if kind == "pickle":
-        advice = ('use "sklearn" for a saved estimator or pipeline, or "numerai_pickle" for a '
-                  "function made for Numerai's model uploads")
+        advice = (
+            'use "sklearn" for a saved estimator or pipeline, or "numerai_pickle" for a '
+            "function made for Numerai's model uploads"
+        )
     elif kind == "lightgbm_json":
         advice = "save the booster with booster.save_model('model.txt') and use \"lightgbm\""
     elif kind == "catboost_json":
-        advice = ("save it with model.save_model('model.cbm'), CatBoost's binary format, "
-                  "and use \"catboost\"")
+        advice = (
+            "save it with model.save_model('model.cbm'), CatBoost's binary format, "
+            'and use "catboost"'
+        )
     else:
-        advice = f'set "format": "{loads_as.value}"' if loads_as else "save it in a supported format"
-    return (f"model '{spec.name}': '{spec.file}' is declared \"{spec.format.value}\" but looks like "
-            f"{looks_like}; {advice}")
+        advice = (
+            f'set "format": "{loads_as.value}"' if loads_as else "save it in a supported format"
+        )
+    return (
+        f"model '{spec.name}': '{spec.file}' is declared \"{spec.format.value}\" but looks like "
+        f"{looks_like}; {advice}"
+    )

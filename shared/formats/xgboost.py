@@ -46,7 +46,9 @@ def load(spec: ModelSpec, path: Path, features: list[str] | None) -> XGBoostMode
 
     booster = xgboost.Booster(model_file=str(path))
     recorded = _names(booster.feature_names)  # None when trained on an array
-    return XGBoostModel(spec, columns_for(spec, features, recorded, booster.num_features()), booster)
+    return XGBoostModel(
+        spec, columns_for(spec, features, recorded, booster.num_features()), booster
+    )
 
 
 def iteration_range(booster: Any) -> tuple[int, int]:

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from shared.errors import AppError, RunLocked
 from shared.executors.base import Executor
@@ -60,8 +60,14 @@ def run_job(
     models went to queue tasks returns its report running; the last task finishes it.
     """
     started = time.monotonic()
-    report = RunReport(run_id=_new_run_id(mode), mode=mode, started_at=utc_now(), past_due=past_due,
-                       trigger_id=trigger_id, notes=list(notes or []))
+    report = RunReport(
+        run_id=_new_run_id(mode),
+        mode=mode,
+        started_at=utc_now(),
+        past_due=past_due,
+        trigger_id=trigger_id,
+        notes=list(notes or []),
+    )
     results: Results | None = None
     if past_due:
         log.warning("the timer is past due; running now")
@@ -73,8 +79,13 @@ def run_job(
         configure_telemetry(environ)
         services = Services.connect(settings, results)
         selection = _Selection(model_names, submit_members)
-        fanned_out = _locked_run(services, report, selection, executor_for(settings),
-                                 started + settings.run_deadline_seconds)
+        fanned_out = _locked_run(
+            services,
+            report,
+            selection,
+            executor_for(settings),
+            started + settings.run_deadline_seconds,
+        )
     except AppError as exc:
         report.fail(str(exc))
     except Exception as exc:  # a bug or a library surprise: still reported, never lost
@@ -82,8 +93,11 @@ def run_job(
         report.fail(_unexpected(exc))
     else:
         if fanned_out:
-            log.info("run %s: its models are queue tasks; GET /api/runs/%s follows them", report.run_id,
-                     report.run_id)
+            log.info(
+                "run %s: its models are queue tasks; GET /api/runs/%s follows them",
+                report.run_id,
+                report.run_id,
+            )
             return report
         report.finish()
     report.redact()
@@ -92,7 +106,9 @@ def run_job(
     return report
 
 
-def report_unexpected(mode: Mode, exc: Exception, environ: Mapping[str, str] | None = None) -> RunReport:
+def report_unexpected(
+    mode: Mode, exc: Exception, environ: Mapping[str, str] | None = None
+) -> RunReport:
     """A failed report for an error raised outside `run_job`, saved in the results container like any run's.
 
     Never raises: should the settings or storage fail too, the report says so and is only returned and logged.
@@ -119,13 +135,16 @@ class _Selection:
     submit_members: bool = True
 
 
-def _locked_run(services: Services, report: RunReport, selection: _Selection, executor: Executor,
-                ends_at: float) -> bool:
+def _locked_run(
+    services: Services, report: RunReport, selection: _Selection, executor: Executor, ends_at: float
+) -> bool:
     """Scheduled runs take the run lock; test runs upload nothing and need none. True if fanned out."""
     if report.mode is Mode.TEST:
         return _run(services, report, selection, executor, ends_at, None)
     try:
-        with services.results.locks.lock("scheduled-run", LOCK_LEASE_SECONDS, LOCK_WAIT_SECONDS) as lock:
+        with services.results.locks.lock(
+            "scheduled-run", LOCK_LEASE_SECONDS, LOCK_WAIT_SECONDS
+        ) as lock:
             return _run(services, report, selection, executor, ends_at, lock)
     except RunLocked as exc:
         log.warning("%s", exc)
@@ -134,16 +153,29 @@ def _locked_run(services: Services, report: RunReport, selection: _Selection, ex
         return False
 
 
-def _run(services: Services, report: RunReport, selection: _Selection, executor: Executor,
-         ends_at: float, lock: RunLock | None) -> bool:
+def _run(
+    services: Services,
+    report: RunReport,
+    selection: _Selection,
+    executor: Executor,
+    ends_at: float,
+    lock: RunLock | None,
+) -> bool:
     """Plan the run and hand its pending models to the executor; True if they went to queue tasks."""
     decision = decide_round(services, report.mode, services.numerai.current_round())
     _note_round(report, decision)
     if not decision.goes_on or decision.round is None:
         report.status = RunStatus.NOTHING_TO_DO
         return False
-    ctx = RoundContext(services, report.mode, report.run_id, decision.round.number, ends_at, report.trigger_id,
-                       lock=lock)
+    ctx = RoundContext(
+        services,
+        report.mode,
+        report.run_id,
+        decision.round.number,
+        ends_at,
+        report.trigger_id,
+        lock=lock,
+    )
     manifest = read_manifest(services, selection.names, selection.submit_members)
     ctx.entries = {spec.name: spec for spec in manifest.models}
     account = services.numerai.model_ids()
@@ -168,10 +200,14 @@ def _note_round(report: RunReport, decision: RoundDecision) -> None:
         report.round_close_time = decision.round.close_time.isoformat()
 
 
-def _assemble(report: RunReport, plan: ModelPlan, done: ModelResults, decision: RoundDecision) -> None:
+def _assemble(
+    report: RunReport, plan: ModelPlan, done: ModelResults, decision: RoundDecision
+) -> None:
     """The report's lines: planning's, with each worked-on model's line from the executor in its place."""
-    report.models = [worked_on(planned, done.lines[name]) if name in done.lines else planned
-                     for name, planned in plan.lines.items()]
+    report.models = [
+        worked_on(planned, done.lines[name]) if name in done.lines else planned
+        for name, planned in plan.lines.items()
+    ]
     if done.notes and not decision.after_window:
         report.reason = done.notes[-1]
     if done.stopped is not None:
@@ -184,5 +220,5 @@ def _unexpected(exc: Exception) -> str:
 
 def _new_run_id(mode: Mode) -> str:
     # Microseconds, so that run ids sort in the order the runs started.
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     return f"{stamp}-{mode.value}-{uuid.uuid4().hex[:8]}"

@@ -46,8 +46,10 @@ def decide_round(services: Services, mode: Mode, round_: RoundInfo | None) -> Ro
         return RoundDecision(None, False, "Numerai reports no current round")
     if round_.is_open():
         return RoundDecision(round_, True)
-    closed = (f"round {round_.number} is not open for submissions (window {round_.open_time.isoformat()} to "
-              f"{round_.close_time.isoformat()})")
+    closed = (
+        f"round {round_.number} is not open for submissions (window {round_.open_time.isoformat()} to "
+        f"{round_.close_time.isoformat()})"
+    )
     if mode is Mode.TEST:
         # A test run exists to prove the next run will work: it carries on with the latest data.
         return RoundDecision(round_, True, f"{closed}; the test run used its data")
@@ -57,13 +59,22 @@ def decide_round(services: Services, mode: Mode, round_: RoundInfo | None) -> Ro
         done = f"; run {checked_by} already checked what Numerai lists for it" if checked_by else ""
         return RoundDecision(round_, False, f"{closed}{done}; nothing was downloaded or uploaded")
     # The first scheduled run after the close: it checks, archives, and uploads only if SUBMIT_LATE.
-    late_policy = ("late submissions are scored but not staked (SUBMIT_LATE=true)" if services.settings.submit_late
-                   else "what was not submitted in the window is archived, not uploaded (SUBMIT_LATE=false)")
-    return RoundDecision(round_, True, f"round {round_.number} closed for staking {duration(late)} ago; {late_policy}",
-                         after_window=True)
+    late_policy = (
+        "late submissions are scored but not staked (SUBMIT_LATE=true)"
+        if services.settings.submit_late
+        else "what was not submitted in the window is archived, not uploaded (SUBMIT_LATE=false)"
+    )
+    return RoundDecision(
+        round_,
+        True,
+        f"round {round_.number} closed for staking {duration(late)} ago; {late_policy}",
+        after_window=True,
+    )
 
 
-def read_manifest(services: Services, model_names: list[str] | None, submit_members: bool = True) -> Manifest:
+def read_manifest(
+    services: Services, model_names: list[str] | None, submit_members: bool = True
+) -> Manifest:
     """The manifest in the models container, narrowed to `model_names` (and what their ensembles need).
 
     With `submit_members` False, the members of a named ensemble are predicted but not submitted.
@@ -74,8 +85,9 @@ def read_manifest(services: Services, model_names: list[str] | None, submit_memb
     return manifest.select(model_names, submit_members)
 
 
-def plan_models(ctx: RoundContext, manifest: Manifest, account: dict[str, str], decision: RoundDecision
-                ) -> ModelPlan:
+def plan_models(
+    ctx: RoundContext, manifest: Manifest, account: dict[str, str], decision: RoundDecision
+) -> ModelPlan:
     """Each model's line so far, and the entries still to work on (members before their ensembles)."""
     order = manifest.in_order()
     lines = {spec.name: ModelReport(spec.name) for spec in order}
@@ -103,13 +115,17 @@ def _not_in_account(manifest: Manifest, account: dict[str, str]) -> dict[str, Mo
     for spec in manifest.models:
         if spec.submit and spec.name not in account:
             line = ModelReport(spec.name)
-            line.fail(f"model '{spec.name}' is not a Classic model of this Numerai account; "
-                      f"the account has: {', '.join(sorted(account)) or 'no models'}")
+            line.fail(
+                f"model '{spec.name}' is not a Classic model of this Numerai account; "
+                f"the account has: {', '.join(sorted(account)) or 'no models'}"
+            )
             failed[spec.name] = line
     return failed
 
 
-def _needed(order: list[ModelSpec], lines: dict[str, ModelReport]) -> tuple[list[ModelSpec], dict[str, ModelReport]]:
+def _needed(
+    order: list[ModelSpec], lines: dict[str, ModelReport]
+) -> tuple[list[ModelSpec], dict[str, ModelReport]]:
     """The pending entries to work on (those to submit, and what their ensembles need), and the skipped lines.
 
     An entry with `submit: false` that no pending ensemble needs is skipped.
@@ -122,8 +138,13 @@ def _needed(order: list[ModelSpec], lines: dict[str, ModelReport]) -> tuple[list
     skipped = {}
     for spec in pending:
         if spec.name not in wanted:
-            skipped[spec.name] = ModelReport(spec.name, status=ModelStatus.SKIPPED, error=(
-                f"model '{spec.name}': submit is false and no ensemble to submit this run needs it"))
+            skipped[spec.name] = ModelReport(
+                spec.name,
+                status=ModelStatus.SKIPPED,
+                error=(
+                    f"model '{spec.name}': submit is false and no ensemble to submit this run needs it"
+                ),
+            )
     return [s for s in pending if s.name in wanted], skipped
 
 
@@ -144,11 +165,18 @@ def newer_version_note(ctx: RoundContext, pending: list[ModelSpec]) -> str | Non
     if not listed:
         return None
     newest = listed[-1]
-    older = sorted((v for v in used if re.fullmatch(DATA_VERSION_PATTERN, v) and version_key(v) < version_key(newest)),
-                   key=version_key)
+    older = sorted(
+        (
+            v
+            for v in used
+            if re.fullmatch(DATA_VERSION_PATTERN, v) and version_key(v) < version_key(newest)
+        ),
+        key=version_key,
+    )
     if not older:
         return None
     models = "; ".join(f"{v}: {', '.join(used[v])}" for v in older)
-    return (f"Numerai lists data version {newest}, newer than some models use ({models}); a model keeps the "
-            "version it was trained on: retrain it on the new one, then set its data_version")
-
+    return (
+        f"Numerai lists data version {newest}, newer than some models use ({models}); a model keeps the "
+        "version it was trained on: retrain it on the new one, then set its data_version"
+    )

@@ -58,12 +58,22 @@ def load_benchmark(path: Path, setting: str | None, data_version: str) -> Benchm
     if choice.note:
         log.info("%s", choice.note)
     # Without pandas' metadata the ids are a column whatever the writer made of them: then the index.
-    frame = pq.read_table(path, columns=[ID_COLUMN, column]).to_pandas(ignore_metadata=True).set_index(ID_COLUMN)
+    frame = (
+        pq.read_table(path, columns=[ID_COLUMN, column])
+        .to_pandas(ignore_metadata=True)
+        .set_index(ID_COLUMN)
+    )
     return Benchmark(frame[column].astype("float64"), column=column, note=choice.note)
 
 
-def check(spec: ModelSpec, line: ModelReport, csv_text: str, benchmark: Benchmark, archive: Archive,
-          round_number: int) -> bool:
+def check(
+    spec: ModelSpec,
+    line: ModelReport,
+    csv_text: str,
+    benchmark: Benchmark,
+    archive: Archive,
+    round_number: int,
+) -> bool:
     """Fill in the line's benchmark figures; False (and the line held back) if the gate stops the model."""
     if benchmark.predictions is None:
         return _unchecked(spec, line, f"the benchmark check could not run: {benchmark.problem}")
@@ -72,13 +82,19 @@ def check(spec: ModelSpec, line: ModelReport, csv_text: str, benchmark: Benchmar
         line.notes.append(f"model '{spec.name}': {benchmark.note}")
     corr = benchmark_corr(read_predictions(csv_text), benchmark.predictions)
     if not math.isfinite(corr):
-        return _unchecked(spec, line, "the benchmark check could not run: the correlation with the benchmark "
-                                      "is undefined (constant predictions or benchmark, or no live ids in common)")
+        return _unchecked(
+            spec,
+            line,
+            "the benchmark check could not run: the correlation with the benchmark "
+            "is undefined (constant predictions or benchmark, or no live ids in common)",
+        )
     history = archive.benchmark_history(spec.name, round_number, HISTORY_ROUNDS)
     median = recent_median(history)
     line.benchmark_corr = round(corr, 4)
     line.benchmark_corr_median = None if median is None else round(median, 4)
-    reason = gate_reason(spec.name, corr, history, spec.min_benchmark_corr, spec.max_benchmark_corr_drop)
+    reason = gate_reason(
+        spec.name, corr, history, spec.min_benchmark_corr, spec.max_benchmark_corr_drop
+    )
     if reason is not None:
         log.warning("%s", reason)
         line.hold_back(reason)

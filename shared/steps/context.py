@@ -34,8 +34,12 @@ class Services:
         """
         blobs = service_client(settings)
         results = results or Results.open(blobs, settings.results_container)
-        return cls(settings, NumeraiClient(settings),
-                   ModelStore(blobs, settings.models_container, settings.work_dir / "model-cache"), results)
+        return cls(
+            settings,
+            NumeraiClient(settings),
+            ModelStore(blobs, settings.models_container, settings.work_dir / "model-cache"),
+            results,
+        )
 
 
 @dataclass
@@ -48,7 +52,9 @@ class RoundContext:
     round_number: int
     ends_at: float = float("inf")  # time.monotonic() at the run's deadline (RUN_DEADLINE_SECONDS)
     trigger_id: str | None = None  # Numerai's, when its webhook started the run
-    entries: dict[str, ModelSpec] = field(default_factory=dict)  # the manifest's (or plan's), by name
+    entries: dict[str, ModelSpec] = field(
+        default_factory=dict
+    )  # the manifest's (or plan's), by name
     lock: RunLock | None = None  # what a scheduled run (or task) holds while it may upload
 
     @property
@@ -70,7 +76,8 @@ class RoundContext:
         if time.monotonic() > self.ends_at:
             raise RunDeadlinePassed(
                 f"the run reached its deadline (RUN_DEADLINE_SECONDS={self.settings.run_deadline_seconds:g}) "
-                f"before {before}")
+                f"before {before}"
+            )
 
     def confirm_lock(self) -> None:
         """Raise LockLost if this run may no longer upload (a test run holds no lock, and uploads nothing)."""
@@ -79,5 +86,11 @@ class RoundContext:
 
     def submitter(self) -> Submitter:
         """The exactly-once submissions of this run's round."""
-        return Submitter(self.services.numerai, self.results.ledger, self.round_number, self.run_id,
-                         self.confirm_lock, self.trigger_id)
+        return Submitter(
+            self.services.numerai,
+            self.results.ledger,
+            self.round_number,
+            self.run_id,
+            self.confirm_lock,
+            self.trigger_id,
+        )

@@ -39,7 +39,9 @@ class RoundInputs:
     @cached_property
     def benchmark(self) -> Benchmark:
         """This data version's benchmark column (BENCHMARK_MODEL, or the version's main one)."""
-        return load_benchmark(self._data.file(BENCHMARK), self._benchmark_model, self._data.data_version)
+        return load_benchmark(
+            self._data.file(BENCHMARK), self._benchmark_model, self._data.data_version
+        )
 
     @cached_property
     def live_ids(self) -> pd.Index:
@@ -53,15 +55,19 @@ class RoundInputs:
         else:
             sets = read_feature_sets(self._data.file(FEATURES))
             if selection not in sets:
-                raise PostprocessError(f"model '{entry}': neutralize.features '{selection}' is not a feature set "
-                                       f"of this round's features.json; it has: {', '.join(sorted(sets))}")
+                raise PostprocessError(
+                    f"model '{entry}': neutralize.features '{selection}' is not a feature set "
+                    f"of this round's features.json; it has: {', '.join(sorted(sets))}"
+                )
             columns = sets[selection]
         live = LiveData(self._data.file(LIVE), self._data.data_version)
         missing = [c for c in columns if c not in live.columns]
         if missing:
-            raise PostprocessError(f"model '{entry}': {len(missing)} of the {len(columns)} columns to neutralize "
-                                   f"against are not in this round's live data ({self._data.data_version}): "
-                                   f"{first_few(missing)}")
+            raise PostprocessError(
+                f"model '{entry}': {len(missing)} of the {len(columns)} columns to neutralize "
+                f"against are not in this round's live data ({self._data.data_version}): "
+                f"{first_few(missing)}"
+            )
         return _read_columns(live.path, columns)
 
 
@@ -69,7 +75,9 @@ def neutralized(spec: ModelSpec, csv_text: str, inputs: RoundInputs) -> str:
     """The entry's predictions neutralized as its manifest entry says."""
     assert spec.neutralize is not None
     features = inputs.features(spec.name, spec.neutralize.features)
-    return to_csv(neutralize(spec.name, read_predictions(csv_text), features, spec.neutralize.proportion))
+    return to_csv(
+        neutralize(spec.name, read_predictions(csv_text), features, spec.neutralize.proportion)
+    )
 
 
 def combined(spec: ModelSpec, members: dict[str, str]) -> str:
@@ -88,7 +96,12 @@ def _read_columns(path: Path, columns: list[str]) -> pd.DataFrame:
 def neutralize_prediction(prediction: Prediction, inputs: RoundInputs) -> Prediction:
     """A model's new predictions neutralized as its entry asks; archived ones were neutralized when made."""
     spec = prediction.spec
-    if spec.neutralize is None or prediction.from_archive or not prediction.outcome.ok or prediction.csv is None:
+    if (
+        spec.neutralize is None
+        or prediction.from_archive
+        or not prediction.outcome.ok
+        or prediction.csv is None
+    ):
         return prediction
     try:
         prediction.csv = neutralized(spec, prediction.csv, inputs)
@@ -98,8 +111,13 @@ def neutralize_prediction(prediction: Prediction, inputs: RoundInputs) -> Predic
     return prediction
 
 
-def ensemble_prediction(ctx: RoundContext, spec: ModelSpec, made: dict[str, Prediction],
-                        elsewhere: dict[str, ModelReport], inputs: RoundInputs) -> Prediction:
+def ensemble_prediction(
+    ctx: RoundContext,
+    spec: ModelSpec,
+    made: dict[str, Prediction],
+    elsewhere: dict[str, ModelReport],
+    inputs: RoundInputs,
+) -> Prediction:
     """An ensemble's predictions from its members': made in this run or task, or archived in this round.
 
     `elsewhere` holds the lines of members this step did not predict (another queue task's, or a
@@ -107,7 +125,9 @@ def ensemble_prediction(ctx: RoundContext, spec: ModelSpec, made: dict[str, Pred
     """
     outcome = ModelOutcome(name=spec.name)
     try:
-        members = {name: _member_csv(ctx, spec, name, made, elsewhere) for name in spec.members or {}}
+        members = {
+            name: _member_csv(ctx, spec, name, made, elsewhere) for name in spec.members or {}
+        }
         try:
             csv = combined(spec, members)
         except PostprocessError as exc:
@@ -127,19 +147,31 @@ def ensemble_prediction(ctx: RoundContext, spec: ModelSpec, made: dict[str, Pred
 
 def _mixed_versions(ctx: RoundContext, ensemble: ModelSpec) -> str:
     """Words to add to an ensemble's error when its members predict from different data versions."""
-    versions = {m: ctx.data_version(ctx.entries[m]) for m in ensemble.members or {}
-                if m in ctx.entries and not ctx.entries[m].is_ensemble}
+    versions = {
+        m: ctx.data_version(ctx.entries[m])
+        for m in ensemble.members or {}
+        if m in ctx.entries and not ctx.entries[m].is_ensemble
+    }
     if len(set(versions.values())) < 2:
         return ""
     used = ", ".join(f"'{m}' {v}" for m, v in versions.items())
-    return (f"; its members use different data versions ({used}), which an ensemble allows only when "
-            "they predict the same live ids")
+    return (
+        f"; its members use different data versions ({used}), which an ensemble allows only when "
+        "they predict the same live ids"
+    )
 
 
-def _member_csv(ctx: RoundContext, ensemble: ModelSpec, member: str, made: dict[str, Prediction],
-                elsewhere: dict[str, ModelReport]) -> str:
+def _member_csv(
+    ctx: RoundContext,
+    ensemble: ModelSpec,
+    member: str,
+    made: dict[str, Prediction],
+    elsewhere: dict[str, ModelReport],
+) -> str:
     """A member's predictions for the round; PostprocessError naming the member if it has none."""
-    failed = PostprocessError(f"ensemble '{ensemble.name}': member '{member}' failed, so the ensemble was not made")
+    failed = PostprocessError(
+        f"ensemble '{ensemble.name}': member '{member}' failed, so the ensemble was not made"
+    )
     if member in made:
         prediction = made[member]
         if not prediction.outcome.ok or prediction.csv is None:
@@ -150,8 +182,10 @@ def _member_csv(ctx: RoundContext, ensemble: ModelSpec, member: str, made: dict[
         raise failed
     csv = _archived_member(ctx, member)
     if csv is None:
-        raise PostprocessError(f"ensemble '{ensemble.name}': member '{member}' has no predictions for round "
-                               f"{ctx.round_number}")
+        raise PostprocessError(
+            f"ensemble '{ensemble.name}': member '{member}' has no predictions for round "
+            f"{ctx.round_number}"
+        )
     return csv
 
 

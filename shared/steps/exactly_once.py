@@ -27,7 +27,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.errors import AppError, NumeraiApiError, NumeraiUnanswered, StorageError, SubmissionUnknown
+from shared.errors import (
+    AppError,
+    NumeraiApiError,
+    NumeraiUnanswered,
+    StorageError,
+    SubmissionUnknown,
+)
 from shared.numerai_client import NumeraiClient
 from shared.report import SubmissionState, utc_now
 from shared.storage.ledger import Ledger, SubmissionIntent, SubmissionRecord
@@ -77,12 +83,21 @@ class Submitter:
                 "so it is not submitted again. The next run checks again"
             ) from None
         if found is None:
-            log.info("model %s: run %s's submission of '%s' never happened; submitting anew",
-                     model_name, intent.run_id, intent.filename)
+            log.info(
+                "model %s: run %s's submission of '%s' never happened; submitting anew",
+                model_name,
+                intent.run_id,
+                intent.filename,
+            )
             self._forget(intent.model_name)
             return None
-        log.warning("model %s: run %s submitted '%s' as %s but stopped before recording it; recorded now",
-                    model_name, intent.run_id, intent.filename, found)
+        log.warning(
+            "model %s: run %s submitted '%s' as %s but stopped before recording it; recorded now",
+            model_name,
+            intent.run_id,
+            intent.filename,
+            found,
+        )
         self._record(model_name, intent.model_id, found)
         return found
 
@@ -91,8 +106,9 @@ class Submitter:
         self.confirm_lock()
         try:
             filename = self.numerai.upload(model_name, model_id, csv_path)
-            self.ledger.record_intent(SubmissionIntent(self.round_number, model_name, model_id, filename,
-                                                        self.run_id))
+            self.ledger.record_intent(
+                SubmissionIntent(self.round_number, model_name, model_id, filename, self.run_id)
+            )
         except AppError as exc:
             return SubmitResult(SubmissionState.NONE, error=_about(model_name, exc))
         self.confirm_lock()
@@ -102,58 +118,101 @@ class Submitter:
             return self._after_failure(model_name, model_id, filename, exc)
         return self._after_created(model_name, model_id, filename, submission_id)
 
-    def _after_failure(self, model_name: str, model_id: str, filename: str, exc: NumeraiApiError) -> SubmitResult:
+    def _after_failure(
+        self, model_name: str, model_id: str, filename: str, exc: NumeraiApiError
+    ) -> SubmitResult:
         """Settle a create_submission that failed: Numerai's list of submissions decides."""
         # Even a refusal is checked: an answer that is not what it seems (a proxy's page, an
         # oversized body) must not make a submission that exists look like none.
         try:
             found = self.numerai.find_submission(model_id, filename)
         except NumeraiApiError as listing:
-            return SubmitResult(SubmissionState.UNKNOWN, error=(
-                f"model '{model_name}': {exc}, and its submissions could not be listed ({listing}); "
-                "whether it was submitted is unknown. The next run checks before submitting again"))
+            return SubmitResult(
+                SubmissionState.UNKNOWN,
+                error=(
+                    f"model '{model_name}': {exc}, and its submissions could not be listed ({listing}); "
+                    "whether it was submitted is unknown. The next run checks before submitting again"
+                ),
+            )
         if found is not None:
-            log.warning("model %s: create_submission failed (%s), but Numerai lists the upload as %s",
-                        model_name, exc, found)
-            return self._recorded(model_name, model_id, found, [
-                f"model '{model_name}': {exc}; Numerai lists the upload, as submission {found}"])
+            log.warning(
+                "model %s: create_submission failed (%s), but Numerai lists the upload as %s",
+                model_name,
+                exc,
+                found,
+            )
+            return self._recorded(
+                model_name,
+                model_id,
+                found,
+                [f"model '{model_name}': {exc}; Numerai lists the upload, as submission {found}"],
+            )
         if isinstance(exc, NumeraiUnanswered):
             # Numerai may still be working on the request: the intent stays for the next run.
-            return SubmitResult(SubmissionState.UNKNOWN, error=(
-                f"model '{model_name}': {exc}, and Numerai does not list the upload '{filename}' (yet); "
-                "the next run checks again before submitting"))
+            return SubmitResult(
+                SubmissionState.UNKNOWN,
+                error=(
+                    f"model '{model_name}': {exc}, and Numerai does not list the upload '{filename}' (yet); "
+                    "the next run checks again before submitting"
+                ),
+            )
         self._forget(model_name)
         return SubmitResult(SubmissionState.NONE, error=_about(model_name, exc))
 
-    def _after_created(self, model_name: str, model_id: str, filename: str, submission_id: str) -> SubmitResult:
+    def _after_created(
+        self, model_name: str, model_id: str, filename: str, submission_id: str
+    ) -> SubmitResult:
         warnings = []
         try:
             listed = self.numerai.find_submission(model_id, filename)
         except NumeraiApiError as exc:
-            log.warning("model %s: could not list its submissions to check %s: %s", model_name, submission_id, exc)
-            warnings.append(f"model '{model_name}': Numerai created submission {submission_id}; its submissions "
-                            f"could not be listed to confirm it ({exc})")
+            log.warning(
+                "model %s: could not list its submissions to check %s: %s",
+                model_name,
+                submission_id,
+                exc,
+            )
+            warnings.append(
+                f"model '{model_name}': Numerai created submission {submission_id}; its submissions "
+                f"could not be listed to confirm it ({exc})"
+            )
         else:
             if listed != submission_id:
                 # Numerai answered with the id, so the submission exists; its list may lag behind.
-                warnings.append(f"model '{model_name}': Numerai created submission {submission_id} "
-                                "but did not list it when asked")
+                warnings.append(
+                    f"model '{model_name}': Numerai created submission {submission_id} "
+                    "but did not list it when asked"
+                )
         return self._recorded(model_name, model_id, submission_id, warnings)
 
-    def _recorded(self, model_name: str, model_id: str, submission_id: str, warnings: list[str]) -> SubmitResult:
+    def _recorded(
+        self, model_name: str, model_id: str, submission_id: str, warnings: list[str]
+    ) -> SubmitResult:
         try:
             self._record(model_name, model_id, submission_id)
         except StorageError as exc:
             # The intent stays, so the next run finds the submission at Numerai instead of submitting again.
-            return SubmitResult(SubmissionState.EXISTS, submission_id, warnings=warnings, error=(
-                f"model '{model_name}': submitted as {submission_id}, but the ledger could not record it "
-                f"({exc}); the next run finds it at Numerai and does not submit again"))
+            return SubmitResult(
+                SubmissionState.EXISTS,
+                submission_id,
+                warnings=warnings,
+                error=(
+                    f"model '{model_name}': submitted as {submission_id}, but the ledger could not record it "
+                    f"({exc}); the next run finds it at Numerai and does not submit again"
+                ),
+            )
         return SubmitResult(SubmissionState.EXISTS, submission_id, warnings=warnings)
 
     def _record(self, model_name: str, model_id: str, submission_id: str) -> None:
-        self.ledger.record(SubmissionRecord(
-            round_number=self.round_number, model_name=model_name, model_id=model_id,
-            submission_id=submission_id, submitted_at=utc_now()))
+        self.ledger.record(
+            SubmissionRecord(
+                round_number=self.round_number,
+                model_name=model_name,
+                model_id=model_id,
+                submission_id=submission_id,
+                submitted_at=utc_now(),
+            )
+        )
         self._forget(model_name)
 
     def _forget(self, model_name: str) -> None:

@@ -26,12 +26,20 @@ class ModelResults:
     """What the model step did: each model's line, by name, and what concerns the whole run."""
 
     lines: dict[str, ModelReport] = field(default_factory=dict)
-    stopped: str | None = None  # why the run stopped before it was done (the lock lost, the deadline)
+    stopped: str | None = (
+        None  # why the run stopped before it was done (the lock lost, the deadline)
+    )
     notes: list[str] = field(default_factory=list)  # for the run's reason
 
 
-def process_models(ctx: RoundContext, pending: list[ModelSpec], account: dict[str, str], work_dir: Path,
-                   data: FetcherFor, elsewhere: dict[str, ModelReport] | None = None) -> ModelResults:
+def process_models(
+    ctx: RoundContext,
+    pending: list[ModelSpec],
+    account: dict[str, str],
+    work_dir: Path,
+    data: FetcherFor,
+    elsewhere: dict[str, ModelReport] | None = None,
+) -> ModelResults:
     """Work on `pending` (members before their ensembles) and return each one's line.
 
     `data` gives each data version's files. A model predicts from, and is neutralized
@@ -39,20 +47,30 @@ def process_models(ctx: RoundContext, pending: list[ModelSpec], account: dict[st
     ensembles read the run's version's. `elsewhere` holds lines of models not in `pending`
     that an ensemble may need to know failed.
     """
-    versions = {ctx.settings.data_version, *(ctx.data_version(s) for s in pending if not s.is_ensemble)}
-    inputs_of = {version: RoundInputs(data(version), ctx.settings.benchmark_model) for version in versions}
+    versions = {
+        ctx.settings.data_version,
+        *(ctx.data_version(s) for s in pending if not s.is_ensemble),
+    }
+    inputs_of = {
+        version: RoundInputs(data(version), ctx.settings.benchmark_model) for version in versions
+    }
     inputs = inputs_of[ctx.settings.data_version]
     made: dict[str, Prediction] = {
         name: neutralize_prediction(prediction, inputs_of[ctx.data_version(prediction.spec)])
-        for name, prediction in reuse_or_predict(ctx, [s for s in pending if not s.is_ensemble], work_dir,
-                                                 data).items()}
+        for name, prediction in reuse_or_predict(
+            ctx, [s for s in pending if not s.is_ensemble], work_dir, data
+        ).items()
+    }
     for spec in pending:
         if spec.is_ensemble:
             made[spec.name] = ensemble_prediction(ctx, spec, made, elsewhere or {}, inputs)
     # Each model is checked against its own version's benchmark; an ensemble against the run's version's.
-    lines = {spec.name: archive_prediction(ctx, made[spec.name],
-                                           inputs if spec.is_ensemble else inputs_of[ctx.data_version(spec)])
-             for spec in pending}
+    lines = {
+        spec.name: archive_prediction(
+            ctx, made[spec.name], inputs if spec.is_ensemble else inputs_of[ctx.data_version(spec)]
+        )
+        for spec in pending
+    }
     if ctx.mode is Mode.TEST:
         for line in lines.values():
             note_ledger(ctx, line)

@@ -42,11 +42,16 @@ class Prediction:
 
 def made_from(ctx: RoundContext, spec: ModelSpec, etag: str) -> dict[str, str]:
     """Everything that changes a model's predictions in a round: a later run reuses them only if all match."""
-    return {"model_etag": etag, "data_version": ctx.data_version(spec), "entry_digest": spec.digest()}
+    return {
+        "model_etag": etag,
+        "data_version": ctx.data_version(spec),
+        "entry_digest": spec.digest(),
+    }
 
 
-def reuse_or_predict(ctx: RoundContext, specs: list[ModelSpec], work_dir: Path, data: FetcherFor
-                     ) -> dict[str, Prediction]:
+def reuse_or_predict(
+    ctx: RoundContext, specs: list[ModelSpec], work_dir: Path, data: FetcherFor
+) -> dict[str, Prediction]:
     """Each model's predictions, by name: archived by an earlier scheduled run of the round, or made now."""
     done: dict[str, Prediction] = {}
     to_predict: list[tuple[ModelSpec, str]] = []
@@ -72,15 +77,24 @@ def _reusable_archive(ctx: RoundContext, spec: ModelSpec, etag: str) -> Predicti
     archived = ctx.results.archive.archived(ctx.round_number, spec.name)
     if archived is None:
         return None
-    if any(archived.metadata.get(key) != value for key, value in made_from(ctx, spec, etag).items()):
+    if any(
+        archived.metadata.get(key) != value for key, value in made_from(ctx, spec, etag).items()
+    ):
         return None
     log.info("model %s: reusing the predictions archived for round %d", spec.name, ctx.round_number)
     rows = archived.csv.count("\n") - 1  # a header line, then one line per id
-    return Prediction(spec, ModelOutcome(name=spec.name, ok=True, rows=rows), etag, archived.csv, from_archive=True)
+    return Prediction(
+        spec,
+        ModelOutcome(name=spec.name, ok=True, rows=rows),
+        etag,
+        archived.csv,
+        from_archive=True,
+    )
 
 
-def _predict(ctx: RoundContext, pending: list[tuple[ModelSpec, str]], work_dir: Path, data: FetcherFor
-             ) -> dict[str, Prediction]:
+def _predict(
+    ctx: RoundContext, pending: list[tuple[ModelSpec, str]], work_dir: Path, data: FetcherFor
+) -> dict[str, Prediction]:
     # fetch() reads the ETag again. Should the file change in between, the archive
     # records the older ETag and a later run predicts again: the safe side.
     done: dict[str, Prediction] = {}
@@ -94,14 +108,21 @@ def _predict(ctx: RoundContext, pending: list[tuple[ModelSpec, str]], work_dir: 
         return done
     ctx.check_deadline("downloading the round's data")
     requests, ready = _requests(ctx, files, work_dir, data, done)
-    outcomes = run_workers(requests, ctx.settings.worker_limits(ctx.ends_at), ctx.settings.max_parallel_models)
+    outcomes = run_workers(
+        requests, ctx.settings.worker_limits(ctx.ends_at), ctx.settings.max_parallel_models
+    )
     for (spec, _, etag), outcome in zip(ready, outcomes, strict=True):
         done[spec.name] = Prediction(spec, outcome, etag, outcome.csv)
     return done
 
 
-def _requests(ctx: RoundContext, files: list[tuple[ModelSpec, Path, str]], work_dir: Path, data: FetcherFor,
-              failed: dict[str, Prediction]) -> tuple[list[WorkRequest], list[tuple[ModelSpec, Path, str]]]:
+def _requests(
+    ctx: RoundContext,
+    files: list[tuple[ModelSpec, Path, str]],
+    work_dir: Path,
+    data: FetcherFor,
+    failed: dict[str, Prediction],
+) -> tuple[list[WorkRequest], list[tuple[ModelSpec, Path, str]]]:
     """The workers' requests, each with its model's data version's files, and the (spec, file, etag) they are for.
 
     A version Numerai lacks fails its models (added to `failed`). So does a failed download of a
@@ -114,15 +135,33 @@ def _requests(ctx: RoundContext, files: list[tuple[ModelSpec, Path, str]], work_
     requests, ready = [], []
     for version, group in by_version.items():
         try:
-            round_files = data(version).files(any(spec.format is ModelFormat.NUMERAI_PICKLE for spec, _, _ in group))
+            round_files = data(version).files(
+                any(spec.format is ModelFormat.NUMERAI_PICKLE for spec, _, _ in group)
+            )
         except AppError as exc:
             if not isinstance(exc, DataVersionUnavailable) and (
-                    version == ctx.settings.data_version or len(by_version) == 1):
+                version == ctx.settings.data_version or len(by_version) == 1
+            ):
                 raise
-            failed.update({spec.name: Prediction.failed(spec, f"model '{spec.name}': {exc}") for spec, _, _ in group})
+            failed.update(
+                {
+                    spec.name: Prediction.failed(spec, f"model '{spec.name}': {exc}")
+                    for spec, _, _ in group
+                }
+            )
             continue
-        requests += [WorkRequest(spec, path, round_files.live, round_files.features, round_files.benchmark,
-                                 version, ctx.settings.batch_rows, work_dir / "workers" / spec.name)
-                     for spec, path, _ in group]
+        requests += [
+            WorkRequest(
+                spec,
+                path,
+                round_files.live,
+                round_files.features,
+                round_files.benchmark,
+                version,
+                ctx.settings.batch_rows,
+                work_dir / "workers" / spec.name,
+            )
+            for spec, path, _ in group
+        ]
         ready += group
     return requests, ready

@@ -46,8 +46,14 @@ class RoundFetcher:
     NumeraiClient.download), so one that exists needs no second look.
     """
 
-    def __init__(self, numerai: NumeraiClient, directory: Path, round_number: int, data_version: str,
-                 lock: Callable[[], AbstractContextManager[object]] = nullcontext) -> None:
+    def __init__(
+        self,
+        numerai: NumeraiClient,
+        directory: Path,
+        round_number: int,
+        data_version: str,
+        lock: Callable[[], AbstractContextManager[object]] = nullcontext,
+    ) -> None:
         """`lock` is held while a file is looked for and downloaded (tasks sharing a cache folder)."""
         self._numerai = numerai
         self._directory = directory
@@ -60,15 +66,23 @@ class RoundFetcher:
         with self._lock():
             path = self._directory / name
             if path.is_file():
-                log.info("round %d: %s already here (%s)", self._round_number, name, self._directory)
+                log.info(
+                    "round %d: %s already here (%s)", self._round_number, name, self._directory
+                )
                 return path
             self._directory.mkdir(parents=True, exist_ok=True)
-            return self._numerai.download(name, self._directory, self._round_number, self.data_version)
+            return self._numerai.download(
+                name, self._directory, self._round_number, self.data_version
+            )
 
     def files(self, with_benchmarks: bool) -> RoundFiles:
         """What the model workers read: the features, the live data and, for upload pickles, the benchmarks."""
-        return RoundFiles(self.file(FEATURES), self.file(LIVE), self.file(BENCHMARK) if with_benchmarks else None,
-                          self.data_version)
+        return RoundFiles(
+            self.file(FEATURES),
+            self.file(LIVE),
+            self.file(BENCHMARK) if with_benchmarks else None,
+            self.data_version,
+        )
 
 
 # The round's files of a data version ("v5.2"): a run may need several versions, each in its own folder.
@@ -77,7 +91,9 @@ FetcherFor = Callable[[str], RoundFetcher]
 
 def run_fetchers(numerai: NumeraiClient, folder: Path, round_number: int) -> FetcherFor:
     """A local run's fetchers: each data version's files in a folder of its own under `folder`."""
-    return lambda version: RoundFetcher(numerai, folder / "data" / safe_name(version), round_number, version)
+    return lambda version: RoundFetcher(
+        numerai, folder / "data" / safe_name(version), round_number, version
+    )
 
 
 class RoundDataCache:
@@ -93,7 +109,9 @@ class RoundDataCache:
         with _locked(self._root):
             # Under the lock: an older round's folder is removed only when no task is downloading.
             self._remove_other_rounds(round_number)
-        return RoundFetcher(numerai, folder, round_number, data_version, lambda: _locked(self._root))
+        return RoundFetcher(
+            numerai, folder, round_number, data_version, lambda: _locked(self._root)
+        )
 
     def _remove_other_rounds(self, round_number: int) -> None:
         # A task still reading an older round keeps its open files: on Linux unlink does not stop a reader.

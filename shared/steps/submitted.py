@@ -7,7 +7,9 @@ from shared.report import ModelReport, ModelStatus, SubmissionState
 from shared.steps.context import RoundContext
 
 
-def already_submitted(ctx: RoundContext, names: list[str], account: dict[str, str]) -> dict[str, ModelReport]:
+def already_submitted(
+    ctx: RoundContext, names: list[str], account: dict[str, str]
+) -> dict[str, ModelReport]:
     """The lines of the models among `names` that need no submission this run, by name.
 
     A model submitted for the round, including by a run that stopped before recording it,
@@ -27,8 +29,12 @@ def already_submitted(ctx: RoundContext, names: list[str], account: dict[str, st
             decided[name] = line
             continue
         if submission_id is not None:
-            decided[name] = ModelReport(name, status=ModelStatus.ALREADY_SUBMITTED, submission_id=submission_id,
-                                        submission=SubmissionState.EXISTS)
+            decided[name] = ModelReport(
+                name,
+                status=ModelStatus.ALREADY_SUBMITTED,
+                submission_id=submission_id,
+                submission=SubmissionState.EXISTS,
+            )
     return decided
 
 

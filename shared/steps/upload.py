@@ -21,12 +21,21 @@ class Uploaded:
     """The lines after the upload step, and what it means for the whole run."""
 
     lines: dict[str, ModelReport]
-    stopped: str | None = None  # why uploads stopped (the lock lost, the deadline): the run fails with it
-    notes: list[str] = field(default_factory=list)  # for the run's reason (the round closed during the run)
+    stopped: str | None = (
+        None  # why uploads stopped (the lock lost, the deadline): the run fails with it
+    )
+    notes: list[str] = field(
+        default_factory=list
+    )  # for the run's reason (the round closed during the run)
 
 
-def upload(ctx: RoundContext, lines: dict[str, ModelReport], predictions: dict[str, Prediction],
-           account: dict[str, str], work_dir: Path) -> Uploaded:
+def upload(
+    ctx: RoundContext,
+    lines: dict[str, ModelReport],
+    predictions: dict[str, Prediction],
+    account: dict[str, str],
+    work_dir: Path,
+) -> Uploaded:
     """Submit every line still pending, exactly once each, if the round still takes them."""
     done = Uploaded(dict(lines))
     if not any(line.status is ModelStatus.PENDING for line in done.lines.values()):
@@ -37,8 +46,12 @@ def upload(ctx: RoundContext, lines: dict[str, ModelReport], predictions: dict[s
     submitter = ctx.submitter()
     for name, line in done.lines.items():
         prediction = predictions.get(name)
-        if line.status is not ModelStatus.PENDING or prediction is None or prediction.csv is None \
-                or not prediction.spec.submit:
+        if (
+            line.status is not ModelStatus.PENDING
+            or prediction is None
+            or prediction.csv is None
+            or not prediction.spec.submit
+        ):
             continue
         csv_path = work_dir / f"{name}_round{ctx.round_number}.csv"
         csv_path.write_text(prediction.csv)
@@ -56,9 +69,16 @@ def upload(ctx: RoundContext, lines: dict[str, ModelReport], predictions: dict[s
             continue
         line.status = ModelStatus.SUBMITTED
         if window.late_by is not None:
-            line.warnings.append(f"model '{name}': submitted {duration(window.late_by)} after the staking close "
-                                 "(SUBMIT_LATE=true): scored, not staked")
-        log.info("model %s: submission %s confirmed for round %d", name, result.submission_id, ctx.round_number)
+            line.warnings.append(
+                f"model '{name}': submitted {duration(window.late_by)} after the staking close "
+                "(SUBMIT_LATE=true): scored, not staked"
+            )
+        log.info(
+            "model %s: submission %s confirmed for round %d",
+            name,
+            result.submission_id,
+            ctx.round_number,
+        )
     return done
 
 
@@ -82,16 +102,20 @@ def _round_still_current(ctx: RoundContext, done: Uploaded) -> _Window:
     if round_ is None or round_.number != number:
         now = "no round" if round_ is None else f"round {round_.number}"
         for line in pending:
-            line.fail(f"model '{line.name}': round {number} ended during the run ({now} is current); "
-                      "its predictions are archived but were not uploaded")
+            line.fail(
+                f"model '{line.name}': round {number} ended during the run ({now} is current); "
+                "its predictions are archived but were not uploaded"
+            )
         return _Window(False)
     late = staking_closed_for(round_)
     if late is None:
         return _Window(True)
     if ctx.settings.submit_late:
         # Numerai still scores a late submission; it just cannot be staked.
-        done.notes.append(f"round {number} closed for staking during the run; "
-                          "the submissions are late: scored, but not staked")
+        done.notes.append(
+            f"round {number} closed for staking during the run; "
+            "the submissions are late: scored, but not staked"
+        )
         return _Window(True, late)
     for line in pending:
         line.miss(missed_reason(line.name, round_, late, line.predictions_blob))

@@ -14,7 +14,7 @@ word, and a model without one is `missed` (the alert that means "a model missed 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from shared.errors import NumeraiApiError
 from shared.numerai_client import ListedSubmission, NumeraiClient, RoundInfo
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def staking_closed_for(round_: RoundInfo, now: datetime | None = None) -> timedelta | None:
     """How long ago the round's staking closed; None while it is open (or not yet open)."""
-    moment = now or datetime.now(timezone.utc)
+    moment = now or datetime.now(UTC)
     return moment - round_.close_time if moment >= round_.close_time else None
 
 
@@ -40,14 +40,24 @@ def duration(delta: timedelta) -> str:
 
 def missed_reason(name: str, round_: RoundInfo, late: timedelta, archived: str | None) -> str:
     """Why a model's predictions were not uploaded after the staking close."""
-    kept = f"its predictions are archived ({archived})" if archived else "its predictions could not be made"
-    return (f"model '{name}': round {round_.number} closed for staking at {round_.close_time:%Y-%m-%d %H:%M} UTC, "
-            f"{duration(late)} before it could be submitted; {kept} but were not uploaded: set SUBMIT_LATE=true "
-            "to submit after the close (scored, not staked)")
+    kept = (
+        f"its predictions are archived ({archived})"
+        if archived
+        else "its predictions could not be made"
+    )
+    return (
+        f"model '{name}': round {round_.number} closed for staking at {round_.close_time:%Y-%m-%d %H:%M} UTC, "
+        f"{duration(late)} before it could be submitted; {kept} but were not uploaded: set SUBMIT_LATE=true "
+        "to submit after the close (scored, not staked)"
+    )
 
 
-def check_listed(lines: dict[str, ModelReport], numerai: NumeraiClient, account: dict[str, str],
-                 round_: RoundInfo) -> None:
+def check_listed(
+    lines: dict[str, ModelReport],
+    numerai: NumeraiClient,
+    account: dict[str, str],
+    round_: RoundInfo,
+) -> None:
     """After the close: what Numerai lists for each model decides its line, not only the ledger.
 
     `lines` are the run's lines so far, pending or decided. A model the ledger lacks but
@@ -55,18 +65,25 @@ def check_listed(lines: dict[str, ModelReport], numerai: NumeraiClient, account:
     Numerai does not list gets a warning.
     """
     for line in lines.values():
-        if line.name not in account or line.status not in (ModelStatus.PENDING, ModelStatus.ALREADY_SUBMITTED):
+        if line.name not in account or line.status not in (
+            ModelStatus.PENDING,
+            ModelStatus.ALREADY_SUBMITTED,
+        ):
             continue
         try:
             listed = numerai.round_submissions(account[line.name], round_.number)
         except NumeraiApiError as exc:
-            line.warnings.append(f"model '{line.name}': whether Numerai lists a submission for round "
-                                 f"{round_.number} could not be checked: {exc}")
+            line.warnings.append(
+                f"model '{line.name}': whether Numerai lists a submission for round "
+                f"{round_.number} could not be checked: {exc}"
+            )
             continue
         if line.status is ModelStatus.ALREADY_SUBMITTED:
             if line.submission_id not in listed:
-                line.warnings.append(f"model '{line.name}': the ledger's submission {line.submission_id} is not "
-                                     f"among those Numerai lists for round {round_.number}")
+                line.warnings.append(
+                    f"model '{line.name}': the ledger's submission {line.submission_id} is not "
+                    f"among those Numerai lists for round {round_.number}"
+                )
         elif (counted := _counted(listed, round_)) is not None:
             line.status = ModelStatus.ALREADY_SUBMITTED
             line.submission = SubmissionState.EXISTS
@@ -87,9 +104,13 @@ def _counted(listed: dict[str, ListedSubmission], round_: RoundInfo) -> ListedSu
 def _counted_warning(name: str, counted: ListedSubmission, round_: RoundInfo) -> str:
     """What the line says of a submission Numerai counts but the ledger does not have for the round."""
     if counted.inserted_at < round_.open_time:
-        return (f"model '{name}': Numerai counts for round {round_.number} a late submission of the "
-                f"round before, queued into this one ({counted.id})")
+        return (
+            f"model '{name}': Numerai counts for round {round_.number} a late submission of the "
+            f"round before, queued into this one ({counted.id})"
+        )
     # The trigger id says which webhook call (this app's or another tool's) made it, when one did.
     trigger = f" (trigger {counted.trigger_id})" if counted.trigger_id else ""
-    return (f"model '{name}': Numerai lists a submission for round {round_.number} that this app did not "
-            f"make{trigger}")
+    return (
+        f"model '{name}': Numerai lists a submission for round {round_.number} that this app did not "
+        f"make{trigger}"
+    )

@@ -34,7 +34,9 @@ class Results:
     def open(cls, service: BlobServiceClient, container: str) -> Results:
         """The stores of `container`, created if it does not exist."""
         opened = Container.ensure(service, container)
-        return cls(Ledger(opened), Archive(opened), RunRecords(opened), PageStore(opened), Locks(opened))
+        return cls(
+            Ledger(opened), Archive(opened), RunRecords(opened), PageStore(opened), Locks(opened)
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Results:

@@ -32,8 +32,14 @@ class Archive:
     def __init__(self, container: Container) -> None:
         self._container = container
 
-    def write(self, round_number: int, model_name: str, csv_text: str, folder: str = PREDICTIONS,
-              metadata: dict[str, str] | None = None) -> str:
+    def write(
+        self,
+        round_number: int,
+        model_name: str,
+        csv_text: str,
+        folder: str = PREDICTIONS,
+        metadata: dict[str, str] | None = None,
+    ) -> str:
         """Store (or replace) a model's predictions for a round; returns the blob name.
 
         `metadata` says what the predictions were made from, so a later run can reuse them.
@@ -44,14 +50,20 @@ class Archive:
 
     def read(self, round_number: int, model_name: str, folder: str = PREDICTIONS) -> str | None:
         """A model's stored predictions for a round, or None if there are none."""
-        return self._container.read_optional(predictions_blob(folder, round_number, model_name), "predictions")
+        return self._container.read_optional(
+            predictions_blob(folder, round_number, model_name), "predictions"
+        )
 
     def archived(self, round_number: int, model_name: str) -> Archived | None:
         """A scheduled run's archived predictions for a round, with their metadata, or None."""
         name = predictions_blob(PREDICTIONS, round_number, model_name)
         with self._container.errors(name, "read", "predictions"):
             download = self._container.download_optional(name)
-            return None if download is None else Archived(download.readall(), dict(download.properties.metadata or {}))
+            return (
+                None
+                if download is None
+                else Archived(download.readall(), dict(download.properties.metadata or {}))
+            )
 
     def benchmark_history(self, model_name: str, round_number: int, rounds: int) -> list[float]:
         """The benchmark correlations archived with the model's predictions of the `rounds` rounds before this one.
@@ -64,7 +76,10 @@ class Archive:
             name = predictions_blob(PREDICTIONS, earlier, model_name)
             with self._container.errors(name, "read", "predictions"):
                 try:
-                    metadata = self._container.client.get_blob_client(name).get_blob_properties().metadata or {}
+                    metadata = (
+                        self._container.client.get_blob_client(name).get_blob_properties().metadata
+                        or {}
+                    )
                 except ResourceNotFoundError:
                     continue
             try:

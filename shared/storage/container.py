@@ -69,11 +69,19 @@ class Container:
             subject = where if blob_name is None else f"{what} '{blob_name}' ({where})"
             raise StorageError(f"could not {action} {subject}: {reason(exc)}") from exc
 
-    def upload(self, name: str, text: str, content: ContentSettings, what: str,
-               metadata: dict[str, str] | None = None) -> None:
+    def upload(
+        self,
+        name: str,
+        text: str,
+        content: ContentSettings,
+        what: str,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
         """Write (or replace) a text blob."""
         with self.errors(name, "write", what):
-            self.client.upload_blob(name, text, overwrite=True, content_settings=content, metadata=metadata)
+            self.client.upload_blob(
+                name, text, overwrite=True, content_settings=content, metadata=metadata
+            )
 
     def create(self, name: str, text: str, what: str) -> bool:
         """Write a JSON blob only if it does not exist yet; True if this call wrote it."""
@@ -88,8 +96,14 @@ class Container:
         """Replace a JSON blob only if it is still the version `etag` names; False if another writer was first."""
         with self.errors(name, "write", what):
             try:
-                self.client.upload_blob(name, text, overwrite=True, content_settings=JSON, etag=etag,
-                                        match_condition=MatchConditions.IfNotModified)
+                self.client.upload_blob(
+                    name,
+                    text,
+                    overwrite=True,
+                    content_settings=JSON,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
             except ResourceModifiedError:
                 return False
         return True

@@ -77,7 +77,7 @@ class SubmissionIntent:
 def _record_fields(cls: type, text: str, what: str) -> dict[str, object]:
     data = json.loads(text)
     if not isinstance(data, dict):
-        raise ValueError(f"{what} must be a JSON object")
+        raise ValueError(f"{what} must be a JSON object")  # noqa: TRY004 - callers catch ValueError for corrupt records
     names = [f.name for f in fields(cls)]
     missing = [name for name in names if name not in data]
     if missing:
@@ -93,8 +93,12 @@ class Ledger:
 
     def record(self, record: SubmissionRecord) -> None:
         """Add (or replace) the ledger entry for the record's round and model."""
-        self._container.upload(_ledger_name(record.round_number, record.model_name), record.to_json(), JSON,
-                               "ledger entry")
+        self._container.upload(
+            _ledger_name(record.round_number, record.model_name),
+            record.to_json(),
+            JSON,
+            "ledger entry",
+        )
 
     def submission_for(self, round_number: int, model_name: str) -> SubmissionRecord | None:
         """Return the recorded submission of a model for a round, or None."""
@@ -115,8 +119,12 @@ class Ledger:
 
     def record_intent(self, intent: SubmissionIntent) -> None:
         """Note that `intent.filename` is about to be submitted (replacing an older intent)."""
-        self._container.upload(_intent_name(intent.round_number, intent.model_name), intent.to_json(), JSON,
-                               "submission intent")
+        self._container.upload(
+            _intent_name(intent.round_number, intent.model_name),
+            intent.to_json(),
+            JSON,
+            "submission intent",
+        )
 
     def intent_for(self, round_number: int, model_name: str) -> SubmissionIntent | None:
         """The intent a run left for a model and round, or None."""
@@ -127,8 +135,10 @@ class Ledger:
         try:
             return SubmissionIntent.from_json(text)
         except (ValueError, TypeError) as exc:
-            raise StorageError(f"submission intent '{name}' in container '{self._container.name}' is "
-                               f"corrupt: {exc}") from exc
+            raise StorageError(
+                f"submission intent '{name}' in container '{self._container.name}' is "
+                f"corrupt: {exc}"
+            ) from exc
 
     def clear_intent(self, round_number: int, model_name: str) -> None:
         """Remove a model's intent once its outcome is known (recorded, or known not to exist)."""
@@ -138,8 +148,9 @@ class Ledger:
         try:
             return SubmissionRecord.from_json(text)
         except ValueError as exc:
-            raise StorageError(f"ledger entry '{name}' in container '{self._container.name}' is corrupt: "
-                               f"{exc}") from exc
+            raise StorageError(
+                f"ledger entry '{name}' in container '{self._container.name}' is corrupt: {exc}"
+            ) from exc
 
 
 def _ledger_name(round_number: int, model_name: str) -> str:

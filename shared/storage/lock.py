@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from types import TracebackType
+from typing import Self
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 from azure.storage.blob import BlobClient, BlobLeaseClient
@@ -27,8 +28,13 @@ log = logging.getLogger(__name__)
 class RunLock:
     """A blob lease held for as long as the `with` block runs."""
 
-    def __init__(self, blob: BlobClient, lease_seconds: int, wait_seconds: float = 0.0,
-                 poll_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        blob: BlobClient,
+        lease_seconds: int,
+        wait_seconds: float = 0.0,
+        poll_seconds: float = 1.0,
+    ) -> None:
         """`wait_seconds`: how long to keep trying while another run holds the lock."""
         self._blob = blob
         self._lease_seconds = lease_seconds
@@ -39,7 +45,7 @@ class RunLock:
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
-    def __enter__(self) -> RunLock:
+    def __enter__(self) -> Self:
         deadline = time.monotonic() + self._wait_seconds
         self._ensure_blob()
         while not self._try_acquire():
@@ -73,13 +79,21 @@ class RunLock:
         except HttpResponseError as exc:
             if exc.error_code == "LeaseAlreadyPresent":
                 return False
-            raise StorageError(f"could not take the lock '{self._blob.blob_name}': {exc.reason}") from None
+            raise StorageError(
+                f"could not take the lock '{self._blob.blob_name}': {exc.reason}"
+            ) from None
         except AzureError as exc:
-            raise StorageError(f"could not take the lock '{self._blob.blob_name}': {type(exc).__name__}") from None
+            raise StorageError(
+                f"could not take the lock '{self._blob.blob_name}': {type(exc).__name__}"
+            ) from None
         return True
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
@@ -87,7 +101,9 @@ class RunLock:
             if self._lease is not None:
                 self._lease.release()
         except AzureError as error:  # it expires by itself within lease_seconds
-            log.warning("could not release the lock '%s': %s", self._blob.blob_name, type(error).__name__)
+            log.warning(
+                "could not release the lock '%s': %s", self._blob.blob_name, type(error).__name__
+            )
 
     def _ensure_blob(self) -> None:
         try:
@@ -95,7 +111,9 @@ class RunLock:
         except ResourceExistsError:
             pass  # exists already, perhaps leased: acquiring will tell
         except AzureError as exc:
-            raise StorageError(f"could not take the lock '{self._blob.blob_name}': {type(exc).__name__}") from None
+            raise StorageError(
+                f"could not take the lock '{self._blob.blob_name}': {type(exc).__name__}"
+            ) from None
 
     def _keep_renewing(self) -> None:
         # Renew at a third of the lease, so one failed renewal still leaves time for another.
@@ -115,15 +133,26 @@ class RunLock:
             reason = type(exc).__name__
         else:
             return None
-        log.error("the lock '%s' could not be renewed (%s); another run may start, so this run "
-                  "uploads only while it can renew", self._blob.blob_name, reason)
+        log.error(
+            "the lock '%s' could not be renewed (%s); another run may start, so this run "
+            "uploads only while it can renew",
+            self._blob.blob_name,
+            reason,
+        )
         return reason
 
 
 # What Blob Storage answers when the lease is no longer this run's: it expired and
 # another run took it, or it was broken.
-_LEASE_GONE = frozenset({"LeaseIdMismatchWithLeaseOperation", "LeaseIsBrokenAndCannotBeRenewed",
-                         "LeaseNotPresentWithLeaseOperation", "LeaseLost", "LeaseIsBreakingAndCannotBeAcquired"})
+_LEASE_GONE = frozenset(
+    {
+        "LeaseIdMismatchWithLeaseOperation",
+        "LeaseIsBrokenAndCannotBeRenewed",
+        "LeaseNotPresentWithLeaseOperation",
+        "LeaseLost",
+        "LeaseIsBreakingAndCannotBeAcquired",
+    }
+)
 
 
 class Locks:

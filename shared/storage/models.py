@@ -43,9 +43,13 @@ class ModelStore:
         with self._container.errors(blob_name, "read", "blob"):
             properties = blob.get_blob_properties()
             if properties.size > max_bytes:
-                raise StorageError(f"{where} is {properties.size} bytes; at most {max_bytes} are read")
+                raise StorageError(
+                    f"{where} is {properties.size} bytes; at most {max_bytes} are read"
+                )
             # The condition keeps a larger blob uploaded since the size check from being read.
-            data = blob.download_blob(etag=properties.etag, match_condition=MatchConditions.IfNotModified).readall()
+            data = blob.download_blob(
+                etag=properties.etag, match_condition=MatchConditions.IfNotModified
+            ).readall()
         try:
             # utf-8-sig: editors on Windows often save JSON with a BOM, which json.loads rejects.
             return data.decode("utf-8-sig")

@@ -48,12 +48,16 @@ class RunRecords:
         False when another writer replaced it first: of the tasks that finish a
         fanned-out run together, exactly one writes the final report.
         """
-        return self._container.replace_if_unchanged(_report_blob(run_id), report_json, etag, "report")
+        return self._container.replace_if_unchanged(
+            _report_blob(run_id), report_json, etag, "report"
+        )
 
     def report_ids(self) -> list[str]:
         """The run ids of every stored report, oldest first (run ids sort by start time)."""
         names = self._container.names(REPORTS, "reports")
-        return sorted(name[len(REPORTS):-len(".json")] for name in names if name.endswith(".json"))
+        return sorted(
+            name[len(REPORTS) : -len(".json")] for name in names if name.endswith(".json")
+        )
 
     def write_plan(self, run_id: str, plan_json: str) -> None:
         """Store what a fanned-out run's tasks need: the round, the models and their manifest entries."""
@@ -86,12 +90,15 @@ class RunRecords:
 
     def mark_released(self, run_id: str, model_name: str) -> bool:
         """Mark a fanned-out run's ensemble as sent to the queue; True only for the first to mark it."""
-        return self._container.create(_run_blob(run_id, f"released/{segment(model_name, 'model name')}"), "{}",
-                                      "release mark")
+        return self._container.create(
+            _run_blob(run_id, f"released/{segment(model_name, 'model name')}"), "{}", "release mark"
+        )
 
     def mark_window_checked(self, round_number: int, run_id: str) -> bool:
         """Note that `run_id` checked, after the round's staking close, what Numerai lists; True if first."""
-        return self._container.create(_window_mark(round_number), json.dumps({"run_id": run_id}), "window check")
+        return self._container.create(
+            _window_mark(round_number), json.dumps({"run_id": run_id}), "window check"
+        )
 
     def window_checked_by(self, round_number: int) -> str | None:
         """The run that checked the round after its staking close, or None if none has yet."""

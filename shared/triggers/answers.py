@@ -26,7 +26,9 @@ class HttpAnswer:
 def check_size(body: bytes) -> None:
     """BadRequest if the body is larger than any request of ours needs."""
     if len(body) > MAX_BODY_BYTES:
-        raise BadRequest(f"the request body is {len(body)} bytes; at most {MAX_BODY_BYTES} are accepted")
+        raise BadRequest(
+            f"the request body is {len(body)} bytes; at most {MAX_BODY_BYTES} are accepted"
+        )
 
 
 def json_document(body: bytes, example: str) -> dict[str, object]:
@@ -37,8 +39,10 @@ def json_document(body: bytes, example: str) -> dict[str, object]:
         raise BadRequest("the request body is not UTF-8 text") from None
     if _nesting_depth(text) > MAX_BODY_DEPTH:
         # Checked before parsing: Python's JSON parser recurses, and a deep body exhausts its stack.
-        raise BadRequest(f"the request body is nested more than {MAX_BODY_DEPTH} levels deep; "
-                         f"send an object such as {example}")
+        raise BadRequest(
+            f"the request body is nested more than {MAX_BODY_DEPTH} levels deep; "
+            f"send an object such as {example}"
+        )
     try:
         document = json.loads(text)
     except ValueError:
@@ -50,7 +54,13 @@ def json_document(body: bytes, example: str) -> dict[str, object]:
 
 def json_type(value: object) -> str:
     """What a JSON value is, in words for an error message (never the value itself)."""
-    names = {dict: "an object", list: "a list", str: "a string", bool: "true or false", type(None): "null"}
+    names = {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "true or false",
+        type(None): "null",
+    }
     return names.get(type(value), "a number")
 
 

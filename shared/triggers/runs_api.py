@@ -62,25 +62,40 @@ def recent_runs(limit_text: str | None, environ: Mapping[str, str] | None = None
     for run_id in reversed(_storage(results.runs.report_ids)[-limit:]):
         report = _report(results, run_id)
         counts = Counter(m.status.value for m in report.models)
-        summaries.append({"run_id": report.run_id, "mode": report.mode.value, "status": report.status.value,
-                          "finished": report.status is not RunStatus.RUNNING, "execution": report.execution.value,
-                          "round": report.round_number, "started_at": report.started_at,
-                          "finished_at": report.finished_at, "reason": report.reason, "models": dict(counts)})
+        summaries.append(
+            {
+                "run_id": report.run_id,
+                "mode": report.mode.value,
+                "status": report.status.value,
+                "finished": report.status is not RunStatus.RUNNING,
+                "execution": report.execution.value,
+                "round": report.round_number,
+                "started_at": report.started_at,
+                "finished_at": report.finished_at,
+                "reason": report.reason,
+                "models": dict(counts),
+            }
+        )
     return summaries
 
 
 def run_status(run_id: str, environ: Mapping[str, str] | None = None) -> dict:
     """One run's report and whether it is finished; a running fanned-out run shows the models done so far."""
     if not RUN_ID.fullmatch(run_id):
-        raise RunsError(f"not a run id: {run_id[:80]!r}; run ids look like "
-                        "20261128T121500123456Z-scheduled-1a2b3c4d (GET /api/runs lists them)", 400)
+        raise RunsError(
+            f"not a run id: {run_id[:80]!r}; run ids look like "
+            "20261128T121500123456Z-scheduled-1a2b3c4d (GET /api/runs lists them)",
+            400,
+        )
     results = _results(environ)
     report = _report(results, run_id)
     finished = report.status is not RunStatus.RUNNING
     if not finished and report.execution is Execution.QUEUE:
         done = _storage(lambda: results.runs.task_results(run_id))
-        report.models = [worked_on(m, ModelReport.from_dict(json.loads(done[m.name]))) if m.name in done else m
-                         for m in report.models]
+        report.models = [
+            worked_on(m, ModelReport.from_dict(json.loads(done[m.name]))) if m.name in done else m
+            for m in report.models
+        ]
     return {"run_id": run_id, "finished": finished, "report": json.loads(report.to_json())}
 
 
@@ -108,5 +123,7 @@ def _limit(text: str | None) -> int:
     if not text:
         return DEFAULT_LIMIT
     if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
-        raise RunsError(f"limit must be a whole number from 1 to {MAX_LIMIT}; it is {text[:20]!r}", 400)
+        raise RunsError(
+            f"limit must be a whole number from 1 to {MAX_LIMIT}; it is {text[:20]!r}", 400
+        )
     return int(text)

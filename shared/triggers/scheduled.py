@@ -9,16 +9,27 @@ from shared.run.job import run_job
 from shared.triggers.executors import executor_for
 
 
-def scheduled_run(past_due: bool = False, trigger_id: str | None = None,
-                  model: str | None = None, notes: list[str] | None = None) -> RunReport:
+def scheduled_run(
+    past_due: bool = False,
+    trigger_id: str | None = None,
+    model: str | None = None,
+    notes: list[str] | None = None,
+) -> RunReport:
     """Predict and upload every model, or only `model` (a webhook call's); raise RunFailed (after the
     report is saved) if anything failed.
 
     A webhook call is one model's: its ensemble's members are predicted, not submitted, as each
     has its own call and trigger id.
     """
-    report = run_job(Mode.SCHEDULED, executor_for, [model] if model else None, past_due=past_due,
-                     trigger_id=trigger_id, submit_members=model is None, notes=notes)
+    report = run_job(
+        Mode.SCHEDULED,
+        executor_for,
+        [model] if model else None,
+        past_due=past_due,
+        trigger_id=trigger_id,
+        submit_members=model is None,
+        notes=notes,
+    )
     raise_if_failed(report)
     return report
 

@@ -21,9 +21,11 @@ LOCK_RETRY_SECONDS = 60
 # How often it is sent again: 40 minutes, past the hour-long staking window, then the timer takes over.
 LOCK_RETRIES = 40
 # The report's note for a call whose URL names no model.
-OLD_URL_NOTE = ("started by a webhook URL that names no model (registered by an older version), so every "
-                "model ran with this call's trigger id; run `python -m shared webhooks --set URL` to "
-                "register one URL per model")
+OLD_URL_NOTE = (
+    "started by a webhook URL that names no model (registered by an older version), so every "
+    "model ran with this call's trigger id; run `python -m shared webhooks --set URL` to "
+    "register one URL per model"
+)
 
 
 def model_task(body: bytes, dequeue_count: int) -> None:
@@ -50,8 +52,12 @@ def poisoned_task(body: bytes, dequeue_count: int) -> None:
         log.error("%s; dropped", exc)
         return
     if message.kind == RUN:
-        log.error("webhook delivery %s (trigger %s) never finished its run; the schedule's next run "
-                  "submits what it left", message.run_id, message.trigger_id)
+        log.error(
+            "webhook delivery %s (trigger %s) never finished its run; the schedule's next run "
+            "submits what it left",
+            message.run_id,
+            message.trigger_id,
+        )
     elif message.kind == DEADLINE:
         task.run_deadline(message)
     else:
@@ -67,13 +73,26 @@ def _webhook_run(message: TaskMessage, dequeue_count: int) -> None:
     timer's failed run, it is left to the next scheduled run.
     """
     if dequeue_count > 1:
-        log.warning("webhook delivery %s (trigger %s) came back (delivery %d): its run already ran, or "
-                    "its instance stopped; not run again", message.run_id, message.trigger_id, dequeue_count)
+        log.warning(
+            "webhook delivery %s (trigger %s) came back (delivery %d): its run already ran, or "
+            "its instance stopped; not run again",
+            message.run_id,
+            message.trigger_id,
+            dequeue_count,
+        )
         return
-    log.info("webhook delivery %s: the scheduled run of %s for trigger %s (round %s)", message.run_id,
-             message.model or "every model", message.trigger_id, message.round_number or "not named")
-    report = scheduled_run(trigger_id=message.trigger_id, model=message.model,
-                           notes=[] if message.model else [OLD_URL_NOTE])
+    log.info(
+        "webhook delivery %s: the scheduled run of %s for trigger %s (round %s)",
+        message.run_id,
+        message.model or "every model",
+        message.trigger_id,
+        message.round_number or "not named",
+    )
+    report = scheduled_run(
+        trigger_id=message.trigger_id,
+        model=message.model,
+        notes=[] if message.model else [OLD_URL_NOTE],
+    )
     if report.status is RunStatus.LOCKED:
         _send_again(message)
 
@@ -81,15 +100,29 @@ def _webhook_run(message: TaskMessage, dequeue_count: int) -> None:
 def _send_again(message: TaskMessage) -> None:
     """A webhook run that found the run lock held: its message comes back later, up to LOCK_RETRIES times."""
     if message.waits >= LOCK_RETRIES:
-        log.error("webhook delivery %s (trigger %s) found the run lock held %d times; not sent again: "
-                  "the schedule's next run submits what it left", message.run_id, message.trigger_id,
-                  message.waits)
+        log.error(
+            "webhook delivery %s (trigger %s) found the run lock held %d times; not sent again: "
+            "the schedule's next run submits what it left",
+            message.run_id,
+            message.trigger_id,
+            message.waits,
+        )
         return
     try:
-        TaskQueue(load_settings()).send(replace(message, waits=message.waits + 1), LOCK_RETRY_SECONDS)
+        TaskQueue(load_settings()).send(
+            replace(message, waits=message.waits + 1), LOCK_RETRY_SECONDS
+        )
     except AppError as exc:
-        log.error("webhook delivery %s (trigger %s) could not be sent again: %s; the schedule's next run "
-                  "submits what it left", message.run_id, message.trigger_id, exc)
+        log.error(
+            "webhook delivery %s (trigger %s) could not be sent again: %s; the schedule's next run "
+            "submits what it left",
+            message.run_id,
+            message.trigger_id,
+            exc,
+        )
         return
-    log.info("webhook delivery %s: the run lock is held; sent again to run in %d s", message.run_id,
-             LOCK_RETRY_SECONDS)
+    log.info(
+        "webhook delivery %s: the run lock is held; sent again to run in %d s",
+        message.run_id,
+        LOCK_RETRY_SECONDS,
+    )

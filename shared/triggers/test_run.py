@@ -37,8 +37,12 @@ def test_run(body: bytes, query: Mapping[str, str]) -> HttpAnswer:
         return HttpAnswer(500, report_unexpected(Mode.TEST, exc).to_json())
     if report.fanned_out:
         poll = f"/api/runs/{report.run_id}"
-        accepted = {"run_id": report.run_id, "status": report.status.value, "status_url": poll,
-                    "models": [m.name for m in report.models]}
+        accepted = {
+            "run_id": report.run_id,
+            "status": report.status.value,
+            "status_url": poll,
+            "models": [m.name for m in report.models],
+        }
         return HttpAnswer(202, json.dumps(accepted), {"Location": poll, "Retry-After": "10"})
     return HttpAnswer(500 if report.failed else 200, report.to_json())
 
@@ -56,7 +60,9 @@ def parse_model_selection(body: bytes, query: Mapping[str, str]) -> list[str] | 
     else:
         return None
     if not isinstance(names, list):
-        raise BadRequest(f"'models' must be a list of model names such as [\"my_model\"], not {json_type(names)}")
+        raise BadRequest(
+            f"'models' must be a list of model names such as [\"my_model\"], not {json_type(names)}"
+        )
     wrong = [n for n in names if not isinstance(n, str)]
     if wrong:
         raise BadRequest(f"'models' must be a list of model names; it holds {json_type(wrong[0])}")

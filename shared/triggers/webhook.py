@@ -31,11 +31,19 @@ _EXAMPLE = '{"roundNumber": 1234, "triggerId": "...", "dataVersion": 5, "isTest"
 class WebhookCall:
     """What one call of Numerai's webhook asks for."""
 
-    model: str | None  # from the URL; None for a URL registered by an older version: every model runs
-    trigger_id: str | None  # passed on to create_submission, so Numerai ties the submission to its call
-    round_number: int  # the round Numerai names, or 0: only logged, the run asks Numerai for the round
+    model: (
+        str | None
+    )  # from the URL; None for a URL registered by an older version: every model runs
+    trigger_id: (
+        str | None
+    )  # passed on to create_submission, so Numerai ties the submission to its call
+    round_number: (
+        int  # the round Numerai names, or 0: only logged, the run asks Numerai for the round
+    )
     data_version: str | None  # what Numerai says its data version is: only logged
-    is_test: bool  # a test call (`numerai node test`): it runs and submits like any call, and is logged
+    is_test: (
+        bool  # a test call (`numerai node test`): it runs and submits like any call, and is logged
+    )
 
 
 def numerai_webhook(body: bytes, query: Mapping[str, str] | None = None) -> HttpAnswer:
@@ -52,8 +60,11 @@ def numerai_webhook(body: bytes, query: Mapping[str, str] | None = None) -> Http
     try:
         call = read_call(body, query or {})
         delivery = f"webhook-{uuid.uuid4().hex[:12]}"
-        TaskQueue(load_settings()).send(TaskMessage(RUN, delivery, call.round_number, model=call.model,
-                                                    trigger_id=call.trigger_id))
+        TaskQueue(load_settings()).send(
+            TaskMessage(
+                RUN, delivery, call.round_number, model=call.model, trigger_id=call.trigger_id
+            )
+        )
     except BadRequest as exc:
         log.warning("numerai-webhook: %s; nothing was queued", exc)
         return HttpAnswer(400, json.dumps({"error": str(exc)}))
@@ -61,8 +72,17 @@ def numerai_webhook(body: bytes, query: Mapping[str, str] | None = None) -> Http
         log.error("numerai-webhook: the run was not queued: %s", exc)
         return HttpAnswer(500, json.dumps({"error": f"the run was not queued: {exc}"}))
     _log_queued(call, delivery)
-    return HttpAnswer(200, json.dumps({"queued": RUN, "delivery": delivery, "model": call.model,
-                                       "trigger_id": call.trigger_id}))
+    return HttpAnswer(
+        200,
+        json.dumps(
+            {
+                "queued": RUN,
+                "delivery": delivery,
+                "model": call.model,
+                "trigger_id": call.trigger_id,
+            }
+        ),
+    )
 
 
 def read_call(body: bytes, query: Mapping[str, str]) -> WebhookCall:
@@ -74,8 +94,13 @@ def read_call(body: bytes, query: Mapping[str, str]) -> WebhookCall:
     if not isinstance(is_test, bool) and is_test is not None:
         raise BadRequest(f"'isTest' must be true or false, not {json_type(is_test)}")
     round_number = _round_number(document.get("roundNumber", document.get("round_number")))
-    return WebhookCall(model, _trigger_id(document), round_number, _data_version(document.get("dataVersion")),
-                       bool(is_test))
+    return WebhookCall(
+        model,
+        _trigger_id(document),
+        round_number,
+        _data_version(document.get("dataVersion")),
+        bool(is_test),
+    )
 
 
 def _model(query: Mapping[str, str]) -> str | None:
@@ -84,9 +109,11 @@ def _model(query: Mapping[str, str]) -> str | None:
         return None
     name = query[MODEL_PARAMETER]
     if not re.fullmatch(MODEL_NAME_PATTERN, name):
-        raise BadRequest(f"the URL's '{MODEL_PARAMETER}' must be a model name of the manifest "
-                         "(lower-case letters, digits and _, at most 64), as `python -m shared webhooks "
-                         "--set` registers it")
+        raise BadRequest(
+            f"the URL's '{MODEL_PARAMETER}' must be a model name of the manifest "
+            "(lower-case letters, digits and _, at most 64), as `python -m shared webhooks "
+            "--set` registers it"
+        )
     return name
 
 
@@ -95,9 +122,13 @@ def _trigger_id(document: dict[str, object]) -> str | None:
     trigger = document.get("triggerId", document.get("trigger_id"))
     if isinstance(trigger, int) and not isinstance(trigger, bool):
         trigger = str(trigger)
-    if trigger not in (None, "") and not (isinstance(trigger, str) and re.fullmatch(TRIGGER_ID_PATTERN, trigger)):
-        raise BadRequest(f"'triggerId' must be an id such as \"a1b2c3\" (letters, digits, - _ . :, at most "
-                         f"128), not {json_type(trigger)}")
+    if trigger not in (None, "") and not (
+        isinstance(trigger, str) and re.fullmatch(TRIGGER_ID_PATTERN, trigger)
+    ):
+        raise BadRequest(
+            f"'triggerId' must be an id such as \"a1b2c3\" (letters, digits, - _ . :, at most "
+            f"128), not {json_type(trigger)}"
+        )
     return trigger or None
 
 
@@ -108,7 +139,10 @@ def _round_number(value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     if value is not None:
-        log.warning("numerai-webhook: ignored a 'roundNumber' that is not a round number (%s)", json_type(value))
+        log.warning(
+            "numerai-webhook: ignored a 'roundNumber' that is not a round number (%s)",
+            json_type(value),
+        )
     return 0
 
 
@@ -118,17 +152,27 @@ def _data_version(value: object) -> str | None:
     if usable and re.fullmatch(r"[\w.]{1,16}", str(value)):
         return str(value)
     if value is not None:
-        log.warning("numerai-webhook: ignored a 'dataVersion' that is not a version (%s)", json_type(value))
+        log.warning(
+            "numerai-webhook: ignored a 'dataVersion' that is not a version (%s)", json_type(value)
+        )
     return None
 
 
 def _log_queued(call: WebhookCall, delivery: str) -> None:
     """Say what was queued; a URL without a model is one an older version registered."""
     if call.model is None:
-        log.warning("numerai-webhook: the URL names no model (registered by an older version), so "
-                    "every model runs with this call's trigger id; run `python -m shared webhooks --set "
-                    "URL` to register one URL per model")
-    log.info("numerai-webhook: queued the scheduled run of %s as %s (trigger %s, round %s, "
-             "data version %s%s)", f"model {call.model}" if call.model else "every model", delivery,
-             call.trigger_id, call.round_number or "not named", call.data_version or "not named",
-             ", a test call" if call.is_test else "")
+        log.warning(
+            "numerai-webhook: the URL names no model (registered by an older version), so "
+            "every model runs with this call's trigger id; run `python -m shared webhooks --set "
+            "URL` to register one URL per model"
+        )
+    log.info(
+        "numerai-webhook: queued the scheduled run of %s as %s (trigger %s, round %s, "
+        "data version %s%s)",
+        f"model {call.model}" if call.model else "every model",
+        delivery,
+        call.trigger_id,
+        call.round_number or "not named",
+        call.data_version or "not named",
+        ", a test call" if call.is_test else "",
+    )

@@ -9,8 +9,9 @@ import sys
 
 from shared.worker.forkserver import serve
 
-logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+logging.basicConfig(
+    level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+)
 code = serve()
 logging.shutdown()
 # Without the interpreter's teardown of pandas, pyarrow and scipy (about 0.4 s), which whoever

@@ -21,18 +21,20 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from shared.errors import DataError, RejectedPredictions, AppError
-from shared.formats import BatchModel, load_model
 from shared.data.live_data import ID_COLUMN, LiveData, read_feature_sets, resolve_features
-from shared.worker.protocol import PREDICTIONS_FILE, ModelOutcome, Phase, WorkRequest
 from shared.data.submission_rules import build_submission, validate_submission
+from shared.errors import AppError, DataError, RejectedPredictions
+from shared.formats import BatchModel, load_model
+from shared.worker.protocol import PREDICTIONS_FILE, ModelOutcome, Phase, WorkRequest
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-def run_model(request: WorkRequest, enter: Callable[[Phase], None] = lambda phase: None) -> ModelOutcome:
+def run_model(
+    request: WorkRequest, enter: Callable[[Phase], None] = lambda phase: None
+) -> ModelOutcome:
     """Load, predict and validate one model; write its predictions and return its outcome.
 
     `enter` is told each phase as it starts. Every failure of the model or its
@@ -44,7 +46,11 @@ def run_model(request: WorkRequest, enter: Callable[[Phase], None] = lambda phas
     started = time.perf_counter()
     try:
         enter(Phase.LOADING)
-        features = None if spec.features is None else resolve_features(spec, read_feature_sets(request.features_path))
+        features = (
+            None
+            if spec.features is None
+            else resolve_features(spec, read_feature_sets(request.features_path))
+        )
         model = load_model(spec, request.model_path, features)
         outcome.load_seconds = time.perf_counter() - started
         outcome.warnings = model.warnings

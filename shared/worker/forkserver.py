@@ -80,7 +80,9 @@ def _preload(module: str) -> None:
     try:
         importlib.import_module(module)
     except Exception:  # whatever the framework raises
-        log.exception("could not import %s before forking; its workers will import it themselves", module)
+        log.exception(
+            "could not import %s before forking; its workers will import it themselves", module
+        )
 
 
 def _reply(replies: int, line: str) -> None:
@@ -123,7 +125,9 @@ def _worker(request_file: Path) -> int:
     # The server's folder is shared by every run it serves: whatever a model writes
     # to relative paths stays in its own folder, which goes with its run.
     os.chdir(request.output_dir)
-    log_fd = os.open(request.output_dir / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    log_fd = os.open(
+        request.output_dir / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600
+    )
     null = os.open(os.devnull, os.O_RDONLY)
     # Over the protocol pipes, so that nothing a model prints can be taken for a reply.
     os.dup2(null, 0)
@@ -191,7 +195,9 @@ class ForkServerClient:
         key = str(request_file)
         with self._changed:
             if self._server.gone:
-                log.warning("the worker server stopped; starting another for the models still to run")
+                log.warning(
+                    "the worker server stopped; starting another for the models still to run"
+                )
                 self._server = self._spawn()
             server = self._server
             assert server.process.stdin is not None
@@ -258,12 +264,20 @@ class ForkServerClient:
         # folder first); the app comes from PYTHONPATH, as everything else.
         with self.log_path.open("ab") as server_log:
             process = subprocess.Popen(
-                [sys.executable, *no_site, "-P", "-m", "shared.worker"], env=self._environment, cwd=self.log_path.parent,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=server_log, text=True,
-                bufsize=1, start_new_session=True,
+                [sys.executable, *no_site, "-P", "-m", "shared.worker"],
+                env=self._environment,
+                cwd=self.log_path.parent,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=server_log,
+                text=True,
+                bufsize=1,
+                start_new_session=True,
             )
         server = _Server(process)
-        threading.Thread(target=self._read_replies, args=(server,), name="forkserver-replies", daemon=True).start()
+        threading.Thread(
+            target=self._read_replies, args=(server,), name="forkserver-replies", daemon=True
+        ).start()
         return server
 
     def _read_replies(self, server: _Server) -> None:

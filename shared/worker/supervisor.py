@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Self
 
 import shared
+from shared.errors import ServerGone
 from shared.limits import WorkerLimits, instance_memory_mb
 from shared.manifest import PICKLE_FORMATS, ModelFormat
-from shared.errors import ServerGone
 from shared.worker.forkserver import ForkServerClient, Worker
 from shared.worker.pool import WorkerPool, shared_pool
 from shared.worker.protocol import PHASE_FILE, ModelOutcome, Phase, WorkRequest
@@ -36,8 +36,20 @@ PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 LOG_TAIL_LINES = 20
 # Passed through to workers; everything else (keys, connection strings, the
 # managed identity's endpoint and header) stays in the run's process.
-SAFE_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TEMP", "TMP",
-                  "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")
+SAFE_VARIABLES = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "TEMP",
+    "TMP",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+    "OMP_NUM_THREADS",
+)
 _CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGABRT, signal.SIGFPE}
 # Frameworks whose import takes seconds (TensorFlow: 5 s here): a fork server of
 # their own imports each once, before it forks the first worker that needs it,
@@ -45,7 +57,9 @@ _CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGABRT, 
 PRELOADED = {ModelFormat.KERAS: "keras"}
 
 
-def run_workers(requests: list[WorkRequest], limits: WorkerLimits, max_parallel: int = 1) -> list[ModelOutcome]:
+def run_workers(
+    requests: list[WorkRequest], limits: WorkerLimits, max_parallel: int = 1
+) -> list[ModelOutcome]:
     """Run every request in a worker of its own, `max_parallel` at a time; outcomes in request order.
 
     The workers come from the process's warm fork servers (`shared_pool()`).
@@ -53,8 +67,9 @@ def run_workers(requests: list[WorkRequest], limits: WorkerLimits, max_parallel:
     return run_workers_in(shared_pool(), requests, limits, max_parallel)
 
 
-def run_workers_in(pool: WorkerPool, requests: list[WorkRequest], limits: WorkerLimits,
-                   max_parallel: int = 1) -> list[ModelOutcome]:
+def run_workers_in(
+    pool: WorkerPool, requests: list[WorkRequest], limits: WorkerLimits, max_parallel: int = 1
+) -> list[ModelOutcome]:
     """`run_workers` with the servers of `pool`."""
     if not requests:
         return []
@@ -62,6 +77,7 @@ def run_workers_in(pool: WorkerPool, requests: list[WorkRequest], limits: Worker
     # only when the plain models are done, and closed when this run no longer needs it.
     order = sorted(range(len(requests)), key=lambda index: requests[index].spec.format in PRELOADED)
     with _Servers(pool) as servers:
+
         def run(index: int) -> ModelOutcome:
             request = requests[index]
             return run_worker(request, limits, servers.get(PRELOADED.get(request.spec.format)))
@@ -96,7 +112,9 @@ class _Servers:
         self._leases.close()
 
 
-def run_worker(request: WorkRequest, limits: WorkerLimits, server: ForkServerClient) -> ModelOutcome:
+def run_worker(
+    request: WorkRequest, limits: WorkerLimits, server: ForkServerClient
+) -> ModelOutcome:
     """Run one model in a worker forked by `server`; its outcome, whatever became of the worker."""
     name = request.spec.name
     request.output_dir.mkdir(parents=True, exist_ok=True)
@@ -114,7 +132,12 @@ def run_worker(request: WorkRequest, limits: WorkerLimits, server: ForkServerCli
         outcome.fail(_explain(request, limits, watch))
     outcome.peak_memory_mb = round(watch.peak_mb, 1)
     _relay_log(name, request.output_dir / "worker.log", failed=not outcome.ok)
-    log.info("model %s: worker finished in %.2f s, peak %.0f MiB", name, time.monotonic() - started, watch.peak_mb)
+    log.info(
+        "model %s: worker finished in %.2f s, peak %.0f MiB",
+        name,
+        time.monotonic() - started,
+        watch.peak_mb,
+    )
     return outcome
 
 
@@ -196,7 +219,10 @@ def process_tree(pid: int) -> list[int]:
             continue  # exited
         for thread in threads:
             try:
-                queue.extend(int(child) for child in Path(f"/proc/{current}/task/{thread}/children").read_text().split())
+                queue.extend(
+                    int(child)
+                    for child in Path(f"/proc/{current}/task/{thread}/children").read_text().split()
+                )
             except OSError:
                 continue
     return found
@@ -217,27 +243,39 @@ def _explain(request: WorkRequest, limits: WorkerLimits, watch: _Watch) -> str:
     """Why a worker gave no usable outcome, in a participant's terms."""
     name, phase, stopped_for = request.spec.name, watch.phase.value, watch.stopped_for
     if stopped_for == "time":
-        return (f"model '{name}': stopped after its limit of {limits.seconds:g} s while {phase}; "
-                "raise MODEL_TIME_LIMIT_SECONDS if it needs more")
+        return (
+            f"model '{name}': stopped after its limit of {limits.seconds:g} s while {phase}; "
+            "raise MODEL_TIME_LIMIT_SECONDS if it needs more"
+        )
     if stopped_for == "run deadline":
-        return (f"model '{name}': stopped while {phase} because the run reached its deadline "
-                "(RUN_DEADLINE_SECONDS); the models that finished are archived")
+        return (
+            f"model '{name}': stopped while {phase} because the run reached its deadline "
+            "(RUN_DEADLINE_SECONDS); the models that finished are archived"
+        )
     if stopped_for == "memory":
-        return (f"model '{name}': used more than MODEL_MEMORY_LIMIT_MB={limits.memory_mb:g} MiB while "
-                f"{phase} and was stopped; raise the limit on an instance with more memory, or make "
-                "the model smaller")
+        return (
+            f"model '{name}': used more than MODEL_MEMORY_LIMIT_MB={limits.memory_mb:g} MiB while "
+            f"{phase} and was stopped; raise the limit on an instance with more memory, or make "
+            "the model smaller"
+        )
     code = watch.exit_code
     if code is not None and code < 0:
         sig = signal.Signals(-code)
         if sig in _CRASH_SIGNALS:
-            cause = ("a pickle built on another Python version does this"
-                     if request.spec.format in PICKLE_FORMATS
-                     else "a model file written by an incompatible library version can do this")
-            return (f"model '{name}': the worker crashed with {sig.name} while {phase}; {cause} — "
-                    f"this app runs Python {sys.version_info.major}.{sys.version_info.minor}")
+            cause = (
+                "a pickle built on another Python version does this"
+                if request.spec.format in PICKLE_FORMATS
+                else "a model file written by an incompatible library version can do this"
+            )
+            return (
+                f"model '{name}': the worker crashed with {sig.name} while {phase}; {cause} — "
+                f"this app runs Python {sys.version_info.major}.{sys.version_info.minor}"
+            )
         if sig is signal.SIGKILL:
-            return (f"model '{name}': the worker was killed (SIGKILL) while {phase}, most likely by "
-                    f"the system for lack of memory; this instance has {instance_memory_mb():.0f} MiB")
+            return (
+                f"model '{name}': the worker was killed (SIGKILL) while {phase}, most likely by "
+                f"the system for lack of memory; this instance has {instance_memory_mb():.0f} MiB"
+            )
         return f"model '{name}': the worker was ended by {sig.name} while {phase}"
     return f"model '{name}': the worker exited with code {code} while {phase} without a result"
 
@@ -249,6 +287,10 @@ def _relay_log(name: str, log_path: Path, failed: bool) -> None:
     except OSError:
         return
     if failed and lines:
-        log.warning("model %s: last lines of its worker's log:\n%s", name, "\n".join(lines[-LOG_TAIL_LINES:]))
+        log.warning(
+            "model %s: last lines of its worker's log:\n%s",
+            name,
+            "\n".join(lines[-LOG_TAIL_LINES:]),
+        )
     elif lines:
         log.debug("model %s: worker log:\n%s", name, "\n".join(lines))

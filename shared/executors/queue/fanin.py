@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from shared.errors import QueueError
 from shared.executors.queue.messages import MODEL, TaskMessage, TaskQueue
@@ -28,7 +28,9 @@ def keep_result(results: Results, plan: FanOutPlan, line: ModelReport) -> bool:
     line_json = line.to_json()
     kept = results.runs.add_task_result(plan.run_id, line.name, line_json)
     if not kept:
-        log.info("run %s: model %s already has a result; this one is dropped", plan.run_id, line.name)
+        log.info(
+            "run %s: model %s already has a result; this one is dropped", plan.run_id, line.name
+        )
     return kept
 
 
@@ -37,7 +39,9 @@ def model_message(plan: FanOutPlan, name: str) -> TaskMessage:
     return TaskMessage(MODEL, plan.run_id, plan.round_number, name, plan.spec(name).digest())
 
 
-def finish_if_complete(results: Results, plan: FanOutPlan, queue: TaskQueue | None) -> RunReport | None:
+def finish_if_complete(
+    results: Results, plan: FanOutPlan, queue: TaskQueue | None
+) -> RunReport | None:
     """Send the ensembles whose members are done, and write the run's final report if every planned model
     has its result; the report, or None.
 
@@ -48,7 +52,12 @@ def finish_if_complete(results: Results, plan: FanOutPlan, queue: TaskQueue | No
         _release_ensembles(results, plan, queue, found)
     missing = set(plan.models) - set(found)
     if missing:
-        log.info("run %s: %d of %d models done", plan.run_id, len(plan.models) - len(missing), len(plan.models))
+        log.info(
+            "run %s: %d of %d models done",
+            plan.run_id,
+            len(plan.models) - len(missing),
+            len(plan.models),
+        )
         return None
     current = results.runs.read_report_for_update(plan.run_id)
     if current is None:
@@ -58,8 +67,10 @@ def finish_if_complete(results: Results, plan: FanOutPlan, queue: TaskQueue | No
     report = RunReport.from_json(text)
     if report.status is not RunStatus.RUNNING:
         return None  # finished already
-    report.models = [worked_on(m, ModelReport.from_dict(json.loads(found[m.name]))) if m.name in found else m
-                     for m in report.models]
+    report.models = [
+        worked_on(m, ModelReport.from_dict(json.loads(found[m.name]))) if m.name in found else m
+        for m in report.models
+    ]
     report.finish()
     report.redact()
     if not results.runs.replace_report(plan.run_id, report.to_json(), etag):
@@ -70,11 +81,17 @@ def finish_if_complete(results: Results, plan: FanOutPlan, queue: TaskQueue | No
     return report
 
 
-def _release_ensembles(results: Results, plan: FanOutPlan, queue: TaskQueue, found: dict[str, str]) -> None:
+def _release_ensembles(
+    results: Results, plan: FanOutPlan, queue: TaskQueue, found: dict[str, str]
+) -> None:
     """Send each ensemble's task once all its members in the run have results (whatever they are)."""
     for name in plan.models:
         members = plan.spec(name).members
-        if members is None or name in found or any(m in plan.models and m not in found for m in members):
+        if (
+            members is None
+            or name in found
+            or any(m in plan.models and m not in found for m in members)
+        ):
             continue
         # Only the task that marks it released sends it: every later result would find it ready too.
         if results.runs.mark_released(plan.run_id, name):
@@ -93,11 +110,13 @@ def handle_deadline(results: Results, plan: FanOutPlan) -> RunReport | None:
     for name in plan.models:
         if name not in done:
             line = ModelReport(name)
-            line.fail(f"model '{name}': no result by the run's deadline ({plan.deadline}); its task was "
-                      "still queued or running (too few instances, or a model slower than the run allows?)")
+            line.fail(
+                f"model '{name}': no result by the run's deadline ({plan.deadline}); its task was "
+                "still queued or running (too few instances, or a model slower than the run allows?)"
+            )
             keep_result(results, plan, line)
     return finish_if_complete(results, plan, None)
 
 
 def _seconds_since(iso: str) -> float:
-    return (datetime.now(timezone.utc) - datetime.fromisoformat(iso)).total_seconds()
+    return (datetime.now(UTC) - datetime.fromisoformat(iso)).total_seconds()

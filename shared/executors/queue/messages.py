@@ -37,7 +37,9 @@ class TaskMessage:
     kind: str  # MODEL, DEADLINE or RUN
     run_id: str  # RUN: the webhook delivery's id; the run it starts makes its own run id
     round_number: int  # RUN: the round Numerai's call named, or 0
-    model: str | None = None  # MODEL: its model; RUN: the model the webhook's URL names (None: every model)
+    model: str | None = (
+        None  # MODEL: its model; RUN: the model the webhook's URL names (None: every model)
+    )
     entry_digest: str | None = None  # MODEL only: the manifest entry the plan holds for the model
     trigger_id: str | None = None  # RUN only: Numerai's trigger id, for create_submission
     waits: int = 0  # RUN only: how often the run found the run lock held and was sent again
@@ -55,8 +57,11 @@ class TaskMessage:
         except (ValueError, TypeError) as exc:
             raise BadTask(f"not a task message ({exc}): {str(body)[:200]!r}") from None
         named = bool(message.model)
-        if message.kind not in (MODEL, DEADLINE, RUN) or (message.kind == MODEL and not named) \
-                or (message.kind == DEADLINE and named):
+        if (
+            message.kind not in (MODEL, DEADLINE, RUN)
+            or (message.kind == MODEL and not named)
+            or (message.kind == DEADLINE and named)
+        ):
             raise BadTask(f"not a task message: {str(body)[:200]!r}")
         return message
 
@@ -68,39 +73,54 @@ class TaskQueue:
         """Connect as the queue trigger does: a connection string locally, the managed identity in Azure."""
         self._name = settings.task_queue
         # Base64, as the host's queue trigger expects by default (host.json messageEncoding).
-        options = {"message_encode_policy": TextBase64EncodePolicy(),
-                   **client_options(settings.storage_timeout_seconds)}
+        options = {
+            "message_encode_policy": TextBase64EncodePolicy(),
+            **client_options(settings.storage_timeout_seconds),
+        }
         if settings.host_storage_connection_string:
             try:
                 self._client = QueueClient.from_connection_string(
-                    settings.host_storage_connection_string, self._name, **options)
+                    settings.host_storage_connection_string, self._name, **options
+                )
             except ValueError:
-                raise QueueError("AzureWebJobsStorage is not a valid storage connection string") from None
+                raise QueueError(
+                    "AzureWebJobsStorage is not a valid storage connection string"
+                ) from None
         elif settings.host_queue_service_uri:
             from azure.identity import DefaultAzureCredential  # heavy import, only needed in Azure
 
             client_id = settings.host_storage_client_id or settings.managed_identity_client_id
             credential = DefaultAzureCredential(managed_identity_client_id=client_id)
-            self._client = QueueClient(settings.host_queue_service_uri, self._name, credential=credential, **options)
+            self._client = QueueClient(
+                settings.host_queue_service_uri, self._name, credential=credential, **options
+            )
         else:
-            raise QueueError("MODEL_EXECUTION=queue needs the host's storage: set AzureWebJobsStorage "
-                             "(a connection string) or AzureWebJobsStorage__queueServiceUri")
+            raise QueueError(
+                "MODEL_EXECUTION=queue needs the host's storage: set AzureWebJobsStorage "
+                "(a connection string) or AzureWebJobsStorage__queueServiceUri"
+            )
 
     def send(self, message: TaskMessage, delay_seconds: float = 0) -> tuple[str, str]:
         """Put a message on the queue, invisible for `delay_seconds`; returns its (id, pop receipt)."""
         delay = min(max(int(delay_seconds), 0), MAX_DELAY_SECONDS)
         try:
             try:
-                sent = self._client.send_message(message.to_json(), visibility_timeout=delay or None)
+                sent = self._client.send_message(
+                    message.to_json(), visibility_timeout=delay or None
+                )
             except AzureError as exc:
                 if getattr(exc, "error_code", None) != "QueueNotFound":
                     raise
                 # Infra creates the queues in Azure; Azurite and a fresh account need it made.
                 with contextlib.suppress(ResourceExistsError):  # by a sender at the same moment
                     self._client.create_queue()
-                sent = self._client.send_message(message.to_json(), visibility_timeout=delay or None)
+                sent = self._client.send_message(
+                    message.to_json(), visibility_timeout=delay or None
+                )
         except AzureError as exc:
-            raise QueueError(f"could not send to the task queue '{self._name}': {_first_line(exc)}") from exc
+            raise QueueError(
+                f"could not send to the task queue '{self._name}': {_first_line(exc)}"
+            ) from exc
         return sent.id, sent.pop_receipt
 
     def delete(self, message_id: str, pop_receipt: str) -> None:
@@ -108,8 +128,12 @@ class TaskQueue:
         try:
             self._client.delete_message(message_id, pop_receipt)
         except AzureError as exc:
-            log.info("the delayed message %s stays on '%s' (it will find its run finished): %s",
-                     message_id, self._name, _first_line(exc))
+            log.info(
+                "the delayed message %s stays on '%s' (it will find its run finished): %s",
+                message_id,
+                self._name,
+                _first_line(exc),
+            )
 
 
 def max_dequeue_count(host_json: Path = HOST_JSON) -> int:

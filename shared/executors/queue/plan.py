@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from shared.manifest import ModelSpec
 from shared.report import Mode
@@ -35,7 +35,7 @@ class FanOutPlan:
 
     def seconds_left(self) -> float:
         """Seconds until the deadline (negative once it has passed)."""
-        return (datetime.fromisoformat(self.deadline) - datetime.now(timezone.utc)).total_seconds()
+        return (datetime.fromisoformat(self.deadline) - datetime.now(UTC)).total_seconds()
 
     def ends_at(self) -> float:
         """The deadline on this process's time.monotonic() clock."""
@@ -50,5 +50,3 @@ class FanOutPlan:
         """Parse `to_json` output."""
         raw = json.loads(text)
         return cls(**{**raw, "mode": Mode(raw["mode"])})
-
-

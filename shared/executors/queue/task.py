@@ -35,7 +35,9 @@ LOCK_LEASE_SECONDS = 15
 LOCK_WAIT_SECONDS = LOCK_LEASE_SECONDS + 5
 
 
-def run_model_task(message: TaskMessage, dequeue_count: int, environ: Mapping[str, str] | None = None) -> None:
+def run_model_task(
+    message: TaskMessage, dequeue_count: int, environ: Mapping[str, str] | None = None
+) -> None:
     """A model's task: its result kept, and the run finished if this was the last one."""
     services, plan = _context(message, environ)
     if plan is None:
@@ -62,15 +64,19 @@ def run_poisoned(message: TaskMessage, environ: Mapping[str, str] | None = None)
         return
     assert message.model is not None
     line = ModelReport(message.model)
-    line.fail(f"model '{message.model}': its task was delivered {max_dequeue_count()} times (host.json "
-              "maxDequeueCount) and never finished; the instance running it stopped each time: out of "
-              "memory, or past functionTimeout? Its worker logs are in the function's logs for run "
-              f"{plan.run_id}")
+    line.fail(
+        f"model '{message.model}': its task was delivered {max_dequeue_count()} times (host.json "
+        "maxDequeueCount) and never finished; the instance running it stopped each time: out of "
+        "memory, or past functionTimeout? Its worker logs are in the function's logs for run "
+        f"{plan.run_id}"
+    )
     keep_result(services.results, plan, line)
     finish_if_complete(services.results, plan, TaskQueue(services.settings))
 
 
-def _context(message: TaskMessage, environ: Mapping[str, str] | None) -> tuple[Services, FanOutPlan | None]:
+def _context(
+    message: TaskMessage, environ: Mapping[str, str] | None
+) -> tuple[Services, FanOutPlan | None]:
     """The task's services, and its run's plan (None when the run wrote none: nothing is left to do)."""
     settings = load_settings(environ)
     configure_telemetry(environ)
@@ -83,16 +89,27 @@ def _context(message: TaskMessage, environ: Mapping[str, str] | None) -> tuple[S
     return services, FanOutPlan.from_json(text)
 
 
-def _run_model(services: Services, plan: FanOutPlan, message: TaskMessage, dequeue_count: int) -> ModelReport:
+def _run_model(
+    services: Services, plan: FanOutPlan, message: TaskMessage, dequeue_count: int
+) -> ModelReport:
     """The model's line after this delivery's work; raises to have the host retry what may pass."""
     name = message.model
     assert name is not None
     if name not in plan.models or plan.spec(name).digest() != message.entry_digest:
         line = ModelReport(name)
-        line.fail(f"model '{name}': the task's manifest entry is not the one its run planned; not run")
+        line.fail(
+            f"model '{name}': the task's manifest entry is not the one its run planned; not run"
+        )
         return line
-    ctx = RoundContext(services, plan.mode, plan.run_id, plan.round_number, ends_at=plan.ends_at(),
-                       trigger_id=plan.trigger_id, entries={n: plan.spec(n) for n in plan.models})
+    ctx = RoundContext(
+        services,
+        plan.mode,
+        plan.run_id,
+        plan.round_number,
+        ends_at=plan.ends_at(),
+        trigger_id=plan.trigger_id,
+        entries={n: plan.spec(n) for n in plan.models},
+    )
     try:
         line = _locked_model(ctx, plan, name)
     except (RunDeadlinePassed, SettingsError, RunLocked) as exc:  # no retry can help
@@ -100,14 +117,25 @@ def _run_model(services: Services, plan: FanOutPlan, message: TaskMessage, deque
         line.fail(f"model '{name}': {exc}")
     except Exception as exc:
         if dequeue_count < max_dequeue_count():
-            log.warning("run %s, model %s: delivery %d failed; the host retries it: %s",
-                        plan.run_id, name, dequeue_count, exc)
+            log.warning(
+                "run %s, model %s: delivery %d failed; the host retries it: %s",
+                plan.run_id,
+                name,
+                dequeue_count,
+                exc,
+            )
             raise
         log.exception("run %s, model %s: the last delivery failed", plan.run_id, name)
-        reason = str(exc) if isinstance(exc, AppError) else f"unexpected error: {type(exc).__name__}: {exc}"
+        reason = (
+            str(exc)
+            if isinstance(exc, AppError)
+            else f"unexpected error: {type(exc).__name__}: {exc}"
+        )
         line = ModelReport(name)
         line.fail(f"model '{name}': {reason} (delivery {dequeue_count}, the last)")
-    if line.status is ModelStatus.PENDING:  # nothing decided it: a step stopped early without failing it
+    if (
+        line.status is ModelStatus.PENDING
+    ):  # nothing decided it: a step stopped early without failing it
         line.fail(f"model '{name}': the task ended without a result")
     line.redact()
     return line
@@ -119,7 +147,9 @@ def _locked_model(ctx: RoundContext, plan: FanOutPlan, name: str) -> ModelReport
         return _model_steps(ctx, plan, name)
     # Another run's task may be predicting this model: wait for as long as a model may take.
     wait = ctx.settings.model_time_limit_seconds + LOCK_WAIT_SECONDS
-    with ctx.results.locks.lock(f"round-{plan.round_number}-{name}", LOCK_LEASE_SECONDS, wait) as lock:
+    with ctx.results.locks.lock(
+        f"round-{plan.round_number}-{name}", LOCK_LEASE_SECONDS, wait
+    ) as lock:
         ctx.lock = lock
         return _model_steps(ctx, plan, name)
 
@@ -138,8 +168,14 @@ def _model_steps(ctx: RoundContext, plan: FanOutPlan, name: str) -> ModelReport:
         return cache.fetcher(ctx.services.numerai, plan.round_number, version)
 
     with run_folder(rounds, f"{plan.run_id}-{name}") as folder:
-        done = process_models(ctx, [plan.spec(name)], plan.account, folder, data,
-                              elsewhere=_members_results(ctx.results, plan, name))
+        done = process_models(
+            ctx,
+            [plan.spec(name)],
+            plan.account,
+            folder,
+            data,
+            elsewhere=_members_results(ctx.results, plan, name),
+        )
     line = done.lines[name]
     if done.stopped is not None and line.status is ModelStatus.PENDING:
         line.fail(f"not finished: {done.stopped}")
