@@ -84,7 +84,15 @@ def predict(
     max_parallel: int = 1,
 ) -> dict[str, ModelOutcome]:
     """Predict `round_` with each (spec, file), each in its worker, as a run does; outcomes by name."""
-    requests = [
+    requests = work_requests(round_, models, work / "workers", batch_rows)
+    return {o.name: o for o in run_workers(requests, limits, max_parallel)}
+
+
+def work_requests(
+    round_: SyntheticRound, models: list[tuple[ModelSpec, Path]], folder: Path, batch_rows: int = 64
+) -> list[WorkRequest]:
+    """A worker's request for each (spec, file), each with an output folder of its own under `folder`."""
+    return [
         WorkRequest(
             spec,
             path,
@@ -93,11 +101,10 @@ def predict(
             round_.benchmark_path,
             "v5.3",
             batch_rows,
-            work / "workers" / f"{index}-{spec.name}",
+            folder / f"{index}-{spec.name}",
         )
         for index, (spec, path) in enumerate(models)
     ]
-    return {o.name: o for o in run_workers(requests, limits, max_parallel)}
 
 
 def submission(outcome: ModelOutcome) -> pd.DataFrame:

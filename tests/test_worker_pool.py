@@ -27,7 +27,7 @@ from shared.manifest import ModelSpec
 from shared.worker.pool import WorkerPool
 from shared.worker.protocol import ModelOutcome, WorkRequest
 from shared.worker.supervisor import run_workers, run_workers_in, worker_environment
-from tests.support import GENEROUS, predict
+from tests.support import GENEROUS, predict, work_requests
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -92,28 +92,10 @@ def reporter(tmp_path: Path) -> Reporter:
     return Reporter(tmp_path)
 
 
-def requests_for(
-    round_: SyntheticRound, models: list[tuple[ModelSpec, Path]], work: Path
-) -> list[WorkRequest]:
-    return [
-        WorkRequest(
-            spec,
-            path,
-            round_.live_path,
-            round_.features_path,
-            round_.benchmark_path,
-            "v5.3",
-            64,
-            work / spec.name,
-        )
-        for spec, path in models
-    ]
-
-
 def run_in(
     pool: WorkerPool, round_: SyntheticRound, models: list[tuple[ModelSpec, Path]], work: Path
 ) -> dict[str, ModelOutcome]:
-    return {o.name: o for o in run_workers_in(pool, requests_for(round_, models, work), GENEROUS)}
+    return {o.name: o for o in run_workers_in(pool, work_requests(round_, models, work), GENEROUS)}
 
 
 @pytest.fixture
@@ -293,7 +275,7 @@ def test_no_server_outlives_its_process(
         "sys.exit(0 if outcome.ok else outcome.error)\n"
     )
     requests = tmp_path / "requests.pickle"
-    requests.write_bytes(cloudpickle.dumps(requests_for(small_round, [model], tmp_path / "work")))
+    requests.write_bytes(cloudpickle.dumps(work_requests(small_round, [model], tmp_path / "work")))
     completed = subprocess.run(
         [sys.executable, "-c", script, str(requests)],
         cwd=REPO,

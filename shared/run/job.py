@@ -74,10 +74,10 @@ def run_job(
     try:
         settings = load_settings(environ)
         report.data_version = settings.data_version
-        results = Results.from_settings(settings)
+        services = Services.connect(settings)
+        results = services.results
         # Once a report can be saved: a malformed telemetry setting then fails the run with a report.
         configure_telemetry(environ)
-        services = Services.connect(settings, results)
         selection = _Selection(model_names, submit_members)
         fanned_out = _locked_run(
             services,

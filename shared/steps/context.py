@@ -27,18 +27,18 @@ class Services:
     results: Results
 
     @classmethod
-    def connect(cls, settings: Settings, results: Results | None = None) -> Services:
+    def connect(cls, settings: Settings) -> Services:
         """The Numerai client and the two containers' stores (the results container is created if missing).
 
-        `results`: the results container's stores, when the caller opened them first to save its report.
+        One Blob service client serves both containers: in Azure each client holds its own
+        managed-identity credential, and with it a token request.
         """
         blobs = service_client(settings)
-        results = results or Results.open(blobs, settings.results_container)
         return cls(
             settings,
             NumeraiClient(settings),
             ModelStore(blobs, settings.models_container, settings.work_dir / "model-cache"),
-            results,
+            Results.open(blobs, settings.results_container),
         )
 
 
