@@ -64,13 +64,15 @@ param schedule string = '0 */10 12-13 * * 6'
 
 // Computed from the schedule by infra/hooks/schedule_weekdays.py, which azd runs
 // before every provisioning (azure.yaml) and which refuses a schedule the alert
-// cannot follow. No default: without the hook, provisioning stops here.
+// cannot follow. The defaults are the default schedule's: `azd up` checks parameters
+// before it runs the preprovision hook (Azure/azure-dev#5806), so without them a first
+// `azd up` stops to ask, and `azd up --no-prompt` fails; the hook then sets the real values.
 @minLength(1)
 @description('Weekdays the schedule fires on, 0 = Sunday, comma-separated (NUMERAI_SCHEDULE_WEEKDAYS, set by the preprovision hook).')
-param scheduleWeekdays string
+param scheduleWeekdays string = '6'
 
 @description('The first firing of a due day, HH:MM:SS UTC (NUMERAI_SCHEDULE_FIRST_RUN, set by the preprovision hook).')
-param scheduleFirstRun string
+param scheduleFirstRun string = '12:00:00'
 
 @description('Numerai data version to download.')
 param dataVersion string = 'v5.3'
@@ -110,11 +112,12 @@ param maximumInstanceCount int = 100
 ])
 param modelExecution string = 'local'
 
-// Queue names: 3 to 63 lowercase letters, digits and hyphens; the host names the poison
-// queue `<name>-poison`, 7 characters more, so the task queue's name stops at 56.
+// Queue names: 3 to 63 lowercase letters, digits and hyphens. The host names the poison
+// queue `<name>-poison`, and poison_task is queue-triggered too, so a message that fails
+// there three times goes to `<name>-poison-poison`: 14 characters more, so 49 at most.
 @description('Name of queue mode\'s task queue in the host storage account; its poison queue is `<name>-poison`.')
 @minLength(3)
-@maxLength(56)
+@maxLength(49)
 param taskQueueName string = 'model-tasks'
 
 // Flex Consumption keeps always-ready instances per scale group or function

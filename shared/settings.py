@@ -202,10 +202,11 @@ class _Reader:
 
     def queue_name(self, name: str, default: str) -> str:
         value = self.text(name, default)
-        # Storage's rule for queue names; 56 leaves room for the host's "-poison" suffix.
-        if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,54}[a-z0-9]", value):
+        # Storage's rule for queue names (3 to 63 characters); 49 leaves room for the host's
+        # "-poison" suffix twice, since poison_task's own poison queue is "<name>-poison-poison".
+        if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,47}[a-z0-9]", value):
             raise SettingsError(
-                f"{name} must be a Storage queue name of 3 to 56 lowercase letters, digits "
+                f"{name} must be a Storage queue name of 3 to 49 lowercase letters, digits "
                 f"and single hyphens, starting and ending with a letter or digit; it is {value!r}"
             )
         return value

@@ -463,12 +463,10 @@ def test_without_an_argument_the_script_reads_the_azd_environment_then_the_defau
     assert schedule_weekdays().stdout.strip() == schedule_weekdays(default).stdout.strip() == "6"
 
 
-def test_the_weekdays_reach_the_alert_from_the_hook_and_nothing_else() -> None:
+def test_the_weekdays_reach_the_alert_from_the_hook() -> None:
     """azd sets NUMERAI_SCHEDULE_WEEKDAYS before provisioning (azure.yaml's preprovision hook,
-    and the deploy workflow); Bicep takes them without a default and the query uses them."""
-    assert parameter_default("scheduleWeekdays", "NUMERAI_SCHEDULE_WEEKDAYS") is None
+    and the deploy workflow); the query uses them."""
     main = parse(INFRA / "main.bicep")
-    assert main["parameters"]["scheduleWeekdays"]["default"] is None
     assert main["modules"]["alerts"]["config"]["params"]["scheduleWeekdays"] == "scheduleWeekdays"
     alerts = (INFRA / "app" / "alerts.bicep").read_text()
     assert (
@@ -481,7 +479,6 @@ def test_the_weekdays_reach_the_alert_from_the_hook_and_nothing_else() -> None:
     deploy = (ROOT / ".github" / "workflows" / "deploy.yml").read_text()
     assert "weekdays=$(python3 infra/hooks/schedule_weekdays.py)" in deploy
     # And the first firing of a due day, the same way.
-    assert parameter_default("scheduleFirstRun", "NUMERAI_SCHEDULE_FIRST_RUN") is None
     assert main["modules"]["alerts"]["config"]["params"]["scheduleFirstRun"] == "scheduleFirstRun"
     assert (
         'let runTime = totimespan("{firstRun}");' in alerts
@@ -492,6 +489,41 @@ def test_the_weekdays_reach_the_alert_from_the_hook_and_nothing_else() -> None:
         "NUMERAI_SCHEDULE_FIRST_RUN" in (ROOT / "azure.yaml").read_text()
     )
     assert "first=$(python3 infra/hooks/schedule_weekdays.py --first-run)" in deploy
+
+
+def parameters_azd_would_prompt_for() -> list[str]:
+    """What `azd up` asks for before any hook runs (Azure/azure-dev#5806: parameters are
+    checked before preprovision): a Bicep parameter with no default whose value in
+    main.parameters.json is an azd variable with no `=default`. azd fills the three
+    it always knows (the environment's name, location and the signed-in principal)."""
+    known = {"AZURE_ENV_NAME", "AZURE_LOCATION", "AZURE_PRINCIPAL_ID"}
+    bicep = parse(INFRA / "main.bicep")["parameters"]
+    values = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    prompted = []
+    for name, param in bicep.items():
+        value = values.get(name, {}).get("value")
+        variable = re.fullmatch(r"\$\{(\w+)\}", value) if isinstance(value, str) else None
+        if param["default"] is None and (value is None or (variable and variable[1] not in known)):
+            prompted.append(name)
+    return prompted
+
+
+def test_a_first_azd_up_asks_for_nothing() -> None:
+    assert parameters_azd_would_prompt_for() == []
+
+
+def test_the_schedule_parameters_default_to_what_the_hook_computes_for_the_default_schedule() -> (
+    None
+):
+    """The defaults only get `azd up` past its parameter check; the hook then sets the real
+    values, so the two must agree for the default schedule."""
+    main = parse(INFRA / "main.bicep")["parameters"]
+    weekdays = schedule_weekdays().stdout.strip()
+    first = schedule_weekdays("--first-run").stdout.strip()
+    assert main["scheduleWeekdays"]["default"] == weekdays == "6"
+    assert main["scheduleFirstRun"]["default"] == first == "12:00:00"
+    assert parameter_default("scheduleWeekdays", "NUMERAI_SCHEDULE_WEEKDAYS") == weekdays
+    assert parameter_default("scheduleFirstRun", "NUMERAI_SCHEDULE_FIRST_RUN") == first
 
 
 # --- The Numerai keys before the first run (infra/hooks/postprovision.sh) -----
@@ -611,12 +643,12 @@ def test_the_host_account_holds_the_task_queue_and_its_poison_queue() -> None:
     assert storage["parameters"]["queueNames"]["default"] == []
 
 
-def test_the_task_queues_name_leaves_room_for_the_poison_suffix() -> None:
-    """Queue names are 3 to 63 characters; `-poison` adds 7."""
+def test_the_task_queues_name_leaves_room_for_the_poison_queues_own_poison_queue() -> None:
+    """Queue names are 3 to 63 characters; poison_task's poison queue adds `-poison-poison`."""
     param = parse(INFRA / "main.bicep")["parameters"]["taskQueueName"]
     assert (decorator(param, "min_length"), decorator(param, "max_length")) == (
         3,
-        63 - len("-poison"),
+        63 - len("-poison-poison"),
     )
     assert param["default"] == parameter_default("taskQueueName", "TASK_QUEUE") == "model-tasks"
 

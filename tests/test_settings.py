@@ -55,7 +55,8 @@ def test_an_unresolved_key_vault_reference_names_the_setting() -> None:
             "MODEL_EXECUTION must be one of local, queue; it is 'cluster'",
         ),
         ({"TASK_QUEUE": "Model_Tasks"}, "TASK_QUEUE must be a Storage queue name"),
-        ({"TASK_QUEUE": "a" * 57}, "TASK_QUEUE must be a Storage queue name of 3 to 56"),
+        # 50: its poison queue's poison queue would be 64 characters, one too many.
+        ({"TASK_QUEUE": "a" * 50}, "TASK_QUEUE must be a Storage queue name of 3 to 49"),
         ({"TASK_QUEUE": "model--tasks"}, "TASK_QUEUE must be a Storage queue name"),
     ],
 )
@@ -72,3 +73,7 @@ def test_secrets_stay_out_of_the_settings_repr() -> None:
         "secret",
         "abc",
     }  # of the connection string, its key only
+
+
+def test_a_task_queue_name_of_49_characters_is_the_longest_accepted() -> None:
+    assert load_settings({**KEYS, "TASK_QUEUE": "a" * 49}).task_queue == "a" * 49
