@@ -775,3 +775,22 @@ def test_the_missed_round_alert_reads_the_records_the_app_logs(
     assert criterion["query"]["function"]["parameters"]["original_string"] == "roundMissedQuery"
     assert (criterion["operator"], criterion["threshold"]) == ("GreaterThan", 0)
     assert alerts["variables"]["functionName"]["value"] == "scheduled_submission"
+
+
+def test_the_missed_run_alert_reads_success_whatever_its_column_type() -> None:
+    """`success` is a bool in one Application Insights schema and a "True"/"False" string in
+    another; `success == true` would never match the string, and the alert would fire every
+    week for runs that succeeded."""
+    alerts = (INFRA / "app" / "alerts.bicep").read_text()
+    assert 'tostring(success) =~ "true"' in alerts
+    assert not re.search(r"\bsuccess\s*==", alerts)
+
+
+def test_every_log_alert_skips_query_validation_against_a_component_created_with_it() -> None:
+    rules = [
+        config
+        for config in parse(INFRA / "app" / "alerts.bicep")["resources"].values()
+        if config["type"] == "Microsoft.Insights/scheduledQueryRules"
+    ]
+    assert len(rules) == 2
+    assert all(rule["config"]["properties"]["skipQueryValidation"] is True for rule in rules)
