@@ -117,6 +117,32 @@ def record_run(report: RunReport, seconds: float) -> None:
     meter.create_counter("models.failed", description="Models that failed in a run").add(
         failed, attributes
     )
+    flush_telemetry()
+
+
+def flush_telemetry(timeout_millis: int = 10_000) -> None:
+    """Export what OpenTelemetry has batched, now.
+
+    The distro exports logs and metrics in batches on a timer, and a run's record is the
+    last thing a run or a queue task does: on an instance that Flex Consumption stops soon
+    after, a batch still waiting would never reach Application Insights, and the alerts
+    that read the record would fire (or stay silent) on a run that happened otherwise.
+    Without telemetry configured the API's no-op providers have nothing to flush.
+    """
+    from opentelemetry import _logs, trace
+
+    for provider in (
+        _logs.get_logger_provider(),
+        trace.get_tracer_provider(),
+        metrics.get_meter_provider(),
+    ):
+        flush = getattr(provider, "force_flush", None)
+        if flush is None:
+            continue
+        try:
+            flush(timeout_millis)
+        except Exception as exc:  # telemetry must never fail the run it describes
+            log.warning("telemetry could not be flushed: %s", exc)
 
 
 def _benchmark_figures(model: ModelReport) -> dict[str, float]:

@@ -116,3 +116,42 @@ def test_nothing_is_configured_without_a_connection_string() -> None:
         check=False,
     )
     assert completed.stdout.strip() == "False", completed.stderr
+
+
+# A fresh interpreter: the global logger provider can be set once per process.
+FLUSH_CHECK = """
+import logging
+from opentelemetry import _logs
+from opentelemetry.instrumentation.logging.handler import LoggingHandler
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, InMemoryLogRecordExporter
+from shared.report import Mode, RunReport, RunStatus
+from shared.telemetry import EXPORTED_LOGGER, record_run
+
+exporter = InMemoryLogRecordExporter()
+provider = LoggerProvider()
+# As the distro does: a batch exported on a timer, here one that would not fire for an hour.
+provider.add_log_record_processor(BatchLogRecordProcessor(exporter, schedule_delay_millis=3_600_000))
+_logs.set_logger_provider(provider)
+logger = logging.getLogger(EXPORTED_LOGGER)
+logger.addHandler(LoggingHandler(level=logging.INFO, logger_provider=provider))
+logger.setLevel(logging.INFO)
+report = RunReport(run_id="r1", mode=Mode.SCHEDULED, started_at="2026-12-05T12:00:00+00:00",
+                   status=RunStatus.SUCCEEDED, round_number=1200)
+record_run(report, 1.5)
+print(sum("run_status" in (r.log_record if hasattr(r, "log_record") else r).attributes
+          for r in exporter.get_finished_logs()))
+"""
+
+
+def test_the_run_record_is_exported_before_record_run_returns() -> None:
+    """Flex may stop the instance right after a run; a batched record would never leave it."""
+    completed = subprocess.run(
+        [sys.executable, "-c", FLUSH_CHECK],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.stdout.strip() == "1", completed.stderr
