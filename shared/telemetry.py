@@ -47,6 +47,10 @@ def configure_telemetry(environ: Mapping[str, str] | None = None) -> bool:
         credential=ManagedIdentityCredential(client_id=client_id),
         logger_name=EXPORTED_LOGGER,
     )
+    # The Functions worker relays every record that reaches the root logger to the host,
+    # which writes it to Application Insights a second time, without its dimensions: the
+    # app's records stop at their own logger, which now exports them once, with them.
+    logging.getLogger(EXPORTED_LOGGER).propagate = False
     _configured = True
     log.info("telemetry goes to Application Insights")
     return True

@@ -794,3 +794,14 @@ def test_every_log_alert_skips_query_validation_against_a_component_created_with
     ]
     assert len(rules) == 2
     assert all(rule["config"]["properties"]["skipQueryValidation"] is True for rule in rules)
+
+
+def test_the_deploy_workflow_deploys_only_what_ci_passed() -> None:
+    deploy = (ROOT / ".github" / "workflows" / "deploy.yml").read_text()
+    trigger = deploy[deploy.index("\non:") : deploy.index("\npermissions:")]
+    assert "push:" not in trigger, "a push would deploy beside CI, not after it"
+    assert "workflow_run:" in trigger and "workflows: [CI]" in trigger
+    assert "branches: [main]" in trigger
+    assert "name: CI\n" in (ROOT / ".github" / "workflows" / "ci.yml").read_text()
+    assert "github.event.workflow_run.conclusion == 'success'" in deploy
+    assert "ref: ${{ github.event.workflow_run.head_sha || github.sha }}" in deploy

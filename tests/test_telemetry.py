@@ -155,3 +155,36 @@ def test_the_run_record_is_exported_before_record_run_returns() -> None:
         check=False,
     )
     assert completed.stdout.strip() == "1", completed.stderr
+
+
+ONCE_CHECK = """
+import logging
+from shared.telemetry import configure_telemetry
+
+relayed = []
+class Relay(logging.Handler):  # stands in for the Functions worker's handler on the root logger
+    def emit(self, record):
+        relayed.append(record.name)
+logging.getLogger().addHandler(Relay())
+environ = {"APPLICATIONINSIGHTS_CONNECTION_STRING":
+           "InstrumentationKey=00000000-0000-0000-0000-000000000000;"
+           "IngestionEndpoint=http://127.0.0.1:9/"}
+assert configure_telemetry(environ)
+exporting = [h for h in logging.getLogger("shared").handlers if "opentelemetry" in type(h).__module__]
+logging.getLogger("shared.run.job").warning("a record of the app's")
+logging.getLogger("azure.core").warning("a library's record")
+print(len(exporting), [n for n in relayed if n.startswith("shared")], "azure.core" in relayed)
+"""
+
+
+def test_in_azure_each_record_of_the_app_reaches_application_insights_once() -> None:
+    """Exported by OpenTelemetry with its dimensions, and not relayed by the host as well."""
+    completed = subprocess.run(
+        [sys.executable, "-c", ONCE_CHECK],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.stdout.strip() == "1 [] True", completed.stderr
