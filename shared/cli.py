@@ -1,13 +1,14 @@
 """Command line, outside the Functions host.
 
-    python -m shared run [--test-mode] [--models a,b] [--settings local.settings.json]
+    python -m shared run (--test-mode | --submit) [--models a,b] [--settings local.settings.json]
     python -m shared predict --data DIR --manifest models.json --out DIR
     python -m shared report-page [--settings local.settings.json] [--out report.html]
     python -m shared webhooks (--set URL | --clear) [--settings local.settings.json]
 
 `run` is the Functions job itself, with the same settings, read from the
 environment or from a local.settings.json (for containers, cron and debugging);
-it exits 1 when the run failed. `predict` runs the models on local files, each
+it uploads to Numerai only with `--submit` (`--test-mode` does every step but
+the upload; one of the two is required), and exits 1 when the run failed. `predict` runs the models on local files, each
 in a worker process of its own as the job does:
 `--data` holds a round as Numerai serves it (`features.json`, `live.parquet`,
 optionally `live_benchmark_models.parquet`); model files are found relative to
@@ -190,8 +191,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--parallel", type=_positive_int, default=1, help="models predicted at once (default 1)"
     )
-    run = commands.add_parser("run", help="the Functions job, outside the Functions host")
-    run.add_argument("--test-mode", action="store_true", help="every step but the upload")
+    run = commands.add_parser(
+        "run",
+        help="the Functions job, outside the Functions host: --test-mode, or --submit to upload",
+        description="The Functions job, outside the Functions host. It uploads to Numerai only "
+        "with --submit; --test-mode does every step but the upload.",
+    )
+    # An upload to Numerai is the one step that cannot be taken back: it is never the default.
+    intent = run.add_mutually_exclusive_group(required=True)
+    intent.add_argument("--test-mode", action="store_true", help="every step but the upload")
+    intent.add_argument(
+        "--submit",
+        action="store_true",
+        help="upload the predictions to Numerai, as the timer does",
+    )
     run.add_argument("--models", type=_names, default=None, help="comma-separated subset of models")
     run.add_argument(
         "--settings",

@@ -120,10 +120,10 @@ def test_force_resubmit_submits_again_in_the_same_round(
     assert len(deployed.sandbox.submissions) == 8
 
 
-def test_the_http_test_run_uploads_nothing_even_when_asked_and_returns_the_report(
+def test_the_http_test_run_uploads_nothing_and_returns_the_report(
     deployed: LocalStack,
 ) -> None:
-    response = post_test_run(json.dumps({"upload": True, "mode": "scheduled"}).encode())
+    response = post_test_run()
     assert response.status_code == 200
     assert response.mimetype == "application/json"
     report = json.loads(response.get_body())
@@ -152,6 +152,19 @@ def test_the_http_test_run_can_pick_models_and_refuses_bad_requests(deployed: Lo
         response = post_test_run(body)
         assert response.status_code == 400
         assert reason in json.loads(response.get_body())["error"]
+
+    # A typo must not run every model and answer 200: the field is named, with the known ones.
+    typo = post_test_run(json.dumps({"model": ["demo_onnx"]}).encode())
+    assert typo.status_code == 400
+    assert json.loads(typo.get_body())["error"] == (
+        "the test run's body has an unknown field 'model'; the known field is 'models', "
+        'as in {"models": ["my_model"]}'
+    )
+    asked = post_test_run(json.dumps({"upload": True, "mode": "scheduled"}).encode())
+    assert asked.status_code == 400
+    assert "unknown fields 'mode', 'upload'" in json.loads(asked.get_body())["error"]
+    assert "a test run never uploads" in json.loads(asked.get_body())["error"]
+    assert uploads(deployed) == [] and deployed.sandbox.submissions == []
 
     unknown = post_test_run(json.dumps({"models": ["nobody"]}).encode())
     assert unknown.status_code == 500
@@ -278,11 +291,15 @@ def test_the_command_line_runs_the_same_job(
 
     assert main(["run", "--test-mode", "--settings", str(settings), "--models", "demo_onnx"]) == 0
     assert deployed.sandbox.submissions == []
-    assert main(["run", "--settings", str(settings)]) == 0
+    # Without an explicit intent nothing runs: an upload is never the default.
+    with pytest.raises(SystemExit) as refused:
+        main(["run", "--settings", str(settings)])
+    assert refused.value.code == 2 and deployed.sandbox.submissions == []
+    assert main(["run", "--submit", "--settings", str(settings)]) == 0
     assert len(deployed.sandbox.submissions) == 4
     deployed.sandbox.faults.put_status = 500
     deployed.sandbox.open_new_round()
-    assert main(["run", "--settings", str(settings), "--models", "demo_onnx"]) == 1
+    assert main(["run", "--submit", "--settings", str(settings), "--models", "demo_onnx"]) == 1
 
 
 def test_a_test_run_never_replaces_the_archive_of_what_was_uploaded(deployed: LocalStack) -> None:
