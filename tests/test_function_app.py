@@ -6,6 +6,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -26,6 +29,8 @@ from tests.support import (
     results,
     uploads,
 )
+
+REPO = Path(__file__).resolve().parent.parent
 
 # Every test here also proves that the fake keys reached no log, console, report or error.
 pytestmark = pytest.mark.usefixtures("no_secret_anywhere")
@@ -320,3 +325,53 @@ def test_a_graphql_error_is_not_retried(deployed: LocalStack) -> None:
     ):
         fire_timer()
     assert deployed.sandbox.requests_log[before:] == ["graphql rounds"]
+
+
+def run_command_line(deployed: LocalStack, tmp_path, *args: str) -> subprocess.CompletedProcess:
+    """`python -m shared` in a process of its own, as a participant runs it, on the stack."""
+    settings = tmp_path / "local.settings.json"
+    values = {name: os.environ[name] for name in deployed.environ(tmp_path / "work")}
+    settings.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+    environ = {k: v for k, v in os.environ.items() if k not in values}
+    return subprocess.run(
+        [sys.executable, "-m", "shared", *args, "--settings", str(settings)],
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_the_command_line_says_one_line_per_model_and_a_summary(
+    deployed: LocalStack, tmp_path
+) -> None:
+    """Not the Azure SDK's request and response headers (2,599 of 3,361 lines, seen in #22)."""
+    completed = run_command_line(deployed, tmp_path, "run", "--test-mode")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = completed.stderr.splitlines()
+    assert not [line for line in lines if "Request URL" in line or "Response status" in line]
+    for model in ("demo_catboost", "demo_lightgbm", "demo_onnx", "demo_upload"):
+        assert len([line for line in lines if model in line]) == 1, (model, lines)
+    assert len(lines) <= 6, "\n".join(lines)
+    assert "test run" in lines[0] and "succeeded" in lines[0]
+
+
+def test_the_command_line_tells_more_with_verbose(deployed: LocalStack, tmp_path) -> None:
+    completed = run_command_line(deployed, tmp_path, "run", "--test-mode", "-v")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = completed.stderr.splitlines()
+    assert any("shared.worker.supervisor: model demo_onnx: worker finished" in x for x in lines)
+    assert not [line for line in lines if "Request URL" in line]
+
+
+def test_the_functions_logs_leave_out_the_azure_sdks_request_headers() -> None:
+    """Importing the app (as the host does) keeps the SDK's per-request INFO records out of
+    the host's logs and Application Insights; its warnings still pass."""
+    import logging
+
+    assert function_app.app is not None
+    sdk = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
+    assert not sdk.isEnabledFor(logging.INFO)
+    assert sdk.isEnabledFor(logging.WARNING)
