@@ -36,7 +36,7 @@ INFRA_STAMP := $(INFRA_VENV)/.installed-checkov-$(CHECKOV_VERSION)
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup lint test unit demo bench soak audit package screenshot clean
+.PHONY: setup lint test unit demo local-stack bench soak audit package screenshot clean
 
 # The four are independent: installed side by side, the app's venv (minutes) hides the others.
 setup:
@@ -88,6 +88,10 @@ APP_SETUP := $(STAMP) node_modules/.installed
 
 demo: $(APP_SETUP)
 	$(PY) -m devkit.demo
+
+# Azurite and the Numerai sandbox with example models, for trying the CLI and `func start`.
+local-stack: $(APP_SETUP)
+	$(PY) -m devkit.local_stack
 
 bench: $(APP_SETUP)
 	$(PY) -m devkit.bench

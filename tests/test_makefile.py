@@ -24,7 +24,7 @@ def dry_run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("target", ["demo", "bench", "soak", "unit"])
+@pytest.mark.parametrize("target", ["demo", "local-stack", "bench", "soak", "unit"])
 def test_the_demo_and_benchmarks_need_only_python_and_npm(target: str) -> None:
     """No sudo, apt or Chromium (the report page's browser tests), no checkov (infra's)."""
     completed = dry_run(target)
