@@ -14,6 +14,16 @@ ifneq ($(MAKECMDGOALS),clean)
 $(error cannot run '$(PYTHON)'; install Python 3.11 or 3.12, or pass PYTHON=/path/to/python3.x)
 endif
 endif
+# The Pythons Numerai's hosted runner and Azure Functions both offer: checked before any venv
+# is made, rather than failing minutes later on a wheel this Python has none of.
+SUPPORTED_PYTHONS := 3.11 3.12 3.13
+ifneq ($(PY_VERSION),)
+ifeq ($(filter $(PY_VERSION),$(SUPPORTED_PYTHONS)),)
+ifneq ($(MAKECMDGOALS),clean)
+$(error $(PYTHON_EXE) is Python $(PY_VERSION), and this project needs Python 3.11, 3.12 or 3.13 (what Numerai's runner and Azure Functions offer): install one (python.org, pyenv or your package manager), then pass it, for example `make demo PYTHON=python3.12`)
+endif
+endif
+endif
 VENV := .venv-$(PY_VERSION)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -26,7 +36,7 @@ INFRA_STAMP := $(INFRA_VENV)/.installed-checkov-$(CHECKOV_VERSION)
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup lint test unit demo bench soak audit package screenshot clean
+.PHONY: setup lint test unit demo local-stack bench soak audit package screenshot clean
 
 # The four are independent: installed side by side, the app's venv (minutes) hides the others.
 setup:
@@ -70,16 +80,23 @@ test: lint
 # no workers; a few seconds, for the loop of changing a step.
 UNIT_TESTS = tests/test_planning.py tests/test_steps.py tests/test_model_step.py tests/test_fan_in.py \
              tests/test_fakes.py
-unit: setup
+unit: $(STAMP)
 	$(PY) -m pytest -q $(UNIT_TESTS)
 
-demo: setup
+# The demo and the benchmarks need only Python and npm (Azurite): no Chromium, no checkov.
+APP_SETUP := $(STAMP) node_modules/.installed
+
+demo: $(APP_SETUP)
 	$(PY) -m devkit.demo
 
-bench: setup
+# Azurite and the Numerai sandbox with example models, for trying the CLI and `func start`.
+local-stack: $(APP_SETUP)
+	$(PY) -m devkit.local_stack
+
+bench: $(APP_SETUP)
 	$(PY) -m devkit.bench
 
-soak: setup
+soak: $(APP_SETUP)
 	$(PY) -m devkit.soak
 
 # The README's picture of the report page, taken by its browser test.

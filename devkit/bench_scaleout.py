@@ -120,7 +120,7 @@ def _timed(work: Path, models: Path, round_: SyntheticRound, execution: str) -> 
 
 def _run_job(environ: dict[str, str]) -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "shared", "run"],
+        [sys.executable, "-m", "shared", "run", "--submit"],
         cwd=REPO,
         env={**os.environ, **environ},
         capture_output=True,

@@ -4,12 +4,23 @@ The integration tests and the demo both use it, so they exercise the same
 setup a user has in Azure: the manifest and model files in a models container,
 the round's files behind the Numerai API, and the app's settings in the
 environment.
+
+For people, to try the command line and the HTTP functions on this machine:
+
+    python -m devkit.local_stack            # or: make local-stack
+
+starts both services on 127.0.0.1 with a small round and three example models,
+writes a local.settings.json that points the app at them, prints how to use it,
+and runs until Ctrl-C, when it stops what it started.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import signal
+import threading
 import uuid
 from pathlib import Path
 from types import TracebackType
@@ -19,7 +30,7 @@ from azure.storage.blob import BlobServiceClient
 
 from devkit.azurite import Azurite
 from devkit.numerai_sandbox import NumeraiSandbox
-from devkit.synthetic import SyntheticRound
+from devkit.synthetic import SyntheticRound, write_round
 
 log = logging.getLogger(__name__)
 
@@ -120,3 +131,69 @@ class LocalStack:
             "AzureWebJobsStorage": self.azurite.connection_string,
             "TASK_QUEUE": self.task_queue,
         }
+
+
+REPO = Path(__file__).resolve().parent.parent
+# Quick to train (no Keras): the stack is ready in seconds.
+EXAMPLE_PLAN = [
+    ("demo_lightgbm", "lightgbm", "medium"),
+    ("demo_onnx", "onnx", "small"),
+    ("demo_upload", "numerai_pickle", "medium"),
+]
+
+
+def local_settings(environ: dict[str, str]) -> dict:
+    """A local.settings.json for `func start` and `python -m shared … --settings`."""
+    return {"IsEncrypted": False, "Values": {"FUNCTIONS_WORKER_RUNTIME": "python", **environ}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the stack until SIGINT or SIGTERM; exit code 0 when it stopped cleanly."""
+    parser = argparse.ArgumentParser(
+        prog="python -m devkit.local_stack", description=__doc__.split("\n\n")[2].strip()
+    )
+    parser.add_argument("--work", type=Path, default=REPO / ".work" / "local-stack")
+    parser.add_argument(
+        "--settings-out",
+        type=Path,
+        default=None,
+        help="where to write the settings (default: <work>/local.settings.json)",
+    )
+    parser.add_argument("--rows", type=int, default=2000, help="rows of the round (default 2000)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings_path = args.settings_out or args.work / "local.settings.json"
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    from devkit.example_models import write_example_models  # training libraries: only here
+
+    round_ = write_round(args.work / "round", rows=args.rows, n_features=120, seed=3)
+    write_example_models(args.work / "models", round_.feature_sets, EXAMPLE_PLAN)
+    with LocalStack() as stack:
+        stack.deploy(args.work / "models", round_)
+        environ = stack.environ(args.work / "app")
+        settings_path.parent.mkdir(parents=True, exist_ok=True)
+        settings_path.write_text(json.dumps(local_settings(environ), indent=2))
+        print(_usage(stack, settings_path), flush=True)
+        stop.wait()
+    print("Stopped Azurite and the Numerai sandbox.", flush=True)
+    return 0
+
+
+def _usage(stack: LocalStack, settings_path: Path) -> str:
+    return f"""Azurite (Blob and Queue Storage) on {stack.azurite.blob_endpoint}
+Numerai API sandbox on {stack.sandbox.url}, round 1200 open, its own keys
+Models container {stack.models_container}: models.json and {len(EXAMPLE_PLAN)} example models
+
+Settings for the app: {settings_path}
+  python -m shared run --test-mode --settings {settings_path}
+  python -m shared run --submit --settings {settings_path}    # "uploads" to the sandbox
+  cp {settings_path} local.settings.json && func start         # the HTTP functions, then:
+  curl -X POST http://localhost:7071/api/test-run
+
+Ready. Ctrl-C stops both services."""
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -163,7 +163,7 @@ def _faults(
         # In place of this firing's in-process run: a real process, killed once
         # create_submission has answered and before the ledger is written.
         victim = subprocess.Popen(
-            [sys.executable, "-m", "shared", "run"],
+            [sys.executable, "-m", "shared", "run", "--submit"],
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

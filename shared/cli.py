@@ -1,13 +1,14 @@
 """Command line, outside the Functions host.
 
-    python -m shared run [--test-mode] [--models a,b] [--settings local.settings.json]
+    python -m shared run (--test-mode | --submit) [--models a,b] [--settings local.settings.json]
     python -m shared predict --data DIR --manifest models.json --out DIR
     python -m shared report-page [--settings local.settings.json] [--out report.html]
     python -m shared webhooks (--set URL | --clear) [--settings local.settings.json]
 
 `run` is the Functions job itself, with the same settings, read from the
 environment or from a local.settings.json (for containers, cron and debugging);
-it exits 1 when the run failed. `predict` runs the models on local files, each
+it uploads to Numerai only with `--submit` (`--test-mode` does every step but
+the upload; one of the two is required), and exits 1 when the run failed. `predict` runs the models on local files, each
 in a worker process of its own as the job does:
 `--data` holds a round as Numerai serves it (`features.json`, `live.parquet`,
 optionally `live_benchmark_models.parquet`); model files are found relative to
@@ -35,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from shared.console import configure_console
 from shared.errors import AppError, SettingsError
 from shared.limits import WorkerLimits, default_memory_limit_mb
 from shared.manifest import load_manifest
@@ -174,7 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m shared`."""
     parser = argparse.ArgumentParser(prog="python -m shared", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    predict = commands.add_parser("predict", help="predict a round from local files")
+    # Every command takes -v: by default a line per model and a summary.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="-v: every step; -vv: everything, the Azure SDK's requests included",
+    )
+    predict = commands.add_parser(
+        "predict", parents=[common], help="predict a round from local files"
+    )
     predict.add_argument(
         "--data", type=Path, required=True, help="folder with features.json and live.parquet"
     )
@@ -190,8 +203,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--parallel", type=_positive_int, default=1, help="models predicted at once (default 1)"
     )
-    run = commands.add_parser("run", help="the Functions job, outside the Functions host")
-    run.add_argument("--test-mode", action="store_true", help="every step but the upload")
+    run = commands.add_parser(
+        "run",
+        parents=[common],
+        help="the Functions job, outside the Functions host: --test-mode, or --submit to upload",
+        description="The Functions job, outside the Functions host. It uploads to Numerai only "
+        "with --submit; --test-mode does every step but the upload.",
+    )
+    # An upload to Numerai is the one step that cannot be taken back: it is never the default.
+    intent = run.add_mutually_exclusive_group(required=True)
+    intent.add_argument("--test-mode", action="store_true", help="every step but the upload")
+    intent.add_argument(
+        "--submit",
+        action="store_true",
+        help="upload the predictions to Numerai, as the timer does",
+    )
     run.add_argument("--models", type=_names, default=None, help="comma-separated subset of models")
     run.add_argument(
         "--settings",
@@ -200,14 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="a local.settings.json whose Values are used where the environment has none",
     )
     page = commands.add_parser(
-        "report-page", help="rewrite reports/index.html in the results container"
+        "report-page", parents=[common], help="rewrite reports/index.html in the results container"
     )
     page.add_argument(
         "--settings", type=Path, default=None, help="a local.settings.json, as for `run`"
     )
     page.add_argument("--out", type=Path, default=None, help="also save the page to this file")
     hooks = commands.add_parser(
-        "webhooks", help="register (or clear) Numerai's webhook for the manifest's models"
+        "webhooks",
+        parents=[common],
+        help="register (or clear) Numerai's webhook for the manifest's models",
     )
     change = hooks.add_mutually_exclusive_group(required=True)
     change.add_argument(
@@ -226,10 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     args = build_parser().parse_args(argv)
+    configure_console(args.verbose)
     if args.command == "run":
         return _run(args)
     if args.command == "report-page":

@@ -75,7 +75,7 @@ def test_indexing_the_app_loads_only_azure_functions_and_the_log_redaction() -> 
         for m in added
         if m.partition(".")[0] not in sys.stdlib_module_names
         and not m.startswith("azure.functions.")
-    ) == ["function_app", "shared", "shared.redaction"]
+    ) == ["function_app", "shared", "shared.console", "shared.redaction"]
 
 
 def _heavy_after_importing(modules: list[str], heavy: tuple[str, ...]) -> list[str]:

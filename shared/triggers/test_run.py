@@ -74,10 +74,28 @@ def parse_model_selection(body: bytes, query: Mapping[str, str]) -> list[str] | 
     return names
 
 
+KNOWN_FIELDS = ("models",)
+
+
 def _selection_document(body: bytes) -> dict[str, object]:
     document = json_document(body, '{"models": ["my_model"]}')
-    ignored = sorted(set(document) - {"models"})
-    if ignored:
-        # A test run never uploads; fields such as "upload" are ignored, not obeyed.
-        log.warning("test run: ignored request fields %s", ", ".join(ignored)[:200])
+    unknown = sorted(set(document) - set(KNOWN_FIELDS))
+    if unknown:
+        # A typo such as "model" would otherwise run every model and answer 200.
+        raise BadRequest(_unknown_fields_message(unknown))
     return document
+
+
+def _unknown_fields_message(unknown: list[str]) -> str:
+    names = ", ".join(repr(name[:40]) for name in unknown[:5])
+    known = ", ".join(repr(name) for name in KNOWN_FIELDS)
+    message = (
+        f"the test run's body has an unknown field{'s' if len(unknown) > 1 else ''} {names}; "
+        f"the known field{'s are' if len(KNOWN_FIELDS) > 1 else ' is'} {known}, "
+        'as in {"models": ["my_model"]}'
+    )
+    if "upload" in unknown:
+        message += (
+            "; a test run never uploads (the timer, or `python -m shared run --submit`, does)"
+        )
+    return message
