@@ -486,8 +486,8 @@ def test_models_that_predict_badly_are_reported_and_the_good_one_submitted(
         line(report, "nan_model")["error"]
         == "model 'nan_model': predicted NaN or infinity for 503 of 503 rows"
     )
-    assert "non-zero standard deviation" in line(report, "flat_model")["error"]
-    assert "values must be between 0 and 1" in line(report, "steep_model")["error"]
+    assert "predictions are (nearly) equal" in line(report, "flat_model")["error"]
+    assert "predictions lie outside [0, 1]" in line(report, "steep_model")["error"]
     assert (
         "predictions cover 100 of 503 live ids (403 missing, 0 not in this round)"
         in line(report, "few_rows")["error"]
