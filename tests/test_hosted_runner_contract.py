@@ -187,6 +187,30 @@ def test_the_submission_is_the_runners_csv_with_the_index_and_is_not_ranked(
     )
 
 
+def test_a_pickle_calling_numerai_tools_gets_the_runners_version(
+    small_round: SyntheticRound, tmp_path: Path
+) -> None:
+    # cloudpickle stores numerai_tools' functions by reference: the pickle calls the version
+    # installed here. In the runner's 0.4.3 filter_sort_top_bottom returns one Series (0.5.0: a
+    # tuple, and this pickle fails).
+    from numerai_tools.scoring import filter_sort_top_bottom
+
+    def top_bottom(live):
+        import pandas
+
+        scores = live["feature_0000"].rank(pct=True, method="first")
+        kept = filter_sort_top_bottom(scores, 100)
+        prediction = pandas.Series(0.5, index=live.index)
+        prediction[live.index.isin(kept.index)] = scores[kept.index]
+        return prediction.to_frame("prediction")
+
+    outcome = run_pickles(small_round, {"tools": top_bottom}, tmp_path)["tools"]
+    assert outcome.ok, outcome.error
+    live = pd.read_parquet(small_round.live_path)
+    assert outcome.csv == top_bottom(live).to_csv()
+    assert (submission(outcome)["prediction"] != 0.5).sum() == 200
+
+
 def test_numerais_upload_rules_still_apply_after_the_runners_checks(
     small_round: SyntheticRound, tmp_path: Path
 ) -> None:
