@@ -9,6 +9,7 @@ since they run in another process.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -165,6 +166,30 @@ def test_the_runners_output_checks_refuse_what_it_refuses(
     outcome = run_pickles(small_round, {"bad": returns}, tmp_path)["bad"]
     assert not outcome.ok
     assert outcome.error.startswith(f"model 'bad': {message}")
+
+
+def test_feature_values_are_not_checked_before_a_pickle_is_called(
+    small_round: SyntheticRound, example_models: Path, tmp_path: Path
+) -> None:
+    # The runner hands live.parquet over as it is and uploads what the function returns; checks
+    # on feature values belong to the formats the product feeds itself (here LightGBM's).
+    column = small_round.feature_sets["medium"][-1]
+    frame = pd.read_parquet(small_round.live_path)
+    frame.loc[frame.index[7], column] = 5
+    bad = SyntheticRound(tmp_path / "bad", small_round.feature_sets, small_round.ids)
+    shutil.copytree(small_round.directory, bad.directory)
+    frame.to_parquet(bad.live_path)
+    lightgbm = ModelSpec(name="demo_lightgbm", file="demo_lightgbm.txt", format="lightgbm")
+    upload = spec("reads_one_column")
+    path = tmp_path / "reads_one_column.pkl"
+    path.write_bytes(cloudpickle.dumps(first_feature_ranked))
+    outcomes = predict(
+        bad, [(upload, path), (lightgbm, example_models / "demo_lightgbm.txt")], tmp_path
+    )
+    accepted = outcomes["reads_one_column"]
+    assert accepted.ok, accepted.error
+    assert accepted.csv == first_feature_ranked(pd.read_parquet(bad.live_path)).to_csv()
+    assert outcomes["demo_lightgbm"].error.endswith(f"{column} (5)")
 
 
 def test_the_submission_is_the_runners_csv_with_the_index_and_is_not_ranked(
