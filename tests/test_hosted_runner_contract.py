@@ -250,6 +250,35 @@ def test_numerais_upload_rules_still_apply_after_the_runners_checks(
     assert submission(outcome).columns.tolist() == ["id", "score"]  # kept, for inspection
 
 
+@pytest.mark.parametrize(
+    ("returns", "index"),
+    [
+        (lambda live: first_feature_ranked(live).rename_axis(None), "is unnamed"),
+        (lambda live: first_feature_ranked(live).rename_axis("row"), "is named 'row'"),
+        (
+            lambda live: first_feature_ranked(live).reset_index(drop=True),
+            "is a RangeIndex (0, 1, 2, …)",
+        ),
+        (
+            lambda live: first_feature_ranked(live).reset_index(drop=True).rename_axis("id"),
+            "is a RangeIndex (0, 1, 2, …)",
+        ),
+    ],
+)
+def test_an_output_whose_index_is_not_the_live_ids_named_id_is_told_the_fix(
+    small_round: SyntheticRound, tmp_path: Path, returns, index: str
+) -> None:
+    # The runner uploads such a CSV and Numerai refuses it with only "headers must be one of ['id']".
+    outcome = run_pickles(small_round, {"lost_ids": returns}, tmp_path)["lost_ids"]
+    assert not outcome.ok
+    assert outcome.error.startswith(
+        f"model 'lost_ids': its function returned a DataFrame whose index {index}; the index "
+        "must be the live ids, named 'id'"
+    )
+    assert "index=live_features.index" in outcome.error and ".rename_axis('id')" in outcome.error
+    assert outcome.csv == returns(pd.read_parquet(small_round.live_path)).to_csv()  # kept
+
+
 def test_fill_and_rank_only_when_the_manifest_asks(holes: SyntheticRound, tmp_path: Path) -> None:
     def passthrough(live):
         return (

@@ -19,10 +19,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from shared.data.live_data import ID_COLUMN
 from shared.errors import SubmissionInvalid
 from shared.manifest import ModelSpec, OutputTransform
 
-ID_COLUMN = "id"
 # [tools] NUMERAI_ALLOWED_ID_COLS and NUMERAI_ALLOWED_PRED_COLS, in this order.
 PREDICTION_COLUMNS = ("prediction", "probability")
 # What pandas names the column that DataFrame.to_csv() writes for an unnamed index.
