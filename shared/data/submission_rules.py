@@ -6,8 +6,10 @@ that a pickle calls the functions it was built against), and 0.4.3 has no
 `validate_submission_numerai`. Each rule cites its source:
 - [tools]: numerai-tools 0.5.0, `numerai_tools/submissions.py`,
   `validate_submission_numerai` (`_validate_headers`, `_validate_ids`, `validate_values`);
-- [docs]: docs.numer.ai, "Submissions": a CSV of `id` and `prediction`, one
-  value in [0, 1] per live id.
+- [docs]: docs.numer.ai/numerai-tournament/submissions: "Predictions must be
+  between 0 and 1"; its example writes `pd.Series(live_predictions,
+  index=live_features.index).to_frame("prediction").to_csv()`: the columns
+  `id` and `prediction`, one row per live id.
 
 Two rules go further than numerai-tools, which cannot see them: the raw outputs
 must be finite before ranking (ranking hides infinities), and every live id must
