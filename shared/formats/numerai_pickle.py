@@ -17,6 +17,8 @@ The contract, rule by rule as Numerai's runner (`numerai/numerai-predict`,
 
 Beyond the runner, and only when the manifest asks: `fill_missing` fills NaN
 before the call, and `"output": "rank"` ranks the first column afterwards.
+Beyond the runner, always: a result whose index is not the live ids named `id`,
+which Numerai would refuse after upload, is refused with the fix.
 """
 
 from __future__ import annotations
