@@ -15,6 +15,7 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 import function_app
 from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound
+from shared.data.submission_rules import validate_submission
 from shared.limits import WorkerLimits
 from shared.manifest import ModelSpec
 from shared.storage import Results
@@ -105,6 +106,12 @@ def work_requests(
         )
         for index, (spec, path) in enumerate(models)
     ]
+
+
+def assert_numerai_accepts(csv: pd.DataFrame, live_ids: list[str]) -> None:
+    """Numerai's submission rules (the app's own copy of them) hold for an uploaded CSV."""
+    checker = ModelSpec(name="uploaded", file="uploaded.csv", format="onnx", features="small")
+    validate_submission(checker, csv, pd.Index(live_ids))
 
 
 def submission(outcome: ModelOutcome) -> pd.DataFrame:

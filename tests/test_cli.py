@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from numerai_tools.submissions import validate_submission_numerai
 
 from devkit.example_models import write_onnx_linear
 from devkit.synthetic import SyntheticRound
 from shared.cli import main
+from tests.support import assert_numerai_accepts
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,7 +45,7 @@ def test_predict_writes_a_valid_csv_per_model_and_a_summary(
     for name in names:
         csv = pd.read_csv(out / f"{name}.csv")
         assert list(csv.columns) == ["id", "prediction"]
-        validate_submission_numerai(pd.Series(small_round.ids), csv)
+        assert_numerai_accepts(csv, small_round.ids)
 
 
 def test_a_failed_model_gives_exit_code_1_and_keeps_what_was_computed(

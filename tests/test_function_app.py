@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from numerai_tools.submissions import validate_submission_numerai
 
 import function_app
 from devkit.example_models import MORE_FORMATS_PLAN, write_example_models
@@ -21,6 +20,7 @@ from devkit.synthetic import SyntheticRound
 from shared.errors import RunFailed
 from tests.support import (
     MODELS,
+    assert_numerai_accepts,
     downloads,
     fire_timer,
     line,
@@ -51,7 +51,7 @@ def test_the_timer_submits_every_model_and_the_records_agree(
     assert sorted(received) == sorted(MODELS)
     for submission in received.values():
         csv = pd.read_csv(io.BytesIO(submission.csv))
-        validate_submission_numerai(pd.Series(small_round.ids), csv)
+        assert_numerai_accepts(csv, small_round.ids)
         assert len(csv) == len(small_round.ids)
         assert submission.round == deployed.sandbox.round.number
 
@@ -88,9 +88,7 @@ def test_estimator_pickles_xgboost_and_catboost_files_are_submitted_by_the_timer
     received = {s.model_name: s for s in deployed.sandbox.submissions}
     assert sorted(received) == sorted(name for name, _, _ in MORE_FORMATS_PLAN)
     for submission in received.values():
-        validate_submission_numerai(
-            pd.Series(small_round.ids), pd.read_csv(io.BytesIO(submission.csv))
-        )
+        assert_numerai_accepts(pd.read_csv(io.BytesIO(submission.csv)), small_round.ids)
     [report] = reports(deployed)
     assert report["status"] == "succeeded"
     assert all(line["peak_memory_mb"] > 0 for line in report["models"])

@@ -9,6 +9,7 @@ since they run in another process.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -167,6 +168,30 @@ def test_the_runners_output_checks_refuse_what_it_refuses(
     assert outcome.error.startswith(f"model 'bad': {message}")
 
 
+def test_feature_values_are_not_checked_before_a_pickle_is_called(
+    small_round: SyntheticRound, example_models: Path, tmp_path: Path
+) -> None:
+    # The runner hands live.parquet over as it is and uploads what the function returns; checks
+    # on feature values belong to the formats the product feeds itself (here LightGBM's).
+    column = small_round.feature_sets["medium"][-1]
+    frame = pd.read_parquet(small_round.live_path)
+    frame.loc[frame.index[7], column] = 5
+    bad = SyntheticRound(tmp_path / "bad", small_round.feature_sets, small_round.ids)
+    shutil.copytree(small_round.directory, bad.directory)
+    frame.to_parquet(bad.live_path)
+    lightgbm = ModelSpec(name="demo_lightgbm", file="demo_lightgbm.txt", format="lightgbm")
+    upload = spec("reads_one_column")
+    path = tmp_path / "reads_one_column.pkl"
+    path.write_bytes(cloudpickle.dumps(first_feature_ranked))
+    outcomes = predict(
+        bad, [(upload, path), (lightgbm, example_models / "demo_lightgbm.txt")], tmp_path
+    )
+    accepted = outcomes["reads_one_column"]
+    assert accepted.ok, accepted.error
+    assert accepted.csv == first_feature_ranked(pd.read_parquet(bad.live_path)).to_csv()
+    assert outcomes["demo_lightgbm"].error.endswith(f"{column} (5)")
+
+
 def test_the_submission_is_the_runners_csv_with_the_index_and_is_not_ranked(
     small_round: SyntheticRound, tmp_path: Path
 ) -> None:
@@ -187,6 +212,30 @@ def test_the_submission_is_the_runners_csv_with_the_index_and_is_not_ranked(
     )
 
 
+def test_a_pickle_calling_numerai_tools_gets_the_runners_version(
+    small_round: SyntheticRound, tmp_path: Path
+) -> None:
+    # cloudpickle stores numerai_tools' functions by reference: the pickle calls the version
+    # installed here. In the runner's 0.4.3 filter_sort_top_bottom returns one Series (0.5.0: a
+    # tuple, and this pickle fails).
+    from numerai_tools.scoring import filter_sort_top_bottom
+
+    def top_bottom(live):
+        import pandas
+
+        scores = live["feature_0000"].rank(pct=True, method="first")
+        kept = filter_sort_top_bottom(scores, 100)
+        prediction = pandas.Series(0.5, index=live.index)
+        prediction[live.index.isin(kept.index)] = scores[kept.index]
+        return prediction.to_frame("prediction")
+
+    outcome = run_pickles(small_round, {"tools": top_bottom}, tmp_path)["tools"]
+    assert outcome.ok, outcome.error
+    live = pd.read_parquet(small_round.live_path)
+    assert outcome.csv == top_bottom(live).to_csv()
+    assert (submission(outcome)["prediction"] != 0.5).sum() == 200
+
+
 def test_numerais_upload_rules_still_apply_after_the_runners_checks(
     small_round: SyntheticRound, tmp_path: Path
 ) -> None:
@@ -199,6 +248,35 @@ def test_numerais_upload_rules_still_apply_after_the_runners_checks(
     assert not outcome.ok
     assert "prediction" in outcome.error
     assert submission(outcome).columns.tolist() == ["id", "score"]  # kept, for inspection
+
+
+@pytest.mark.parametrize(
+    ("returns", "index"),
+    [
+        (lambda live: first_feature_ranked(live).rename_axis(None), "is unnamed"),
+        (lambda live: first_feature_ranked(live).rename_axis("row"), "is named 'row'"),
+        (
+            lambda live: first_feature_ranked(live).reset_index(drop=True),
+            "is a RangeIndex (0, 1, 2, …)",
+        ),
+        (
+            lambda live: first_feature_ranked(live).reset_index(drop=True).rename_axis("id"),
+            "is a RangeIndex (0, 1, 2, …)",
+        ),
+    ],
+)
+def test_an_output_whose_index_is_not_the_live_ids_named_id_is_told_the_fix(
+    small_round: SyntheticRound, tmp_path: Path, returns, index: str
+) -> None:
+    # The runner uploads such a CSV and Numerai refuses it with only "headers must be one of ['id']".
+    outcome = run_pickles(small_round, {"lost_ids": returns}, tmp_path)["lost_ids"]
+    assert not outcome.ok
+    assert outcome.error.startswith(
+        f"model 'lost_ids': its function returned a DataFrame whose index {index}; the index "
+        "must be the live ids, named 'id'"
+    )
+    assert "index=live_features.index" in outcome.error and ".rename_axis('id')" in outcome.error
+    assert outcome.csv == returns(pd.read_parquet(small_round.live_path)).to_csv()  # kept
 
 
 def test_fill_and_rank_only_when_the_manifest_asks(holes: SyntheticRound, tmp_path: Path) -> None:

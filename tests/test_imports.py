@@ -20,11 +20,11 @@ HEAVY = (
     "numerai_tools",
     "azure.identity",
 )
-# These run only inside a model's worker process, never in the run's own.
+# These run only inside a model's worker process, never in the run's own. The submission rules
+# are not among them: they are the app's own, without numerai-tools (whose scipy is heavy).
 WORKER_SIDE = {
     "shared.worker.engine",
     "shared.data.live_data",
-    "shared.data.submission_rules",
     "shared.worker.__main__",
 }
 

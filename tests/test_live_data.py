@@ -150,7 +150,7 @@ def test_values_outside_the_bins_list_the_first_columns_and_a_count(
         small_round, tmp_path / "bad", {f"feature_00{i}": (slice(None), 5.0) for i in range(10, 17)}
     )
     with pytest.raises(DataError) as error:
-        LiveData(path, "v5.2").check_values(spec(columns), columns, 1000)
+        list(LiveData(path, "v5.2").checked_batches(spec(columns), columns, 1000))
     assert str(error.value).endswith(
         "7 of its 60 features have values outside 0–4 in live.parquet of data version v5.2: feature_0010 (5), "
         "feature_0011 (5), feature_0012 (5), feature_0013 (5), feature_0014 (5) and 2 more"

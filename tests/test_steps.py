@@ -260,7 +260,8 @@ def test_an_ensemble_that_misses_live_ids_fails_the_submission_rules() -> None:
     result = ensemble_prediction(w.ctx, ENSEMBLE, made, {}, one_more)
     assert not result.outcome.ok and result.csv is None
     assert result.outcome.error == (
-        "model 'e': predictions cover 10 of 11 live ids (1 missing, 0 not in this round)"
+        "model 'e': predictions cover 10 of 11 live ids (1 missing, 0 not in this round); "
+        "predict every row of this round's live.parquet, and only those"
     )
 
 

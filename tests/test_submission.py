@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -32,7 +34,7 @@ def test_raw_outputs_are_kept_and_must_lie_in_0_1() -> None:
     np.testing.assert_allclose(submission["prediction"], outputs)
     with pytest.raises(
         SubmissionInvalid,
-        match="model 'm': invalid_submission_values: values must be between 0 and 1",
+        match="model 'm': 50 of 200 predictions lie outside \\[0, 1\\]",
     ):
         validate_submission(spec("raw"), submission, IDS)
 
@@ -48,7 +50,7 @@ def test_infinity_is_caught_before_ranking_would_hide_it() -> None:
 
 def test_a_constant_submission_breaks_numerais_rules() -> None:
     submission = build_submission(spec(), IDS, np.ones(len(IDS)))
-    with pytest.raises(SubmissionInvalid, match="non-zero standard deviation"):
+    with pytest.raises(SubmissionInvalid, match="all 200 predictions are \\(nearly\\) equal"):
         validate_submission(spec(), submission, IDS)
 
 
@@ -69,7 +71,89 @@ def test_every_live_id_is_predicted_exactly_once(ids: list[str], message: str) -
         validate_submission(spec(), submission, IDS)
 
 
-def test_wrong_headers_are_numerai_tools_words() -> None:
-    submission = pd.DataFrame({"id": IDS, "score": np.linspace(0.01, 0.99, len(IDS))})
-    with pytest.raises(SubmissionInvalid, match="invalid_submission_headers"):
+# Every case numerai-tools 0.5.0's validate_submission_numerai refuses (numerai_tools/submissions.py:
+# _validate_headers, _validate_ids, validate_values), refused here without numerai-tools, in words
+# that name the model, what is wrong and what to do.
+def frame(ids: object = IDS, **columns: object) -> pd.DataFrame:
+    columns = columns or {"prediction": np.linspace(0.01, 0.99, len(IDS))}
+    return pd.DataFrame({"id": list(ids), **columns})  # type: ignore[arg-type]
+
+
+def refused(submission: pd.DataFrame) -> str:
+    with pytest.raises(SubmissionInvalid) as caught:
         validate_submission(spec(), submission, IDS)
+    message = str(caught.value)
+    assert message.startswith("model 'm': ")
+    return message
+
+
+@pytest.mark.parametrize(
+    ("columns", "named"),
+    [
+        (["id", "score"], "'id', 'score'"),
+        (["prediction", "id"], "'prediction', 'id'"),
+        (["id", "prediction", "extra"], "'id', 'prediction', 'extra'"),
+        (["prediction"], "'prediction'"),
+        (["ID", "prediction"], "'ID', 'prediction'"),
+    ],
+)
+def test_the_columns_must_be_id_then_prediction_or_probability(
+    columns: list[str], named: str
+) -> None:
+    values = {name: np.linspace(0.01, 0.99, len(IDS)) for name in columns if name != "id"}
+    submission = frame(**values) if "id" in columns else pd.DataFrame(values)
+    message = refused(submission[columns])
+    assert f"its predictions have the columns {named}" in message
+    assert "Numerai takes exactly two: 'id', then 'prediction' (or 'probability')" in message
+
+
+def test_probability_is_accepted_as_the_prediction_column() -> None:
+    validate_submission(spec(), frame(probability=np.linspace(0.01, 0.99, len(IDS))), IDS)
+
+
+def test_an_unnamed_index_written_to_csv_is_named_as_the_cause() -> None:
+    unnamed = pd.DataFrame(
+        {"prediction": np.linspace(0.01, 0.99, len(IDS))}, index=IDS.rename(None)
+    )
+    submission = pd.read_csv(io.StringIO(unnamed.to_csv()))
+    message = refused(submission)
+    assert "'Unnamed: 0', 'prediction'" in message
+    assert "the index must be the live ids, named 'id'" in message
+
+
+def test_ids_must_not_be_missing() -> None:
+    ids = list(IDS)
+    ids[5] = ids[9] = None
+    message = refused(frame(ids))
+    assert "2 of 200 rows have no id" in message
+
+
+def test_prediction_values_must_be_numbers() -> None:
+    message = refused(frame(prediction=["high"] * len(IDS)))
+    assert "column 'prediction' holds object values, not numbers" in message
+
+
+def test_nan_predictions_are_refused_with_their_count() -> None:
+    values = np.linspace(0.01, 0.99, len(IDS))
+    values[[1, 2, 3]] = np.nan
+    assert "predicted NaN or infinity for 3 of 200 rows" in refused(frame(prediction=values))
+
+
+def test_values_outside_0_1_are_counted_and_ranking_is_suggested() -> None:
+    values = np.linspace(-0.5, 1.5, len(IDS))
+    message = refused(frame(prediction=values))
+    assert "100 of 200 predictions lie outside [0, 1] (from -0.5 to 1.5)" in message
+    assert '"output": "rank"' in message
+
+
+@pytest.mark.parametrize("edge", [(-1e-9, 0.5), (0.5, 1 + 1e-6), (0.0, 1.0)])
+def test_values_within_numerai_tools_tolerance_of_0_and_1_pass(edge: tuple[float, float]) -> None:
+    # numerai-tools 0.5.0 also accepts a minimum np.isclose to 0 and a maximum np.isclose to 1.
+    values = np.linspace(*edge, len(IDS))
+    validate_submission(spec("raw"), frame(prediction=values), IDS)
+
+
+def test_a_submission_whose_spread_is_zero_to_precision_is_refused() -> None:
+    values = 0.5 + np.linspace(0, 1e-9, len(IDS))
+    message = refused(frame(prediction=values))
+    assert "standard deviation" in message and "all 200 predictions are (nearly) equal" in message

@@ -121,11 +121,6 @@ class LiveData:
                 f"{LOWEST}–{HIGHEST} in {self.path.name} of data version {self.data_version}: {first_few(named)}"
             )
 
-    def check_values(self, spec: ModelSpec, columns: list[str], batch_rows: int) -> None:
-        """Raise DataError if any of `columns` holds a value outside 0–4, reading a batch at a time."""
-        for _ in self.checked_batches(spec, columns, batch_rows):
-            pass
-
     def batches(self, columns: list[str], batch_rows: int) -> Iterator[FeatureBatch]:
         """Yield the rows in file order, `batch_rows` at a time, projected to `columns`."""
         try:

@@ -17,6 +17,8 @@ The contract, rule by rule as Numerai's runner (`numerai/numerai-predict`,
 
 Beyond the runner, and only when the manifest asks: `fill_missing` fills NaN
 before the call, and `"output": "rank"` ranks the first column afterwards.
+Beyond the runner, always: a result whose index is not the live ids named `id`,
+which Numerai would refuse after upload, is refused with the fix.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+from shared.data.live_data import ID_COLUMN
 from shared.errors import DataError, ModelLoadError, PredictionError, RejectedPredictions
 from shared.formats.base import WholeRoundModel, require_trust, unpickle
 from shared.manifest import ModelSpec, OutputTransform
@@ -53,6 +56,7 @@ class NumeraiPickleModel(WholeRoundModel):
             result = self._predict(live, read_parquet(benchmark_path))
         try:
             check_result(self.spec, result)
+            check_index(self.spec, result)
         except PredictionError as exc:
             if type(result) is pd.DataFrame and len(result):
                 raise RejectedPredictions(str(exc), result.to_csv()) from None
@@ -111,6 +115,32 @@ def check_result(spec: ModelSpec, result: Any) -> None:
             f"model '{name}': its function returned values outside [0, 1] in column "
             f"'{first.name}' (from {first.min()!r} to {first.max()!r}); Numerai's runner refuses them"
         )
+
+
+def check_index(spec: ModelSpec, result: pd.DataFrame) -> None:
+    """Beyond the runner: say how to fix an index that cannot be the live ids named `id`.
+
+    `to_csv()` writes the index as the first column, which Numerai reads as the
+    ids; the runner uploads whatever it is, and Numerai answers only "headers
+    must be one of ['id']" (or counts no live id, for a RangeIndex named `id`).
+    """
+    index = result.index
+    if isinstance(index, pd.RangeIndex):
+        found = "is a RangeIndex (0, 1, 2, …)"
+    elif index.nlevels > 1:
+        found = f"has {index.nlevels} levels ({', '.join(map(str, index.names))})"
+    elif index.name is None:
+        found = "is unnamed"
+    elif index.name != ID_COLUMN:
+        found = f"is named '{index.name}'"
+    else:
+        return
+    raise PredictionError(
+        f"model '{spec.name}': its function returned a DataFrame whose index {found}; the index "
+        f"must be the live ids, named '{ID_COLUMN}', as DataFrame.to_csv() writes the index as the "
+        "ids' column: return pd.DataFrame(predictions, index=live_features.index, "
+        "columns=['prediction']), or add .rename_axis('id')"
+    )
 
 
 def read_parquet(path: Path) -> pd.DataFrame:

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from shared.data.live_data import ID_COLUMN, LiveData, first_few, read_feature_sets
 from shared.data.prediction_maths import neutralize, rank_average
 from shared.data.predictions_csv import read_predictions, to_csv
+from shared.data.submission_rules import validate_submission
 from shared.errors import AppError, PostprocessError
 from shared.manifest import ModelSpec
 from shared.report import Mode, ModelReport, ModelStatus
@@ -134,9 +135,6 @@ def ensemble_prediction(
             raise PostprocessError(f"{exc}{_mixed_versions(ctx, spec)}") from None
         if spec.neutralize is not None:
             csv = neutralized(spec, csv, inputs)
-        # Worker-side rules, here only for ensembles: numerai-tools loads scipy, kept out of the run otherwise.
-        from shared.data.submission_rules import validate_submission
-
         validate_submission(spec, read_predictions(csv).reset_index(), inputs.live_ids)
     except AppError as exc:
         outcome.error = str(exc)

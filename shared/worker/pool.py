@@ -1,7 +1,7 @@
 """Warm fork servers, kept between runs and queue tasks instead of one started per run (issue #18).
 
-A fork server pays about 3 s of imports (pandas, pyarrow, numerai-tools with
-scipy) before it forks its first worker. `WorkerPool` keeps one per process
+A fork server pays 1 to 1.3 s of imports (pandas, pyarrow) before it forks its
+first worker. `WorkerPool` keeps one per process
 (one per instance in Azure) and lends it to every run and every queue task.
 
 - A server is keyed by what it preloaded: plain workers come from a server that
