@@ -8,6 +8,7 @@ not depend on what a model prints.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -15,11 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cloudpickle
+import psutil
 import pytest
 
 from devkit.synthetic import SyntheticRound
-from shared.limits import MODEL_LOG_LIMIT_BYTES
+from shared.limits import MODEL_LOG_LIMIT_BYTES, WorkerLimits
+from shared.manifest import ModelSpec
+from shared.worker.output import MARKER_BYTES, CappedLog, last_lines
 from shared.worker.protocol import LOG_FILE
+from tests.support import predict
 
 REPO = Path(__file__).resolve().parent.parent
 FLOOD_MB = 128  # eight times the cap; the whole of it read into a process takes three times as much
@@ -112,3 +117,130 @@ def test_the_outcome_carries_the_last_lines_the_model_printed(flood: Flood) -> N
     output = flood.result["output"]
     assert LAST in output[-3:]
     assert sum(len(line) for line in output) <= 4096
+
+
+def test_a_capped_log_keeps_its_first_and_last_halves_within_its_limit(tmp_path: Path) -> None:
+    log = CappedLog(tmp_path / LOG_FILE, limit=4096)
+    printed = b"".join(f"line {index}\n".encode() for index in range(10_000))
+    with os.fdopen(log.writer, "wb") as writer:
+        for start in range(0, len(printed), 1000):
+            writer.write(printed[start : start + 1000])
+            writer.flush()
+            log.drain()
+    log.close()
+    kept = (tmp_path / LOG_FILE).read_bytes()
+    assert len(kept) <= 4096
+    head, marker, tail = kept.split(b"\n[", 1)[0], *kept.split(b"\n[", 1)[1].split(b"]\n", 1)
+    assert printed.startswith(head) and len(head) == 2048
+    assert printed.endswith(tail) and len(tail) == 4096 - 2048 - MARKER_BYTES
+    dropped = int(marker.split(b" ")[0].replace(b",", b""))
+    assert len(head) + dropped + len(tail) == len(printed)
+
+
+def test_a_short_log_is_kept_whole(tmp_path: Path) -> None:
+    log = CappedLog(tmp_path / LOG_FILE, limit=4096)
+    os.write(log.writer, b"a line\nanother\n")
+    os.close(log.writer)
+    log.close()
+    assert (tmp_path / LOG_FILE).read_bytes() == b"a line\nanother\n"
+    assert last_lines(tmp_path / LOG_FILE) == ["a line", "another"]
+
+
+def sleeps_after_printing():
+    """A model that prints a line and sleeps past its time limit (made here: pickled by value)."""
+
+    def predict_fn(live):
+        import time
+
+        print("about to sleep", flush=True)
+        time.sleep(120)
+
+    return predict_fn
+
+
+def test_a_stopped_worker_s_output_is_kept(small_round: SyntheticRound, tmp_path: Path) -> None:
+    path = tmp_path / "sleeper.pkl"
+    path.write_bytes(cloudpickle.dumps(sleeps_after_printing()))
+    spec = ModelSpec(name="sleeper", file=path.name, format="numerai_pickle", trust_pickle=True)
+    limits = WorkerLimits(seconds=3, memory_mb=4096)
+    outcome = predict(small_round, [(spec, path)], tmp_path / "work", limits=limits)["sleeper"]
+    assert outcome.error.startswith(
+        "model 'sleeper': stopped after its limit of 3 s while predicting"
+    )
+    assert outcome.output == ["about to sleep"]
+
+
+def leaves_a_child_behind(pid_file: Path):
+    """A model that starts a child which outlives it, holding the worker's output open."""
+
+    def predict_fn(live):
+        import subprocess
+        from pathlib import Path
+
+        child = subprocess.Popen(["sleep", "120"])
+        Path(pid_file).write_text(str(child.pid))
+        print("started a child")
+        return live[["feature_0000"]].rank(pct=True).set_axis(["prediction"], axis=1)
+
+    return predict_fn
+
+
+def test_a_child_holding_the_output_open_does_not_hold_up_the_worker_s_end(
+    small_round: SyntheticRound, tmp_path: Path
+) -> None:
+    path, pid_file = tmp_path / "parent.pkl", tmp_path / "child.pid"
+    path.write_bytes(cloudpickle.dumps(leaves_a_child_behind(pid_file)))
+    spec = ModelSpec(name="parent", file=path.name, format="numerai_pickle", trust_pickle=True)
+    outcome = predict(small_round, [(spec, path)], tmp_path / "work")["parent"]
+    child = psutil.Process(int(pid_file.read_text()))
+    try:
+        # The run had the worker's outcome and output while the child still ran.
+        assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+        assert outcome.ok, outcome.error
+        assert "started a child" in outcome.output
+    finally:
+        child.kill()
+
+
+def sees_only_its_own_output(record: Path, other: Path):
+    """A model that notes where its open descriptors lead, once the other worker is running too."""
+
+    def predict_fn(live):
+        import json
+        import os
+        import time
+        from pathlib import Path
+
+        targets = {}
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                targets[fd] = os.readlink(f"/proc/self/fd/{fd}")
+            except FileNotFoundError:
+                continue  # the listing's own descriptor, closed by now
+        Path(record).write_text(json.dumps(targets))
+        for _ in range(600):  # both workers alive at once: the later was forked beside the earlier
+            if Path(other).exists():
+                break
+            time.sleep(0.05)
+        return live[["feature_0000"]].rank(pct=True).set_axis(["prediction"], axis=1)
+
+    return predict_fn
+
+
+def test_a_worker_holds_no_other_worker_s_output(
+    small_round: SyntheticRound, tmp_path: Path
+) -> None:
+    models = []
+    for name, other in (("left", "right"), ("right", "left")):
+        path = tmp_path / f"{name}.pkl"
+        function = sees_only_its_own_output(tmp_path / f"{name}.fds", tmp_path / f"{other}.fds")
+        path.write_bytes(cloudpickle.dumps(function))
+        spec = ModelSpec(name=name, file=path.name, format="numerai_pickle", trust_pickle=True)
+        models.append((spec, path))
+    outcomes = predict(small_round, models, tmp_path / "work", max_parallel=2)
+    assert all(outcome.ok for outcome in outcomes.values())
+    for name in ("left", "right"):
+        targets = json.loads((tmp_path / f"{name}.fds").read_text())
+        pipes = {target for target in targets.values() if target.startswith("pipe:")}
+        assert pipes == {targets["1"]} and targets["1"] == targets["2"], targets
+        assert not [target for target in targets.values() if target.endswith(LOG_FILE)]
