@@ -32,14 +32,20 @@ FIRST = "the first line the model printed"
 LAST = "the last line the model printed"
 
 # Supervises a quiet model (so that the fork server and the run's threads are started), then
-# the flood, and prints how much its peak resident memory grew with the flood.
+# the flood, and prints how much its peak resident memory grew with the flood. The peak is the
+# kernel's VmHWM, not ru_maxrss: after an exec, ru_maxrss still counts the forking parent's
+# memory (pytest's, here 215 MiB), which would hide the growth below it.
 SUPERVISE = """
-import json, resource, sys
+import json, sys
 from pathlib import Path
 from shared.limits import WorkerLimits
 from shared.manifest import ModelSpec
 from shared.worker.protocol import WorkRequest
 from shared.worker.supervisor import run_workers
+
+def peak_kib():
+    status = Path("/proc/self/status").read_text().splitlines()
+    return int(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
 
 round_dir, work = Path(sys.argv[1]), Path(sys.argv[2])
 def request(name):
@@ -48,11 +54,11 @@ def request(name):
                        round_dir / "features.json", None, "v5.3", 64, work / name)
 limits = WorkerLimits(seconds=300, memory_mb=4096)
 [quiet] = run_workers([request("quiet")], limits)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak_kib()
 [flood] = run_workers([request("flood")], limits)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after = peak_kib()
 print(json.dumps({"growth_mib": (after - before) / 1024, "quiet": quiet.ok, "ok": flood.ok,
-                  "error": flood.error, "output": flood.output}))
+                  "error": flood.error, "output": flood.output, "peak_mib": after / 1024}))
 """
 
 
@@ -99,13 +105,15 @@ def flood(small_round: SyntheticRound, tmp_path_factory: pytest.TempPathFactory)
 
 
 def test_what_a_model_prints_does_not_grow_the_run_s_memory(flood: Flood) -> None:
-    # Read whole, 128 MB of output took the supervising process up by more than 300 MiB.
-    assert flood.growth_mib < 32, f"the run's process grew by {flood.growth_mib:.0f} MiB"
+    # Read whole, 128 MB of output took the supervising process up by 244 MiB (from 33 MiB).
+    assert flood.growth_mib < 16, (
+        f"the run's process grew by {flood.growth_mib:.0f} MiB to {flood.result['peak_mib']:.0f}"
+    )
 
 
 def test_the_log_on_disk_is_capped_and_keeps_the_start_and_the_end(flood: Flood) -> None:
     size = flood.log.stat().st_size
-    assert size <= MODEL_LOG_LIMIT_BYTES + 1024, f"worker.log is {size:,} bytes"
+    assert size <= MODEL_LOG_LIMIT_BYTES, f"worker.log is {size:,} bytes"
     text = flood.log.read_text(errors="replace")
     assert text.startswith(FIRST)
     assert text.rstrip("\n").endswith(LAST) or LAST in text[-4096:]
