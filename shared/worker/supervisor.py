@@ -126,7 +126,9 @@ def run_worker(
     except ServerGone as exc:
         if watch.worker is not None:
             _kill_group(watch.worker.pid)  # orphaned by its server: nobody else would end it
-        return ModelOutcome(name=name, error=f"model '{name}': {exc}")
+        # What the worker printed before its server died is on disk, but for the tail it kept.
+        output = last_lines(request.output_dir / LOG_FILE)
+        return ModelOutcome(name=name, error=f"model '{name}': {exc}", output=output)
     outcome = ModelOutcome.read(request.output_dir) or ModelOutcome(name=name)
     if watch.stopped_for is not None or (outcome.error is None and not outcome.ok):
         outcome.fail(_explain(request, limits, watch))
