@@ -13,6 +13,9 @@ is imported by a server of its own, when the first worker that needs it is
 asked for.
 The server never runs a framework itself: forking a process whose framework
 threads are running would be unsafe.
+A worker's stdout and stderr are a pipe that the server's loop drains into the
+worker's log, within its limit (output.py): what a model prints never reaches
+the protocol, nor the run's process whole.
 
 The protocol is lines on the server's stdin and stdout:
 - run's process → server: `<module to import first, or -> <request file>`
