@@ -9,6 +9,11 @@ import psutil
 
 # A share of the instance for the workers; the rest is the host's and the run's.
 MEMORY_SHARE = 0.8
+# What a model prints is kept for a person to read (its start and its end, see
+# shared/worker/forkserver.py), never parsed: 16 MiB holds tens of thousands of lines of
+# training chatter, and bounds the disk a worker's log takes whatever the model prints. A
+# constant, not a setting: no one needs more of it, and less saves nothing that matters.
+MODEL_LOG_LIMIT_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,9 @@ class ModelReport:
     data_version: str | None = (
         None  # the Numerai data version the model predicted from (None: an ensemble)
     )
+    # A failed model's last printed lines (its worker's log, redacted, at most 20 lines and 4 KB),
+    # as Numerai's runner shows a model's execution log.
+    output: list[str] = field(default_factory=list)
 
     def fail(self, error: str) -> None:
         """Mark the model failed with a message for the user."""
@@ -254,6 +257,7 @@ class RunReport:
                 f"{m.peak_memory_mb:6.0f} MiB  {detail}"
             )
             lines.extend(f"    warning: {w}" for w in m.warnings)
+            lines.extend(f"    | {printed}" for printed in m.output)
         return "\n".join(lines)
 
 

@@ -69,6 +69,7 @@ class Line:
     error: str | None
     benchmark_corr: float | None
     predictions_blob: str | None
+    output: tuple[str, ...] = ()  # a failed model's last printed lines
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ def _parse_line(run_id: str, mode: str, raw: Mapping[str, object]) -> Line:
         _text(raw.get("error")),
         float(corr) if finite else None,
         _text(raw.get("predictions_blob")),
+        tuple(map(str, output)) if isinstance(output := raw.get("output"), list) else (),
     )
 
 
@@ -277,7 +279,8 @@ def render_page(data: PageData, generated_at: str) -> str:
         f"<h1>Numerai submissions: the last {len(data.runs)} runs</h1>",
         (
             f'<p class="note">Made {_esc(generated_at)} from the last {MAX_RUNS} run reports at most '
-            "(scheduled and test runs). Hover over a cell for each run's status and error.</p>"
+            "(scheduled and test runs). Hover over a cell for each run's status and error, and "
+            "the last lines a failed model printed.</p>"
         ),
         *(f'<p class="error">{_esc(message)}</p>' for message in data.unreadable),
         "<h2>Rounds × models</h2>",
@@ -319,7 +322,9 @@ def _cell(round_number: int, model: str, lines: list[Line]) -> str:
     status = cell_status([line.status for line in lines])
     css = status if status in _KNOWN_CLASSES else "other"
     title = "\n".join(
-        f"{x.run_id} ({x.mode}): {_label(x.status)}" + (f": {x.error}" if x.error else "")
+        f"{x.run_id} ({x.mode}): {_label(x.status)}"
+        + (f": {x.error}" if x.error else "")
+        + "".join(f"\n  | {printed}" for printed in x.output)
         for x in lines
     )
     return (

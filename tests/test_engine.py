@@ -403,6 +403,11 @@ def test_a_model_that_kills_the_fork_server_fails_alone(
         from pathlib import Path
 
         Path(orphan_pid).write_text(str(os.getpid()))
+        print("about to kill my server", flush=True)
+        for _ in range(200):  # until the server has drained it into the log (the worker's folder)
+            if "about to kill" in Path("worker.log").read_text():
+                break
+            time.sleep(0.05)
         os.kill(os.getppid(), signal.SIGKILL)  # the fork server is the worker's parent
         time.sleep(120)  # orphaned: the supervisor must end it
 
@@ -419,6 +424,8 @@ def test_a_model_that_kills_the_fork_server_fails_alone(
     ]
     outcomes = predict(small_round, models, tmp_path / "work")
     assert outcomes["assassin"].error.startswith("model 'assassin': the worker server stopped")
+    # What the server wrote to the log before it died is still shown.
+    assert outcomes["assassin"].output == ["about to kill my server"]
     assert outcomes["demo_onnx"].ok, outcomes["demo_onnx"].error  # a new server ran it
     # The orphan was killed, not left to sleep: checked on the process itself rather than on
     # the run's wall time, which a loaded machine stretches (SIGKILL acts at once; 30 s only

@@ -8,6 +8,7 @@ reason a participant understands, and the run reports itself failed.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from devkit.azurite import ACCOUNT_KEY
 from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound
 from shared.errors import RunFailed
+from shared.report import RunReport
 from tests.support import fire_timer, reports
 
 GOOD = ["demo_lightgbm", "demo_onnx"]
@@ -187,3 +189,73 @@ def test_a_model_that_reads_its_environment_finds_no_secret(
             ("NUMERAI_", "AZURE", "IDENTITY_", "MSI_", "MODELS_STORAGE", "APPLICATIONINSIGHTS")
         )
     ]
+
+
+def printing(leak: str, fails: bool):
+    """A model that prints 30 numbered lines, one with a secret, one with a script, then fails or predicts."""
+
+    def predict_fn(live):
+        import sys
+
+        for index in range(30):
+            print(f"epoch {index}")
+        print(f"connecting with {leak}", file=sys.stderr)
+        print("<script>window.__ran = 1</script>")
+        if fails:
+            raise ValueError("the model gave up")
+        return live[["feature_0000"]].rank(pct=True).set_axis(["prediction"], axis=1)
+
+    return predict_fn
+
+
+LEAK = f"AccountKey={ACCOUNT_KEY[:40]}"
+
+
+def test_a_failed_model_s_last_printed_lines_are_in_its_report_line_redacted(
+    deployed: LocalStack,
+    small_round: SyntheticRound,
+    example_models: Path,
+    tmp_path: Path,
+) -> None:
+    fleet_with(
+        deployed, small_round, example_models, tmp_path, "chatty", printing(LEAK, fails=True)
+    )
+    line = fire_and_get_report(deployed)["chatty"]
+    assert line["error"] == "model 'chatty': ValueError: the model gave up"
+    # The last 20 lines the worker printed: the model's, then the engine's own log line.
+    output = line["output"]
+    assert len(output) == 20
+    assert output[:17] == [f"epoch {index}" for index in range(13, 30)]
+    assert output[17] == "connecting with AccountKey=***"
+    assert output[18] == "<script>window.__ran = 1</script>"
+    assert output[19].endswith(
+        "WARNING shared.worker.engine: model 'chatty': ValueError: the model gave up"
+    )
+    assert "    | epoch 29" in RunReport.from_json(json.dumps(reports(deployed)[-1])).summary()
+
+
+def test_a_successful_model_s_last_printed_lines_are_logged_at_info(
+    deployed: LocalStack,
+    small_round: SyntheticRound,
+    example_models: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fleet_with(
+        deployed, small_round, example_models, tmp_path, "chatty", printing(LEAK, fails=False)
+    )
+    fire_timer()
+    [report] = reports(deployed)
+    lines = {line["name"]: line for line in report["models"]}
+    assert lines["chatty"]["status"] == "submitted" and lines["chatty"]["output"] == []
+    [relayed] = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.INFO
+        and r.getMessage().startswith("model chatty: the last lines it printed:")
+    ]
+    printed = relayed.splitlines()[1:]
+    assert printed[:2] == ["epoch 13", "epoch 14"] and "connecting with AccountKey=***" in printed
+    assert printed[-1].endswith(
+        "INFO shared.worker.engine: model chatty: 503 rows predicted and valid"
+    )

@@ -168,6 +168,7 @@ def fixture_reports(stack: LocalStack) -> Results:
                 "name": "gamma",
                 "status": "failed",
                 "error": "model 'gamma': the model file is missing",
+                "output": ["loading gamma.pkl", SCRIPT],
             },
         ],
         RunStatus.FAILED,
@@ -247,6 +248,13 @@ def test_the_page_shows_the_runs_rounds_and_models_in_a_real_browser(
             "20261125T120000000000Z-scheduled-aaaa0003 (scheduled): gated: correlation with the benchmark fell "
             "from 0.52 to 0.01: were the model's features changed?"
         ),
+    ]
+    # A failed model's last printed lines follow its error, as text too.
+    gamma_1202 = page.get_attribute('#grid td[data-round="1202"][data-model="gamma"]', "title")
+    assert gamma_1202.splitlines() == [
+        "20261126T120000000000Z-scheduled-aaaa0005 (scheduled): failed: model 'gamma': the model file is missing",
+        "  | loading gamma.pkl",
+        f"  | {SCRIPT}",
     ]
     assert f"another run held the lock {SCRIPT}" in page.inner_text("#runs")
     assert page.evaluate("document.scripts.length") == 0 and page.evaluate("window.__ran") is None

@@ -44,6 +44,7 @@ def archive_prediction(
         line.predictions_blob = predictions_blob(PREDICTIONS, ctx.round_number, spec.name)
     if not outcome.ok:
         line.fail(outcome.error or f"model '{spec.name}' failed")
+        line.output = list(outcome.output)
     elif not passed:
         pass  # held back by the gate; the line says why
     elif not spec.submit:

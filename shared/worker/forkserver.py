@@ -13,6 +13,9 @@ is imported by a server of its own, when the first worker that needs it is
 asked for.
 The server never runs a framework itself: forking a process whose framework
 threads are running would be unsafe.
+A worker's stdout and stderr are a pipe that the server's loop drains into the
+worker's log, within its limit (output.py): what a model prints never reaches
+the protocol, nor the run's process whole.
 
 The protocol is lines on the server's stdin and stdout:
 - run's process → server: `<module to import first, or -> <request file>`
@@ -39,7 +42,8 @@ from pathlib import Path
 import psutil
 
 from shared.errors import ServerGone
-from shared.worker.protocol import PHASE_FILE, Phase, WorkRequest
+from shared.worker.output import CappedLog
+from shared.worker.protocol import LOG_FILE, PHASE_FILE, Phase, WorkRequest
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +55,22 @@ def serve(commands: int = 0, replies: int = 1) -> int:
 
     `commands` and `replies` are file descriptors (stdin and stdout): read raw,
     since a buffered reader would hold lines that `select` no longer sees.
+    The same loop drains each running worker's output into its log.
     """
     from shared.worker import engine  # noqa: F401  the imports the workers share
 
     faulthandler.enable()
     pending = b""
     open_input = True
-    running = 0
-    while open_input or running:
-        readable = select.select([commands] if open_input else [], [], [], POLL_SECONDS)[0]
-        if readable:
+    outputs: dict[int, CappedLog] = {}  # by worker pid, until it is reaped
+    while open_input or outputs:
+        watched = [commands] if open_input else []
+        watched += [output.reader for output in outputs.values() if output.open]
+        readable = select.select(watched, [], [], POLL_SECONDS)[0]
+        for output in outputs.values():
+            if output.reader in readable:
+                output.drain()
+        if commands in readable:
             chunk = os.read(commands, 65536)
             open_input = bool(chunk)
             *lines, pending = (pending + chunk).split(b"\n")
@@ -68,10 +78,12 @@ def serve(commands: int = 0, replies: int = 1) -> int:
                 preload, _, request_file = line.partition(" ")
                 if preload != "-":
                     _preload(preload)
-                pid = _fork_worker(Path(request_file))
+                # The request sits in the worker's output folder (WorkRequest.write), as does its log.
+                output = CappedLog(Path(request_file).parent / LOG_FILE)
+                pid = _fork_worker(Path(request_file), output, list(outputs.values()))
+                outputs[pid] = output
                 _reply(replies, f"started {pid} {request_file}")
-                running += 1
-        running -= _reap(replies)
+        _reap(replies, outputs)
     return 0
 
 
@@ -90,52 +102,53 @@ def _reply(replies: int, line: str) -> None:
     os.write(replies, f"{line}\n".encode())
 
 
-def _reap(replies: int) -> int:
-    """Report every worker that has exited; returns how many."""
-    reaped = 0
+def _reap(replies: int, outputs: dict[int, CappedLog]) -> None:
+    """Report every worker that has exited, once its output is in its log."""
     while True:
         try:
             pid, status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
-            return reaped
+            return
         if pid == 0:
-            return reaped
+            return
+        output = outputs.pop(pid, None)
+        if output is not None:
+            output.close()
         # ru_maxrss (KiB on Linux) covers the worker and the children it reaped itself.
         _reply(replies, f"exited {pid} {os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
-        reaped += 1
 
 
-def _fork_worker(request_file: Path) -> int:
+def _fork_worker(request_file: Path, output: CappedLog, others: list[CappedLog]) -> int:
     pid = os.fork()
     if pid:
+        os.close(output.writer)  # the worker's now: the pipe ends when it and its children do
         return pid
     code = 1
     try:
-        code = _worker(request_file)
+        for descriptor in (fd for each in (output, *others) for fd in each.inherited()):
+            os.close(descriptor)
+        code = _worker(request_file, output.writer)
     finally:
         os._exit(code)  # never back into the server's loop
 
 
-def _worker(request_file: Path) -> int:
-    """Inside the forked worker: a process group of its own, its own log, the engine, the outcome."""
+def _worker(request_file: Path, output: int) -> int:
+    """Inside the forked worker: a process group of its own, its output to `output`, the engine, the outcome."""
     from shared.worker.engine import run_model
 
     os.setsid()
+    null = os.open(os.devnull, os.O_RDONLY)
+    # Over the protocol pipes, so that nothing a model prints can be taken for a reply.
+    os.dup2(null, 0)
+    os.dup2(output, 1)
+    os.dup2(output, 2)  # stderr, logging and faulthandler write to descriptor 2
+    os.close(output)
+    os.close(null)
+    sys.stdout = os.fdopen(1, "w", buffering=1)
     request = WorkRequest.read(request_file)
     # The server's folder is shared by every run it serves: whatever a model writes
     # to relative paths stays in its own folder, which goes with its run.
     os.chdir(request.output_dir)
-    log_fd = os.open(
-        request.output_dir / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600
-    )
-    null = os.open(os.devnull, os.O_RDONLY)
-    # Over the protocol pipes, so that nothing a model prints can be taken for a reply.
-    os.dup2(null, 0)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)  # stderr, logging and faulthandler write to descriptor 2
-    os.close(log_fd)
-    os.close(null)
-    sys.stdout = os.fdopen(1, "w", buffering=1)
     phase_file = request.output_dir / PHASE_FILE
 
     def enter(phase: Phase) -> None:

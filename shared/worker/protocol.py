@@ -19,6 +19,8 @@ REQUEST_FILE = "request.json"
 RESULT_FILE = "result.json"
 PREDICTIONS_FILE = "predictions.csv"
 PHASE_FILE = "phase"
+# What the worker and the model print (stdout and stderr), capped; see forkserver.py.
+LOG_FILE = "worker.log"
 
 
 class Phase(str, Enum):
@@ -69,7 +71,8 @@ class ModelOutcome:
 
     `csv` holds the predictions whenever the model produced any, valid or not
     (so that nothing computed is lost); `ok` says whether they may be uploaded;
-    `warnings` what could not be checked about a model that ran.
+    `warnings` what could not be checked about a model that ran; `output` the last
+    lines the model printed (its worker's log), redacted, filled in by the supervisor.
     """
 
     name: str
@@ -81,6 +84,7 @@ class ModelOutcome:
     has_predictions: bool = False
     peak_memory_mb: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    output: list[str] = field(default_factory=list)
     csv: str | None = None
 
     def write(self, output_dir: Path) -> None:

@@ -26,14 +26,14 @@ from shared.errors import ServerGone
 from shared.limits import WorkerLimits, instance_memory_mb
 from shared.manifest import PICKLE_FORMATS, ModelFormat
 from shared.worker.forkserver import ForkServerClient, Worker
+from shared.worker.output import last_lines
 from shared.worker.pool import WorkerPool, shared_pool
-from shared.worker.protocol import PHASE_FILE, ModelOutcome, Phase, WorkRequest
+from shared.worker.protocol import LOG_FILE, PHASE_FILE, ModelOutcome, Phase, WorkRequest
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
-LOG_TAIL_LINES = 20
 # Passed through to workers; everything else (keys, connection strings, the
 # managed identity's endpoint and header) stays in the run's process.
 SAFE_VARIABLES = (
@@ -126,12 +126,15 @@ def run_worker(
     except ServerGone as exc:
         if watch.worker is not None:
             _kill_group(watch.worker.pid)  # orphaned by its server: nobody else would end it
-        return ModelOutcome(name=name, error=f"model '{name}': {exc}")
+        # What the worker printed before its server died is on disk, but for the tail it kept.
+        output = last_lines(request.output_dir / LOG_FILE)
+        return ModelOutcome(name=name, error=f"model '{name}': {exc}", output=output)
     outcome = ModelOutcome.read(request.output_dir) or ModelOutcome(name=name)
     if watch.stopped_for is not None or (outcome.error is None and not outcome.ok):
         outcome.fail(_explain(request, limits, watch))
     outcome.peak_memory_mb = round(watch.peak_mb, 1)
-    _relay_log(name, request.output_dir / "worker.log", failed=not outcome.ok)
+    outcome.output = last_lines(request.output_dir / LOG_FILE)
+    _relay_output(outcome)
     log.info(
         "model %s: worker finished in %.2f s, peak %.0f MiB",
         name,
@@ -280,17 +283,12 @@ def _explain(request: WorkRequest, limits: WorkerLimits, watch: _Watch) -> str:
     return f"model '{name}': the worker exited with code {code} while {phase} without a result"
 
 
-def _relay_log(name: str, log_path: Path, failed: bool) -> None:
-    """Pass the worker's own log on: its tail when it failed, all of it at DEBUG otherwise."""
-    try:
-        lines = log_path.read_text(errors="replace").splitlines()
-    except OSError:
+def _relay_output(outcome: ModelOutcome) -> None:
+    """Pass the last lines the model printed on to the run's log, as Numerai's runner shows them."""
+    if not outcome.output:
         return
-    if failed and lines:
-        log.warning(
-            "model %s: last lines of its worker's log:\n%s",
-            name,
-            "\n".join(lines[-LOG_TAIL_LINES:]),
-        )
-    elif lines:
-        log.debug("model %s: worker log:\n%s", name, "\n".join(lines))
+    text = "\n".join(outcome.output)
+    if outcome.ok:
+        log.info("model %s: the last lines it printed:\n%s", outcome.name, text)
+    else:
+        log.warning("model %s: last lines of its worker's log:\n%s", outcome.name, text)
