@@ -153,9 +153,8 @@ def test_no_answer_and_no_list_is_unknown_and_the_next_run_finds_it(
     submitted_once(deployed)
 
 
-def test_a_run_killed_after_create_submission_is_reconciled_not_resubmitted(
-    deployed: LocalStack,
-) -> None:
+def kill_a_run_after_its_first_create_submission(stack: LocalStack) -> None:
+    """A scheduled run in its own process, SIGKILLed right after Numerai answered a create_submission."""
     victim: subprocess.Popen | None = None
 
     def kill_when_it_checks(entry: str) -> None:
@@ -164,7 +163,7 @@ def test_a_run_killed_after_create_submission_is_reconciled_not_resubmitted(
             victim.send_signal(signal.SIGKILL)
             victim.wait(30)
 
-    deployed.sandbox.on_request = kill_when_it_checks
+    stack.sandbox.on_request = kill_when_it_checks
     victim = subprocess.Popen(
         [sys.executable, "-m", "shared", "run"],
         cwd=REPO,
@@ -173,7 +172,13 @@ def test_a_run_killed_after_create_submission_is_reconciled_not_resubmitted(
         stderr=subprocess.DEVNULL,
     )
     assert victim.wait(180) == -signal.SIGKILL
-    deployed.sandbox.on_request = None
+    stack.sandbox.on_request = None
+
+
+def test_a_run_killed_after_create_submission_is_reconciled_not_resubmitted(
+    deployed: LocalStack,
+) -> None:
+    kill_a_run_after_its_first_create_submission(deployed)
     [first] = deployed.sandbox.submissions  # one model was submitted; its run never recorded it
     assert results(deployed).ledger.records() == []
 
@@ -184,6 +189,33 @@ def test_a_run_killed_after_create_submission_is_reconciled_not_resubmitted(
     assert reconciled["status"] == "already_submitted"
     assert reconciled["submission_id"] == first.id and reconciled["submission"] == "exists"
     submitted_once(deployed)
+
+
+def test_a_killed_run_followed_before_numerai_lists_its_submission_does_not_submit_twice(
+    deployed: LocalStack,
+) -> None:
+    # Issue #21, item 6: seen as two submissions of one model.
+    deployed.sandbox.faults.list_lag_seconds = 3600
+    kill_a_run_after_its_first_create_submission(deployed)
+    [first] = deployed.sandbox.submissions
+
+    with pytest.raises(RunFailed):
+        fire_timer()  # Numerai does not list it yet: held, not submitted again
+    held = line(reports(deployed)[-1], first.model_name)
+    assert (held["status"], held["submission"]) == ("failed", "unknown")
+    assert (
+        "Numerai does not list it yet; its list may lag behind create_submission" in held["error"]
+    )
+    assert [s.id for s in deployed.sandbox.submissions if s.model_name == first.model_name] == [
+        first.id
+    ]
+
+    deployed.sandbox.faults.reset()  # the list caught up
+    fire_timer()
+    found = line(reports(deployed)[-1], first.model_name)
+    assert (found["status"], found["submission_id"]) == ("already_submitted", first.id)
+    submitted_once(deployed)
+    assert results(deployed).ledger.intent_for(1200, first.model_name) is None
 
 
 def test_a_changed_manifest_entry_is_predicted_again_not_taken_from_the_archive(
