@@ -273,3 +273,27 @@ def test_an_ensemble_whose_releaser_died_before_sending_is_sent_by_its_redeliver
     assert [(m.kind, m.model) for m in queue.sent] == [(MODEL, "e")]
     assert fanin.finish_if_complete(results_of(w), plan, queue, by="b") is None
     assert len(queue.sent) == 1  # sent once it is marked sent
+
+
+@pytest.mark.parametrize(
+    ("submit_late", "b_status", "checked"),
+    [
+        (True, ModelStatus.FAILED, False),  # a later run may still submit b late
+        (True, ModelStatus.SUBMITTED, True),
+        (False, ModelStatus.FAILED, True),  # nothing is uploaded after the close: final
+    ],
+)
+def test_a_fanned_out_run_after_the_close_marks_the_round_checked_once_its_outcome_is_final(
+    published: list[RunReport], submit_late: bool, b_status: ModelStatus, checked: bool
+) -> None:
+    # Issue #21, item 5, in queue mode: the run that finishes the report decides the mark.
+    w = world()
+    plan = fanned_out(w, SPECS[:2])
+    plan.submit_late = submit_late
+    running = saved(w)
+    running.after_window = True
+    w.runs.write_report(RUN_ID, running.to_json())
+    result(w, plan, "a")
+    result(w, plan, "b", b_status)
+    assert fanin.finish_if_complete(results_of(w), plan, None) is not None
+    assert w.runs.window_checked_by(ROUND) == (RUN_ID if checked else None)

@@ -26,6 +26,7 @@ from shared.executors.queue.messages import MODEL, TaskMessage, TaskQueue
 from shared.executors.queue.plan import FanOutPlan
 from shared.report import ModelReport, RunReport, RunStatus, SubmissionState, worked_on
 from shared.steps.publish import publish
+from shared.steps.window import settled
 from shared.storage import Results
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ def _correct(results: Results, plan: FanOutPlan, line: ModelReport) -> None:
         report.finish()
         report.redact()
         if results.runs.replace_report(plan.run_id, report.to_json(), current[1]):
+            _mark_window(results, plan, report)
             publish(report, results, _seconds_since(plan.started_at))
             results.runs.mark_published(plan.run_id)
             return
@@ -140,11 +142,18 @@ def _publish_once(
     """
     if results.runs.published(plan.run_id):
         return None
+    _mark_window(results, plan, report)
     publish(report, results, _seconds_since(plan.started_at))
     results.runs.mark_published(plan.run_id)
     if queue is not None and plan.deadline_message:
         queue.delete(*plan.deadline_message)
     return report
+
+
+def _mark_window(results: Results, plan: FanOutPlan, report: RunReport) -> None:
+    """After the staking close, the round is checked once the finished report's outcomes are final."""
+    if report.after_window and settled(report.models, plan.submit_late):
+        results.runs.mark_window_checked(plan.round_number, plan.run_id)
 
 
 # The releaser's name in a release mark when the planner itself sent an ensemble (no model's task).
