@@ -24,7 +24,9 @@ from azure.storage.blob import BlobLeaseClient
 from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound
 from shared.errors import RunFailed
-from tests.support import MODELS, fire_timer, line, post_test_run, reports, results
+from shared.executors.queue.messages import DEADLINE, TaskMessage
+from shared.executors.queue.task import run_deadline
+from tests.support import MODELS, deliver, fire_timer, line, post_test_run, reports, results
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("no_secret_anywhere")
@@ -375,3 +377,43 @@ def test_the_run_deadline_stops_a_slow_model_and_uploads_nothing_after_it(
     assert time.monotonic() - started < 10
     assert all(line(reports(deployed)[-1], name)["from_archive"] for name in MODELS)
     submitted_once(deployed)
+
+
+def test_a_queue_task_whose_upload_outlasts_the_deadline_corrects_the_report(
+    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue #21, item 4: the deadline message failed every model without a result while one
+    # task's create_submission was on its way; Numerai and the ledger have that submission.
+    monkeypatch.setenv("MODEL_EXECUTION", "queue")
+    fire_timer()
+    [planned] = reports(deployed)
+    deadline = TaskMessage(DEADLINE, planned["run_id"], planned["round_number"])
+    fired: list[str] = []
+
+    def deadline_during_create_submission(entry: str) -> None:
+        if entry == "graphql create_submission" and not fired:
+            fired.append(entry)
+            run_deadline(deadline)  # the deadline message, delivered while the task uploads
+
+    deployed.sandbox.on_request = deadline_during_create_submission
+    assert deliver(deployed, limit=1) == 1
+    deployed.sandbox.on_request = None
+    deliver(deployed)  # the other tasks find their models failed by the deadline
+
+    [report] = reports(deployed)
+    [submission] = deployed.sandbox.submissions
+    late = line(report, submission.model_name)
+    assert (late["status"], late["submission"], late["submission_id"]) == (
+        "submitted",
+        "exists",
+        submission.id,
+    )
+    assert "Numerai has its submission, so the report was corrected" in late["warnings"][-1]
+    others = sorted(set(MODELS) - {submission.model_name})
+    assert report["status"] == "failed"
+    assert report["reason"] == f"3 of 4 models failed: {', '.join(others)}"
+    for name in others:
+        assert "no result by the run's deadline" in line(report, name)["error"]
+    assert [(r.model_name, r.submission_id) for r in results(deployed).ledger.records()] == [
+        (submission.model_name, submission.id)
+    ]
