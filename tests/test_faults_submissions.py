@@ -24,8 +24,10 @@ from azure.storage.blob import BlobLeaseClient
 from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound
 from shared.errors import RunFailed
+from shared.executors.queue import fanin
 from shared.executors.queue.messages import DEADLINE, TaskMessage
 from shared.executors.queue.task import run_deadline
+from shared.steps.publish import publish
 from tests.support import MODELS, deliver, fire_timer, line, post_test_run, reports, results
 
 REPO = Path(__file__).resolve().parent.parent
@@ -417,3 +419,35 @@ def test_a_queue_task_whose_upload_outlasts_the_deadline_corrects_the_report(
     assert [(r.model_name, r.submission_id) for r in results(deployed).ledger.records()] == [
         (submission.model_name, submission.id)
     ]
+
+
+class Killed(BaseException):
+    """The instance stopping mid-call: nothing after this point of the task runs."""
+
+
+def test_a_queue_run_whose_finisher_dies_before_its_record_is_recorded_by_the_next_delivery(
+    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue #21, item 7: the final report written, then the instance died before the page,
+    # the telemetry record (what the alert reads) and deleting the deadline message.
+    monkeypatch.setenv("MODEL_EXECUTION", "queue")
+    fire_timer()
+    [planned] = reports(deployed)
+
+    def dies(*args: object) -> None:
+        raise Killed
+
+    monkeypatch.setattr(fanin, "publish", dies)
+    with pytest.raises(Killed):
+        deliver(deployed)
+    assert reports(deployed)[0]["status"] == "succeeded"  # written, never published
+    monkeypatch.setattr(fanin, "publish", publish)
+    page = deployed.blob_service.get_blob_client(deployed.results_container, "reports/index.html")
+    assert not page.exists()
+
+    run_deadline(TaskMessage(DEADLINE, planned["run_id"], planned["round_number"]))
+    records = [r for r in caplog.records if getattr(r, "run_status", None) == "succeeded"]
+    assert [r.run_id for r in records] == [planned["run_id"]]
+    assert page.exists()
+    run_deadline(TaskMessage(DEADLINE, planned["run_id"], planned["round_number"]))
+    assert len([r for r in caplog.records if getattr(r, "run_status", None)]) == 1  # once
