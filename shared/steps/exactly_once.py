@@ -78,11 +78,11 @@ class Submitter:
         cannot be asked; StorageError when the ledger cannot be read.
         """
         record = self.ledger.submission_for(self.round_number, model_name)
-        intent = self.ledger.intent_for(self.round_number, model_name)
         if record is not None:
-            if intent is not None:  # a run stopped between recording and clearing it
-                self._forget(model_name)
+            # One call, whether or not a run stopped between recording and clearing its intent.
+            self._forget(model_name)
             return record.submission_id
+        intent = self.ledger.intent_for(self.round_number, model_name)
         if intent is None:
             return None
         try:
