@@ -625,12 +625,13 @@ def test_an_intent_numerai_does_not_list_yet_is_held_until_its_list_may_lag_no_m
     w = world()
     fresh = SubmissionIntent(ROUND, "a", "id-a", "a.csv", "old-run", utc_now())
     w.ledger.intents[(ROUND, "a")] = fresh
+    until = datetime.fromisoformat(fresh.written_at) + timedelta(seconds=LIST_LAG_SECONDS)
     with pytest.raises(SubmissionUnknown) as held:
         submitter(w).existing("a", "id-a")
     assert str(held.value) == (
         "model 'a': run old-run asked Numerai to submit 'a.csv' and never recorded the answer, and "
         "Numerai does not list it yet; its list may lag behind create_submission, so the model is "
-        f"not submitted again before {fresh.written_at[:19]} UTC + {LIST_LAG_SECONDS // 60} min. "
+        f"not submitted again before {until:%H:%M:%S} UTC (5 min after it was asked). "
         "A run after that submits it if Numerai still lists nothing"
     )
     assert w.ledger.intent_for(ROUND, "a") == fresh  # the next run asks again

@@ -43,9 +43,9 @@ from shared.storage.ledger import Ledger, SubmissionIntent, SubmissionRecord
 log = logging.getLogger(__name__)
 
 # How long after an intent a run still takes "not listed" to mean "not listed yet". No public
-# source says how soon Numerai's `submissions` shows a submission `create_submission` made;
-# issue #21 saw a model submitted twice when the next attempt asked too soon. Five minutes is
-# many times any lag seen, and five times NUMERAI_TIMEOUT_SECONDS' default (the longest a
+# source says how soon Numerai's `submissions` shows a submission `create_submission` made, and
+# no lag has been measured here; issue #21 saw a model submitted twice when the next attempt
+# asked too soon. Five minutes is five times NUMERAI_TIMEOUT_SECONDS' default (the longest a
 # create_submission is waited for), yet leaves most of a one-hour staking window to submit in.
 LIST_LAG_SECONDS = 300
 
@@ -93,13 +93,13 @@ class Submitter:
                 f"and never recorded the answer; Numerai's submissions could not be checked ({exc}), "
                 "so it is not submitted again. The next run checks again"
             ) from None
-        if found is None and _may_lag(intent):
+        if found is None and (until := _listed_by(intent)) is not None:
             raise SubmissionUnknown(
                 f"model '{model_name}': run {intent.run_id} asked Numerai to submit '{intent.filename}' "
                 "and never recorded the answer, and Numerai does not list it yet; its list may lag "
-                "behind create_submission, so the model is not submitted again before "
-                f"{intent.written_at[:19]} UTC + {LIST_LAG_SECONDS // 60} min. A run after that "
-                "submits it if Numerai still lists nothing"
+                f"behind create_submission, so the model is not submitted again before {until:%H:%M:%S} "
+                f"UTC ({LIST_LAG_SECONDS // 60} min after it was asked). A run after that submits it "
+                "if Numerai still lists nothing"
             )
         if found is None:
             log.info(
@@ -244,17 +244,18 @@ class Submitter:
             log.warning("model %s: could not clear its submission intent: %s", model_name, exc)
 
 
-def _may_lag(intent: SubmissionIntent) -> bool:
-    """Whether Numerai's list may still not show what the intent's create_submission made."""
+def _listed_by(intent: SubmissionIntent) -> datetime | None:
+    """When Numerai's list must show what the intent's create_submission made; None once past."""
     if not intent.written_at:
-        return False
+        return None
     try:
         written = datetime.fromisoformat(intent.written_at)
     except ValueError:
-        return False  # a corrupt time: the intent is treated as old, as one without a time
+        return None  # a corrupt time: the intent is treated as old, as one without a time
     if written.tzinfo is None:
         written = written.replace(tzinfo=UTC)
-    return datetime.now(UTC) - written < timedelta(seconds=LIST_LAG_SECONDS)
+    until = written + timedelta(seconds=LIST_LAG_SECONDS)
+    return until if datetime.now(UTC) < until else None
 
 
 def _about(model_name: str, exc: AppError) -> str:
