@@ -283,6 +283,8 @@ class SandboxFaults:
     create_submission_status: ``create_submission`` creates the submission, then answers
         this HTTP status instead of its result (a gateway that failed on the way back).
     hide_submissions: the ``submissions`` query lists nothing.
+    list_lag_seconds: a submission is listed only this long after it was created (the
+        ``submissions`` and ``model`` queries), as a list that lags behind ``create_submission``.
     submissions_status: the ``submissions`` query answers this HTTP status.
     download_status: dataset GETs answer this HTTP status.
     truncate_download: dataset GETs announce the full length, send half, then close.
@@ -311,6 +313,7 @@ class SandboxFaults:
     create_submission_delay_seconds: float = 0.0
     create_submission_status: int | None = None
     hide_submissions: bool = False
+    list_lag_seconds: float = 0.0
     submissions_status: int | None = None
     download_status: int | None = None
     truncate_download: bool = False
@@ -808,10 +811,11 @@ class NumeraiSandbox:
     def _listed(self, model_id: str | None) -> list[dict[str, Any]]:
         if self.faults.hide_submissions:
             return []
+        listed_before = _now() - timedelta(seconds=self.faults.list_lag_seconds)
         return [
             self._submission_payload(s)
             for s in self.submissions
-            if model_id is None or s.model_id == model_id
+            if (model_id is None or s.model_id == model_id) and s.inserted_at <= listed_before
         ]
 
     def _submission_payload(self, submission: SandboxSubmission) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 Each round the timer fires, sometimes into a fault drawn from a fixed seed
 (an API outage, a failing upload, a broken model, storage answering 503,
 create_submission answering late or 502, a run killed right after
-create_submission, a lost lease, a manifest entry changed after a failed
+create_submission (also while Numerai's list lags behind it), a lost lease, a manifest entry changed after a failed
 upload, ...), and fires again once the fault is gone, as a user's daily
 schedule would the next time. At the end it checks, and prints:
 - every round's models were each submitted exactly once, or the round's
@@ -178,6 +178,12 @@ def _faults(
         victim.wait(300)
         sandbox.on_request = None
 
+    def kill_while_the_list_lags() -> None:
+        # The next firing comes before Numerai lists the killed run's submission: it must hold
+        # the model, not submit it again (issue #21, item 6); the healing firing finds it.
+        sandbox.faults.list_lag_seconds = 3600
+        kill_after_create_submission()
+
     def lose_the_lease() -> None:
         lock = stack.blob_service.get_blob_client(stack.results_container, "locks/scheduled-run")
 
@@ -202,6 +208,7 @@ def _faults(
         "create_submission 502 after creating": (set_fault("create_submission_status", 502), clear),
         "submission not listed": (set_fault("hide_submissions", True), clear),
         "killed after create_submission": (kill_after_create_submission, clear),
+        "killed after create_submission, list lagging": (kill_while_the_list_lags, clear),
         "lease lost mid-run": (lose_the_lease, clear),
         "manifest entry changed after a failed upload": (
             set_fault("put_status", 403),

@@ -120,7 +120,8 @@ class FakeRunRecords:
         self.window_checked: dict[int, str] = {}
         self.reports: dict[str, tuple[str, int]] = {}  # run id → (report JSON, version)
         self.results: dict[str, dict[str, str]] = {}  # run id → model → result JSON
-        self.released: set[tuple[str, str]] = set()
+        self.released: dict[tuple[str, str], tuple[str, bool]] = {}  # → (by, sent)
+        self.published_runs: set[str] = set()
 
     def write_report(self, run_id: str, report_json: str) -> str:
         _, version = self.reports.get(run_id, ("", 0))
@@ -150,10 +151,26 @@ class FakeRunRecords:
     def task_results(self, run_id: str) -> dict[str, str]:
         return dict(self.results.get(run_id, {}))
 
-    def mark_released(self, run_id: str, model_name: str) -> bool:
+    def replace_task_result(self, run_id: str, model_name: str, result_json: str) -> None:
+        self.results.setdefault(run_id, {})[model_name] = result_json
+
+    def mark_released(self, run_id: str, model_name: str, by: str) -> bool:
         first = (run_id, model_name) not in self.released
-        self.released.add((run_id, model_name))
+        self.released.setdefault((run_id, model_name), (by, False))
         return first
+
+    def mark_sent(self, run_id: str, model_name: str, by: str) -> None:
+        self.released[(run_id, model_name)] = (by, True)
+
+    def unsent_release_by(self, run_id: str, model_name: str) -> str | None:
+        by, sent = self.released.get((run_id, model_name), ("", True))
+        return None if sent else by
+
+    def mark_published(self, run_id: str) -> None:
+        self.published_runs.add(run_id)
+
+    def published(self, run_id: str) -> bool:
+        return run_id in self.published_runs
 
     def window_checked_by(self, round_number: int) -> str | None:
         return self.window_checked.get(round_number)

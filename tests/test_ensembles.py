@@ -15,13 +15,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from azure.functions.queue import QueueMessage as FunctionMessage
+from azure.storage.queue import QueueClient
 from numerai_tools.scoring import neutralize
 
+import function_app
 from devkit.local_stack import DATA_VERSION, LocalStack
 from devkit.synthetic import SyntheticRound
 from shared.data.benchmarks import MAIN_BENCHMARK
 from shared.errors import RunFailed
-from tests.support import deliver, fire_timer, line, post_test_run, reports, results
+from shared.executors.queue.messages import TaskMessage, TaskQueue
+from tests.support import deliver, fire_timer, line, post_test_run, reports, results, task_queue
 
 ENSEMBLES = [
     {
@@ -267,6 +271,58 @@ def test_in_queue_mode_an_ensemble_waits_for_its_members_and_is_submitted_once(
     [report] = reports(with_ensembles)
     assert report["status"] == "succeeded", report
     assert line(report, "demo_lightgbm")["status"] == "predicted"
+    assert sorted(s.model_name for s in with_ensembles.sandbox.submissions) == [
+        "demo_catboost",
+        "demo_onnx",
+        "demo_upload",
+        "ens_a",
+        "ens_b",
+    ]
+
+
+class Killed(BaseException):
+    """The instance stopping mid-call: nothing after this point of the task runs."""
+
+
+def test_in_queue_mode_an_ensemble_whose_releaser_dies_before_sending_is_sent_by_its_redelivery(
+    with_ensembles: LocalStack,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Issue #21, item 8: the release mark was created, then the instance died before the send.
+    monkeypatch.setenv("MODEL_EXECUTION", "queue")
+    fire_timer()
+    send, died = TaskQueue.send, []
+
+    def dies_sending_an_ensemble(
+        self: TaskQueue, message: TaskMessage, delay_seconds: float = 0
+    ) -> tuple[str, str]:
+        if message.model in {"ens_a", "ens_b"} and not died:
+            died.append(message.model)
+            raise Killed
+        return send(self, message, delay_seconds)
+
+    monkeypatch.setattr(TaskQueue, "send", dies_sending_an_ensemble)
+    queue = task_queue(with_ensembles)
+    while batch := list(queue.receive_messages(max_messages=1, visibility_timeout=60)):
+        message = batch[0]
+        try:
+            function_app.model_task.build().get_user_function()(
+                FunctionMessage(
+                    id=message.id,
+                    body=message.content.encode(),
+                    dequeue_count=message.dequeue_count,
+                )
+            )
+        except Killed:  # the host delivers the message again once its visibility timeout passes
+            QueueClient.from_connection_string(
+                with_ensembles.azurite.connection_string, with_ensembles.task_queue
+            ).update_message(message.id, message.pop_receipt, visibility_timeout=0)
+            continue
+        queue.delete_message(message)
+
+    assert died
+    [report] = reports(with_ensembles)
+    assert report["status"] == "succeeded", report
     assert sorted(s.model_name for s in with_ensembles.sandbox.submissions) == [
         "demo_catboost",
         "demo_onnx",

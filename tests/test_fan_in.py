@@ -16,7 +16,15 @@ from shared.executors.queue import fanin
 from shared.executors.queue.messages import MODEL, TaskMessage
 from shared.executors.queue.plan import FanOutPlan
 from shared.manifest import ModelSpec
-from shared.report import Execution, Mode, ModelReport, ModelStatus, RunReport, RunStatus
+from shared.report import (
+    Execution,
+    Mode,
+    ModelReport,
+    ModelStatus,
+    RunReport,
+    RunStatus,
+    SubmissionState,
+)
 from shared.storage import Results
 from tests.fakes import ROUND, RUN_ID, World, model, world
 
@@ -179,3 +187,113 @@ def test_fan_in_keeps_planning_warnings_as_the_local_run_does(published: list[Ru
     finished = fanin.finish_if_complete(results_of(w), plan, None)
     assert finished is not None
     assert finished.models[0].warnings == [warning, "from the task"]
+
+
+class Killed(BaseException):
+    """The instance stopping mid-call: nothing after this point of the task runs."""
+
+
+def test_a_late_result_that_submitted_corrects_the_report_finished_at_the_deadline(
+    published: list[RunReport],
+) -> None:
+    # Issue #21, item 4: a task past its deadline check still uploads; the deadline message
+    # fails the model meanwhile. Numerai has the submission, so the report must say so.
+    w = world()
+    plan = fanned_out(w, SPECS[:2])
+    result(w, plan, "a")
+    assert fanin.handle_deadline(results_of(w), plan) is not None
+    late = ModelReport(
+        "b", status=ModelStatus.SUBMITTED, submission=SubmissionState.EXISTS, submission_id="s-b"
+    )
+    assert not fanin.keep_result(results_of(w), plan, late)  # the deadline's result came first
+    corrected = saved(w)
+    assert corrected.status is RunStatus.SUCCEEDED
+    b = {m.name: m for m in corrected.models}["b"]
+    assert (b.status, b.submission, b.submission_id) == (
+        ModelStatus.SUBMITTED,
+        SubmissionState.EXISTS,
+        "s-b",
+    )
+    assert b.warnings == [
+        f"model 'b': its task finished after the run's deadline ({plan.deadline}) had failed it; "
+        "Numerai has its submission, so the report was corrected"
+    ]
+    assert [r.status for r in published] == [RunStatus.FAILED, RunStatus.SUCCEEDED]
+    # A late result that submitted nothing changes nothing.
+    assert not fanin.keep_result(results_of(w), plan, ModelReport("a", status=ModelStatus.FAILED))
+    assert len(published) == 2
+
+
+def test_a_run_whose_finisher_died_before_its_record_is_recorded_by_the_next_delivery(
+    published: list[RunReport], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue #21, item 7: the final report was written, then the instance died before the
+    # telemetry record (the alert) and before deleting the deadline message.
+    w = world()
+    plan = fanned_out(w)
+    queue = FakeQueue()
+    for name in ("a", "b", "e"):
+        result(w, plan, name, ModelStatus.FAILED)
+
+    def dies(report: RunReport, results: Results, seconds: float) -> None:
+        raise Killed
+
+    recorder = fanin.publish
+    monkeypatch.setattr(fanin, "publish", dies)
+    with pytest.raises(Killed):
+        fanin.finish_if_complete(results_of(w), plan, queue)
+    assert saved(w).status is RunStatus.FAILED and queue.deleted == []
+    monkeypatch.setattr(fanin, "publish", recorder)
+    again = fanin.finish_if_complete(results_of(w), plan, queue)  # the task's redelivery
+    assert again is not None and again.status is RunStatus.FAILED
+    assert [r.run_id for r in published] == [RUN_ID] and queue.deleted == [("deadline-1", "r")]
+    assert fanin.finish_if_complete(results_of(w), plan, queue) is None  # recorded once
+    assert fanin.handle_deadline(results_of(w), plan) is None and len(published) == 1
+
+
+def test_an_ensemble_whose_releaser_died_before_sending_is_sent_by_its_redelivery(
+    published: list[RunReport],
+) -> None:
+    # Issue #21, item 8: the release mark was created, then the instance died before the send.
+    w = world()
+    plan = fanned_out(w)
+    result(w, plan, "a")
+    result(w, plan, "b")
+
+    class DyingQueue(FakeQueue):
+        def send(self, message: TaskMessage, delay_seconds: float = 0) -> tuple[str, str]:
+            raise Killed
+
+    with pytest.raises(Killed):
+        fanin.finish_if_complete(results_of(w), plan, DyingQueue(), by="b")
+    queue = FakeQueue()
+    assert fanin.finish_if_complete(results_of(w), plan, queue, by="a") is None
+    assert queue.sent == []  # a's task cannot tell a dead releaser from one about to send
+    assert fanin.finish_if_complete(results_of(w), plan, queue, by="b") is None  # b's redelivery
+    assert [(m.kind, m.model) for m in queue.sent] == [(MODEL, "e")]
+    assert fanin.finish_if_complete(results_of(w), plan, queue, by="b") is None
+    assert len(queue.sent) == 1  # sent once it is marked sent
+
+
+@pytest.mark.parametrize(
+    ("submit_late", "b_status", "checked"),
+    [
+        (True, ModelStatus.FAILED, False),  # a later run may still submit b late
+        (True, ModelStatus.SUBMITTED, True),
+        (False, ModelStatus.FAILED, True),  # nothing is uploaded after the close: final
+    ],
+)
+def test_a_fanned_out_run_after_the_close_marks_the_round_checked_once_its_outcome_is_final(
+    published: list[RunReport], submit_late: bool, b_status: ModelStatus, checked: bool
+) -> None:
+    # Issue #21, item 5, in queue mode: the run that finishes the report decides the mark.
+    w = world()
+    plan = fanned_out(w, SPECS[:2])
+    plan.submit_late = submit_late
+    running = saved(w)
+    running.after_window = True
+    w.runs.write_report(RUN_ID, running.to_json())
+    result(w, plan, "a")
+    result(w, plan, "b", b_status)
+    assert fanin.finish_if_complete(results_of(w), plan, None) is not None
+    assert w.runs.window_checked_by(ROUND) == (RUN_ID if checked else None)

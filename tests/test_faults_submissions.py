@@ -24,7 +24,11 @@ from azure.storage.blob import BlobLeaseClient
 from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound
 from shared.errors import RunFailed
-from tests.support import MODELS, fire_timer, line, post_test_run, reports, results
+from shared.executors.queue import fanin
+from shared.executors.queue.messages import DEADLINE, TaskMessage
+from shared.executors.queue.task import run_deadline
+from shared.steps.publish import publish
+from tests.support import MODELS, deliver, fire_timer, line, post_test_run, reports, results
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("no_secret_anywhere")
@@ -153,9 +157,8 @@ def test_no_answer_and_no_list_is_unknown_and_the_next_run_finds_it(
     submitted_once(deployed)
 
 
-def test_a_run_killed_after_create_submission_is_reconciled_not_resubmitted(
-    deployed: LocalStack,
-) -> None:
+def kill_a_run_after_its_first_create_submission(stack: LocalStack) -> None:
+    """A scheduled run in its own process, SIGKILLed right after Numerai answered a create_submission."""
     victim: subprocess.Popen | None = None
 
     def kill_when_it_checks(entry: str) -> None:
@@ -164,7 +167,7 @@ def test_a_run_killed_after_create_submission_is_reconciled_not_resubmitted(
             victim.send_signal(signal.SIGKILL)
             victim.wait(30)
 
-    deployed.sandbox.on_request = kill_when_it_checks
+    stack.sandbox.on_request = kill_when_it_checks
     victim = subprocess.Popen(
         [sys.executable, "-m", "shared", "run"],
         cwd=REPO,
@@ -173,7 +176,13 @@ def test_a_run_killed_after_create_submission_is_reconciled_not_resubmitted(
         stderr=subprocess.DEVNULL,
     )
     assert victim.wait(180) == -signal.SIGKILL
-    deployed.sandbox.on_request = None
+    stack.sandbox.on_request = None
+
+
+def test_a_run_killed_after_create_submission_is_reconciled_not_resubmitted(
+    deployed: LocalStack,
+) -> None:
+    kill_a_run_after_its_first_create_submission(deployed)
     [first] = deployed.sandbox.submissions  # one model was submitted; its run never recorded it
     assert results(deployed).ledger.records() == []
 
@@ -184,6 +193,33 @@ def test_a_run_killed_after_create_submission_is_reconciled_not_resubmitted(
     assert reconciled["status"] == "already_submitted"
     assert reconciled["submission_id"] == first.id and reconciled["submission"] == "exists"
     submitted_once(deployed)
+
+
+def test_a_killed_run_followed_before_numerai_lists_its_submission_does_not_submit_twice(
+    deployed: LocalStack,
+) -> None:
+    # Issue #21, item 6: seen as two submissions of one model.
+    deployed.sandbox.faults.list_lag_seconds = 3600
+    kill_a_run_after_its_first_create_submission(deployed)
+    [first] = deployed.sandbox.submissions
+
+    with pytest.raises(RunFailed):
+        fire_timer()  # Numerai does not list it yet: held, not submitted again
+    held = line(reports(deployed)[-1], first.model_name)
+    assert (held["status"], held["submission"]) == ("failed", "unknown")
+    assert (
+        "Numerai does not list it yet; its list may lag behind create_submission" in held["error"]
+    )
+    assert [s.id for s in deployed.sandbox.submissions if s.model_name == first.model_name] == [
+        first.id
+    ]
+
+    deployed.sandbox.faults.reset()  # the list caught up
+    fire_timer()
+    found = line(reports(deployed)[-1], first.model_name)
+    assert (found["status"], found["submission_id"]) == ("already_submitted", first.id)
+    submitted_once(deployed)
+    assert results(deployed).ledger.intent_for(1200, first.model_name) is None
 
 
 def test_a_changed_manifest_entry_is_predicted_again_not_taken_from_the_archive(
@@ -343,3 +379,75 @@ def test_the_run_deadline_stops_a_slow_model_and_uploads_nothing_after_it(
     assert time.monotonic() - started < 10
     assert all(line(reports(deployed)[-1], name)["from_archive"] for name in MODELS)
     submitted_once(deployed)
+
+
+def test_a_queue_task_whose_upload_outlasts_the_deadline_corrects_the_report(
+    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue #21, item 4: the deadline message failed every model without a result while one
+    # task's create_submission was on its way; Numerai and the ledger have that submission.
+    monkeypatch.setenv("MODEL_EXECUTION", "queue")
+    fire_timer()
+    [planned] = reports(deployed)
+    deadline = TaskMessage(DEADLINE, planned["run_id"], planned["round_number"])
+    fired: list[str] = []
+
+    def deadline_during_create_submission(entry: str) -> None:
+        if entry == "graphql create_submission" and not fired:
+            fired.append(entry)
+            run_deadline(deadline)  # the deadline message, delivered while the task uploads
+
+    deployed.sandbox.on_request = deadline_during_create_submission
+    assert deliver(deployed, limit=1) == 1
+    deployed.sandbox.on_request = None
+    deliver(deployed)  # the other tasks find their models failed by the deadline
+
+    [report] = reports(deployed)
+    [submission] = deployed.sandbox.submissions
+    late = line(report, submission.model_name)
+    assert (late["status"], late["submission"], late["submission_id"]) == (
+        "submitted",
+        "exists",
+        submission.id,
+    )
+    assert "Numerai has its submission, so the report was corrected" in late["warnings"][-1]
+    others = sorted(set(MODELS) - {submission.model_name})
+    assert report["status"] == "failed"
+    assert report["reason"] == f"3 of 4 models failed: {', '.join(others)}"
+    for name in others:
+        assert "no result by the run's deadline" in line(report, name)["error"]
+    assert [(r.model_name, r.submission_id) for r in results(deployed).ledger.records()] == [
+        (submission.model_name, submission.id)
+    ]
+
+
+class Killed(BaseException):
+    """The instance stopping mid-call: nothing after this point of the task runs."""
+
+
+def test_a_queue_run_whose_finisher_dies_before_its_record_is_recorded_by_the_next_delivery(
+    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue #21, item 7: the final report written, then the instance died before the page,
+    # the telemetry record (what the alert reads) and deleting the deadline message.
+    monkeypatch.setenv("MODEL_EXECUTION", "queue")
+    fire_timer()
+    [planned] = reports(deployed)
+
+    def dies(*args: object) -> None:
+        raise Killed
+
+    monkeypatch.setattr(fanin, "publish", dies)
+    with pytest.raises(Killed):
+        deliver(deployed)
+    assert reports(deployed)[0]["status"] == "succeeded"  # written, never published
+    monkeypatch.setattr(fanin, "publish", publish)
+    page = deployed.blob_service.get_blob_client(deployed.results_container, "reports/index.html")
+    assert not page.exists()
+
+    run_deadline(TaskMessage(DEADLINE, planned["run_id"], planned["round_number"]))
+    records = [r for r in caplog.records if getattr(r, "run_status", None) == "succeeded"]
+    assert [r.run_id for r in records] == [planned["run_id"]]
+    assert page.exists()
+    run_deadline(TaskMessage(DEADLINE, planned["run_id"], planned["round_number"]))
+    assert len([r for r in caplog.records if getattr(r, "run_status", None)]) == 1  # once

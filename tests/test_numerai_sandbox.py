@@ -195,6 +195,19 @@ def test_upload_predictions_end_to_end(
     assert [(s["id"], s["filename"]) for s in listed] == [(submission_id, submission.filename)]
 
 
+def test_a_lagging_list_shows_a_submission_only_after_the_lag(
+    sandbox: NumeraiSandbox, napi: numerapi.NumerAPI, tmp_path: Path
+) -> None:
+    _write_predictions(tmp_path / "predictions.csv")
+    model_id = napi.get_models()["sandbox_model"]
+    sandbox.faults.list_lag_seconds = 3600
+    submission_id = napi.upload_predictions(str(tmp_path / "predictions.csv"), model_id=model_id)
+    assert [s.id for s in sandbox.submissions] == [submission_id]  # made at once
+    assert napi.submission_ids(model_id) == []  # listed later
+    sandbox.faults.list_lag_seconds = 0  # the lag is over
+    assert [s["id"] for s in napi.submission_ids(model_id)] == [submission_id]
+
+
 def test_failed_put_means_no_submission(
     sandbox: NumeraiSandbox, napi: numerapi.NumerAPI, tmp_path: Path
 ) -> None:

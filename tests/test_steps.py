@@ -9,6 +9,7 @@ fakes. No Azurite, no Numerai sandbox, no worker processes.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -22,11 +23,11 @@ from shared.errors import (
     SubmissionUnknown,
 )
 from shared.manifest import ModelSpec
-from shared.report import Mode, ModelReport, ModelStatus, SubmissionState
+from shared.report import Mode, ModelReport, ModelStatus, SubmissionState, utc_now
 from shared.steps.archive import archive_prediction
 from shared.steps.benchmark_check import Benchmark
 from shared.steps.ensembles import ensemble_prediction
-from shared.steps.exactly_once import Submitter
+from shared.steps.exactly_once import LIST_LAG_SECONDS, Submitter
 from shared.steps.predict import ENSEMBLE_ETAG, Prediction
 from shared.steps.upload import upload
 from shared.storage.archive import PREDICTIONS, TEST_PREDICTIONS, Archived
@@ -527,8 +528,9 @@ def test_no_answer_and_not_listed_stays_unknown_with_the_intent_kept(csv_path: P
         "again before submitting"
     )
     assert w.ledger.entries == {}
-    kept = SubmissionIntent(ROUND, "a", "id-a", "a-1.csv", RUN_ID)
-    assert w.ledger.intent_for(ROUND, "a") == kept
+    kept = w.ledger.intent_for(ROUND, "a")
+    assert kept is not None and kept.written_at  # the next run knows how long ago it was asked
+    assert kept == SubmissionIntent(ROUND, "a", "id-a", "a-1.csv", RUN_ID, kept.written_at)
 
 
 def test_no_answer_but_listed_is_recorded_with_a_warning(csv_path: Path) -> None:
@@ -608,3 +610,38 @@ def test_existing_reads_the_ledger_then_the_intent() -> None:
     w.numerai.fail_listing = NumeraiApiError("Numerai answered 503")
     with pytest.raises(SubmissionUnknown, match="run old-run asked Numerai to submit 'b.csv'"):
         submitter(w).existing("b", "id-b")
+
+
+def test_a_recorded_submission_clears_the_intent_a_killed_run_left() -> None:
+    # Issue #21, item 7: killed between the ledger write and clearing the intent.
+    w = world()
+    w.ledger.add("a", "sub-a")
+    w.ledger.intents[(ROUND, "a")] = SubmissionIntent(ROUND, "a", "id-a", "a.csv", "old-run")
+    assert submitter(w).existing("a", "id-a") == "sub-a"
+    assert w.ledger.intents == {}
+
+
+def test_an_intent_numerai_does_not_list_yet_is_held_until_its_list_may_lag_no_more() -> None:
+    # Issue #21, item 6: killed right after create_submission, and Numerai's list lags behind.
+    w = world()
+    fresh = SubmissionIntent(ROUND, "a", "id-a", "a.csv", "old-run", utc_now())
+    w.ledger.intents[(ROUND, "a")] = fresh
+    until = datetime.fromisoformat(fresh.written_at) + timedelta(seconds=LIST_LAG_SECONDS)
+    with pytest.raises(SubmissionUnknown) as held:
+        submitter(w).existing("a", "id-a")
+    assert str(held.value) == (
+        "model 'a': run old-run asked Numerai to submit 'a.csv' and never recorded the answer, and "
+        "Numerai does not list it yet; its list may lag behind create_submission, so the model is "
+        f"not submitted again before {until:%H:%M:%S} UTC (5 min after it was asked). "
+        "A run after that submits it if Numerai still lists nothing"
+    )
+    assert w.ledger.intent_for(ROUND, "a") == fresh  # the next run asks again
+    w.numerai.list("id-a", "a.csv", "sub-late")  # the list caught up
+    assert submitter(w).existing("a", "id-a") == "sub-late" and w.ledger.intents == {}
+
+
+def test_an_intent_older_than_the_list_lag_and_not_listed_is_submitted_anew() -> None:
+    w = world()
+    old = (datetime.now(UTC) - timedelta(seconds=LIST_LAG_SECONDS + 1)).isoformat()
+    w.ledger.intents[(ROUND, "a")] = SubmissionIntent(ROUND, "a", "id-a", "a.csv", "old-run", old)
+    assert submitter(w).existing("a", "id-a") is None and w.ledger.intents == {}

@@ -56,6 +56,28 @@ def test_submit_late_uploads_after_the_close_and_says_by_how_much(
     assert missed_records(caplog) == []
 
 
+def test_submit_late_tries_again_after_a_first_late_run_whose_uploads_all_failed(
+    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue #21, item 5: the first run after the close marked the round checked all the same,
+    # so every later run ended nothing_to_do and the late submission never happened.
+    monkeypatch.setenv("SUBMIT_LATE", "true")
+    deployed.sandbox.close_round()
+    deployed.sandbox.faults.put_status = 403
+    with pytest.raises(RunFailed):
+        fire_timer()
+    assert deployed.sandbox.submissions == []
+    assert results(deployed).runs.window_checked_by(1200) is None  # its outcome may still change
+    deployed.sandbox.faults.reset()
+    fire_timer()
+    report = reports(deployed)[-1]
+    assert report["after_window"] is True and report["status"] == "succeeded"
+    assert sorted(s.model_name for s in deployed.sandbox.submissions) == sorted(MODELS)
+    assert results(deployed).runs.window_checked_by(1200) == report["run_id"]
+    fire_timer()  # every model has its outcome now: the round is checked
+    assert reports(deployed)[-1]["status"] == "nothing_to_do"
+
+
 def test_the_first_run_after_the_close_confirms_with_numerai_what_was_submitted(
     deployed: LocalStack,
     caplog: pytest.LogCaptureFixture,

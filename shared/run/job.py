@@ -24,6 +24,7 @@ from shared.settings import Settings, load_settings
 from shared.steps.context import RoundContext, Services
 from shared.steps.models import ModelResults
 from shared.steps.publish import publish, save_report
+from shared.steps.window import settled
 from shared.storage import Results
 from shared.storage.lock import RunLock
 from shared.telemetry import configure_telemetry
@@ -183,11 +184,12 @@ def _run(
     report.models = list(plan.lines.values())
     report.notes.extend(plan.notes)
     done = executor.execute(ctx, plan.pending, account, report) if plan.pending else ModelResults()
-    if done is not None:
-        _assemble(report, plan, done, decision)
-    if decision.after_window:
+    if done is None:
+        return True  # fanned out: the task that finishes the report decides the window mark
+    _assemble(report, plan, done, decision)
+    if decision.after_window and settled(report.models, services.settings.submit_late):
         services.results.runs.mark_window_checked(ctx.round_number, report.run_id)
-    return done is None
+    return False
 
 
 def _note_round(report: RunReport, decision: RoundDecision) -> None:

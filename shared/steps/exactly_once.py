@@ -17,7 +17,8 @@ stop after:
 A run that finds an intent without a ledger entry (its predecessor stopped
 between 2 and 6, or never heard back) reconciles first: it looks for the
 filename at Numerai, records what it finds, and submits only if Numerai lists
-nothing. If it cannot look, it does not submit.
+nothing and the intent is older than LIST_LAG_SECONDS (Numerai's list may not
+show a submission it has just created). If it cannot look, it does not submit.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from shared.errors import (
@@ -39,6 +41,13 @@ from shared.report import SubmissionState, utc_now
 from shared.storage.ledger import Ledger, SubmissionIntent, SubmissionRecord
 
 log = logging.getLogger(__name__)
+
+# How long after an intent a run still takes "not listed" to mean "not listed yet". No public
+# source says how soon Numerai's `submissions` shows a submission `create_submission` made, and
+# no lag has been measured here; issue #21 saw a model submitted twice when the next attempt
+# asked too soon. Five minutes is five times NUMERAI_TIMEOUT_SECONDS' default (the longest a
+# create_submission is waited for), yet leaves most of a one-hour staking window to submit in.
+LIST_LAG_SECONDS = 300
 
 
 @dataclass
@@ -70,6 +79,8 @@ class Submitter:
         """
         record = self.ledger.submission_for(self.round_number, model_name)
         if record is not None:
+            # One call, whether or not a run stopped between recording and clearing its intent.
+            self._forget(model_name)
             return record.submission_id
         intent = self.ledger.intent_for(self.round_number, model_name)
         if intent is None:
@@ -82,6 +93,14 @@ class Submitter:
                 f"and never recorded the answer; Numerai's submissions could not be checked ({exc}), "
                 "so it is not submitted again. The next run checks again"
             ) from None
+        if found is None and (until := _listed_by(intent)) is not None:
+            raise SubmissionUnknown(
+                f"model '{model_name}': run {intent.run_id} asked Numerai to submit '{intent.filename}' "
+                "and never recorded the answer, and Numerai does not list it yet; its list may lag "
+                f"behind create_submission, so the model is not submitted again before {until:%H:%M:%S} "
+                f"UTC ({LIST_LAG_SECONDS // 60} min after it was asked). A run after that submits it "
+                "if Numerai still lists nothing"
+            )
         if found is None:
             log.info(
                 "model %s: run %s's submission of '%s' never happened; submitting anew",
@@ -107,7 +126,9 @@ class Submitter:
         try:
             filename = self.numerai.upload(model_name, model_id, csv_path)
             self.ledger.record_intent(
-                SubmissionIntent(self.round_number, model_name, model_id, filename, self.run_id)
+                SubmissionIntent(
+                    self.round_number, model_name, model_id, filename, self.run_id, utc_now()
+                )
             )
         except AppError as exc:
             return SubmitResult(SubmissionState.NONE, error=_about(model_name, exc))
@@ -221,6 +242,20 @@ class Submitter:
             self.ledger.clear_intent(self.round_number, model_name)
         except StorageError as exc:
             log.warning("model %s: could not clear its submission intent: %s", model_name, exc)
+
+
+def _listed_by(intent: SubmissionIntent) -> datetime | None:
+    """When Numerai's list must show what the intent's create_submission made; None once past."""
+    if not intent.written_at:
+        return None
+    try:
+        written = datetime.fromisoformat(intent.written_at)
+    except ValueError:
+        return None  # a corrupt time: the intent is treated as old, as one without a time
+    if written.tzinfo is None:
+        written = written.replace(tzinfo=UTC)
+    until = written + timedelta(seconds=LIST_LAG_SECONDS)
+    return until if datetime.now(UTC) < until else None
 
 
 def _about(model_name: str, exc: AppError) -> str:

@@ -9,11 +9,14 @@ submission it counts for the round: one listed under the round's number (a late
 submission of the round before is queued into it, so its `insertedAt` is before the
 round opened) and made before the staking close. That report is the round's last
 word, and a model without one is `missed` (the alert that means "a model missed the round").
+The round is marked checked only once no later run can change what it says (`settled`):
+with SUBMIT_LATE, a model that failed is tried again by the next run.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from shared.errors import NumeraiApiError
@@ -49,6 +52,17 @@ def missed_reason(name: str, round_: RoundInfo, late: timedelta, archived: str |
         f"model '{name}': round {round_.number} closed for staking at {round_.close_time:%Y-%m-%d %H:%M} UTC, "
         f"{duration(late)} before it could be submitted; {kept} but were not uploaded: set SUBMIT_LATE=true "
         "to submit after the close (scored, not staked)"
+    )
+
+
+def settled(lines: Iterable[ModelReport], submit_late: bool) -> bool:
+    """Whether a run after the staking close leaves every model an outcome no later run changes.
+
+    Without SUBMIT_LATE nothing is uploaded after the close, so every outcome is final; with
+    it, a model that failed (or never finished) may still be submitted late by the next run.
+    """
+    return not submit_late or all(
+        line.status not in (ModelStatus.PENDING, ModelStatus.FAILED) for line in lines
     )
 
 

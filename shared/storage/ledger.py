@@ -63,6 +63,9 @@ class SubmissionIntent:
     model_id: str
     filename: str  # as submission_upload_auth named the upload; create_submission refers to it
     run_id: str
+    # ISO 8601, UTC; when create_submission was about to be asked. "" in an intent of an older
+    # version, taken as long ago.
+    written_at: str = ""
 
     def to_json(self) -> str:
         """Serialise as a JSON object."""
@@ -71,18 +74,20 @@ class SubmissionIntent:
     @classmethod
     def from_json(cls, text: str) -> SubmissionIntent:
         """Parse `to_json` output; raises ValueError if it is not a valid intent."""
-        return cls(**_record_fields(cls, text, "a submission intent"))
+        return cls(**_record_fields(cls, text, "a submission intent", optional={"written_at"}))
 
 
-def _record_fields(cls: type, text: str, what: str) -> dict[str, object]:
+def _record_fields(
+    cls: type, text: str, what: str, optional: frozenset[str] | set[str] = frozenset()
+) -> dict[str, object]:
     data = json.loads(text)
     if not isinstance(data, dict):
         raise ValueError(f"{what} must be a JSON object")  # noqa: TRY004 - callers catch ValueError for corrupt records
     names = [f.name for f in fields(cls)]
-    missing = [name for name in names if name not in data]
+    missing = [name for name in names if name not in data and name not in optional]
     if missing:
         raise ValueError(f"{what} lacks {', '.join(missing)}")
-    return {name: data[name] for name in names}
+    return {name: data[name] for name in names if name in data}
 
 
 class Ledger:

@@ -1,7 +1,8 @@
 """What each run leaves behind: its report, and for a fanned-out run its plan, task results and marks.
 
 - `reports/<run id>.json`: every run's report (a fanned-out run's is replaced once, by the task that finishes it);
-- `runs/<run id>/plan.json`, `runs/<run id>/models/<model>.json`, `runs/<run id>/released/<model>`: queue mode;
+- `runs/<run id>/plan.json`, `runs/<run id>/models/<model>.json`, `runs/<run id>/released/<model>`,
+  `runs/<run id>/published`: queue mode;
 - `rounds/round-N/window-checked.json`: the run that checked a round after its staking close.
 """
 
@@ -75,6 +76,10 @@ class RunRecords:
         """
         return self._container.create(_result_blob(run_id, model_name), result_json, "task result")
 
+    def replace_task_result(self, run_id: str, model_name: str, result_json: str) -> None:
+        """Overwrite a model's kept result: only a result that corrects it (fanin.keep_result) may."""
+        self._container.upload(_result_blob(run_id, model_name), result_json, JSON, "task result")
+
     def task_result(self, run_id: str, model_name: str) -> str | None:
         """One model's result of a fanned-out run, or None while it has none."""
         return self._container.read_optional(_result_blob(run_id, model_name), "task result")
@@ -88,10 +93,41 @@ class RunRecords:
                 found[PurePosixPath(name).stem] = text
         return found
 
-    def mark_released(self, run_id: str, model_name: str) -> bool:
-        """Mark a fanned-out run's ensemble as sent to the queue; True only for the first to mark it."""
+    def mark_released(self, run_id: str, model_name: str, by: str) -> bool:
+        """Mark a fanned-out run's ensemble as being sent by the task of model `by`; True only for the first."""
         return self._container.create(
-            _run_blob(run_id, f"released/{segment(model_name, 'model name')}"), "{}", "release mark"
+            _release_blob(run_id, model_name), json.dumps({"by": by, "sent": False}), "release mark"
+        )
+
+    def mark_sent(self, run_id: str, model_name: str, by: str) -> None:
+        """Note that the ensemble's task message went to the queue: no later delivery sends it again."""
+        self._container.upload(
+            _release_blob(run_id, model_name),
+            json.dumps({"by": by, "sent": True}),
+            JSON,
+            "release mark",
+        )
+
+    def unsent_release_by(self, run_id: str, model_name: str) -> str | None:
+        """The task that marked the ensemble released but has not noted it sent, or None."""
+        text = self._container.read_optional(_release_blob(run_id, model_name), "release mark")
+        if text is None:
+            return None
+        try:
+            mark = json.loads(text)
+            return None if mark.get("sent", True) else str(mark["by"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None  # a mark of an older version ("{}"): taken as sent
+
+    def mark_published(self, run_id: str) -> None:
+        """Note that the finished run's report was published (page, telemetry): its alert is out."""
+        self._container.upload(_run_blob(run_id, "published"), "{}", JSON, "published mark")
+
+    def published(self, run_id: str) -> bool:
+        """Whether the finished run's report was published."""
+        return (
+            self._container.read_optional(_run_blob(run_id, "published"), "published mark")
+            is not None
         )
 
     def mark_window_checked(self, round_number: int, run_id: str) -> bool:
@@ -121,6 +157,10 @@ def _run_blob(run_id: str, name: str) -> str:
 
 def _result_blob(run_id: str, model_name: str) -> str:
     return _run_blob(run_id, f"models/{segment(model_name, 'model name')}.json")
+
+
+def _release_blob(run_id: str, model_name: str) -> str:
+    return _run_blob(run_id, f"released/{segment(model_name, 'model name')}")
 
 
 def _window_mark(round_number: int) -> str:

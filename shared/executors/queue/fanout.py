@@ -56,6 +56,7 @@ class QueueExecutor:
                 for line in report.models
                 if line.status is not ModelStatus.PENDING
             },
+            submit_late=ctx.settings.submit_late,
         )
         # The deadline goes first: whatever happens next, the run is reported by then.
         plan.deadline_message = list(

@@ -28,6 +28,9 @@ class FanOutPlan:
     # The lines the run decided before fanning out (a member not in the account, say): an ensemble's
     # task must see a member that failed there as the local run would.
     decided: dict[str, dict] = field(default_factory=dict)
+    # SUBMIT_LATE when the run was planned: after the staking close, whether a failed model may
+    # still be submitted by a later run (steps.window.settled), so the round is not yet checked.
+    submit_late: bool = False
 
     def spec(self, name: str) -> ModelSpec:
         """The planned manifest entry of a model."""

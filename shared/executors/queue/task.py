@@ -47,7 +47,7 @@ def run_model_task(
         line = _run_model(services, plan, message, dequeue_count)
         keep_result(services.results, plan, line)
     # Also when the result was kept by an earlier delivery that stopped before this step.
-    finish_if_complete(services.results, plan, TaskQueue(services.settings))
+    finish_if_complete(services.results, plan, TaskQueue(services.settings), message.model)
 
 
 def run_deadline(message: TaskMessage, environ: Mapping[str, str] | None = None) -> None:
@@ -71,7 +71,7 @@ def run_poisoned(message: TaskMessage, environ: Mapping[str, str] | None = None)
         f"{plan.run_id}"
     )
     keep_result(services.results, plan, line)
-    finish_if_complete(services.results, plan, TaskQueue(services.settings))
+    finish_if_complete(services.results, plan, TaskQueue(services.settings), message.model)
 
 
 def _context(
