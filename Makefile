@@ -1,9 +1,9 @@
-# Every target sets itself up: a fresh clone needs only Python 3.11 or 3.12 and Node.js with npm.
-# Each Python gets its own venv (.venv-3.11, .venv-3.12), so the default `make test` and
-# `make test PYTHON=python3.12` live side by side.
+# Every target sets itself up: a fresh clone needs only Python 3.11, 3.12 or 3.13 and Node.js with npm.
+# Each Python gets its own venv (.venv-3.11, .venv-3.12, .venv-3.13), so the default `make test`,
+# `make test PYTHON=python3.12` and `make test PYTHON=python3.13` live side by side.
 PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 # The interpreter itself. A pyenv shim refuses a version pyenv has not selected
-# (python3.12 while 3.11 is global); then, for a bare name, take the newest such version
+# (python3.13 while 3.11 is global); then, for a bare name, take the newest such version
 # pyenv has installed.
 PYTHON_EXE := $(shell $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null || \
 	case '$(PYTHON)' in (*/*) ;; (*) command -v pyenv >/dev/null 2>&1 && \
@@ -11,7 +11,7 @@ PYTHON_EXE := $(shell $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/nu
 PY_VERSION := $(if $(PYTHON_EXE),$(shell $(PYTHON_EXE) -c 'import sys; print("%d.%d" % sys.version_info[:2])'))
 ifeq ($(PY_VERSION),)
 ifneq ($(MAKECMDGOALS),clean)
-$(error cannot run '$(PYTHON)'; install Python 3.11 or 3.12, or pass PYTHON=/path/to/python3.x)
+$(error cannot run '$(PYTHON)'; install Python 3.11, 3.12 or 3.13, or pass PYTHON=/path/to/python3.x)
 endif
 endif
 # The Pythons Numerai's hosted runner and Azure Functions both offer: checked before any venv
@@ -104,7 +104,7 @@ screenshot: setup
 	REPORT_PAGE_SCREENSHOT=docs/report-page.png $(PY) -m pytest tests/test_report_page.py -k real_browser -q
 
 # The deployment package (.work/package): Linux x86_64 wheels for this Python, so
-# `make package PYTHON=python3.12` for a 3.12 Function App. Needs only pip, not the venv.
+# `make package PYTHON=python3.13` for a 3.13 Function App. Needs only pip, not the venv.
 package:
 	$(PYTHON_EXE) -m devkit.package
 

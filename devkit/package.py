@@ -1,6 +1,6 @@
 """`make package`: the deployment package, built here the way Flex Consumption runs it.
 
-    python -m devkit.package            # for this interpreter's Python (3.11 or 3.12)
+    python -m devkit.package            # for this interpreter's Python (3.11, 3.12 or 3.13)
 
 The package is the app's code (function_app.py, host.json, requirements.txt,
 shared/) and requirements.txt installed from Linux x86_64 wheels into
@@ -10,7 +10,7 @@ points azd at the unzipped tree (`dist`); the zip beside it has the same files,
 for `azd deploy --from-package` and for measuring.
 
 Wheels are chosen for this interpreter's Python version, so run it with the
-Python the Function App uses (`make package PYTHON=python3.12`). pip evaluates
+Python the Function App uses (`make package PYTHON=python3.13`). pip evaluates
 environment markers against the machine it runs on (pypa/pip#11010), so the
 build refuses any machine but Linux x86_64: elsewhere it would pick macOS
 packages (tensorflow instead of tensorflow-cpu, say).

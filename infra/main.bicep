@@ -88,10 +88,11 @@ param dataVersion string = 'v5.3'
 ])
 param instanceMemoryMB int = 2048
 
-@description('Python version of the Function App: the one setting for it (PYTHON_VERSION in the azd environment, default in main.parameters.json). The Numerai hosted runner offers both; 3.11 is its default.')
+@description('Python version of the Function App: the one setting for it (PYTHON_VERSION in the azd environment, default in main.parameters.json). The Numerai hosted runner offers all three; 3.11 is its default.')
 @allowed([
   '3.11'
   '3.12'
+  '3.13'
 ])
 param pythonVersion string
 

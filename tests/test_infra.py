@@ -31,8 +31,9 @@ BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
 MIN_PASSED_CHECKS = 22
 MIN_JUSTIFICATION_LENGTH = 20
 
-# The Pythons requirements.txt is pinned for (Numerai's hosted runner's py3.11 and py3.12 locks).
-SUPPORTED_PYTHONS = ["3.11", "3.12"]
+# The Pythons requirements.txt is pinned for (Numerai's hosted runner's py3.11, py3.12 and
+# py3.13 locks).
+SUPPORTED_PYTHONS = ["3.11", "3.12", "3.13"]
 
 # The worker runtime setting is forbidden on Flex Consumption (functionAppConfig.runtime
 # replaces it); the local-only settings are checked by tests/test_settings_agreement.py.

@@ -1,4 +1,4 @@
-// The Function App on a Flex Consumption (FC1) plan, Linux, Python 3.11 or 3.12
+// The Function App on a Flex Consumption (FC1) plan, Linux, Python 3.11, 3.12 or 3.13
 // (main.bicep's pythonVersion).
 // Everything reaches its dependencies through the one user-assigned identity:
 // the host's storage, the deployment package, Key Vault references and
@@ -45,6 +45,7 @@ param instanceMemoryMB int = 2048
 @allowed([
   '3.11'
   '3.12'
+  '3.13'
 ])
 param pythonVersion string
 
