@@ -68,8 +68,8 @@ LOCKS = {
 }
 # Where a pin departs from its lock on purpose (requirements.txt's header says why).
 DEPARTURES = {
-    ("3.11", "keras"): "3.12.1",  # the lock's 3.11.3 runs code from a crafted .keras file
-    ("3.12", "keras"): "3.12.1",
+    ("3.11", "keras"): "3.12.4",  # the lock's 3.11.3 runs code from a crafted .keras file
+    ("3.12", "keras"): "3.12.4",
 }
 
 
