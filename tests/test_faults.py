@@ -380,7 +380,7 @@ def test_a_run_killed_after_archiving_is_finished_by_the_next_without_predicting
     deployed.sandbox.on_request = hold_uploads
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     victim = subprocess.Popen(
-        [sys.executable, "-m", "shared", "run"],
+        [sys.executable, "-m", "shared", "run", "--submit"],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -169,7 +169,7 @@ def kill_a_run_after_its_first_create_submission(stack: LocalStack) -> None:
 
     stack.sandbox.on_request = kill_when_it_checks
     victim = subprocess.Popen(
-        [sys.executable, "-m", "shared", "run"],
+        [sys.executable, "-m", "shared", "run", "--submit"],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.DEVNULL,
