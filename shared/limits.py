@@ -70,11 +70,11 @@ def free_disk_bytes(path: Path) -> int:
     return shutil.disk_usage(Path.cwd()).free
 
 
-def folder_bytes(root: Path, max_entries: int | None = None) -> int:
+def folder_bytes(root: Path, max_entries: int | None = None, leave_out: Path | None = None) -> int:
     """The disk space the files under `root` take (allocated blocks, so sparse files count what they use).
 
-    Symbolic links are not followed. With `max_entries`, the walk stops after that many
-    entries and counts what it saw: cheap enough to repeat every poll.
+    Symbolic links are not followed, and `leave_out` is not counted. With `max_entries`, the
+    walk stops after that many entries and counts what it saw: cheap enough to repeat every poll.
     """
     total, seen, stack = 0, 0, [root]
     while stack:
@@ -87,6 +87,8 @@ def folder_bytes(root: Path, max_entries: int | None = None) -> int:
                 seen += 1
                 if max_entries is not None and seen > max_entries:
                     return total
+                if leave_out is not None and entry.path == str(leave_out):
+                    continue
                 try:
                     status = entry.stat(follow_symlinks=False)
                 except OSError:

@@ -227,7 +227,10 @@ class _Watch:
         if self.limits.disk_mb is None:
             return False
         started = time.monotonic()
-        self.disk_mb = folder_bytes(self.request.output_dir, max_entries) / 2**20
+        # The app bounds the worker's log itself (MODEL_LOG_LIMIT_BYTES): what it printed is not
+        # what it wrote.
+        log_file = self.request.output_dir / LOG_FILE
+        self.disk_mb = folder_bytes(self.request.output_dir, max_entries, log_file) / 2**20
         ended = time.monotonic()
         self._next_disk_look = ended + (ended - started) * DISK_LOOK_SPACING
         return self.disk_mb > self.limits.disk_mb
