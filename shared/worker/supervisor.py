@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Self
 
@@ -144,9 +144,10 @@ def run_worker(
     outcome.output = last_lines(request.output_dir / LOG_FILE)
     _relay_output(outcome)
     # Everything the run needs of it is read: what the model wrote goes now, not with the run,
-    # so that the next model and the uploads find the space.
-    shutil.rmtree(request.output_dir, ignore_errors=True)
-    left = free_before - free_disk_bytes(request.output_dir)
+    # so that the next model and the uploads find the space. Its log, bounded apart, stays
+    # with the run's folder for a person to read.
+    _remove_all_but(request.output_dir, LOG_FILE)
+    left = free_before - free_disk_bytes(request.output_dir) - folder_bytes(request.output_dir)
     outcome.disk_left_mb = round(max(left, 0) / 2**20, 1)
     log.info(
         "model %s: worker finished in %.2f s, peak %.0f MiB, its folder %.1f MiB, %.1f MiB left elsewhere",
@@ -234,6 +235,22 @@ class _Watch:
         ended = time.monotonic()
         self._next_disk_look = ended + (ended - started) * DISK_LOOK_SPACING
         return self.disk_mb > self.limits.disk_mb
+
+
+def _remove_all_but(folder: Path, kept: str) -> None:
+    """Remove everything in `folder` except its entry `kept`; what cannot be removed goes with the run."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name == kept:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with suppress(OSError):
+                os.unlink(entry.path)
 
 
 def _kill_group(pid: int) -> None:
