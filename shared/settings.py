@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import SettingsError
-from shared.limits import WorkerLimits, default_memory_limit_mb
+from shared.limits import (
+    WorkerLimits,
+    default_disk_limit_mb,
+    default_memory_limit_mb,
+    free_disk_bytes,
+)
 from shared.redaction import KEY_VAULT_REFERENCE, connection_string_secrets, register
 from shared.report import Execution
 
@@ -54,6 +59,7 @@ class Settings:
     # Below host.json's functionTimeout (30 min), leaving time to save the report and free the lock.
     run_deadline_seconds: float = 1500.0
     model_memory_limit_mb: float | None = None  # None: a share of the instance's memory
+    model_disk_limit_mb: float | None = None  # None: a share of WORK_DIR's free disk
     max_parallel_models: int = 1
     work_dir: Path = Path(tempfile.gettempdir()) / "numerai-submitter"
     # The column of live_benchmark_models.parquet each submission is compared with (the benchmark check);
@@ -74,10 +80,21 @@ class Settings:
         return f"Settings(data_version={self.data_version!r}, models_container={self.models_container!r}, ...)"
 
     def worker_limits(self, run_ends_at: float | None = None) -> WorkerLimits:
-        """What each model's worker process may use; none outlives `run_ends_at` (time.monotonic())."""
+        """What each model's worker process may use; none outlives `run_ends_at` (time.monotonic()).
+
+        The default disk limit is read now: called as the workers start, it shares out the
+        space the round's downloads and model files left.
+        """
         memory = self.model_memory_limit_mb or default_memory_limit_mb(self.max_parallel_models)
+        disk = self.model_disk_limit_mb or default_disk_limit_mb(
+            free_disk_bytes(self.work_dir), self.max_parallel_models
+        )
         return WorkerLimits(
-            seconds=self.model_time_limit_seconds, memory_mb=memory, run_ends_at=run_ends_at
+            seconds=self.model_time_limit_seconds,
+            memory_mb=memory,
+            run_ends_at=run_ends_at,
+            disk_mb=disk,
+            disk_default=self.model_disk_limit_mb is None,
         )
 
     @property
@@ -134,6 +151,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "RUN_DEADLINE_SECONDS", defaults.run_deadline_seconds, minimum=1
         ),
         model_memory_limit_mb=env.optional_number("MODEL_MEMORY_LIMIT_MB", minimum=64),
+        model_disk_limit_mb=env.optional_number("MODEL_DISK_LIMIT_MB", minimum=1),
         max_parallel_models=int(
             env.number("MAX_PARALLEL_MODELS", defaults.max_parallel_models, minimum=1)
         ),

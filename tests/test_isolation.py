@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import cloudpickle
@@ -259,3 +261,141 @@ def test_a_successful_model_s_last_printed_lines_are_logged_at_info(
     assert printed[-1].endswith(
         "INFO shared.worker.engine: model chatty: 503 rows predicted and valid"
     )
+
+
+def test_a_model_that_writes_past_its_disk_limit_is_stopped_alone_and_its_files_removed(
+    deployed: LocalStack,
+    small_round: SyntheticRound,
+    example_models: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    written = tmp_path / "written.txt"
+
+    def fill_disk(live):
+        import tempfile
+        import time
+        from pathlib import Path
+
+        block = b"\1" * 2**20
+        # 50 MiB: half in its folder, half where libraries put temporary files.
+        places = [Path("scratch.bin").absolute(), Path(tempfile.mkstemp()[1])]
+        Path(written).write_text("\n".join(map(str, places)))
+        for place in places:
+            with place.open("ab") as handle:
+                for _ in range(25):
+                    handle.write(block)
+                    handle.flush()
+        time.sleep(60)
+
+    monkeypatch.setenv("MODEL_DISK_LIMIT_MB", "5")
+    monkeypatch.setenv("MODEL_TIME_LIMIT_SECONDS", "30")
+    fleet_with(deployed, small_round, example_models, tmp_path, "filler", fill_disk)
+    try:
+        lines = fire_and_get_report(deployed)
+        assert lines["filler"]["error"] == (
+            "model 'filler': wrote more than MODEL_DISK_LIMIT_MB=5 MiB to its folder while "
+            "predicting and was stopped; its files are removed. Raise the limit if the model "
+            "needs the space, or make it write less"
+        )
+        places = [Path(p) for p in written.read_text().splitlines()]
+        assert len(places) == 2 and not [p for p in places if p.exists()]
+    finally:  # without the limit, the temporary file lands in the machine's /tmp
+        for place in written.read_text().splitlines() if written.exists() else []:
+            Path(place).unlink(missing_ok=True)
+
+
+@pytest.fixture
+def small_disk(deployed: LocalStack, tmp_path: Path) -> Iterator[Path]:
+    """WORK_DIR on a 48 MB filesystem of its own, where this machine lets a test mount one."""
+    work_dir = tmp_path / "work"
+    work_dir.mkdir(exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(work_dir)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a 48 MB tmpfs needs root with CAP_SYS_ADMIN: {mounted.stderr}")
+    try:
+        yield work_dir
+    finally:  # lazily: a fork server may still have a file open there
+        subprocess.run(["umount", "--lazy", str(work_dir)], check=False)
+
+
+def test_a_model_that_fills_a_small_disk_fails_alone_at_its_default_share(
+    deployed: LocalStack,
+    small_round: SyntheticRound,
+    example_models: Path,
+    tmp_path: Path,
+    small_disk: Path,
+) -> None:
+    # The issue's reproduction: WORK_DIR on 48 MB, one model writing until the disk is full. Before,
+    # every model ended "not finished" with "OSError: [Errno 28] No space left on device".
+    def fill_until_full(live):
+        from pathlib import Path
+
+        block = b"\1" * 2**20
+        try:
+            with Path("scratch.bin").open("ab") as handle:
+                while True:
+                    handle.write(block)
+                    handle.flush()
+        except OSError:
+            pass  # a model that ignores the full disk and answers anyway
+        return live[["feature_0000"]].rank(pct=True).set_axis(["prediction"], axis=1)
+
+    fleet_with(deployed, small_round, example_models, tmp_path, "filler", fill_until_full)
+    lines = fire_and_get_report(deployed)
+    assert lines["filler"]["error"].startswith("model 'filler': wrote more than ")
+    assert "MODEL_DISK_LIMIT_MB is unset" in lines["filler"]["error"]
+    assert shutil.disk_usage(small_disk).used < 24 * 2**20  # its files are gone
+
+
+def test_a_model_that_fills_the_disk_outside_its_folder_is_named_by_the_upload_check(
+    deployed: LocalStack,
+    small_round: SyntheticRound,
+    example_models: Path,
+    tmp_path: Path,
+    small_disk: Path,
+) -> None:
+    # Outside its folder nothing counts a model's files; the upload check still fails each model
+    # it cannot write alone, saying why, instead of "unexpected error: OSError" for all.
+    def fill_work_dir(live):
+        import os
+        from pathlib import Path
+
+        work_dir = Path(os.getcwd()).parents[3]  # WORK_DIR/rounds/<run id>/workers/<model>
+        block = b"\1" * 2**20
+        try:
+            with (work_dir / "leak.bin").open("ab") as handle:
+                while True:
+                    handle.write(block)
+                    handle.flush()
+        except OSError:
+            pass
+        return live[["feature_0000"]].rank(pct=True).set_axis(["prediction"], axis=1)
+
+    fleet_with(deployed, small_round, example_models, tmp_path, "leaker", fill_work_dir)
+    with pytest.raises(RunFailed):
+        fire_timer()
+    [report] = reports(deployed)
+    assert deployed.sandbox.submissions == []
+    lines = {line["name"]: line for line in report["models"]}
+    assert lines.pop("leaker")["status"] == "failed"  # no room left for its own predictions
+    assert sorted(lines) == GOOD
+    for line in lines.values():
+        assert line["status"] == "failed"
+        assert line["error"].startswith(
+            f"model '{line['name']}': not uploaded for lack of disk space: its CSV needs "
+        )
+        assert (
+            "the free space fell the most (files written outside their folders are not "
+            in (line["error"])
+        )
+        assert "): 'leaker' 4" in line["error"]  # some 40 MiB of the 48
+        assert line["predictions_blob"] == f"predictions/round-1200/{line['name']}.csv"
+        assert line["error"].endswith(
+            " and the next run submits them once WORK_DIR's disk has room"
+        )

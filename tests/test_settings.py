@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from shared.errors import SettingsError
+from shared.limits import DISK_CAP_MB, default_disk_limit_mb
 from shared.report import Execution
 from shared.settings import load_settings
 
@@ -77,3 +80,17 @@ def test_secrets_stay_out_of_the_settings_repr() -> None:
 
 def test_a_task_queue_name_of_49_characters_is_the_longest_accepted() -> None:
     assert load_settings({**KEYS, "TASK_QUEUE": "a" * 49}).task_queue == "a" * 49
+
+
+def test_the_disk_limit_is_the_setting_or_a_share_of_work_dir_s_free_space(tmp_path) -> None:
+    assert load_settings({**KEYS, "MODEL_DISK_LIMIT_MB": "5"}).worker_limits().disk_mb == 5
+    assert load_settings({**KEYS, "MODEL_DISK_LIMIT_MB": "5"}).worker_limits().disk_default is False
+    # Unset: half the free space ÷ the models at a time, at most DISK_CAP_MB each.
+    assert default_disk_limit_mb(free_bytes=4000 * 2**20, max_parallel=2) == 1000
+    assert default_disk_limit_mb(free_bytes=10**15, max_parallel=1) == DISK_CAP_MB
+    unset = load_settings({**KEYS, "WORK_DIR": str(tmp_path / "work")}).worker_limits()
+    assert unset.disk_default is True
+    free = shutil.disk_usage(tmp_path).free
+    assert unset.disk_mb == pytest.approx(default_disk_limit_mb(free, 1), rel=0.01)
+    with pytest.raises(SettingsError, match="MODEL_DISK_LIMIT_MB must be at least 1"):
+        load_settings({**KEYS, "MODEL_DISK_LIMIT_MB": "0.5"})

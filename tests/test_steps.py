@@ -29,7 +29,7 @@ from shared.steps.benchmark_check import Benchmark
 from shared.steps.ensembles import ensemble_prediction
 from shared.steps.exactly_once import LIST_LAG_SECONDS, Submitter
 from shared.steps.predict import ENSEMBLE_ETAG, Prediction
-from shared.steps.upload import upload
+from shared.steps.upload import UPLOAD_MARGIN_BYTES, upload
 from shared.storage.archive import PREDICTIONS, TEST_PREDICTIONS, Archived
 from shared.storage.ledger import SubmissionIntent
 from tests.fakes import (
@@ -645,3 +645,56 @@ def test_an_intent_older_than_the_list_lag_and_not_listed_is_submitted_anew() ->
     old = (datetime.now(UTC) - timedelta(seconds=LIST_LAG_SECONDS + 1)).isoformat()
     w.ledger.intents[(ROUND, "a")] = SubmissionIntent(ROUND, "a", "id-a", "a.csv", "old-run", old)
     assert submitter(w).existing("a", "id-a") is None and w.ledger.intents == {}
+
+
+def test_an_upload_with_no_disk_space_for_its_csv_fails_that_model_naming_the_space(
+    tmp_path: Path,
+) -> None:
+    # The observed failure: a model filled WORK_DIR's disk, then writing the upload CSV raised
+    # "OSError: [Errno 28] No space left on device" and every model was "not finished".
+    w = world(account=ACCOUNT, lock=FakeLock(), work_dir=tmp_path)
+    lines, made = uploading(model("a"), model("b"))
+    needed = max(len(p.csv.encode()) for p in made.values()) + UPLOAD_MARGIN_BYTES
+    done = upload(w.ctx, lines, made, ACCOUNT, tmp_path, free_bytes=lambda path: needed)
+    assert [line.status for line in done.lines.values()] == [ModelStatus.SUBMITTED] * 2
+    assert list(tmp_path.glob("*.csv")) == []  # each removed once submitted: the next finds room
+
+    lines, made = uploading(model("a"), model("b"))
+    # A model whose worker left 3 MiB outside its folder, and one that left a trace.
+    made["hog"] = Prediction.failed(model("hog"), "model 'hog': failed")
+    made["hog"].outcome.disk_left_mb = 3.0
+    made["b"].outcome.disk_left_mb = 0.2
+    needed = len(made["a"].csv.encode()) + UPLOAD_MARGIN_BYTES
+    done = upload(w.ctx, lines, made, ACCOUNT, tmp_path, free_bytes=lambda path: needed - 1)
+    assert done.stopped is None
+    a = done.lines["a"]
+    assert a.status is ModelStatus.FAILED and a.submission is SubmissionState.NONE
+    assert a.error == (
+        f"model 'a': not uploaded for lack of disk space: its CSV needs {needed / 2**20:.1f} MiB "
+        f"in WORK_DIR ({tmp_path}) and {(needed - 1) / 2**20:.1f} MiB is free; the models after "
+        "whose workers the free space fell the most (files written outside their folders are "
+        "not removed): 'hog' 3.0 MiB, 'b' 0.2 MiB. Its predictions are archived "
+        "(predictions/round-1200/a.csv) and the next run submits them once "
+        "WORK_DIR's disk has room"
+    )
+    assert done.lines["b"].status is ModelStatus.FAILED
+    assert len(w.numerai.uploads) == 2  # only the first pass's
+
+    lines, made = uploading(model("a"))
+    done = upload(w.ctx, lines, made, ACCOUNT, tmp_path, free_bytes=lambda path: 0)
+    assert done.lines["a"].error.endswith(
+        "and 0.0 MiB is free; no model's worker left files outside its folder: something else "
+        "filled the disk. Its predictions are archived (predictions/round-1200/a.csv) and the "
+        "next run submits them once WORK_DIR's disk has room"
+    )
+
+
+def test_a_failed_write_of_the_upload_csv_fails_that_model_not_the_run(tmp_path: Path) -> None:
+    w = world(account=ACCOUNT, lock=FakeLock(), work_dir=tmp_path)
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    lines, made = uploading(model("a"))
+    done = upload(w.ctx, lines, made, ACCOUNT, not_a_folder)
+    assert done.lines["a"].status is ModelStatus.FAILED
+    assert done.lines["a"].error.startswith("model 'a': not uploaded: its CSV could not be written")
+    assert w.numerai.uploads == []

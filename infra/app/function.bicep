@@ -117,6 +117,8 @@ var appSettings = {
   BENCHMARK_MODEL: ''
   // A model's worker may use three quarters of the instance; the host and the run keep the rest.
   MODEL_MEMORY_LIMIT_MB: string(instanceMemoryMB * 3 / 4)
+  // Empty: half of WORK_DIR's free disk when the models start, shared by MAX_PARALLEL_MODELS.
+  MODEL_DISK_LIMIT_MB: ''
   MAX_PARALLEL_MODELS: '1'
   WORK_DIR: '/tmp/numerai-submitter'
   // Queue mode: the trigger and the app's sender both reach the queue through the

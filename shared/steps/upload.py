@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 from shared.errors import LockLost, RunDeadlinePassed
+from shared.limits import free_disk_bytes
 from shared.report import ModelReport, ModelStatus
 from shared.steps.context import RoundContext
 from shared.steps.predict import Prediction
 from shared.steps.window import duration, missed_reason, staking_closed_for
 
 log = logging.getLogger(__name__)
+
+# Room kept beyond a CSV's own bytes: the filesystem's blocks and metadata, a log line.
+UPLOAD_MARGIN_BYTES = 2**20
+# Models named when the disk is short.
+SHOWN_MODELS = 3
 
 
 @dataclass
@@ -35,8 +43,13 @@ def upload(
     predictions: dict[str, Prediction],
     account: dict[str, str],
     work_dir: Path,
+    free_bytes: Callable[[Path], int] = free_disk_bytes,
 ) -> Uploaded:
-    """Submit every line still pending, exactly once each, if the round still takes them."""
+    """Submit every line still pending, exactly once each, if the round still takes them.
+
+    Each CSV is written to `work_dir` only when `free_bytes` says the disk has room for it,
+    and removed once submitted; a model whose CSV cannot be written fails alone.
+    """
     done = Uploaded(dict(lines))
     if not any(line.status is ModelStatus.PENDING for line in done.lines.values()):
         return done  # nothing to upload: the round need not be asked about
@@ -53,14 +66,18 @@ def upload(
             or not prediction.spec.submit
         ):
             continue
-        csv_path = work_dir / f"{name}_round{ctx.round_number}.csv"
-        csv_path.write_text(prediction.csv)
+        csv_path = _write_csv(ctx, line, prediction.csv, work_dir, free_bytes, predictions)
+        if csv_path is None:
+            continue
         try:
             ctx.check_deadline(f"uploading model '{name}'")
             result = submitter.submit(name, account[name], csv_path)
         except (LockLost, RunDeadlinePassed) as exc:
             done.stopped = f"{exc}; the models not yet submitted are archived for the next run"
             return done
+        finally:
+            with suppress(OSError):
+                csv_path.unlink(missing_ok=True)  # submitted or not, archived: the next needs room
         line.submission = result.state
         line.submission_id = result.submission_id
         line.warnings.extend(result.warnings)
@@ -80,6 +97,64 @@ def upload(
             ctx.round_number,
         )
     return done
+
+
+def _write_csv(
+    ctx: RoundContext,
+    line: ModelReport,
+    csv: str,
+    work_dir: Path,
+    free_bytes: Callable[[Path], int],
+    predictions: dict[str, Prediction],
+) -> Path | None:
+    """The model's upload CSV, written; None, the line failed saying why, when it cannot be."""
+    data = csv.encode()
+    needed = len(data) + UPLOAD_MARGIN_BYTES
+    path = work_dir / f"{line.name}_round{ctx.round_number}.csv"
+    archived = (
+        f"Its predictions are archived ({line.predictions_blob}) and the next run submits them"
+    )
+    try:
+        free = free_bytes(work_dir)
+        if free >= needed:
+            path.write_bytes(data)
+            return path
+    except OSError as exc:  # a disk that filled since the look, or a folder gone
+        with suppress(OSError):
+            path.unlink(missing_ok=True)  # a part written: the next model needs the room
+        line.fail(
+            f"model '{line.name}': not uploaded: its CSV could not be written ({exc}). {archived}"
+        )
+        return None
+    line.fail(
+        f"model '{line.name}': not uploaded for lack of disk space: its CSV needs "
+        f"{_mib(needed)} in WORK_DIR ({ctx.settings.work_dir}) and {_mib(free)} is free; "
+        f"{_space_holders(predictions)}. {archived} once WORK_DIR's disk has room"
+    )
+    return None
+
+
+def _space_holders(predictions: dict[str, Prediction]) -> str:
+    """The models after whose workers the disk's free space fell the most, in words.
+
+    A worker's own folder is removed once it is read, so what a model still holds is what it
+    wrote elsewhere. The figure is the fall of the free space while it ran: models running side
+    by side, or another run on the instance, blur it.
+    """
+    fallen = sorted(
+        ((p.outcome.disk_left_mb, name) for name, p in predictions.items()), reverse=True
+    )
+    named = [f"'{name}' {size:.1f} MiB" for size, name in fallen[:SHOWN_MODELS] if size >= 0.1]
+    if not named:
+        return "no model's worker left files outside its folder: something else filled the disk"
+    return (
+        "the models after whose workers the free space fell the most (files written outside "
+        f"their folders are not removed): {', '.join(named)}"
+    )
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +150,7 @@ def _worker(request_file: Path, output: int) -> int:
     # The server's folder is shared by every run it serves: whatever a model writes
     # to relative paths stays in its own folder, which goes with its run.
     os.chdir(request.output_dir)
+    _home_in(request.output_dir)
     phase_file = request.output_dir / PHASE_FILE
 
     def enter(phase: Phase) -> None:
@@ -159,6 +161,19 @@ def _worker(request_file: Path, output: int) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     return 0
+
+
+def _home_in(folder: Path) -> None:
+    """Point the worker's temporary files and home at its own folder, so its disk limit counts them.
+
+    tempfile read TMPDIR once, in the server, and would keep its answer.
+    """
+    scratch = folder / "tmp"
+    scratch.mkdir(exist_ok=True)
+    for name in ("TMPDIR", "TEMP", "TMP"):
+        os.environ[name] = str(scratch)
+    os.environ["HOME"] = str(folder)
+    tempfile.tempdir = str(scratch)
 
 
 @dataclass(eq=False)

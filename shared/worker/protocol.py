@@ -83,6 +83,8 @@ class ModelOutcome:
     error: str | None = None
     has_predictions: bool = False
     peak_memory_mb: float = 0.0
+    # How far the disk's free space fell while it ran, its own folder removed: what it left elsewhere.
+    disk_left_mb: float = 0.0
     warnings: list[str] = field(default_factory=list)
     output: list[str] = field(default_factory=list)
     csv: str | None = None

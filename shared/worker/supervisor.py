@@ -3,27 +3,28 @@
 The run's process (the Functions host's Python worker) imports no ML framework:
 it borrows a warm fork server (`python -m shared.worker`, kept by `pool`) with an
 environment that holds no secret, has it fork one worker per model, watches each worker's
-memory and time, and turns whatever happens (an outcome, a crash, a limit)
+memory, disk and time, and turns whatever happens (an outcome, a crash, a limit)
 into a `ModelOutcome` a participant can read. A model that segfaults, runs out
-of memory or hangs fails alone.
+of memory, fills the disk or hangs fails alone.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Self
 
 import shared
 from shared.errors import ServerGone
-from shared.limits import WorkerLimits, instance_memory_mb
+from shared.limits import WorkerLimits, folder_bytes, free_disk_bytes, instance_memory_mb
 from shared.manifest import PICKLE_FORMATS, ModelFormat
 from shared.worker.forkserver import ForkServerClient, Worker
 from shared.worker.output import last_lines
@@ -34,6 +35,12 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+# Entries of a worker's folder counted per look: a model that makes more files is counted in
+# part while it runs, and in full once it exits.
+DISK_WALK_ENTRIES = 10_000
+# A look at the folder waits this many times its own duration after the last one: a folder of
+# many files (10,000 take 150 ms to walk here) costs the supervisor at most a tenth of a core.
+DISK_LOOK_SPACING = 10
 # Passed through to workers; everything else (keys, connection strings, the
 # managed identity's endpoint and header) stays in the run's process.
 SAFE_VARIABLES = (
@@ -118,6 +125,7 @@ def run_worker(
     """Run one model in a worker forked by `server`; its outcome, whatever became of the worker."""
     name = request.spec.name
     request.output_dir.mkdir(parents=True, exist_ok=True)
+    free_before = free_disk_bytes(request.output_dir)
     started = time.monotonic()
     watch = _Watch(request, limits)
     try:
@@ -135,11 +143,19 @@ def run_worker(
     outcome.peak_memory_mb = round(watch.peak_mb, 1)
     outcome.output = last_lines(request.output_dir / LOG_FILE)
     _relay_output(outcome)
+    # Everything the run needs of it is read: what the model wrote goes now, not with the run,
+    # so that the next model and the uploads find the space. Its log, bounded apart, stays
+    # with the run's folder for a person to read.
+    _remove_all_but(request.output_dir, LOG_FILE)
+    left = free_before - free_disk_bytes(request.output_dir) - folder_bytes(request.output_dir)
+    outcome.disk_left_mb = round(max(left, 0) / 2**20, 1)
     log.info(
-        "model %s: worker finished in %.2f s, peak %.0f MiB",
+        "model %s: worker finished in %.2f s, peak %.0f MiB, its folder %.1f MiB, %.1f MiB left elsewhere",
         name,
         time.monotonic() - started,
         watch.peak_mb,
+        watch.disk_mb,
+        outcome.disk_left_mb,
     )
     return outcome
 
@@ -163,9 +179,11 @@ class _Watch:
         self.request = request
         self.limits = limits
         self.peak_mb = 0.0  # sampled while it runs (for the limit), then exact once it has exited
+        self.disk_mb = 0.0  # what its folder held at the last look
+        self._next_disk_look = 0.0  # time.monotonic() of the next look at its folder
         self.worker: Worker | None = None
         self.exit_code: int | None = None
-        self.stopped_for: str | None = None  # "time" or "memory" when the watch stopped it
+        self.stopped_for: str | None = None  # "time", "memory", "disk" or "run deadline"
 
     @property
     def phase(self) -> Phase:
@@ -185,6 +203,8 @@ class _Watch:
             self.peak_mb = max(self.peak_mb, _tree_rss_mb(pid))
             if self.peak_mb > self.limits.memory_mb:
                 self.stopped_for = "memory"
+            elif self._disk_look_due() and self._over_disk(DISK_WALK_ENTRIES):
+                self.stopped_for = "disk"
             elif time.monotonic() > deadline:
                 self.stopped_for = "time"
             elif time.monotonic() > run_ends_at:
@@ -196,6 +216,41 @@ class _Watch:
         # Sampling misses a worker that lives less than a poll, and the top of any peak; the
         # kernel's figure does not. The sampled sum still counts grandchildren running side by side.
         self.peak_mb = max(self.peak_mb, ended.peak_mb)
+        # Its files outlive it: a model that wrote too much between two looks is caught now.
+        if self.stopped_for is None and self._over_disk(None):
+            self.stopped_for = "disk"
+
+    def _disk_look_due(self) -> bool:
+        return time.monotonic() >= self._next_disk_look
+
+    def _over_disk(self, max_entries: int | None) -> bool:
+        """Whether the worker's folder holds more than its disk limit (counting `max_entries` at most)."""
+        if self.limits.disk_mb is None:
+            return False
+        started = time.monotonic()
+        # The app bounds the worker's log itself (MODEL_LOG_LIMIT_BYTES): what it printed is not
+        # what it wrote.
+        log_file = self.request.output_dir / LOG_FILE
+        self.disk_mb = folder_bytes(self.request.output_dir, max_entries, log_file) / 2**20
+        ended = time.monotonic()
+        self._next_disk_look = ended + (ended - started) * DISK_LOOK_SPACING
+        return self.disk_mb > self.limits.disk_mb
+
+
+def _remove_all_but(folder: Path, kept: str) -> None:
+    """Remove everything in `folder` except its entry `kept`; what cannot be removed goes with the run."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name == kept:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with suppress(OSError):
+                os.unlink(entry.path)
 
 
 def _kill_group(pid: int) -> None:
@@ -260,6 +315,18 @@ def _explain(request: WorkRequest, limits: WorkerLimits, watch: _Watch) -> str:
             f"model '{name}': used more than MODEL_MEMORY_LIMIT_MB={limits.memory_mb:g} MiB while "
             f"{phase} and was stopped; raise the limit on an instance with more memory, or make "
             "the model smaller"
+        )
+    if stopped_for == "disk":
+        limit = (
+            f"its share of the free disk, {limits.disk_mb:g} MiB (MODEL_DISK_LIMIT_MB is unset: "
+            "half of WORK_DIR's free space when the models started, ÷ MAX_PARALLEL_MODELS)"
+            if limits.disk_default
+            else f"MODEL_DISK_LIMIT_MB={limits.disk_mb:g} MiB"
+        )
+        return (
+            f"model '{name}': wrote more than {limit} to its folder while {phase} and was "
+            "stopped; its files are removed. Raise the limit if the model needs the space, or "
+            "make it write less"
         )
     code = watch.exit_code
     if code is not None and code < 0:
