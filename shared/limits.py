@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 from dataclasses import dataclass
@@ -52,8 +53,9 @@ def instance_memory_mb() -> float:
             text = Path(limit_file).read_text().strip()
         except OSError:
             continue
-        if text.isdigit():
-            return min(int(text), machine) / 2**20
+        limit = whole_number(text)
+        if limit is not None:
+            return min(limit, machine) / 2**20
     return machine / 2**20
 
 
@@ -97,3 +99,11 @@ def folder_bytes(root: Path, max_entries: int | None = None, leave_out: Path | N
                 if stat.S_ISDIR(status.st_mode):
                     stack.append(Path(entry.path))
     return total
+
+
+def whole_number(text: str) -> int | None:
+    """`text` as a whole number if it is ASCII digits only, else None.
+
+    Not str.isdigit(): it accepts digits such as '²' that int() refuses.
+    """
+    return int(text) if re.fullmatch(r"[0-9]+", text) else None

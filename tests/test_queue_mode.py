@@ -23,6 +23,7 @@ from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound
 from shared.errors import RunFailed
 from shared.executors.queue.messages import BadTask, TaskMessage
+from shared.triggers import runs_api
 from tests.support import (
     MODELS,
     deliver,
@@ -262,3 +263,9 @@ def test_the_runs_api_refuses_what_it_cannot_answer(queue_mode: LocalStack) -> N
         bad_limit.status_code == 400
         and "limit must be a whole number from 1 to 100" in bad_limit.get_body().decode()
     )
+
+
+@pytest.mark.parametrize("limit", ["²", "1²", "١٠"])
+def test_a_limit_of_unicode_digits_is_answered_400_not_500(limit: str) -> None:
+    answer = runs_api.list_runs({"limit": limit})
+    assert answer.status == 400 and "limit must be a whole number" in answer.body

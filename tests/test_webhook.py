@@ -33,6 +33,7 @@ from shared.errors import RunFailed
 from shared.executors.queue.messages import RUN, BadTask, TaskMessage
 from shared.run import job
 from shared.triggers import tasks
+from shared.triggers.webhook import read_call
 from tests.support import MODELS, deliver, line, reports, task_queue
 
 FUNCTION_KEY = "test-function-key-5e1d"
@@ -544,3 +545,10 @@ def test_an_ensembles_call_submits_the_ensemble_alone_and_predicts_its_members(
         "demo_catboost": "predicted",
         "mixed": "submitted",
     }
+
+
+@pytest.mark.parametrize("digits", ["²", "١٢", "1²"])
+def test_a_round_number_of_unicode_digits_is_ignored_not_a_500(digits: str) -> None:
+    # str.isdigit() accepts these and int() refuses them.
+    body = json.dumps({"triggerId": "t-1", "roundNumber": digits}).encode()
+    assert read_call(body, {}).round_number == 0

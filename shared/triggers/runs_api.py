@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from shared.errors import AppError, RunsError, StorageError
+from shared.limits import whole_number
 from shared.report import Execution, ModelReport, RunReport, RunStatus, worked_on
 from shared.settings import load_settings
 from shared.storage import Results
@@ -122,8 +123,9 @@ def _storage(read: Callable[[], T]) -> T:
 def _limit(text: str | None) -> int:
     if not text:
         return DEFAULT_LIMIT
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+    limit = whole_number(text)
+    if limit is None or not 1 <= limit <= MAX_LIMIT:
         raise RunsError(
             f"limit must be a whole number from 1 to {MAX_LIMIT}; it is {text[:20]!r}", 400
         )
-    return int(text)
+    return limit

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared.errors import AppError, BadRequest
+from shared.limits import whole_number
 from shared.manifest import MODEL_NAME_PATTERN
 from shared.triggers.answers import HttpAnswer, check_size, json_document, json_type
 from shared.webhook_registration import MODEL_PARAMETER
@@ -134,8 +135,9 @@ def _trigger_id(document: dict[str, object]) -> str | None:
 
 def _round_number(value: object) -> int:
     """The round the call names, or 0. Only logged (the run asks Numerai), so never worth refusing a call."""
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
+    number = whole_number(value) if isinstance(value, str) else None
+    if number is not None:
+        return number
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     if value is not None:
