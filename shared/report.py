@@ -9,6 +9,8 @@ from enum import Enum
 
 from shared.redaction import redact
 
+# What a run id looks like (shared.run.job makes them): it names the run's blobs, so nothing else may.
+RUN_ID_PATTERN = r"\d{8}T\d{6,12}Z-(scheduled|test)-[0-9a-f]{8}"
 # Any message of ours fits; the bound keeps an input (a huge file name, say) from making a report large.
 MAX_TEXT_CHARS = 2000
 

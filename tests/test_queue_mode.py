@@ -269,3 +269,37 @@ def test_the_runs_api_refuses_what_it_cannot_answer(queue_mode: LocalStack) -> N
 def test_a_limit_of_unicode_digits_is_answered_400_not_500(limit: str) -> None:
     answer = runs_api.list_runs({"limit": limit})
     assert answer.status == 400 and "limit must be a whole number" in answer.body
+
+
+RUN = "20261128T120000123456Z-scheduled-1a2b3c4d"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"run_id": "a/b"},
+        {"run_id": ".."},
+        {"run_id": ""},
+        {"run_id": 5},
+        {"model": "a/b"},
+        {"model": ".."},
+        {"model": 5},
+        {"round_number": "1200"},
+        {"round_number": True},
+        {"entry_digest": ["x"]},
+        {"kind": "deadline", "model": None, "run_id": "../reports/x"},
+        {"kind": "run", "run_id": "a/b"},
+    ],
+)
+def test_a_junk_message_is_dropped_with_its_reason_by_the_task_and_the_poison_queue(
+    fields: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = {"kind": "model", "run_id": RUN, "round_number": 1200, "model": "m", **fields}
+    body = json.dumps(raw).encode()
+    with pytest.raises(BadTask, match="not a task message"):
+        TaskMessage.from_body(body)
+    # Neither raises (a raise sends it round again, for ever on the poison queue); both say why.
+    for function in (function_app.model_task, function_app.poison_task):
+        caplog.clear()
+        function.build().get_user_function()(FunctionMessage(id="x", body=body, dequeue_count=1))
+        assert "not a task message" in caplog.text and "dropped" in caplog.text

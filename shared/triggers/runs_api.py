@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from shared.errors import AppError, RunsError, StorageError
 from shared.limits import whole_number
-from shared.report import Execution, ModelReport, RunReport, RunStatus, worked_on
+from shared.report import RUN_ID_PATTERN, Execution, ModelReport, RunReport, RunStatus, worked_on
 from shared.settings import load_settings
 from shared.storage import Results
 from shared.triggers.answers import HttpAnswer
@@ -25,7 +25,7 @@ from shared.triggers.answers import HttpAnswer
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 T = TypeVar("T")
-RUN_ID = re.compile(r"\d{8}T\d{6,12}Z-(scheduled|test)-[0-9a-f]{8}")
+RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
 def list_runs(query: Mapping[str, str]) -> HttpAnswer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from shared.errors import BadTask, QueueError
+from shared.manifest import MODEL_NAME_PATTERN
+from shared.report import RUN_ID_PATTERN
 from shared.settings import Settings
 from shared.storage.client import client_options
 
@@ -22,6 +25,8 @@ DEADLINE = "deadline"
 # A scheduled run of one model (or, for a URL without one, of every model), started by Numerai's
 # webhook call (POST /api/numerai-webhook).
 RUN = "run"
+# A webhook delivery's id (shared.triggers.webhook makes them "webhook-<12 hex digits>").
+DELIVERY_PATTERN = r"webhook-[0-9a-f]{1,32}"
 # host.json sits beside shared/ in the app's folder, here and in the deployment package.
 HOST_JSON = Path(__file__).resolve().parents[3] / "host.json"
 # The host's default, when host.json does not set maxDequeueCount.
@@ -48,6 +53,27 @@ class TaskMessage:
         """The message body."""
         return json.dumps(asdict(self))
 
+    def fault(self) -> str | None:
+        """What makes this no message of ours (each field names a blob or a model), or None."""
+        id_pattern = DELIVERY_PATTERN if self.kind == RUN else RUN_ID_PATTERN
+        checks = (
+            (self.kind in (MODEL, DEADLINE, RUN), "'kind' is none of model, deadline, run"),
+            (_matches(id_pattern, self.run_id), f"'run_id' is no {self.kind} id"),
+            (_whole(self.round_number), "'round_number' is not a round number"),
+            (self.model is None or _matches(MODEL_NAME_PATTERN, self.model), "bad 'model'"),
+            (
+                self.kind == RUN or (self.kind == MODEL) == (self.model is not None),
+                "a model message names its model, a deadline message none",
+            ),
+            (
+                self.entry_digest is None or _matches(r"[0-9a-f]{1,64}", self.entry_digest),
+                "bad 'entry_digest'",
+            ),
+            (self.trigger_id is None or isinstance(self.trigger_id, str), "bad 'trigger_id'"),
+            (_whole(self.waits), "bad 'waits'"),
+        )
+        return next((why for ok, why in checks if not ok), None)
+
     @classmethod
     def from_body(cls, body: bytes | str) -> TaskMessage:
         """Parse a message body; BadTask if it is not a task message."""
@@ -56,13 +82,9 @@ class TaskMessage:
             message = cls(**raw)
         except (ValueError, TypeError) as exc:
             raise BadTask(f"not a task message ({exc}): {str(body)[:200]!r}") from None
-        named = bool(message.model)
-        if (
-            message.kind not in (MODEL, DEADLINE, RUN)
-            or (message.kind == MODEL and not named)
-            or (message.kind == DEADLINE and named)
-        ):
-            raise BadTask(f"not a task message: {str(body)[:200]!r}")
+        why = message.fault()
+        if why:
+            raise BadTask(f"not a task message ({why}): {str(body)[:200]!r}")
         return message
 
 
@@ -134,6 +156,14 @@ class TaskQueue:
                 self._name,
                 _first_line(exc),
             )
+
+
+def _matches(pattern: str, value: object) -> bool:
+    return isinstance(value, str) and re.fullmatch(pattern, value) is not None
+
+
+def _whole(value: object) -> bool:
+    return type(value) is int and value >= 0
 
 
 def max_dequeue_count(host_json: Path = HOST_JSON) -> int:
