@@ -303,3 +303,23 @@ def test_a_junk_message_is_dropped_with_its_reason_by_the_task_and_the_poison_qu
         caplog.clear()
         function.build().get_user_function()(FunctionMessage(id="x", body=body, dequeue_count=1))
         assert "not a task message" in caplog.text and "dropped" in caplog.text
+
+
+def call_task(message: TaskMessage, dequeue_count: int = 1) -> None:
+    function_app.model_task.build().get_user_function()(
+        FunctionMessage(id="forged", body=message.to_json().encode(), dequeue_count=dequeue_count)
+    )
+
+
+def test_a_forged_message_with_another_digest_does_not_block_the_planned_model(
+    queue_mode: LocalStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    fire_timer()
+    [planned] = reports(queue_mode)
+    call_task(TaskMessage("model", planned["run_id"], 0, "demo_onnx", "0123456789abcdef"))
+    assert "not the one its run planned" in caplog.text and "dropped" in caplog.text
+
+    deliver(queue_mode)
+    [report] = reports(queue_mode)
+    assert report["status"] == "succeeded", report
+    assert line(report, "demo_onnx")["status"] == "submitted"

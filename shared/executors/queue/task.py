@@ -40,7 +40,7 @@ def run_model_task(
 ) -> None:
     """A model's task: its result kept, and the run finished if this was the last one."""
     services, plan = _context(message, environ)
-    if plan is None:
+    if plan is None or not _planned(message, plan):
         return
     assert message.model is not None  # TaskMessage checks that a model task names its model
     if services.results.runs.task_result(plan.run_id, message.model) is None:
@@ -60,7 +60,7 @@ def run_deadline(message: TaskMessage, environ: Mapping[str, str] | None = None)
 def run_poisoned(message: TaskMessage, environ: Mapping[str, str] | None = None) -> None:
     """A model's task the host gave up on (its instance died each time): the model failed."""
     services, plan = _context(message, environ)
-    if plan is None:
+    if plan is None or not _planned(message, plan):
         return
     assert message.model is not None
     line = ModelReport(message.model)
@@ -89,18 +89,30 @@ def _context(
     return services, FanOutPlan.from_json(text)
 
 
+def _planned(message: TaskMessage, plan: FanOutPlan) -> bool:
+    """Whether the message is one the run sent: its model planned, under the entry the plan holds.
+
+    Any other is dropped unrecorded: as the model's result it would stand (the first result is kept)
+    and block the task the run did send.
+    """
+    name = message.model
+    if name in plan.models and plan.spec(name).digest() == message.entry_digest:
+        return True
+    log.error(
+        "run %s: a task for model %s whose manifest entry is not the one its run planned "
+        "(not a message the run sent); dropped",
+        plan.run_id,
+        name,
+    )
+    return False
+
+
 def _run_model(
     services: Services, plan: FanOutPlan, message: TaskMessage, dequeue_count: int
 ) -> ModelReport:
     """The model's line after this delivery's work; raises to have the host retry what may pass."""
     name = message.model
     assert name is not None
-    if name not in plan.models or plan.spec(name).digest() != message.entry_digest:
-        line = ModelReport(name)
-        line.fail(
-            f"model '{name}': the task's manifest entry is not the one its run planned; not run"
-        )
-        return line
     ctx = RoundContext(
         services,
         plan.mode,
