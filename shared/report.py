@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import Enum
+from typing import TypeVar
 
 from shared.redaction import redact
 
@@ -13,6 +14,7 @@ from shared.redaction import redact
 RUN_ID_PATTERN = r"\d{8}T\d{6,12}Z-(scheduled|test)-[0-9a-f]{8}"
 # Any message of ours fits; the bound keeps an input (a huge file name, say) from making a report large.
 MAX_TEXT_CHARS = 2000
+E = TypeVar("E", bound=Enum)
 
 
 class Mode(str, Enum):
@@ -99,6 +101,8 @@ class ModelReport:
     # A failed model's last printed lines (its worker's log, redacted, at most 20 lines and 4 KB),
     # as Numerai's runner shows a model's execution log.
     output: list[str] = field(default_factory=list)
+    # Fields this version does not know (a newer version's report): kept, and written back as they were.
+    unknown: dict = field(default_factory=dict, repr=False)
 
     def fail(self, error: str) -> None:
         """Mark the model failed with a message for the user."""
@@ -121,17 +125,19 @@ class ModelReport:
 
     def to_json(self) -> str:
         """The line as JSON (enums as their values)."""
-        return json.dumps(asdict(self), default=lambda v: v.value, indent=2)
+        return json.dumps(_as_dict(self), default=lambda v: v.value, indent=2)
 
     @classmethod
     def from_dict(cls, raw: dict) -> ModelReport:
-        """A line read back from its JSON object."""
+        """A line read back from its JSON object; a newer version's fields and statuses are kept as they are."""
+        known, unknown = _split(cls, raw)
         return cls(
             **{
-                **raw,
-                "status": ModelStatus(raw["status"]),
-                "submission": SubmissionState(raw["submission"]),
-            }
+                **known,
+                "status": as_is(ModelStatus, raw["status"]),
+                "submission": as_is(SubmissionState, raw.get("submission", SubmissionState.NONE)),
+            },
+            unknown=unknown,
         )
 
 
@@ -159,6 +165,8 @@ class RunReport:
     models: list[ModelReport] = field(default_factory=list)
     report_blob: str | None = None
     notes: list[str] = field(default_factory=list)  # worth knowing once per run, not failures
+    # Fields this version does not know (a newer version's report): kept, and written back as they were.
+    unknown: dict = field(default_factory=dict, repr=False)
 
     @property
     def fanned_out(self) -> bool:
@@ -224,21 +232,27 @@ class RunReport:
 
     def to_json(self) -> str:
         """The report as JSON (enums as their values)."""
-        return json.dumps(asdict(self), default=lambda v: v.value, indent=2)
+        report = _as_dict(self)
+        report["models"] = [_as_dict(m) for m in self.models]
+        return json.dumps(report, default=lambda v: v.value, indent=2)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> RunReport:
-        """A report read back from its JSON."""
+        """A report read back from its JSON; a newer version's fields and statuses are kept as they are.
+
+        ValueError, TypeError or KeyError if it is no run report.
+        """
         raw = json.loads(text)
-        models = [ModelReport.from_dict(m) for m in raw["models"]]
+        known, unknown = _split(cls, raw)
         return cls(
             **{
-                **raw,
-                "mode": Mode(raw["mode"]),
-                "status": RunStatus(raw["status"]),
-                "models": models,
-                "execution": Execution(raw.get("execution", Execution.LOCAL)),
-            }
+                **known,
+                "mode": as_is(Mode, raw["mode"]),
+                "status": as_is(RunStatus, raw["status"]),
+                "models": [ModelReport.from_dict(m) for m in raw["models"]],
+                "execution": as_is(Execution, raw.get("execution", Execution.LOCAL)),
+            },
+            unknown=unknown,
         )
 
     def summary(self) -> str:
@@ -267,6 +281,36 @@ def worked_on(planned: ModelReport, done: ModelReport) -> ModelReport:
     """A model's line once an executor worked on it: its own, after the warnings planning gave it."""
     done.warnings = [*planned.warnings, *done.warnings]
     return done
+
+
+def as_is(kind: type[E], value: object) -> E:
+    """`kind`'s member of `value`; for a text this version does not know, a member of that text.
+
+    So a newer version's status reads, shows and writes back as it is, and equals none of ours.
+    """
+    try:
+        return kind(value)
+    except ValueError:
+        if not isinstance(value, str):
+            raise
+    member = str.__new__(kind, value)  # type: ignore[call-overload]
+    member._name_ = member._value_ = value
+    return member
+
+
+def _split(kind: type, raw: dict) -> tuple[dict, dict]:
+    """`raw`'s fields that `kind` has, and the others."""
+    names = {spec.name for spec in fields(kind)} - {"unknown"}
+    return (
+        {k: v for k, v in raw.items() if k in names},
+        {k: v for k, v in raw.items() if k not in names},
+    )
+
+
+def _as_dict(item: RunReport | ModelReport) -> dict:
+    """The item's fields, then the unknown ones it was read with, as they were."""
+    known = {spec.name: getattr(item, spec.name) for spec in fields(item) if spec.name != "unknown"}
+    return {**known, **{k: v for k, v in item.unknown.items() if k not in known}}
 
 
 def _redact_texts(item: RunReport | ModelReport) -> None:

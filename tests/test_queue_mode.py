@@ -23,6 +23,7 @@ from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound
 from shared.errors import RunFailed
 from shared.executors.queue.messages import BadTask, TaskMessage
+from shared.report import Mode, ModelReport, RunReport
 from shared.triggers import runs_api
 from tests.support import (
     MODELS,
@@ -31,6 +32,7 @@ from tests.support import (
     line,
     post_test_run,
     reports,
+    results,
     task_queue,
     uploads,
 )
@@ -323,3 +325,26 @@ def test_a_forged_message_with_another_digest_does_not_block_the_planned_model(
     [report] = reports(queue_mode)
     assert report["status"] == "succeeded", report
     assert line(report, "demo_onnx")["status"] == "submitted"
+
+
+def test_the_runs_api_shows_a_report_of_a_newer_version_as_it_is(
+    queue_mode: LocalStack,
+) -> None:
+    run_id = "20261128T120000123456Z-scheduled-1a2b3c4d"
+    newer = {
+        **json.loads(RunReport(run_id, Mode.SCHEDULED, "t").to_json()),
+        "status": "paused",
+        "cost_eur": 0.12,
+    }
+    newer["models"] = [{**json.loads(ModelReport("m").to_json()), "status": "queued"}]
+    results(queue_mode).runs.write_report(run_id, json.dumps(newer))
+    results(queue_mode).runs.write_report(RUN.replace("1a2b", "0000"), "{not json")
+
+    listed = get("runs")
+    assert listed.status_code == 200, listed.get_body()
+    runs = json.loads(listed.get_body())["runs"]
+    assert runs[0]["status"] == "paused" and runs[0]["models"] == {"queued": 1}
+    assert "not a run report" in runs[1]["error"]
+    one = get("runs", run_id)
+    assert one.status_code == 200, one.get_body()
+    assert json.loads(one.get_body())["report"] == newer

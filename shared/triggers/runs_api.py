@@ -61,7 +61,13 @@ def recent_runs(limit_text: str | None, environ: Mapping[str, str] | None = None
     results = _results(environ)
     summaries = []
     for run_id in reversed(_storage(results.runs.report_ids)[-limit:]):
-        report = _report(results, run_id)
+        try:
+            report = _report(results, run_id)
+        except (
+            RunsError
+        ) as exc:  # one unreadable report is that run's entry, not the list's failure
+            summaries.append({"run_id": run_id, "error": str(exc)})
+            continue
         counts = Counter(m.status.value for m in report.models)
         summaries.append(
             {
@@ -104,7 +110,14 @@ def _report(results: Results, run_id: str) -> RunReport:
     text = _storage(lambda: results.runs.find_report(run_id))
     if text is None:
         raise RunsError(f"no run {run_id} in the results container", 404)
-    return RunReport.from_json(text)
+    try:
+        return RunReport.from_json(text)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise RunsError(
+            f"report 'reports/{run_id}.json' is not a run report ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); GET /api/report shows the others",
+            500,
+        ) from exc
 
 
 def _results(environ: Mapping[str, str] | None) -> Results:
