@@ -41,6 +41,11 @@ UNEVENTFUL = frozenset({"nothing_to_do"})
 # A live round is about 7,000 rows of some 30 bytes: this reads it whole with room to spare.
 MAX_PREDICTION_BYTES = 4 * 1024 * 1024
 BINS = 20
+# No script runs and nothing is fetched, whatever a report holds: in the page, and as a header of
+# GET /api/report (which a browser applies before it parses anything).
+PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'"
+# Sent with every answer of GET /api/report; nosniff keeps a browser from reading it as anything else.
+PAGE_HEADERS = {"Content-Security-Policy": PAGE_CSP, "X-Content-Type-Options": "nosniff"}
 
 # A round's cell shows the first of these that any run of the window reached for the model: what
 # became of the submission matters more than the order of the runs (a test run's `validated` after
@@ -297,8 +302,7 @@ def render_page(data: PageData, generated_at: str) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        # No script runs and nothing is fetched, whatever a report holds.
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
+        f'<meta http-equiv="Content-Security-Policy" content="{PAGE_CSP}">'
         f"<title>Numerai submissions</title><style>{_CSS}</style></head>\n<body>\n"
         + "\n".join(body)
         + "\n</body></html>\n"

@@ -20,6 +20,7 @@ from shared.cli import main
 from shared.report import Mode, ModelReport, RunReport, RunStatus
 from shared.report_page import (
     BINS,
+    PAGE_CSP,
     cell_status,
     histogram,
     load_page_data,
@@ -326,6 +327,25 @@ def test_get_api_report_answers_the_stored_page_or_makes_one(
     fixture_reports.page.write("<!DOCTYPE html><p>stored</p>")
     stored = _get_report()
     assert stored.status_code == 200 and stored.get_body() == b"<!DOCTYPE html><p>stored</p>"
+    for answer in (made, stored):
+        assert_security_headers(answer)
+
+
+def assert_security_headers(answer: func.HttpResponse) -> None:
+    # The page's meta CSP is only read once the browser parses it as HTML: the headers come first.
+    assert answer.headers["Content-Security-Policy"] == PAGE_CSP
+    assert "default-src 'none'" in PAGE_CSP
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_get_api_report_sends_security_headers_with_an_error_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("MODELS_STORAGE_CONNECTION_STRING", "MODELS_STORAGE_ACCOUNT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    answer = _get_report()
+    assert answer.status_code == 500
+    assert_security_headers(answer)
 
 
 def test_get_api_report_says_what_is_wrong_when_storage_is_not_set(

@@ -40,10 +40,10 @@ def get_run(run_id: str) -> HttpAnswer:
 
 def report_page() -> HttpAnswer:
     """GET /api/report: the report page (reports/index.html), made now if none is stored yet."""
-    from shared.report_page import page_response
+    from shared.report_page import PAGE_HEADERS, page_response
 
     status, content_type, body = page_response()
-    return HttpAnswer(status, body, mimetype=content_type)
+    return HttpAnswer(status, body, headers=dict(PAGE_HEADERS), mimetype=content_type)
 
 
 def _answer(answer: Callable[[], dict]) -> HttpAnswer:
