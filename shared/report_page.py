@@ -34,10 +34,11 @@ from shared.storage.page import REPORT_PAGE
 log = logging.getLogger(__name__)
 
 MAX_RUNS = 30
-# Runs that had nothing to do (the healing schedule's firings once a round is submitted) add
+# Runs that had nothing to do (the healing schedule's firings once a round is submitted) and runs
+# that found the run lock held (webhook calls at once, a timer beside them) did nothing and add
 # nothing to the page: they are passed over, looking back at most this many reports.
 MAX_SCANNED = 400
-UNEVENTFUL = frozenset({"nothing_to_do"})
+UNEVENTFUL = frozenset({"nothing_to_do", "locked"})
 # A live round is about 7,000 rows of some 30 bytes: this reads it whole with room to spare.
 MAX_PREDICTION_BYTES = 4 * 1024 * 1024
 BINS = 20

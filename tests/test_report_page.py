@@ -149,8 +149,8 @@ def fixture_reports(stack: LocalStack) -> Results:
         Mode.SCHEDULED,
         None,
         [],
-        RunStatus.LOCKED,
-        f"another run held the lock {SCRIPT}",
+        RunStatus.FAILED,
+        f"the round could not be had {SCRIPT}",
     )
     _run(
         store,
@@ -257,7 +257,7 @@ def test_the_page_shows_the_runs_rounds_and_models_in_a_real_browser(
         "  | loading gamma.pkl",
         f"  | {SCRIPT}",
     ]
-    assert f"another run held the lock {SCRIPT}" in page.inner_text("#runs")
+    assert f"the round could not be had {SCRIPT}" in page.inner_text("#runs")
     assert page.evaluate("document.scripts.length") == 0 and page.evaluate("window.__ran") is None
 
     # Benchmark correlation: a line chart where there is any, "no data" where there is none.
@@ -462,3 +462,20 @@ def test_runs_with_nothing_to_do_are_passed_over_so_the_page_keeps_its_rounds(
             RunStatus.NOTHING_TO_DO,
         )
     assert [run.run_id for run in load_page_data(store, limit=1).runs] == [busy]
+
+
+def test_locked_runs_are_passed_over_so_the_page_keeps_its_rounds(stack: LocalStack) -> None:
+    store = results(stack)
+    busy = "20261128T120000000000Z-scheduled-bbbb0001"
+    _run(store, busy, Mode.SCHEDULED, 1300, [{"name": "alpha", "status": "submitted"}])
+    for minute in range(1, 31):  # thirty runs that found the lock held, each ended `locked`
+        _run(
+            store,
+            f"20261128T12{minute:02d}00000000Z-scheduled-cccc00{minute:02d}",
+            Mode.SCHEDULED,
+            None,
+            [],
+            RunStatus.LOCKED,
+            "another run held the lock",
+        )
+    assert [run.run_id for run in load_page_data(store).runs] == [busy]
