@@ -42,6 +42,8 @@ UNEVENTFUL = frozenset({"nothing_to_do", "locked"})
 # A live round is about 7,000 rows of some 30 bytes: this reads it whole with room to spare.
 MAX_PREDICTION_BYTES = 4 * 1024 * 1024
 BINS = 20
+# Renders of the page before a writer gives up to the others writing it at the same time.
+PAGE_WRITE_TRIES = 3
 # No script runs and nothing is fetched, whatever a report holds: in the page, and as a header of
 # GET /api/report (which a browser applies before it parses anything).
 PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'"
@@ -225,8 +227,21 @@ def refresh_report_page(results: Results) -> None:
 
 
 def write_report_page(results: Results) -> str:
-    """Render the report page and store it as `reports/index.html`; returns the blob name."""
-    return results.page.write(render_report_page(results))
+    """Render the report page and store it as `reports/index.html`; returns the blob name.
+
+    Stored only over the page that was there when the render began: two runs finishing together
+    may render in one order and write in the other, and the older render must not stand. The
+    loser renders again; ReportPageError if it lost every try.
+    """
+    for _ in range(PAGE_WRITE_TRIES):
+        seen = results.page.version()
+        if results.page.write_if_unchanged(render_report_page(results), seen):
+            return REPORT_PAGE
+        log.info("the report page changed while it was rendered; rendering it again")
+    raise ReportPageError(
+        f"the report page {REPORT_PAGE} changed during each of {PAGE_WRITE_TRIES} renders; "
+        "the runs that changed it wrote their pages"
+    )
 
 
 def settings_results(environ: Mapping[str, str] | None = None) -> Results:

@@ -16,6 +16,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 import function_app
 from devkit.local_stack import LocalStack
+from shared import report_page
 from shared.cli import main
 from shared.report import Mode, ModelReport, RunReport, RunStatus
 from shared.report_page import (
@@ -324,7 +325,7 @@ def test_get_api_report_answers_the_stored_page_or_makes_one(
     assert 'data-round="1202"' in made.get_body().decode()
     assert fixture_reports.page.read() is None
 
-    fixture_reports.page.write("<!DOCTYPE html><p>stored</p>")
+    assert fixture_reports.page.write_if_unchanged("<!DOCTYPE html><p>stored</p>", None)
     stored = _get_report()
     assert stored.status_code == 200 and stored.get_body() == b"<!DOCTYPE html><p>stored</p>"
     for answer in (made, stored):
@@ -479,3 +480,29 @@ def test_locked_runs_are_passed_over_so_the_page_keeps_its_rounds(stack: LocalSt
             "another run held the lock",
         )
     assert [run.run_id for run in load_page_data(store).runs] == [busy]
+
+
+def test_a_page_render_overtaken_by_a_newer_write_is_made_again_not_stored(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = results(stack)
+    first, later = (
+        "20261128T120000000000Z-scheduled-dddd0001",
+        "20261128T121000000000Z-scheduled-dddd0002",
+    )
+    _run(store, first, Mode.SCHEDULED, 1300, [{"name": "alpha", "status": "submitted"}])
+    rendered = report_page.render_report_page
+    overtaken: list[str] = []
+
+    def overtaken_once(results: Results) -> str:
+        page = rendered(results)
+        if not overtaken:  # another run finishes and writes its page while this one renders
+            overtaken.append(later)
+            _run(store, later, Mode.SCHEDULED, 1301, [{"name": "alpha", "status": "submitted"}])
+            write_report_page(store)
+        return page
+
+    monkeypatch.setattr(report_page, "render_report_page", overtaken_once)
+    write_report_page(store)
+    page = store.page.read()
+    assert page is not None and first in page and later in page

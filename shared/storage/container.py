@@ -83,30 +83,41 @@ class Container:
                 name, text, overwrite=True, content_settings=content, metadata=metadata
             )
 
-    def create(self, name: str, text: str, what: str) -> bool:
-        """Write a JSON blob only if it does not exist yet; True if this call wrote it."""
+    def create(self, name: str, text: str, what: str, content: ContentSettings = JSON) -> bool:
+        """Write a blob (JSON unless told) only if it does not exist yet; True if this call wrote it."""
         with self.errors(name, "write", what):
             try:
-                self.client.upload_blob(name, text, overwrite=False, content_settings=JSON)
+                self.client.upload_blob(name, text, overwrite=False, content_settings=content)
             except ResourceExistsError:
                 return False
         return True
 
-    def replace_if_unchanged(self, name: str, text: str, etag: str, what: str) -> bool:
-        """Replace a JSON blob only if it is still the version `etag` names; False if another writer was first."""
+    def replace_if_unchanged(
+        self, name: str, text: str, etag: str, what: str, content: ContentSettings = JSON
+    ) -> bool:
+        """Replace a blob (JSON unless told) only if it is still the version `etag` names; False if another
+        writer was first."""
         with self.errors(name, "write", what):
             try:
                 self.client.upload_blob(
                     name,
                     text,
                     overwrite=True,
-                    content_settings=JSON,
+                    content_settings=content,
                     etag=etag,
                     match_condition=MatchConditions.IfNotModified,
                 )
             except ResourceModifiedError:
                 return False
         return True
+
+    def etag_optional(self, name: str, what: str) -> str | None:
+        """A blob's ETag, or None if it does not exist."""
+        with self.errors(name, "read", what):
+            try:
+                return self.client.get_blob_client(name).get_blob_properties().etag
+            except ResourceNotFoundError:
+                return None
 
     def read(self, name: str, what: str) -> str:
         """A text blob that must exist; StorageError if it does not."""
