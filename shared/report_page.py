@@ -2,7 +2,8 @@
 
 One self-contained HTML file (inline CSS and SVG, no script, nothing fetched when it is viewed),
 so that it reads the same from Blob Storage, from `GET /api/report` or from a downloaded copy.
-It covers the last MAX_RUNS runs, scheduled and test alike (at one run a round, a month or more):
+It covers the last MAX_RUNS scheduled runs and the last MAX_RUNS test runs (at one run a round, a
+month or more; counted apart, so that test runs never push a round's scheduled run off the page):
 
 - a grid of rounds × models, each cell what became of the model in that round;
 - each model's correlation with the benchmark across those rounds, as a small line chart;
@@ -50,9 +51,9 @@ PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'"
 # Sent with every answer of GET /api/report; nosniff keeps a browser from reading it as anything else.
 PAGE_HEADERS = {"Content-Security-Policy": PAGE_CSP, "X-Content-Type-Options": "nosniff"}
 
-# A round's cell shows the first of these that any run of the window reached for the model: what
-# became of the submission matters more than the order of the runs (a test run's `validated` after
-# a failed scheduled run does not hide the failure). Statuses not listed come after these.
+# A round's cell shows the first of these that any scheduled run of the window reached for the model
+# (any test run, where no scheduled run did): what became of the submission matters more than the
+# order of the runs. Statuses not listed come after these.
 PRECEDENCE = (
     "submitted",
     "already_submitted",
@@ -63,6 +64,8 @@ PRECEDENCE = (
     "skipped",
     "validated",
 )
+# A test run's outcome worth showing beside the scheduled one's.
+UNSUCCESSFUL = frozenset({"failed", "gated", "missed"})
 _LABELS = {"already_submitted": "already submitted", "validated": "validated (test)"}
 
 
@@ -156,8 +159,9 @@ def load_page_data(results: Results, limit: int = MAX_RUNS) -> PageData:
     """Read the last `limit` reports and the predictions of the latest run that has any."""
     runs: list[Run] = []
     unreadable: list[str] = []
+    left = {"scheduled": limit, "test": limit}  # a newer version's mode counts as a test run
     for run_id in reversed(results.runs.report_ids()[-MAX_SCANNED:]):
-        if len(runs) == limit:
+        if not any(left.values()):
             break
         try:
             run = parse_run(run_id, results.runs.read_report(run_id))
@@ -165,7 +169,9 @@ def load_page_data(results: Results, limit: int = MAX_RUNS) -> PageData:
             log.warning("%s", exc)
             unreadable.append(str(exc))
             continue
-        if run.status not in UNEVENTFUL:
+        kind = "scheduled" if run.mode == "scheduled" else "test"
+        if run.status not in UNEVENTFUL and left[kind]:
+            left[kind] -= 1
             runs.append(run)
     runs.reverse()  # oldest first, as the page shows them
     latest = next(
@@ -299,8 +305,9 @@ def render_page(data: PageData, generated_at: str) -> str:
     body = [
         f"<h1>Numerai submissions: the last {len(data.runs)} runs</h1>",
         (
-            f'<p class="note">Made {_esc(generated_at)} from the last {MAX_RUNS} run reports at most '
-            "(scheduled and test runs). Hover over a cell for each run's status and error, and "
+            f'<p class="note">Made {_esc(generated_at)} from the last {MAX_RUNS} scheduled and '
+            f"{MAX_RUNS} test run reports at most. A cell shows the scheduled runs' outcome, and a "
+            "test run's failure beside it. Hover over a cell for each run's status and error, and "
             "the last lines a failed model printed.</p>"
         ),
         *(f'<p class="error">{_esc(message)}</p>' for message in data.unreadable),
@@ -339,7 +346,10 @@ def _cell(round_number: int, model: str, lines: list[Line]) -> str:
     where = f'data-round="{round_number}" data-model="{_esc(model)}"'
     if not lines:
         return f'<td class="cell s-none" {where} data-status="">–</td>'
-    status = cell_status([line.status for line in lines])
+    # The scheduled runs' outcome is the round's; test runs only speak where none ran.
+    scheduled = [line.status for line in lines if line.mode == "scheduled"]
+    tested = [line.status for line in lines if line.mode != "scheduled"]
+    status = cell_status(scheduled or tested)
     css = status if status in _KNOWN_CLASSES else "other"
     title = "\n".join(
         f"{x.run_id} ({x.mode}): {_label(x.status)}"
@@ -347,9 +357,15 @@ def _cell(round_number: int, model: str, lines: list[Line]) -> str:
         + "".join(f"\n  | {printed}" for printed in x.output)
         for x in lines
     )
+    text = _esc(_label(status))
+    test_status = cell_status(tested) if scheduled and tested else None
+    if test_status in UNSUCCESSFUL and test_status != status:
+        # A test run that failed after the round's scheduled run is shown beside it, not over it.
+        where += f' data-test-status="{_esc(test_status)}"'
+        text += f'<br><span class="s-{test_status}">test: {_esc(_label(test_status))}</span>'
     return (
         f'<td class="cell s-{css}" {where} data-status="{_esc(status)}" title="{_esc(title)}">'
-        f"{_esc(_label(status))}</td>"
+        f"{text}</td>"
     )
 
 

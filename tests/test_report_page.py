@@ -506,3 +506,36 @@ def test_a_page_render_overtaken_by_a_newer_write_is_made_again_not_stored(
     write_report_page(store)
     page = store.page.read()
     assert page is not None and first in page and later in page
+
+
+def test_test_runs_that_failed_keep_the_rounds_scheduled_outcome_in_view(
+    stack: LocalStack,
+) -> None:
+    store = results(stack)
+    _run(
+        store,
+        "20261128T120000000000Z-scheduled-eeee0001",
+        Mode.SCHEDULED,
+        1300,
+        [{"name": "alpha", "status": "submitted"}, {"name": "beta", "status": "predicted"}],
+    )
+    for minute in range(1, 31):  # a participant iterating on the models with test runs
+        _run(
+            store,
+            f"20261128T12{minute:02d}00000000Z-test-eeee00{minute:02d}",
+            Mode.TEST,
+            1300,
+            [
+                {"name": "alpha", "status": "failed", "error": "model 'alpha': broke"},
+                {"name": "beta", "status": "failed", "error": "model 'beta': broke"},
+            ],
+            RunStatus.FAILED,
+        )
+    page = report_page.render_report_page(store)
+    for model, scheduled in (("alpha", "submitted"), ("beta", "predicted")):
+        cell = re.search(
+            rf'<td class="cell s-(\w+)"[^>]*data-model="{model}"[^>]*>(.*?)</td>', page
+        )
+        assert cell is not None, page
+        assert cell.group(1) == scheduled  # the scheduled outcome colours the cell
+        assert re.sub(r"<[^>]+>", " ", cell.group(2)).split() == [scheduled, "test:", "failed"]
