@@ -13,12 +13,15 @@ from urllib.parse import parse_qs, urlsplit
 from shared.errors import AppError, SettingsError
 from shared.manifest import parse_manifest
 from shared.numerai_client import NumeraiClient
+from shared.redaction import register
 from shared.settings import Settings
 from shared.storage.client import service_client
 from shared.storage.models import ModelStore
 
 # The query parameter of a model's URL that names the model (the function key stays in `code`).
 MODEL_PARAMETER = "model"
+# The query parameter that carries the function key, as the Functions host reads it.
+KEY_PARAMETER = "code"
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,10 @@ def set_webhooks(settings: Settings, url: str | None) -> list[WebhookChange]:
     Raises AppError when the URL already names a model, or the manifest or the account's models cannot
     be had; a model whose webhook could not be set is its change's error, and the others are still set.
     """
-    if url is not None and MODEL_PARAMETER in parse_qs(urlsplit(url).query, keep_blank_values=True):
+    query = parse_qs(urlsplit(url or "").query, keep_blank_values=True)
+    # The function key: Numerai's error texts may quote the URL, and no log line may show it.
+    register(*query.get(KEY_PARAMETER, []))
+    if MODEL_PARAMETER in query:
         raise SettingsError(
             f"the URL already names a model ('{MODEL_PARAMETER}=' in its query); give the "
             "function's URL with its ?code= only: each model's is made from it"

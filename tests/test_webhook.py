@@ -552,3 +552,20 @@ def test_a_round_number_of_unicode_digits_is_ignored_not_a_500(digits: str) -> N
     # str.isdigit() accepts these and int() refuses them.
     body = json.dumps({"triggerId": "t-1", "roundNumber": digits}).encode()
     assert read_call(body, {}).round_number == 0
+
+
+def test_numerais_error_quoting_the_url_never_shows_the_function_key(
+    deployed: LocalStack,
+    app_url: str,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    def quote_the_url(entry: str) -> None:  # Numerai refuses the URL, naming it whole
+        if "setSubmissionWebhook" in entry:
+            deployed.sandbox.faults.graphql_error = f"could not reach {app_url}&model=x (timeout)"
+
+    deployed.sandbox.on_request = quote_the_url
+    assert main(["webhooks", "--set", app_url]) == 1
+    shown = caplog.text + "".join(capfd.readouterr())
+    assert "could not reach http://127.0.0.1:" in shown and "(timeout)" in shown
+    assert FUNCTION_KEY not in shown
