@@ -148,6 +148,9 @@ class FakeRunRecords:
     def task_result(self, run_id: str, model_name: str) -> str | None:
         return self.results.get(run_id, {}).get(model_name)
 
+    def task_result_names(self, run_id: str) -> set[str]:
+        return set(self.results.get(run_id, {}))
+
     def task_results(self, run_id: str) -> dict[str, str]:
         return dict(self.results.get(run_id, {}))
 

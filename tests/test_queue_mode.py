@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import azure.functions as func
@@ -22,9 +23,19 @@ from devkit.azurite import free_port
 from devkit.local_stack import LocalStack
 from devkit.synthetic import SyntheticRound
 from shared.errors import RunFailed
+from shared.executors.queue import fanin
 from shared.executors.queue.messages import BadTask, TaskMessage
-from shared.report import Mode, ModelReport, RunReport
+from shared.executors.queue.plan import FanOutPlan
+from shared.report import Execution, Mode, ModelReport, ModelStatus, RunReport, RunStatus
+from shared.storage import Results
+from shared.storage.archive import Archive
+from shared.storage.container import Container
+from shared.storage.ledger import Ledger
+from shared.storage.lock import Locks
+from shared.storage.page import PageStore
+from shared.storage.run_records import RunRecords
 from shared.triggers import runs_api
+from tests.fakes import model as fake_model
 from tests.support import (
     MODELS,
     deliver,
@@ -348,3 +359,54 @@ def test_the_runs_api_shows_a_report_of_a_newer_version_as_it_is(
     one = get("runs", run_id)
     assert one.status_code == 200, one.get_body()
     assert json.loads(one.get_body())["report"] == newer
+
+
+class CountingContainer(Container):
+    """The real container, counting the blob reads and listings made through it."""
+
+    reads = 0
+
+    def download_optional(self, name: str):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        return super().download_optional(name)
+
+    def read(self, name: str, what: str) -> str:
+        self.reads += 1
+        return super().read(name, what)
+
+    def names(self, prefix: str, what: str) -> list[str]:
+        self.reads += 1
+        return super().names(prefix, what)
+
+
+@pytest.mark.parametrize("models", [10, 30])
+def test_the_fan_in_reads_in_proportion_to_the_number_of_models(
+    stack: LocalStack, models: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fanin, "publish", lambda report, results, seconds: None)
+    container = CountingContainer(
+        Container.ensure(stack.blob_service, stack.results_container).client
+    )
+    store = Results(*(kind(container) for kind in (Ledger, Archive, RunRecords, PageStore, Locks)))
+    specs = [fake_model(f"m{n:02d}") for n in range(models)]
+    now = datetime.now(UTC)
+    plan = FanOutPlan(
+        RUN,
+        Mode.SCHEDULED,
+        1200,
+        "v5.3",
+        now.isoformat(),
+        (now + timedelta(hours=1)).isoformat(),
+        {s.name: s.model_dump(mode="json") for s in specs},
+    )
+    report = RunReport(RUN, Mode.SCHEDULED, now.isoformat(), execution=Execution.QUEUE)
+    report.models = [ModelReport(s.name) for s in specs]
+    store.runs.write_report(RUN, report.to_json())
+
+    container.reads = 0
+    for spec in specs:  # each task keeps its result, then looks whether the run is complete
+        fanin.keep_result(store, plan, ModelReport(spec.name, status=ModelStatus.SUBMITTED))
+        finished = fanin.finish_if_complete(store, plan, None)
+    assert finished is not None and finished.status is RunStatus.SUCCEEDED
+    # One listing per completion, and the results read once by the task that completes the set.
+    assert container.reads <= 3 * models, container.reads

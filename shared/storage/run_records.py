@@ -84,6 +84,11 @@ class RunRecords:
         """One model's result of a fanned-out run, or None while it has none."""
         return self._container.read_optional(_result_blob(run_id, model_name), "task result")
 
+    def task_result_names(self, run_id: str) -> set[str]:
+        """The models of a fanned-out run that have a result so far: one listing, no result read."""
+        names = self._container.names(_run_blob(run_id, "models/"), "task results")
+        return {PurePosixPath(name).stem for name in names}
+
     def task_results(self, run_id: str) -> dict[str, str]:
         """Every model result a fanned-out run has so far, by model name."""
         found = {}

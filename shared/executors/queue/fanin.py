@@ -99,12 +99,14 @@ def finish_if_complete(
     has its result; the report, or None.
 
     `by` names the model whose delivery this is (None: the planner). None when results are
-    still missing, or when another task finished the run first and published it.
+    still missing, or when another task finished the run first and published it. Each call
+    lists the results' names; only the task that finds the set complete reads them, so a run's
+    fan-in reads in proportion to its models, not to their square.
     """
-    found = results.runs.task_results(plan.run_id)
+    done = results.runs.task_result_names(plan.run_id)
     if queue is not None:
-        _release_ensembles(results, plan, queue, found, by or _PLANNER)
-    missing = set(plan.models) - set(found)
+        _release_ensembles(results, plan, queue, done, by or _PLANNER)
+    missing = set(plan.models) - done
     if missing:
         log.info(
             "run %s: %d of %d models done",
@@ -121,6 +123,7 @@ def finish_if_complete(
     report = RunReport.from_json(text)
     if report.status is not RunStatus.RUNNING:
         return _publish_once(results, plan, report, queue)
+    found = results.runs.task_results(plan.run_id)
     report.models = [
         worked_on(m, ModelReport.from_dict(json.loads(found[m.name]))) if m.name in found else m
         for m in report.models
@@ -161,7 +164,7 @@ _PLANNER = "(planner)"
 
 
 def _release_ensembles(
-    results: Results, plan: FanOutPlan, queue: TaskQueue, found: dict[str, str], by: str
+    results: Results, plan: FanOutPlan, queue: TaskQueue, found: set[str], by: str
 ) -> None:
     """Send each ensemble's task once all its members in the run have results (whatever they are)."""
     for name in plan.models:
@@ -184,14 +187,14 @@ def _release_ensembles(
                 line = ModelReport(name)
                 line.fail(f"model '{name}': its task could not be queued, so it was not run: {exc}")
                 keep_result(results, plan, line)
-                found[name] = line.to_json()
+                found.add(name)
             else:
                 results.runs.mark_sent(plan.run_id, name, by)
 
 
 def handle_deadline(results: Results, plan: FanOutPlan) -> RunReport | None:
     """At the run's deadline: every model still without a result failed; finish the run."""
-    done = results.runs.task_results(plan.run_id)
+    done = results.runs.task_result_names(plan.run_id)
     for name in plan.models:
         if name not in done:
             line = ModelReport(name)
