@@ -34,7 +34,7 @@ from shared.executors.queue.messages import RUN, BadTask, TaskMessage
 from shared.run import job
 from shared.triggers import tasks
 from shared.triggers.webhook import read_call
-from tests.support import MODELS, deliver, line, reports, task_queue
+from tests.support import MODELS, deliver, line, reports, results, task_queue
 
 FUNCTION_KEY = "test-function-key-5e1d"
 ROUTE = "/api/numerai-webhook"
@@ -178,8 +178,8 @@ def test_a_round_opens_numerai_calls_each_models_webhook_and_each_is_submitted_w
         (200, opened.number)
     }  # Numerai counts only a 200
     assert deployed.sandbox.submissions == []  # the answers came before any run
-    assert sorted((m.kind, m.model, m.trigger_id) for m in queued(deployed)) == sorted(
-        (RUN, name, trigger) for name, trigger in trigger_of.items()
+    assert sorted((m.kind, m.model, m.round_number) for m in queued(deployed)) == sorted(
+        (RUN, name, opened.number) for name in trigger_of
     )
 
     deliver(deployed)
@@ -221,49 +221,17 @@ def test_two_calls_for_the_same_model_and_round_submit_it_once(
     for caller in callers:
         caller.join(30)
     assert sorted(status for status, _ in answers) == [200, 200]
+    # The first recorded queues the model's run; the other is answered with the reason, and queues nothing.
+    [first] = [answer for _, answer in answers if answer["queued"] == RUN]
+    [other] = [answer for _, answer in answers if answer["queued"] is None]
+    assert "already queued its run" in other["reason"]
+    assert [m.run_id for m in queued(deployed)] == [first["delivery"]]
 
-    queue = task_queue(deployed)
-    received = [
-        m for _ in range(2) for m in queue.receive_messages(max_messages=1, visibility_timeout=300)
-    ]
-    assert len(received) == 2
-    failures: list[Exception] = []
-
-    def run(message) -> None:  # both runs at once, as two instances would
-        try:
-            run_message(
-                FunctionMessage(
-                    id=message.id,
-                    body=message.content.encode(),
-                    dequeue_count=message.dequeue_count,
-                )
-            )
-        except Exception as exc:
-            failures.append(exc)
-
-    runs = [threading.Thread(target=run, args=(m,)) for m in received]
-    for thread in runs:
-        thread.start()
-    for thread in runs:
-        thread.join(300)
-
-    assert failures == []
+    deliver(deployed)
     [submission] = deployed.sandbox.submissions
-    first, second = sorted(reports(deployed), key=lambda r: r["status"] != "succeeded")
-    assert first["status"] == "succeeded" and [m["name"] for m in first["models"]] == ["demo_onnx"]
     assert (submission.model_name, submission.trigger_id) == ("demo_onnx", first["trigger_id"])
-    # The other found the model submitted, or the run lock held: then its call waits on the queue.
-    assert second["status"] in ("locked", "nothing_to_do"), second
-    if second["status"] == "locked":
-        [retry] = queued(deployed)
-        assert (retry.kind, retry.model, retry.trigger_id) == (
-            RUN,
-            "demo_onnx",
-            second["trigger_id"],
-        )
-        deliver(deployed)
-        assert reports(deployed)[-1]["status"] == "nothing_to_do"
-    assert len(deployed.sandbox.submissions) == 1
+    [report] = reports(deployed)
+    assert report["status"] == "succeeded" and report["trigger_id"] == first["trigger_id"]
 
 
 @pytest.mark.parametrize(
@@ -292,7 +260,7 @@ def test_a_body_that_is_not_numerais_is_refused_and_nothing_is_queued(
     [
         (b"", None),
         (b"{}", None),
-        (b'{"roundNumber": 1201}', None),
+        (b'{"roundNumber": 1200}', None),
         (b'{"trigger_id": 42}', "42"),
         (
             b'{"triggerId": "t-1", "roundNumber": "soon"}',
@@ -309,11 +277,9 @@ def test_a_call_without_a_trigger_id_still_queues_the_run(
     status, answer = post(app_url, body)
     assert status == 200 and answer["trigger_id"] == trigger_id
     [message] = queued(deployed)
-    assert (message.kind, message.trigger_id, message.run_id) == (
-        RUN,
-        trigger_id,
-        answer["delivery"],
-    )
+    assert (message.kind, message.run_id) == (RUN, answer["delivery"])
+    recorded = results(deployed).runs.webhook_call(message.round_number, None)
+    assert recorded is not None and json.loads(recorded)["trigger_id"] == trigger_id
 
 
 @pytest.mark.parametrize(
@@ -444,10 +410,8 @@ def test_numerapis_own_set_submission_webhook_works_against_the_sandbox_and_need
 def test_a_run_message_may_name_its_model_and_a_model_message_must() -> None:
     with pytest.raises(BadTask, match="not a task message"):
         TaskMessage.from_body(b'{"kind": "model", "run_id": "r-1", "round_number": 0}')
-    message = TaskMessage.from_body(
-        b'{"kind": "run", "run_id": "webhook-1", "round_number": 0, "trigger_id": "t"}'
-    )
-    assert (message.kind, message.trigger_id, message.model) == (RUN, "t", None)
+    message = TaskMessage.from_body(b'{"kind": "run", "run_id": "webhook-1", "round_number": 0}')
+    assert (message.kind, message.model) == (RUN, None)
     named = TaskMessage.from_body(
         b'{"kind": "run", "run_id": "webhook-2", "round_number": 0, "model": "m"}'
     )
@@ -463,7 +427,8 @@ def test_calls_at_once_before_the_queue_exists_are_all_queued(
 
     def call(n: int) -> None:
         start.wait(10)
-        answers.append(post(app_url, json.dumps({"triggerId": f"t-{n}"}).encode())[0])
+        url = f"{app_url}&model=model_{n}"  # one call per model: each queues a run
+        answers.append(post(url, json.dumps({"triggerId": f"t-{n}"}).encode())[0])
 
     callers = [threading.Thread(target=call, args=(n,)) for n in range(8)]
     for caller in callers:
@@ -471,7 +436,7 @@ def test_calls_at_once_before_the_queue_exists_are_all_queued(
     for caller in callers:
         caller.join(30)
     assert answers == [200] * 8
-    assert sorted(m.trigger_id for m in queued(deployed)) == sorted(f"t-{n}" for n in range(8))
+    assert sorted(m.model or "" for m in queued(deployed)) == [f"model_{n}" for n in range(8)]
 
 
 def test_a_models_call_that_finds_the_run_lock_held_runs_again_later(
@@ -497,8 +462,7 @@ def test_a_models_call_that_finds_the_run_lock_held_runs_again_later(
         release.wait(30)
         lease.release()
 
-    holder = threading.Thread(target=hold_the_lock)
-    deployed.blob_service.get_container_client(deployed.results_container).create_container()
+    holder = threading.Thread(target=hold_the_lock)  # the call's record made the results container
     holder.start()
     try:
         assert holding.wait(30)
@@ -508,12 +472,7 @@ def test_a_models_call_that_finds_the_run_lock_held_runs_again_later(
         holder.join(30)
     assert reports(deployed)[-1]["status"] == "locked" and deployed.sandbox.submissions == []
     [again] = queued(deployed)
-    assert (again.kind, again.model, again.trigger_id, again.waits) == (
-        RUN,
-        "demo_onnx",
-        "t-wait",
-        1,
-    )
+    assert (again.kind, again.model, again.waits) == (RUN, "demo_onnx", 1)
 
     deliver(deployed)
     [submission] = deployed.sandbox.submissions
@@ -569,3 +528,62 @@ def test_numerais_error_quoting_the_url_never_shows_the_function_key(
     shown = caplog.text + "".join(capfd.readouterr())
     assert "could not reach http://127.0.0.1:" in shown and "(timeout)" in shown
     assert FUNCTION_KEY not in shown
+
+
+def test_a_forged_run_message_is_dropped_and_its_trigger_id_never_reaches_numerai(
+    deployed: LocalStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A message on the queue that no webhook call made: its trigger id would go to create_submission.
+    forged = {
+        "kind": RUN,
+        "run_id": "webhook-0123456789ab",
+        "round_number": deployed.sandbox.round.number,
+        "model": "demo_onnx",
+        "trigger_id": "forged-1",
+    }
+    run_message(FunctionMessage(id="f", body=json.dumps(forged).encode(), dequeue_count=1))
+    forged.pop("trigger_id")  # nor without one: no call of Numerai's recorded this delivery
+    run_message(FunctionMessage(id="g", body=json.dumps(forged).encode(), dequeue_count=1))
+    assert caplog.text.count("dropped") == 2
+    assert deployed.sandbox.submissions == [] and reports(deployed) == []
+
+
+@pytest.mark.parametrize("offset", [-1, 1])
+def test_a_call_for_a_round_that_is_not_open_is_answered_200_and_queues_nothing(
+    deployed: LocalStack, app_url: str, offset: int
+) -> None:
+    other = deployed.sandbox.round.number + offset
+    body = json.dumps({"triggerId": "t-old", "roundNumber": other}).encode()
+    status, answer = post(f"{app_url}&model=demo_onnx", body)
+    assert status == 200  # anything else, and Numerai calls again
+    assert answer["queued"] is None and f"round {other}" in answer["reason"]
+    assert queued(deployed) == []
+
+
+def test_a_call_queued_before_the_next_round_opened_does_not_submit_that_round_with_its_trigger_id(
+    deployed: LocalStack, app_url: str
+) -> None:
+    body = json.dumps({"triggerId": "t-1", "roundNumber": deployed.sandbox.round.number})
+    assert post(f"{app_url}&model=demo_onnx", body.encode())[0] == 200
+    opened = deployed.sandbox.open_new_round()
+    deliver(deployed)
+    assert deployed.sandbox.submissions == []
+    [report] = reports(deployed)
+    assert report["status"] == "nothing_to_do" and f"round {opened.number}" in report["reason"]
+
+
+def test_many_calls_in_a_round_fan_out_once(
+    deployed: LocalStack, app_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODEL_EXECUTION", "queue")
+    round_number = deployed.sandbox.round.number
+    answers = [
+        post(app_url, json.dumps({"triggerId": f"t-{n}", "roundNumber": round_number}).encode())
+        for n in range(20)
+    ]
+    assert [status for status, _ in answers] == [200] * 20
+    assert sum(answer["queued"] == RUN for _, answer in answers) == 1
+    assert len(queued(deployed)) == 1
+    assert deliver(deployed) == 1 + len(MODELS)  # the run, then one task per model
+    assert Counter(s.model_name for s in deployed.sandbox.submissions) == Counter(MODELS)
+    assert {s.trigger_id for s in deployed.sandbox.submissions} == {"t-0"}

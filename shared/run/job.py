@@ -51,12 +51,15 @@ def run_job(
     trigger_id: str | None = None,
     submit_members: bool = True,
     notes: list[str] | None = None,
+    trigger_round: int | None = None,
 ) -> RunReport:
     """Run the job once and return its report (also saved in the results container).
 
     `trigger_id` is Numerai's, when its webhook started the run: every submission passes it on.
     With `submit_members` False (a webhook call for one model), the members of a named ensemble
-    are predicted but not submitted: each has its own call. `notes` go into the report as they are.
+    are predicted but not submitted: each has its own call. `trigger_round` is the round the
+    webhook call was for: in any other the run does nothing, as the trigger id is not that round's.
+    `notes` go into the report as they are.
     Never raises for a failure of the run itself: the report says what failed. A run whose
     models went to queue tasks returns its report running; the last task finishes it.
     """
@@ -79,7 +82,7 @@ def run_job(
         results = services.results
         # Once a report can be saved: a malformed telemetry setting then fails the run with a report.
         configure_telemetry(environ)
-        selection = _Selection(model_names, submit_members)
+        selection = _Selection(model_names, submit_members, trigger_round)
         fanned_out = _locked_run(
             services,
             report,
@@ -134,6 +137,7 @@ class _Selection:
 
     names: list[str] | None
     submit_members: bool = True
+    trigger_round: int | None = None  # a webhook call's round: its trigger id is for no other
 
 
 def _locked_run(
@@ -167,6 +171,14 @@ def _run(
     _note_round(report, decision)
     if not decision.goes_on or decision.round is None:
         report.status = RunStatus.NOTHING_TO_DO
+        return False
+    if selection.trigger_round not in (None, decision.round.number):
+        report.status = RunStatus.NOTHING_TO_DO
+        report.reason = (
+            f"Numerai's webhook call was for round {selection.trigger_round}, and round "
+            f"{decision.round.number} is open: its trigger id is not this round's, so the call "
+            "runs nothing; the schedule's runs submit this round"
+        )
         return False
     ctx = RoundContext(
         services,

@@ -3,7 +3,9 @@
 - `reports/<run id>.json`: every run's report (a fanned-out run's is replaced once, by the task that finishes it);
 - `runs/<run id>/plan.json`, `runs/<run id>/models/<model>.json`, `runs/<run id>/released/<model>`,
   `runs/<run id>/published`: queue mode;
-- `rounds/round-N/window-checked.json`: the run that checked a round after its staking close.
+- `rounds/round-N/window-checked.json`: the run that checked a round after its staking close;
+- `webhooks/round-N/<model>.json` (`every-model.json` for a URL naming none): the one call of
+  Numerai's webhook that queued the model's run in the round, with its trigger id.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import PurePosixPath
 from shared.storage.container import JSON, Container, segment
 
 REPORTS = "reports/"
+# The record of a webhook URL that names no model (an older version's); no model name has a '-'.
+EVERY_MODEL = "every-model"
 
 
 class RunRecords:
@@ -150,6 +154,25 @@ class RunRecords:
             return str(json.loads(text)["run_id"])
         except (ValueError, KeyError, TypeError):
             return "(unreadable)"
+
+    def record_webhook_call(self, round_number: int, model: str | None, call_json: str) -> bool:
+        """Record the call of Numerai's webhook that queues `model`'s run in the round; True only for the
+        first, so that however many calls arrive, the round fans out once."""
+        return self._container.create(_webhook_blob(round_number, model), call_json, "webhook call")
+
+    def webhook_call(self, round_number: int, model: str | None) -> str | None:
+        """The recorded webhook call of `model` in the round, or None: a run message's trigger id comes
+        from here, never from the message."""
+        return self._container.read_optional(_webhook_blob(round_number, model), "webhook call")
+
+    def forget_webhook_call(self, round_number: int, model: str | None) -> None:
+        """Remove a call's record whose run could not be queued, so that Numerai's next call queues it."""
+        self._container.delete_optional(_webhook_blob(round_number, model), "webhook call")
+
+
+def _webhook_blob(round_number: int, model: str | None) -> str:
+    name = EVERY_MODEL if model is None else segment(model, "model name")
+    return f"webhooks/round-{round_number:d}/{name}.json"
 
 
 def _report_blob(run_id: str) -> str:

@@ -14,12 +14,13 @@ def scheduled_run(
     trigger_id: str | None = None,
     model: str | None = None,
     notes: list[str] | None = None,
+    trigger_round: int | None = None,
 ) -> RunReport:
     """Predict and upload every model, or only `model` (a webhook call's); raise RunFailed (after the
     report is saved) if anything failed.
 
     A webhook call is one model's: its ensemble's members are predicted, not submitted, as each
-    has its own call and trigger id.
+    has its own call and trigger id; its `trigger_round` is the round the call was for.
     """
     report = run_job(
         Mode.SCHEDULED,
@@ -29,6 +30,7 @@ def scheduled_run(
         trigger_id=trigger_id,
         submit_members=model is None,
         notes=notes,
+        trigger_round=trigger_round,
     )
     raise_if_failed(report)
     return report

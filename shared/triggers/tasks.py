@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 
@@ -10,6 +11,7 @@ from shared.executors.queue import task
 from shared.executors.queue.messages import DEADLINE, RUN, TaskMessage, TaskQueue
 from shared.report import RunStatus
 from shared.settings import load_settings
+from shared.storage import Results
 from shared.triggers.scheduled import scheduled_run
 
 log = logging.getLogger(__name__)
@@ -53,10 +55,8 @@ def poisoned_task(body: bytes, dequeue_count: int) -> None:
         return
     if message.kind == RUN:
         log.error(
-            "webhook delivery %s (trigger %s) never finished its run; the schedule's next run "
-            "submits what it left",
+            "webhook delivery %s never finished its run; the schedule's next run submits what it left",
             message.run_id,
-            message.trigger_id,
         )
     elif message.kind == DEADLINE:
         task.run_deadline(message)
@@ -74,37 +74,62 @@ def _webhook_run(message: TaskMessage, dequeue_count: int) -> None:
     """
     if dequeue_count > 1:
         log.warning(
-            "webhook delivery %s (trigger %s) came back (delivery %d): its run already ran, or "
-            "its instance stopped; not run again",
+            "webhook delivery %s came back (delivery %d): its run already ran, or its instance "
+            "stopped; not run again",
             message.run_id,
-            message.trigger_id,
             dequeue_count,
         )
         return
+    record = _recorded_call(message)
+    if record is None:
+        return
+    trigger_id = record.get("trigger_id") if isinstance(record.get("trigger_id"), str) else None
     log.info(
         "webhook delivery %s: the scheduled run of %s for trigger %s (round %s)",
         message.run_id,
         message.model or "every model",
-        message.trigger_id,
-        message.round_number or "not named",
+        trigger_id,
+        message.round_number,
     )
     report = scheduled_run(
-        trigger_id=message.trigger_id,
+        trigger_id=trigger_id,
         model=message.model,
         notes=[] if message.model else [OLD_URL_NOTE],
+        trigger_round=message.round_number,
     )
     if report.status is RunStatus.LOCKED:
         _send_again(message)
+
+
+def _recorded_call(message: TaskMessage) -> dict | None:
+    """The webhook's record of the message's call (its trigger id); None, logged, when no call of
+    Numerai's made the message: it is dropped, and runs nothing with a trigger id of its making."""
+    text = Results.from_settings(load_settings()).runs.webhook_call(
+        message.round_number, message.model
+    )
+    try:
+        record = json.loads(text) if text is not None else {}
+    except ValueError:
+        record = {}
+    if not isinstance(record, dict) or record.get("delivery") != message.run_id:
+        log.error(
+            "webhook delivery %s (model %s, round %s) is not the call the webhook recorded for "
+            "the model and round (a message no call of Numerai's made); dropped",
+            message.run_id,
+            message.model or "every model",
+            message.round_number,
+        )
+        return None
+    return record
 
 
 def _send_again(message: TaskMessage) -> None:
     """A webhook run that found the run lock held: its message comes back later, up to LOCK_RETRIES times."""
     if message.waits >= LOCK_RETRIES:
         log.error(
-            "webhook delivery %s (trigger %s) found the run lock held %d times; not sent again: "
+            "webhook delivery %s found the run lock held %d times; not sent again: "
             "the schedule's next run submits what it left",
             message.run_id,
-            message.trigger_id,
             message.waits,
         )
         return
@@ -114,10 +139,9 @@ def _send_again(message: TaskMessage) -> None:
         )
     except AppError as exc:
         log.error(
-            "webhook delivery %s (trigger %s) could not be sent again: %s; the schedule's next run "
+            "webhook delivery %s could not be sent again: %s; the schedule's next run "
             "submits what it left",
             message.run_id,
-            message.trigger_id,
             exc,
         )
         return

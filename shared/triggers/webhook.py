@@ -14,12 +14,20 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from shared.errors import AppError, BadRequest
+from shared.executors.queue.messages import RUN, TaskMessage, TaskQueue
 from shared.limits import whole_number
 from shared.manifest import MODEL_NAME_PATTERN
+from shared.report import utc_now
 from shared.triggers.answers import HttpAnswer, check_size, json_document, json_type
 from shared.webhook_registration import MODEL_PARAMETER
+
+if TYPE_CHECKING:
+    from shared.numerai_client import RoundInfo
+    from shared.settings import Settings
+    from shared.storage import Results
 
 log = logging.getLogger(__name__)
 
@@ -51,27 +59,35 @@ def numerai_webhook(body: bytes, query: Mapping[str, str] | None = None) -> Http
     """Numerai's call for a model: queue that model's scheduled run and answer 200 at once.
 
     Numerai does not wait for a run, and Azure cuts an HTTP request at 230 s, so the run is a
-    message on the task queue (kind "run"), which the queue trigger runs. 400 for a body or URL
-    it cannot use, and nothing is queued; 500 if the queue cannot be written.
+    message on the task queue (kind "run"), which the queue trigger runs. The call is recorded
+    first, with its trigger id, once per model and round: a later call for the model in the round
+    queues nothing, and a call for a round that is not open is refused; both are answered 200 with
+    the reason (any other answer and Numerai calls again). 400 for a body or URL it cannot use, and
+    nothing is queued; 500 if Numerai, the storage or the queue cannot be reached.
     """
-    # The queue's client loads only where it is used.
-    from shared.executors.queue.messages import RUN, TaskMessage, TaskQueue
+    # The clients load only where they are used.
+    from shared.numerai_client import NumeraiClient
     from shared.settings import load_settings
+    from shared.storage import Results
 
     try:
         call = read_call(body, query or {})
-        delivery = f"webhook-{uuid.uuid4().hex[:12]}"
-        TaskQueue(load_settings()).send(
-            TaskMessage(
-                RUN, delivery, call.round_number, model=call.model, trigger_id=call.trigger_id
+        settings = load_settings()
+        round_number, refusal = _open_round(NumeraiClient(settings).current_round(), call)
+        if refusal is None:
+            delivery, refusal = _queue_once(
+                Results.from_settings(settings), settings, call, round_number
             )
-        )
     except BadRequest as exc:
         log.warning("numerai-webhook: %s; nothing was queued", exc)
         return HttpAnswer(400, json.dumps({"error": str(exc)}))
-    except AppError as exc:  # a setting at fault, or the queue unreachable: the message says which
+    except AppError as exc:  # a setting at fault, Numerai, the storage or the queue unreachable
         log.error("numerai-webhook: the run was not queued: %s", exc)
         return HttpAnswer(500, json.dumps({"error": f"the run was not queued: {exc}"}))
+    if refusal is not None:
+        log.warning("numerai-webhook: %s; nothing was queued", refusal)
+        answer = {"queued": None, "reason": refusal, "model": call.model}
+        return HttpAnswer(200, json.dumps({**answer, "trigger_id": call.trigger_id}))
     _log_queued(call, delivery)
     return HttpAnswer(
         200,
@@ -81,9 +97,59 @@ def numerai_webhook(body: bytes, query: Mapping[str, str] | None = None) -> Http
                 "delivery": delivery,
                 "model": call.model,
                 "trigger_id": call.trigger_id,
+                "round": round_number,
             }
         ),
     )
+
+
+def _open_round(current: RoundInfo | None, call: WebhookCall) -> tuple[int, str | None]:
+    """The open round the call is for, or why it is refused: no round open, or the call names another.
+
+    A call for a past round (a replay) must not submit the current one with its trigger id.
+    """
+    if current is None or not current.is_open():
+        what = "no round" if current is None else f"round {current.number}, the current,"
+        return (
+            0,
+            f"{what} is open for submissions, so the call of round {call.round_number or '(not named)'} runs nothing; the schedule's runs take the next round",
+        )
+    if call.round_number and call.round_number != current.number:
+        return 0, (
+            f"the call is for round {call.round_number} and round {current.number} is open: it "
+            "runs nothing (a call of another round's, replayed?); the schedule's runs submit the open round"
+        )
+    return current.number, None
+
+
+def _queue_once(
+    results: Results, settings: Settings, call: WebhookCall, round_number: int
+) -> tuple[str, str | None]:
+    """Record the call and queue its run, unless a call for the model in the round already did:
+    the delivery id, and the reason when nothing was queued."""
+    delivery = f"webhook-{uuid.uuid4().hex[:12]}"
+    record = {
+        "delivery": delivery,
+        "trigger_id": call.trigger_id,
+        "model": call.model,
+        "round_number": round_number,
+        "is_test": call.is_test,
+        "received_at": utc_now(),
+    }
+    if not results.runs.record_webhook_call(round_number, call.model, json.dumps(record)):
+        who = f"model {call.model}" if call.model else "every model"
+        return delivery, (
+            f"a call for {who} in round {round_number} already queued its run, so this one "
+            "queues nothing: each model's run is queued once a round"
+        )
+    try:
+        TaskQueue(settings).send(TaskMessage(RUN, delivery, round_number, model=call.model))
+    except AppError:
+        results.runs.forget_webhook_call(
+            round_number, call.model
+        )  # so that Numerai's retry queues it
+        raise
+    return delivery, None
 
 
 def read_call(body: bytes, query: Mapping[str, str]) -> WebhookCall:

@@ -41,12 +41,13 @@ class TaskMessage:
 
     kind: str  # MODEL, DEADLINE or RUN
     run_id: str  # RUN: the webhook delivery's id; the run it starts makes its own run id
-    round_number: int  # RUN: the round Numerai's call named, or 0
+    round_number: int  # RUN: the open round the webhook call was for
     model: str | None = (
         None  # MODEL: its model; RUN: the model the webhook's URL names (None: every model)
     )
     entry_digest: str | None = None  # MODEL only: the manifest entry the plan holds for the model
-    trigger_id: str | None = None  # RUN only: Numerai's trigger id, for create_submission
+    # No trigger id: a RUN task takes it from the call's record (RunRecords.webhook_call), so that a
+    # message no call of Numerai's made cannot pass one to create_submission.
     waits: int = 0  # RUN only: how often the run found the run lock held and was sent again
 
     def to_json(self) -> str:
@@ -69,7 +70,6 @@ class TaskMessage:
                 self.entry_digest is None or _matches(r"[0-9a-f]{1,64}", self.entry_digest),
                 "bad 'entry_digest'",
             ),
-            (self.trigger_id is None or isinstance(self.trigger_id, str), "bad 'trigger_id'"),
             (_whole(self.waits), "bad 'waits'"),
         )
         return next((why for ok, why in checks if not ok), None)
