@@ -362,14 +362,3 @@ def test_the_command_line_tells_more_with_verbose(deployed: LocalStack, tmp_path
     lines = completed.stderr.splitlines()
     assert any("shared.worker.supervisor: model demo_onnx: worker finished" in x for x in lines)
     assert not [line for line in lines if "Request URL" in line]
-
-
-def test_the_functions_logs_leave_out_the_azure_sdks_request_headers() -> None:
-    """Importing the app (as the host does) keeps the SDK's per-request INFO records out of
-    the host's logs and Application Insights; its warnings still pass."""
-    import logging
-
-    assert function_app.app is not None
-    sdk = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
-    assert not sdk.isEnabledFor(logging.INFO)
-    assert sdk.isEnabledFor(logging.WARNING)

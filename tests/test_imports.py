@@ -108,3 +108,24 @@ def _loaded_by(code: str, before: str = "") -> list[str]:
 def _module_name(path: Path) -> str:
     parts = path.relative_to(REPO).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_the_functions_logs_leave_out_the_azure_sdks_request_headers() -> None:
+    """Importing the app, as the host does, keeps the SDK's per-request INFO records (every
+    request's and response's headers) out of the host's logs and Application Insights; its
+    warnings still pass. In a fresh interpreter: the suite's own fixtures set these levels."""
+    code = (
+        # The Functions worker sends the root logger's records, from DEBUG up, to the host.
+        "import logging; logging.getLogger().setLevel(logging.DEBUG); import function_app; "
+        "sdk = logging.getLogger('azure.core.pipeline.policies.http_logging_policy'); "
+        "print(sdk.isEnabledFor(logging.INFO), sdk.isEnabledFor(logging.WARNING))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.stdout.split() == ["False", "True"], completed.stderr
