@@ -74,13 +74,16 @@ def pickle_many(python: list[str], sources: dict[str, str], folder: Path) -> dic
             "HOME": os.environ.get("HOME", ""),
             "PYTHONPATH": lent,
         }
-        subprocess.run(
+        completed = subprocess.run(
             [*python, "-c", _BUILD, str(Path(lent) / "jobs.json")],
-            check=True,
+            check=False,
             env=environment,
             timeout=120,
             capture_output=True,
+            text=True,
         )
+    if completed.returncode != 0:
+        raise RuntimeError(f"{' '.join(python)} could not build the pickles: {completed.stderr}")
     return paths
 
 

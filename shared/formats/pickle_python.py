@@ -63,6 +63,9 @@ OPCODES: dict[int, tuple[tuple[tuple[int, int], ...], dict[int, int]]] = {
     ),
 }  # fmt: skip
 
+# The Pythons a deployment can run (infra/main.bicep's pythonVersion).
+DEPLOYABLE = (11, 12, 13)
+
 # cloudpickle's CodeType argument counts: up to 3.10, and from 3.11 on.
 _ARGS_BEFORE_3_11 = 16
 _ARGS_FROM_3_11 = 18
@@ -84,6 +87,27 @@ def built_on(path: Path) -> int | None:
             if possible is not None:
                 versions = possible if versions is None else versions & possible
     return next(iter(versions)) if versions is not None and len(versions) == 1 else None
+
+
+def mismatch_advice(built: int, running: int) -> str:
+    """What to do about a pickle built on Python 3.`built` where 3.`running` runs."""
+    if built in DEPLOYABLE:
+        return (
+            f"set PYTHON_VERSION=3.{built} (azd env set PYTHON_VERSION 3.{built}) "
+            f"or save the model on 3.{running}"
+        )
+    offered = ", ".join(f"3.{minor}" for minor in DEPLOYABLE)
+    return f"save the model on 3.{running} (a deployment can run {offered})"
+
+
+def unknown_python_hint(running: int) -> str:
+    """The hint for a failure that a pickle from an unknown other Python causes."""
+    offered = ", ".join(f"3.{minor}" for minor in DEPLOYABLE if minor != running)
+    return (
+        f"a pickle built on another Python version does this — this app runs Python 3.{running}: "
+        f"save the model on 3.{running}, or set PYTHON_VERSION to the Python that saved it "
+        f"({offered}; azd env set PYTHON_VERSION …)"
+    )
 
 
 def _open(path: Path) -> IO[bytes]:
