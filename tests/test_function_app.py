@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import sys
 
 import pandas as pd
 import pytest
@@ -15,7 +14,6 @@ from numerai_tools.submissions import validate_submission_numerai
 import function_app
 from devkit.example_models import MORE_FORMATS_PLAN, write_example_models
 from devkit.local_stack import LocalStack
-from devkit.pickles import find_python, pickle_with
 from devkit.synthetic import SyntheticRound
 from shared.errors import RunFailed
 from tests.support import (
@@ -173,28 +171,6 @@ def test_the_http_trigger_needs_a_function_key_and_the_timer_is_bound_to_the_set
     assert timer["schedule"] == "%NUMERAI_SCHEDULE%"
     assert timer["useMonitor"] is True
     assert timer["runOnStartup"] is False
-
-
-def test_the_http_test_run_names_the_python_that_built_a_pickle(
-    deployed: LocalStack, tmp_path
-) -> None:
-    running = f"{sys.version_info.major}.{sys.version_info.minor}"
-    other = "3.12" if running == "3.13" else "3.13"
-    try:
-        python = find_python(other)
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
-    built = pickle_with(
-        python, "predict = lambda live_features: live_features[['era']]\n", tmp_path / "p.pkl"
-    )
-    container = deployed.blob_service.get_container_client(deployed.models_container)
-    container.upload_blob("demo_upload.pkl", built.read_bytes(), overwrite=True)
-    report = json.loads(post_test_run(params={"models": "demo_upload"}).get_body())
-    assert line(report, "demo_upload")["error"] == (
-        f"model 'demo_upload': 'demo_upload.pkl' was built on Python {other}; this deployment runs "
-        f"{running}: set PYTHON_VERSION={other} (azd env set PYTHON_VERSION {other}) or save the "
-        f"model on {running}"
-    )
 
 
 def test_one_corrupt_model_fails_the_run_while_the_others_are_submitted(

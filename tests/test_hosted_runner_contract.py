@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from devkit.local_stack import LocalStack
 from devkit.pickles import find_python, pickle_with
 from devkit.synthetic import SyntheticRound, write_round
 from shared.formats.runner_packages import PACKAGES
 from shared.manifest import ModelSpec
 from shared.worker.protocol import ModelOutcome
-from tests.support import predict, submission
+from tests.support import line, post_test_run, predict, submission
 
 
 def spec(name: str = "upload", **fields) -> ModelSpec:
@@ -339,3 +340,22 @@ def test_a_missing_module_is_named_with_whether_numerais_runner_has_it(
             f"model '{name}': '{name}.pkl' needs the module '{top}', which this deployment does "
             f"not have {advice.format(**versions)}"
         )
+
+
+def test_the_http_test_run_names_the_python_that_built_a_pickle(
+    deployed: LocalStack, tmp_path: Path
+) -> None:
+    other = "3.12" if RUNNING == "3.13" else "3.13"
+    built = pickle_with(
+        other_python(other),
+        "predict = lambda live_features: live_features[['era']]\n",
+        tmp_path / "p.pkl",
+    )
+    container = deployed.blob_service.get_container_client(deployed.models_container)
+    container.upload_blob("demo_upload.pkl", built.read_bytes(), overwrite=True)
+    report = json.loads(post_test_run(params={"models": "demo_upload"}).get_body())
+    assert line(report, "demo_upload")["error"] == (
+        f"model 'demo_upload': 'demo_upload.pkl' was built on Python {other}; this deployment runs "
+        f"{RUNNING}: set PYTHON_VERSION={other} (azd env set PYTHON_VERSION {other}) or save the "
+        f"model on {RUNNING}"
+    )
