@@ -23,7 +23,12 @@ from typing import Any
 import numpy as np
 
 from shared.errors import ModelLoadError, PredictionError
-from shared.formats.pickle_python import built_on, mismatch_advice, unknown_python_hint
+from shared.formats.pickle_python import (
+    TOLD_APART,
+    built_on,
+    mismatch_advice,
+    unknown_python_hint,
+)
 from shared.formats.runner_packages import runner_package
 from shared.manifest import ModelSpec
 
@@ -137,7 +142,7 @@ def unpickle(spec: ModelSpec, path: Path, reader: Callable[[Path], Any]) -> tupl
     """
     running = sys.version_info.minor
     built = built_on(path)
-    if built is not None and built != running:
+    if built is not None and built != running and running in TOLD_APART:
         raise ModelLoadError(
             f"model '{spec.name}': '{spec.file}' was built on Python 3.{built}; this deployment "
             f"runs 3.{running}: {mismatch_advice(built, running)}"

@@ -21,7 +21,9 @@ Every code object in the file must agree; the version is known when exactly one
 remains. A function too small to tell (`lambda live: live` compiles to the
 same bytes on 3.11 and 3.12), a pickle without code objects (an estimator, a
 function stored by reference) or a file that is not a plain pickle stream gives
-None. Nothing here imports or calls anything the pickle names.
+None. A Python this table does not know (3.14) is never told another's pickle:
+its bytecode could read as an older version's. Nothing here imports or calls
+anything the pickle names.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ OPCODES: dict[int, tuple[tuple[tuple[int, int], ...], dict[int, int]]] = {
          97: 1, 98: 1, 99: 1, 100: 1, 104: 1, 108: 4, 117: 1},
     ),
 }  # fmt: skip
+
+# The Pythons whose pickles the reading tells apart: on any other, a verdict could be wrong.
+TOLD_APART = frozenset({10, *OPCODES})
 
 # The Pythons a deployment can run (infra/main.bicep's pythonVersion).
 DEPLOYABLE = (11, 12, 13)
