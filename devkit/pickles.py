@@ -10,6 +10,7 @@ environment; the function imports pandas only when it is called.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ from pathlib import Path
 import cloudpickle
 
 # Where pyenv keeps other Pythons on these machines (and on many developers' ones).
-PYENV_VERSIONS = {"3.11": "3.11.7", "3.12": "3.12.1"}
+PYENV_VERSIONS = {"3.10": "3.10.13", "3.11": "3.11.7", "3.12": "3.12.1", "3.13": "3.13.0"}
 
 
 def find_python(version: str) -> list[str]:
@@ -53,19 +54,44 @@ def find_python(version: str) -> list[str]:
 
 def pickle_with(python: list[str], source: str, out: Path) -> Path:
     """Define `predict` from `source` in `python`'s `__main__` and cloudpickle it to `out`."""
-    script = f"{source}\nimport cloudpickle, sys\nopen(sys.argv[1], 'wb').write(cloudpickle.dumps(predict))\n"
+    return pickle_many(python, {out.stem: source}, out.parent)[out.stem]
+
+
+def pickle_many(python: list[str], sources: dict[str, str], folder: Path) -> dict[str, Path]:
+    """`pickle_with` for several sources in one run of `python`: `folder/<name>.pkl` each.
+
+    Each source runs in a namespace of its own named `__main__`, so cloudpickle
+    stores its `predict` by value, as it does a notebook's.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {name: folder / f"{name}.pkl" for name in sources}
+    jobs = json.dumps({str(paths[name]): source for name, source in sources.items()})
     with tempfile.TemporaryDirectory() as lent:
         shutil.copytree(Path(cloudpickle.__file__).parent, Path(lent) / "cloudpickle")
+        (Path(lent) / "jobs.json").write_text(jobs)
         environment = {
             "PATH": os.environ.get("PATH", ""),
             "HOME": os.environ.get("HOME", ""),
             "PYTHONPATH": lent,
         }
-        subprocess.run(
-            [*python, "-c", script, str(out)],
-            check=True,
+        completed = subprocess.run(
+            [*python, "-c", _BUILD, str(Path(lent) / "jobs.json")],
+            check=False,
             env=environment,
             timeout=120,
             capture_output=True,
+            text=True,
         )
-    return out
+    if completed.returncode != 0:
+        raise RuntimeError(f"{' '.join(python)} could not build the pickles: {completed.stderr}")
+    return paths
+
+
+_BUILD = """
+import json, sys
+import cloudpickle
+for out, source in json.load(open(sys.argv[1])).items():
+    namespace = {"__name__": "__main__"}
+    exec(compile(source, "<notebook>", "exec"), namespace)
+    open(out, "wb").write(cloudpickle.dumps(namespace["predict"]))
+"""

@@ -366,8 +366,8 @@ def test_an_object_without_predict_is_named(tmp_path: Path) -> None:
     ("pickled", "says"),
     [
         (
-            b"cno_such_library\nModel\n)R.",
-            "(No module named 'no_such_library'); it was pickled with other "
+            b"csklearn.moved_away\nModel\n)R.",  # a library's module moved between versions
+            "(No module named 'sklearn.moved_away'); it was pickled with other "
             "library versions than these (scikit-learn ",
         ),
         (
@@ -386,6 +386,17 @@ def test_a_pickle_needing_code_this_app_lacks_says_why(
         load_model(trusted("model.pkl"), path, FEATURES)
     assert str(error.value).startswith("model 'm': 'model.pkl' needs code this app does not have (")
     assert says in str(error.value)
+
+
+def test_a_pickle_needing_a_module_this_app_lacks_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "model.pkl"
+    path.write_bytes(b"cstatsmodels.api\nOLS\n)R.")
+    with pytest.raises(ModelLoadError) as error:
+        load_model(trusted("model.pkl"), path, FEATURES)
+    assert str(error.value).startswith(
+        "model 'm': 'model.pkl' needs the module 'statsmodels', which this deployment does not "
+        "have (Numerai's runner has statsmodels 0.14."
+    )
 
 
 def test_a_pickle_of_another_scikit_learn_version_is_logged_once(

@@ -18,11 +18,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from devkit.local_stack import LocalStack
 from devkit.pickles import find_python, pickle_with
 from devkit.synthetic import SyntheticRound, write_round
+from shared.formats.runner_packages import PACKAGES
 from shared.manifest import ModelSpec
 from shared.worker.protocol import ModelOutcome
-from tests.support import predict, submission
+from tests.support import line, post_test_run, predict, submission
 
 
 def spec(name: str = "upload", **fields) -> ModelSpec:
@@ -320,32 +322,118 @@ def test_a_pickle_takes_no_feature_list() -> None:
         )
 
 
-PY312_SOURCE = """
+RANKS_FIRST_FEATURE = """
 def predict(live_features):
     import pandas
     ranked = live_features["feature_0000"].rank(pct=True)
     return pandas.DataFrame({"prediction": ranked}, index=live_features.index)
 """
+RUNNING = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
-def test_a_pickle_built_on_python_3_12_runs_on_3_12_and_fails_cleanly_elsewhere(
-    small_round: SyntheticRound, example_models: Path, tmp_path: Path
+def other_python(version: str) -> list[str]:
+    """Python `version`'s command; the test is skipped where it is missing or is this one."""
+    if version == RUNNING:
+        pytest.skip(f"the pickle is built on {version}, which runs this test")
+    try:
+        return find_python(version)
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.mark.parametrize("version", ["3.10", "3.11", "3.12", "3.13"])
+def test_a_pickle_built_on_another_python_is_named_before_it_is_loaded(
+    small_round: SyntheticRound, example_models: Path, tmp_path: Path, version: str
 ) -> None:
-    path = pickle_with(find_python("3.12"), PY312_SOURCE, tmp_path / "py312.pkl")
+    path = pickle_with(other_python(version), RANKS_FIRST_FEATURE, tmp_path / "other.pkl")
     models = [
-        (spec("py312"), path),
+        (spec("other"), path),
         (
             ModelSpec(name="demo_onnx", file="demo_onnx.onnx", format="onnx", features="small"),
             example_models / "demo_onnx.onnx",
         ),
     ]
     outcomes = predict(small_round, models, tmp_path)
-    assert outcomes["demo_onnx"].ok  # the other model is untouched either way
-    if sys.version_info[:2] == (3, 12):
-        assert outcomes["py312"].ok, outcomes["py312"].error
-        return
-    error = outcomes["py312"].error
-    assert not outcomes["py312"].ok and error.startswith("model 'py312': ")
-    # Whether the interpreter crashes or refuses the code object, the cause is named.
-    assert "a pickle built on another Python version does this" in error, error
-    assert f"this app runs Python {sys.version_info.major}.{sys.version_info.minor}" in error, error
+    assert outcomes["demo_onnx"].ok  # the other model is untouched
+    fix = (
+        f"set PYTHON_VERSION={version} (azd env set PYTHON_VERSION {version}) or save the model on {RUNNING}"
+        if version != "3.10"
+        else f"save the model on {RUNNING} (a deployment can run 3.11, 3.12, 3.13)"
+    )
+    assert outcomes["other"].error == (
+        f"model 'other': 'other.pkl' was built on Python {version}; this deployment runs {RUNNING}: {fix}"
+    )
+
+
+def test_a_pickle_built_on_this_python_runs(small_round: SyntheticRound, tmp_path: Path) -> None:
+    path = pickle_with(find_python(RUNNING), RANKS_FIRST_FEATURE, tmp_path / "here.pkl")
+    outcome = predict(small_round, [(spec("here"), path)], tmp_path)["here"]
+    assert outcome.ok, outcome.error
+
+
+def test_a_failure_while_calling_a_pickle_of_an_untold_python_names_the_likely_cause(
+    small_round: SyntheticRound, tmp_path: Path
+) -> None:
+    # Three instructions that read as 3.11 or 3.12 bytecode too, meaning something else there.
+    source = "predict = lambda live_features: live_features\n"
+    path = pickle_with(other_python("3.13"), source, tmp_path / "untold.pkl")
+    error = predict(small_round, [(spec("untold"), path)], tmp_path)["untold"].error
+    assert error.startswith("model 'untold': its function raised SystemError: "), error
+    assert error.endswith(
+        f"a pickle built on another Python version does this — this app runs Python {RUNNING}: "
+        f"save the model on {RUNNING}, or set PYTHON_VERSION to the Python that saved it "
+        f"({', '.join(v for v in ('3.11', '3.12', '3.13') if v != RUNNING)}; azd env set PYTHON_VERSION …)"
+    ), error
+
+
+@pytest.mark.parametrize(
+    ("module", "advice"),
+    [
+        (
+            "statsmodels.api",
+            "(Numerai's runner has statsmodels {statsmodels}); add statsmodels=={statsmodels} "
+            "to requirements.txt and deploy again",
+        ),
+        ("torch", "(Numerai's runner has torch {torch}); export it to ONNX (see README)"),
+        ("no_such_module_anywhere", "(nor does Numerai's runner); save the model without it"),
+    ],
+)
+def test_a_missing_module_is_named_with_whether_numerais_runner_has_it(
+    small_round: SyntheticRound, tmp_path: Path, module: str, advice: str
+) -> None:
+    versions = {name: PACKAGES[name].versions[RUNNING] for name in ("statsmodels", "torch")}
+    top = module.split(".")[0]
+    # Imported when called, and named in the pickle, so needed when loaded.
+    when_called = tmp_path / "called.pkl"
+    when_called.write_bytes(
+        cloudpickle.dumps(eval(f"lambda live_features: __import__('{module}')"))
+    )
+    when_loaded = tmp_path / "loaded.pkl"
+    when_loaded.write_bytes(f"c{module}\nthing\n.".encode())
+    outcomes = predict(
+        small_round, [(spec("called"), when_called), (spec("loaded"), when_loaded)], tmp_path
+    )
+    for name in ("called", "loaded"):
+        assert outcomes[name].error == (
+            f"model '{name}': '{name}.pkl' needs the module '{top}', which this deployment does "
+            f"not have {advice.format(**versions)}"
+        )
+
+
+def test_the_http_test_run_names_the_python_that_built_a_pickle(
+    deployed: LocalStack, tmp_path: Path
+) -> None:
+    other = "3.12" if RUNNING == "3.13" else "3.13"
+    built = pickle_with(
+        other_python(other),
+        "predict = lambda live_features: live_features[['era']]\n",
+        tmp_path / "p.pkl",
+    )
+    container = deployed.blob_service.get_container_client(deployed.models_container)
+    container.upload_blob("demo_upload.pkl", built.read_bytes(), overwrite=True)
+    report = json.loads(post_test_run(params={"models": "demo_upload"}).get_body())
+    assert line(report, "demo_upload")["error"] == (
+        f"model 'demo_upload': 'demo_upload.pkl' was built on Python {other}; this deployment runs "
+        f"{RUNNING}: set PYTHON_VERSION={other} (azd env set PYTHON_VERSION {other}) or save the "
+        f"model on {RUNNING}"
+    )

@@ -13,6 +13,7 @@ model's worker process, never in the Functions host's.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -22,6 +23,13 @@ from typing import Any
 import numpy as np
 
 from shared.errors import ModelLoadError, PredictionError
+from shared.formats.pickle_python import (
+    TOLD_APART,
+    built_on,
+    mismatch_advice,
+    unknown_python_hint,
+)
+from shared.formats.runner_packages import runner_package
 from shared.manifest import ModelSpec
 
 
@@ -124,23 +132,38 @@ def require_trust(spec: ModelSpec) -> None:
         )
 
 
-def unpickle(spec: ModelSpec, path: Path, reader: Callable[[Path], Any]) -> Any:
-    """Read a pickle with `reader`, turning the usual failures into what a participant can act on."""
-    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+def unpickle(spec: ModelSpec, path: Path, reader: Callable[[Path], Any]) -> tuple[Any, int | None]:
+    """Read a pickle with `reader`, turning the usual failures into what a participant can act on.
+
+    Returns the object and the minor version of the Python its code objects say
+    built it (None: not told; see shared/formats/pickle_python.py). A pickle of
+    another Python is refused before it is read: loaded, it would crash or fail
+    when called, blaming something else.
+    """
+    running = sys.version_info.minor
+    built = built_on(path)
+    if built is not None and built != running and running in TOLD_APART:
+        raise ModelLoadError(
+            f"model '{spec.name}': '{spec.file}' was built on Python 3.{built}; this deployment "
+            f"runs 3.{running}: {mismatch_advice(built, running)}"
+        )
     try:
-        return reader(path)
+        return reader(path), built
     except (ImportError, AttributeError) as exc:
         raise ModelLoadError(_missing_code(spec, exc)) from None
     except (TypeError, ValueError, SystemError) as exc:
         # Code objects change between Python versions; their constructor is where it shows.
         raise ModelLoadError(
-            f"model '{spec.name}': '{spec.file}' cannot be unpickled ({first_line(exc)}); a pickle built "
-            f"on another Python version does this — this app runs Python {python}"
+            f"model '{spec.name}': '{spec.file}' cannot be unpickled ({first_line(exc)}); "
+            f"{unknown_python_hint(running)}"
         ) from None
 
 
 def _missing_code(spec: ModelSpec, exc: BaseException) -> str:
     """Why a pickle names a module or class that cannot be imported here, and what to do."""
+    missing = missing_module(spec, exc)
+    if missing is not None:
+        return missing
     found = (
         f"model '{spec.name}': '{spec.file}' needs code this app does not have ({first_line(exc)})"
     )
@@ -150,12 +173,38 @@ def _missing_code(spec: ModelSpec, exc: BaseException) -> str:
             f"{found}: a class defined in the notebook or script that saved it. Save it with "
             "cloudpickle.dump, which stores such classes in the file"
         )
-    # Another version of a library (scikit-learn's private modules move) or a missing one.
+    # Another version of a library: scikit-learn's private modules move.
     return (
         f"{found}; it was pickled with other library versions than these ({_versions()}). "
         "Save it again with these, or in a format that does not depend on versions: "
         "XGBoost .json, CatBoost .cbm, LightGBM .txt or ONNX"
     )
+
+
+def missing_module(spec: ModelSpec, exc: BaseException) -> str | None:
+    """The message for a model that imports a module not installed here; None for other errors.
+
+    Says whether Numerai's runner has it (its lock for this Python), since a
+    pickle that runs there is expected to run here.
+    """
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name:
+        return None
+    top = exc.name.split(".")[0]
+    if importlib.util.find_spec(top) is not None:
+        return None  # the package is here: one of its modules moved between versions
+    found = (
+        f"model '{spec.name}': '{spec.file}' needs the module '{exc.name}', which this "
+        "deployment does not have"
+    )
+    package = runner_package(exc.name)
+    if package is None:
+        return f"{found} (nor does Numerai's runner); save the model without it"
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    version = package.versions.get(python) or next(v for v in package.versions.values() if v)
+    found = f"{found} (Numerai's runner has {package.name} {version})"
+    if package.name == "torch":
+        return f"{found}; export it to ONNX (see README)"
+    return f"{found}; add {package.name}=={version} to requirements.txt and deploy again"
 
 
 def _versions() -> str:

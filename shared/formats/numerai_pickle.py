@@ -24,6 +24,7 @@ which Numerai would refuse after upload, is refused with the fix.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,28 +33,42 @@ import pandas as pd
 
 from shared.data.live_data import ID_COLUMN
 from shared.errors import DataError, ModelLoadError, PredictionError, RejectedPredictions
-from shared.formats.base import WholeRoundModel, require_trust, unpickle
+from shared.formats.base import (
+    WholeRoundModel,
+    first_line,
+    missing_module,
+    require_trust,
+    unpickle,
+)
+from shared.formats.pickle_python import unknown_python_hint
 from shared.manifest import ModelSpec, OutputTransform
 
 
 class NumeraiPickleModel(WholeRoundModel):
     """An unpickled `predict` function and the number of parameters it declares."""
 
-    def __init__(self, spec: ModelSpec, predict: Callable[..., Any], parameters: int) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        predict: Callable[..., Any],
+        parameters: int,
+        built_on: int | None = None,
+    ) -> None:
         super().__init__(spec)
         self._predict = predict
         self._parameters = parameters
+        self._built_on = built_on  # the Python its code says built it; None: not told
 
     def predict_round(self, live_path: Path, benchmark_path: Path | None) -> tuple[str, pd.Index]:
         live = read_parquet(live_path)
         if self.spec.fill_missing is not None:
             live = live.fillna(self.spec.fill_missing)
-        if self._parameters == 1:
-            result = self._predict(live)
-        else:
+        arguments = [live]
+        if self._parameters == 2:
             if benchmark_path is None:
                 raise DataError("live_benchmark_models.parquet was not downloaded")
-            result = self._predict(live, read_parquet(benchmark_path))
+            arguments.append(read_parquet(benchmark_path))
+        result = self._call(arguments)
         try:
             check_result(self.spec, result)
             check_index(self.spec, result)
@@ -66,11 +81,33 @@ class NumeraiPickleModel(WholeRoundModel):
             result.iloc[:, 0] = result.iloc[:, 0].rank(pct=True, method="average")
         return result.to_csv(), live.index
 
+    def _call(self, arguments: list[pd.DataFrame]) -> Any:
+        """Call the function, naming the likely cause of the failures foreign bytecode gives.
+
+        Bytecode of another Python can fail in the function, or in this frame that
+        called it ("cannot access local variable"): this frame keeps nothing but
+        the call, and whatever fails in it is explained here.
+        """
+        try:
+            return self._predict(*arguments)
+        except ModuleNotFoundError as exc:
+            missing = missing_module(self.spec, exc)
+            if missing is None:
+                raise
+            raise PredictionError(missing) from exc
+        except (SystemError, NameError) as exc:
+            if self._built_on is not None:
+                raise  # this Python built it: the function's own error
+            raise PredictionError(
+                f"model '{self.spec.name}': its function raised {type(exc).__name__}: "
+                f"{first_line(exc)}; {unknown_python_hint(sys.version_info.minor)}"
+            ) from exc
+
 
 def load(spec: ModelSpec, path: Path, features: list[str] | None) -> NumeraiPickleModel:
     """Unpickle the function, if the manifest trusts the file, and count its parameters."""
     require_trust(spec)
-    predict = unpickle(spec, path, pd.read_pickle)
+    predict, built_on = unpickle(spec, path, pd.read_pickle)
     if not callable(predict):
         hint = '; it has predict(): use "format": "sklearn"' if hasattr(predict, "predict") else ""
         raise ModelLoadError(
@@ -89,7 +126,7 @@ def load(spec: ModelSpec, path: Path, features: list[str] | None) -> NumeraiPick
             "calls it with one (live_features) or two (live_features, live_benchmark_models), "
             "counting parameters that have defaults"
         )
-    return NumeraiPickleModel(spec, predict, parameters)
+    return NumeraiPickleModel(spec, predict, parameters, built_on)
 
 
 def check_result(spec: ModelSpec, result: Any) -> None:

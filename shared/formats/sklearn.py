@@ -146,7 +146,7 @@ def _unpickle(spec: ModelSpec, path: Path) -> Any:
     # Recorded under the filters in force, so warnings ignored anyway (deprecations)
     # stay ignored; the rest become log lines instead of stderr text.
     with warnings.catch_warnings(record=True) as caught:
-        estimator = unpickle(spec, path, joblib.load)
+        estimator, _ = unpickle(spec, path, joblib.load)
     _log_warnings(spec, caught)
     return estimator
 
