@@ -32,7 +32,7 @@ from shared.manifest import ModelSpec
 from shared.worker.pool import WorkerPool
 from shared.worker.protocol import ModelOutcome, WorkRequest
 from shared.worker.supervisor import run_workers, run_workers_in, worker_environment
-from tests.support import GENEROUS, predict, work_requests
+from tests.support import GENEROUS, fork_servers, predict, work_requests
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -134,16 +134,6 @@ def server_pid(server: str) -> int:
     namespace = server.split()[0]
     [pid] = [child.pid for child in fork_servers() if namespace_of(child.pid) == namespace]
     return pid
-
-
-def fork_servers() -> list[psutil.Process]:
-    """This process's fork servers still running."""
-    return [
-        child
-        for child in psutil.Process().children()
-        if child.status() != psutil.STATUS_ZOMBIE
-        and child.cmdline()[-2:] == ["-m", "shared.worker"]
-    ]
 
 
 def test_consecutive_runs_reuse_one_warm_server(
