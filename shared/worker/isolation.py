@@ -6,10 +6,11 @@ process of the same user that is dumpable, and of any process at all when it
 has CAP_SYS_PTRACE (root has). Up a worker's parents are the run's process and
 the Functions host, both holding the settings. So:
 
-- The fork server puts its workers in a PID namespace and a user namespace of
-  their own (`isolate_children`), with a minimal init as their pid 1; each worker
-  mounts a /proc of that namespace (`confine_worker`), where no process above
-  the fork server exists: not the run's process, not the host. A worker is
+- The fork server puts its workers in a user namespace (`enter_user_namespace`)
+  and a PID namespace (`isolate_children`) of their own, with a minimal init as
+  their pid 1; each worker mounts a /proc of that namespace (`confine_worker`),
+  where no process above the fork server exists: not the run's process, not
+  the host. A worker is
   left with no capability at all (so it cannot unmount that /proc, nor pass
   the kernel's ptrace checks) and not dumpable (other workers cannot read it).
   This needs no root: unprivileged user namespaces are enough.
@@ -25,15 +26,12 @@ Linux only, through libc: Python 3.11 has no `unshare`, `mount` or `capset`.
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import IsolationError
-
-log = logging.getLogger(__name__)
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -189,21 +187,21 @@ def _mount_own_proc() -> None:
 def confine_worker(confinement: Confinement) -> None:
     """In a forked worker, before any model code: its own /proc, no capability, not dumpable.
 
-    Raises IsolationError if the namespace's /proc cannot be mounted: a worker
-    that would see the processes above it must not run a model.
+    Raises IsolationError when any step fails: a worker that might see or read
+    the processes above it must not run a model.
     """
-    if confinement.namespaces:
-        try:
+    try:
+        if confinement.namespaces:
             _mount_own_proc()
-        except OSError as exc:
-            raise IsolationError(
-                f"the worker could not hide the processes above it ({exc.strerror}); "
-                "the model was not run"
-            ) from exc
-    _drop_capabilities()
-    # No setuid program can give a capability back; other workers cannot read this one.
-    _call(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
-    _call(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
+        _drop_capabilities()
+        # No setuid program can give a capability back; other workers cannot read this one.
+        _call(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+        _call(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
+    except OSError as exc:
+        raise IsolationError(
+            f"the worker could not be isolated from the app's other processes ({exc}); "
+            "the model was not run"
+        ) from exc
 
 
 def _drop_capabilities() -> None:
