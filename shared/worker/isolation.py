@@ -110,7 +110,11 @@ def isolate_children(problem: str) -> Confinement:
     """
     if problem:
         return Confinement(namespaces=False, reason=problem)
-    _call(_libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
+    try:
+        _call(_libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
+    except OSError as exc:
+        # Not seen (the trial did the same): the workers still lose their capabilities.
+        return Confinement(namespaces=False, reason=str(exc))
     init_pid = os.fork()  # the first child is the namespace's pid 1
     if init_pid == 0:
         _be_init()
