@@ -234,6 +234,7 @@ def pry_everywhere(findings: Path, work_dir: Path):
                     "environs": readable,
                     "files": files,
                     "me": os.getpid(),
+                    "beside": os.listdir(".."),  # the run's workers' folders
                     "status": read("/proc/self/status"),
                 }
             )
@@ -290,6 +291,8 @@ def test_no_process_a_model_can_reach_holds_a_secret(
             assert not leaked, f"a model read a secret in {leaked}"
     # No capability left in the worker: nothing lets it past the kernel's checks.
     assert "CapEff:\t0000000000000000" in found["status"]
+    # The other models' folders (they ran first) are out of its sight.
+    assert found["beside"] == ["pry"]
 
 
 def test_without_namespaces_the_run_warns_and_only_the_host_stays_readable(

@@ -154,7 +154,9 @@ def _worker(request_file: Path, confinement: Confinement) -> int:
     os.close(null)
     sys.stdout = os.fdopen(1, "w", buffering=1)
     try:
-        confine_worker(confinement)
+        inputs = [request.model_path, request.live_path, request.features_path]
+        inputs += [request.benchmark_path] if request.benchmark_path else []
+        confine_worker(confinement, request.output_dir.absolute(), inputs)
     except IsolationError as exc:
         ModelOutcome(name=request.spec.name, error=f"model '{request.spec.name}': {exc}").write(
             request.output_dir

@@ -39,6 +39,7 @@ CLONE_NEWPID = 0x20000000
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_NOEXEC = 0x8
+MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 PR_SET_PDEATHSIG = 1
@@ -188,15 +189,19 @@ def _mount_own_proc() -> None:
     )
 
 
-def confine_worker(confinement: Confinement) -> None:
-    """In a forked worker, before any model code: its own /proc, no capability, not dumpable.
+def confine_worker(confinement: Confinement, folder: Path, inputs: list[Path]) -> None:
+    """In a forked worker, before any model code: its own /proc, its own folder, no capability, not dumpable.
 
-    Raises IsolationError when any step fails: a worker that might see or read
-    the processes above it must not run a model.
+    `folder` is the worker's own; the folders beside it (the run's other
+    workers') are hidden, unless one of `inputs` (the files it reads) lies among
+    them. Raises IsolationError when any step fails: a worker that might see or
+    read the processes above it must not run a model.
     """
     try:
         if confinement.namespaces:
             _mount_own_proc()
+            if not any(folder.parent in path.parents for path in inputs):
+                _hide_beside(folder)
         _drop_capabilities()
         # No setuid program can give a capability back; other workers cannot read this one.
         _call(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
@@ -206,6 +211,22 @@ def confine_worker(confinement: Confinement) -> None:
             f"the worker could not be isolated from the app's other processes ({exc}); "
             "the model was not run"
         ) from exc
+
+
+def _hide_beside(folder: Path) -> None:
+    """Cover `folder`'s parent with an empty file system, and put `folder` back in it (this worker only)."""
+    own = os.open(folder, os.O_PATH | os.O_DIRECTORY)
+    try:
+        parent = bytes(folder.parent)
+        _call(_libc.mount(b"tmpfs", parent, b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0755"), "tmpfs")
+        folder.mkdir()
+        # Through the descriptor: its path is under the cover now.
+        source = f"/proc/self/fd/{own}".encode()
+        _call(
+            _libc.mount(source, bytes(folder), None, MS_BIND, None), "binding the worker's folder"
+        )
+    finally:
+        os.close(own)
 
 
 def _drop_capabilities() -> None:
