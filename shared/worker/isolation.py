@@ -10,7 +10,7 @@ the Functions host, both holding the settings. So:
   and a PID namespace (`isolate_children`) of their own, with a minimal init as
   their pid 1; each worker mounts a /proc of that namespace (`confine_worker`),
   where no process above the fork server exists: not the run's process, not
-  the host. A worker is
+  the host; the run's other workers' folders are covered for it. A worker is
   left with no capability at all (so it cannot unmount that /proc, nor pass
   the kernel's ptrace checks) and not dumpable (other workers cannot read it).
   This needs no root: unprivileged user namespaces are enough.
