@@ -107,6 +107,10 @@ class ServerGone(AppError):
     """The fork server exited while workers were still expected from it."""
 
 
+class IsolationError(AppError):
+    """A worker could not be isolated from the processes above it, so its model was not run."""
+
+
 class PoolClosed(AppError):
     """The worker pool was closed (the interpreter is exiting): no more workers can be started."""
 

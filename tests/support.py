@@ -8,6 +8,7 @@ from pathlib import Path
 
 import azure.functions as func
 import pandas as pd
+import psutil
 from azure.functions.queue import QueueMessage as FunctionMessage
 from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
@@ -144,3 +145,12 @@ def deliver(stack: LocalStack, limit: int = 50) -> int:
         queue.delete_message(message)
         done += 1
     return done
+
+
+def fork_servers() -> list[psutil.Process]:
+    """This process's fork servers still running (`python … -m shared.worker [preload]`)."""
+    return [
+        child
+        for child in psutil.Process().children()
+        if child.status() != psutil.STATUS_ZOMBIE and "shared.worker" in child.cmdline()
+    ]

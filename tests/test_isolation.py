@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +27,11 @@ from shared.report import RunReport
 from tests.support import fire_timer, reports
 
 GOOD = ["demo_lightgbm", "demo_onnx"]
+REPO = Path(__file__).resolve().parent.parent
+# A stand-in for the Functions host: `sh` starts the run's process and waits for it (the
+# `exit` after it keeps sh from exec'ing it), an ancestor of every worker with the settings
+# (the secrets) in its own environment.
+HOST = ["sh", "-c", '"$@"; exit $?', "host", sys.executable, "-m", "shared", "run", "--submit"]
 
 pytestmark = pytest.mark.usefixtures("no_secret_anywhere")
 
@@ -399,3 +406,134 @@ def test_a_model_that_fills_the_disk_outside_its_folder_is_named_by_the_upload_c
         assert line["error"].endswith(
             " and the next run submits them once WORK_DIR's disk has room"
         )
+
+
+def pry_everywhere(findings: Path, work_dir: Path):
+    """A model that reads every environment, command line and work file it can reach."""
+
+    def pry(live):
+        import json
+        import os
+        from pathlib import Path
+
+        def read(path) -> str | None:
+            try:
+                with open(path, "rb") as handle:
+                    return handle.read().decode(errors="replace")
+            except OSError:
+                return None
+
+        ancestors, pid = [], os.getpid()
+        while pid > 0:  # up the parents to pid 1 (or to the edge of what this process can see)
+            ancestors.append(pid)
+            stat = read(f"/proc/{pid}/stat")
+            pid = int(stat.rsplit(")", 1)[1].split()[1]) if stat else 0
+        pids = set(ancestors) | {int(p) for p in os.listdir("/proc") if p.isdigit()}
+        readable = {}
+        for pid in sorted(pids):
+            texts = [read(f"/proc/{pid}/{name}") for name in ("environ", "cmdline")]
+            if texts[0] is not None:
+                readable[pid] = texts
+        files = {}
+        for folder, _, names in os.walk(work_dir):
+            for name in names:
+                files[os.path.join(folder, name)] = read(os.path.join(folder, name))
+        Path(findings).write_text(
+            json.dumps(
+                {
+                    "ancestors": ancestors,
+                    "environs": readable,
+                    "files": files,
+                    "me": os.getpid(),
+                    "beside": os.listdir(".."),  # the run's workers' folders
+                    "status": read("/proc/self/status"),
+                }
+            )
+        )
+        return live[["feature_0000"]].rank(pct=True).set_axis(["prediction"], axis=1)
+
+    return pry
+
+
+def run_under_a_host(*prefix: str) -> subprocess.CompletedProcess:
+    """The scheduled job in a process of its own under a HOST that holds the settings.
+
+    Only the host's and the run's environments hold the secrets: not this test's process
+    (an ancestor too), where the `deployed` fixture set them after it started.
+    """
+    return subprocess.run(
+        [*prefix, *HOST],
+        cwd=REPO,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def secrets_of(deployed: LocalStack) -> list[str]:
+    public_id, secret_key = deployed.sandbox.credentials
+    return [public_id, secret_key, ACCOUNT_KEY, deployed.azurite.connection_string]
+
+
+def test_no_process_a_model_can_reach_holds_a_secret(
+    deployed: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path
+) -> None:
+    findings = tmp_path / "findings.json"
+    fleet_with(
+        deployed,
+        small_round,
+        example_models,
+        tmp_path,
+        "pry",
+        pry_everywhere(findings, Path(os.environ["WORK_DIR"])),
+    )
+    completed = run_under_a_host()
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    found = json.loads(findings.read_text())
+    assert found["ancestors"][0] == found["me"]
+    assert str(found["me"]) in found["environs"]  # it could read something: its own
+    for secret in secrets_of(deployed):
+        for form in (secret, secret[::-1]):
+            holders = [pid for pid, texts in found["environs"].items() if form in "\0".join(texts)]
+            assert not holders, f"a model read a secret in the environment of {holders}"
+            leaked = [path for path, text in found["files"].items() if text and form in text]
+            assert not leaked, f"a model read a secret in {leaked}"
+    # No capability left in the worker: nothing lets it past the kernel's checks.
+    assert "CapEff:\t0000000000000000" in found["status"]
+    # The other models' folders (they ran first) are out of its sight.
+    assert found["beside"] == ["pry"]
+
+
+def test_without_namespaces_the_run_warns_and_only_the_host_stays_readable(
+    deployed: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path
+) -> None:
+    findings = tmp_path / "findings.json"
+    fleet_with(
+        deployed,
+        small_round,
+        example_models,
+        tmp_path,
+        "pry",
+        pry_everywhere(findings, Path(os.environ["WORK_DIR"])),
+    )
+    # The host in a user namespace of its own where no more can be made, as a locked-down
+    # kernel (a sysctl, a seccomp profile) would have it, and without capabilities, as an app
+    # that does not run as root (a worker cannot read a process that has capabilities it lacks).
+    refuse_namespaces = (
+        "echo 0 > /proc/sys/user/max_user_namespaces && "
+        'exec setpriv --bounding-set=-all --inh-caps=-all "$@"'
+    )
+    completed = run_under_a_host(
+        "unshare", "--user", "--map-root-user", "sh", "-c", refuse_namespaces, "refuse"
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "WARNING: models are not fully isolated" in completed.stderr
+    found = json.loads(findings.read_text())
+    run, host = found["ancestors"][2:4]  # above the worker and its fork server
+    assert str(run) not in found["environs"]  # the run's process is not dumpable
+    secret_key = deployed.sandbox.credentials[1]
+    holders = [pid for pid, texts in found["environs"].items() if secret_key in texts[0]]
+    assert holders == [str(host)]  # what the warning and docs/security.md say remains
+    assert "CapEff:\t0000000000000000" in found["status"]

@@ -1,13 +1,18 @@
 """The warm fork servers: reused between runs, replaced when they stop or age, kept from TensorFlow.
 
-The models here report which server forked them (their parent's pid) and
-whether TensorFlow was already in their process, so each test sees from the
-inside what the pool did.
+The models here report which server forked them and whether TensorFlow was
+already in their process, so each test sees from the inside what the pool did.
+A worker cannot see its server (it is outside the worker's PID namespace, see
+shared/worker/isolation.py), but each server's workers share a PID namespace
+of their own, whose pid 1 the server started with it: the two name the server
+(a namespace's number alone is reused once it has ended), and `server_pid`
+finds it from outside.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -27,13 +32,13 @@ from shared.manifest import ModelSpec
 from shared.worker.pool import WorkerPool
 from shared.worker.protocol import ModelOutcome, WorkRequest
 from shared.worker.supervisor import run_workers, run_workers_in, worker_environment
-from tests.support import GENEROUS, predict, work_requests
+from tests.support import GENEROUS, fork_servers, predict, work_requests
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def reporting(report: Path):
-    """A model that writes its fork server's pid and whether TensorFlow is imported to `report`."""
+    """A model that writes its fork server's namespace and whether TensorFlow is imported to `report`."""
 
     def predict_fn(live):
         import json
@@ -41,15 +46,11 @@ def reporting(report: Path):
         import sys
         from pathlib import Path
 
-        server = os.getppid()
+        with open("/proc/1/stat") as stat:  # the namespace's init, started with the server
+            started = stat.read().rsplit(")", 1)[1].split()[19]
+        server = f"{os.readlink('/proc/self/ns/pid')} {started}"
         Path(report).write_text(
-            json.dumps(
-                {
-                    "server": server,
-                    "tensorflow": "tensorflow" in sys.modules,
-                    "server_folder": os.readlink(f"/proc/{server}/cwd"),
-                }
-            )
+            json.dumps({"server": server, "tensorflow": "tensorflow" in sys.modules})
         )
         return live[["feature_0000"]].rank(pct=True).set_axis(["prediction"], axis=1)
 
@@ -120,14 +121,19 @@ def wait_until_dead(pid: int) -> None:
     raise AssertionError(f"process {pid} is still running")
 
 
-def fork_servers() -> list[psutil.Process]:
-    """This process's fork servers still running."""
-    return [
-        child
-        for child in psutil.Process().children()
-        if child.status() != psutil.STATUS_ZOMBIE
-        and child.cmdline()[-2:] == ["-m", "shared.worker"]
-    ]
+def namespace_of(pid: int) -> str | None:
+    """The PID namespace the children of `pid` are in (None: gone, or not this user's)."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid_for_children")
+    except OSError:
+        return None
+
+
+def server_pid(server: str) -> int:
+    """The pid of this process's fork server that a model reported (its workers' namespace first)."""
+    namespace = server.split()[0]
+    [pid] = [child.pid for child in fork_servers() if namespace_of(child.pid) == namespace]
+    return pid
 
 
 def test_consecutive_runs_reuse_one_warm_server(
@@ -162,12 +168,12 @@ def test_a_server_killed_between_runs_is_replaced(
 ) -> None:
     first, second = reporter.model(), reporter.model()
     assert predict(small_round, [first], tmp_path / "one")[first[0].name].ok
-    killed = reporter.seen(first)["server"]
+    killed = server_pid(reporter.seen(first)["server"])
     psutil.Process(killed).send_signal(signal.SIGKILL)  # as the kernel's OOM killer would
     wait_until_dead(killed)
     outcome = predict(small_round, [second], tmp_path / "two")[second[0].name]
     assert outcome.ok, outcome.error
-    assert reporter.seen(second)["server"] != killed
+    assert reporter.seen(second)["server"] != reporter.seen(first)["server"]
 
 
 def test_a_crashing_model_fails_alone_and_the_warm_server_goes_on(
@@ -199,9 +205,9 @@ def test_a_server_past_its_bound_is_retired_between_runs(
     own_pool.append(pool)
     first, second = reporter.model(), reporter.model()
     assert run_in(pool, small_round, [first], tmp_path / "one")[first[0].name].ok
+    retired = server_pid(reporter.seen(first)["server"])
     assert run_in(pool, small_round, [second], tmp_path / "two")[second[0].name].ok
-    retired = reporter.seen(first)["server"]
-    assert reporter.seen(second)["server"] != retired
+    assert reporter.seen(second)["server"] != reporter.seen(first)["server"]
     wait_until_dead(retired)  # closed, not left running
 
 
@@ -276,22 +282,26 @@ def test_no_server_outlives_its_process(
     )
     requests = tmp_path / "requests.pickle"
     requests.write_bytes(cloudpickle.dumps(work_requests(small_round, [model], tmp_path / "work")))
+    temporary = tmp_path / "tmp"  # where the pool makes its servers' folder
+    temporary.mkdir()
     completed = subprocess.run(
         [sys.executable, "-c", script, str(requests)],
         cwd=REPO,
+        env={**os.environ, "TMPDIR": str(temporary)},
         capture_output=True,
         check=False,
         text=True,
         timeout=120,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
-    seen = reporter.seen(model)
+    namespace = reporter.seen(model)["server"].split()[0]
     # Closed before the process ended (at exit, not only at its pipe's end): no folder, no server.
-    assert not Path(seen["server_folder"]).exists()
-    assert (
-        not psutil.pid_exists(seen["server"])
-        or psutil.Process(seen["server"]).status() == psutil.STATUS_ZOMBIE
-    )
+    assert list(temporary.iterdir()) == []
+    assert not [
+        process.pid
+        for process in psutil.process_iter()
+        if namespace_of(process.pid) == namespace and process.status() != psutil.STATUS_ZOMBIE
+    ]
 
 
 def test_a_request_with_relative_paths_runs_although_the_worker_starts_elsewhere(

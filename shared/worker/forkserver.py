@@ -19,7 +19,8 @@ the protocol, nor the run's process whole.
 
 The protocol is lines on the server's stdin and stdout:
 - run's process → server: `<module to import first, or -> <request file>`
-- server → run's process: `started <pid> <request file>`, then
+- server → run's process: first `isolation namespaces` or `isolation none <why>`
+  (see isolation.py), then for each worker `started <pid> <request file>`, then
   `exited <pid> <exit code> <peak KiB>` (a negative exit code is the signal that
   ended the worker; the peak is the kernel's ru_maxrss for the reaped worker,
   exact however briefly it lived, which sampling /proc from outside is not).
@@ -42,25 +43,38 @@ from pathlib import Path
 
 import psutil
 
-from shared.errors import ServerGone
+from shared.errors import IsolationError, ServerGone
+from shared.worker.isolation import (
+    Confinement,
+    confine_worker,
+    enter_user_namespace,
+    isolate_children,
+)
 from shared.worker.output import CappedLog
-from shared.worker.protocol import LOG_FILE, PHASE_FILE, Phase, WorkRequest
+from shared.worker.protocol import LOG_FILE, PHASE_FILE, ModelOutcome, Phase, WorkRequest
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
 
 
-def serve(commands: int = 0, replies: int = 1) -> int:
+def serve(preload: str | None = None, commands: int = 0, replies: int = 1) -> int:
     """The server's loop: fork a worker per request line, report starts and exits, until its input closes.
 
-    `commands` and `replies` are file descriptors (stdin and stdout): read raw,
-    since a buffered reader would hold lines that `select` no longer sees.
-    The same loop drains each running worker's output into its log.
+    `preload` is a framework to import before anything is forked. `commands` and
+    `replies` are file descriptors (stdin and stdout): read raw, since a buffered
+    reader would hold lines that `select` no longer sees. The same loop drains each
+    running worker's output into its log.
     """
+    problem = enter_user_namespace()  # before the imports start threads
     from shared.worker import engine  # noqa: F401  the imports the workers share
 
     faulthandler.enable()
+    if preload is not None:
+        _preload(preload)
+    # After this, no thread can start in this process: every import came first.
+    confinement = isolate_children(problem)
+    _reply(replies, f"isolation {confinement.describe()}")
     pending = b""
     open_input = True
     outputs: dict[int, CappedLog] = {}  # by worker pid, until it is reaped
@@ -76,15 +90,15 @@ def serve(commands: int = 0, replies: int = 1) -> int:
             open_input = bool(chunk)
             *lines, pending = (pending + chunk).split(b"\n")
             for line in filter(None, (raw.decode().strip() for raw in lines)):
-                preload, _, request_file = line.partition(" ")
-                if preload != "-":
-                    _preload(preload)
+                module, _, request_file = line.partition(" ")
+                if module != "-":
+                    _preload(module)
                 # The request sits in the worker's output folder (WorkRequest.write), as does its log.
                 output = CappedLog(Path(request_file).parent / LOG_FILE)
-                pid = _fork_worker(Path(request_file), output, list(outputs.values()))
+                pid = _fork_worker(Path(request_file), output, list(outputs.values()), confinement)
                 outputs[pid] = output
                 _reply(replies, f"started {pid} {request_file}")
-        _reap(replies, outputs)
+        _reap(replies, outputs, confinement.init_pid)
     return 0
 
 
@@ -103,7 +117,7 @@ def _reply(replies: int, line: str) -> None:
     os.write(replies, f"{line}\n".encode())
 
 
-def _reap(replies: int, outputs: dict[int, CappedLog]) -> None:
+def _reap(replies: int, outputs: dict[int, CappedLog], init_pid: int) -> None:
     """Report every worker that has exited, once its output is in its log."""
     while True:
         try:
@@ -112,6 +126,9 @@ def _reap(replies: int, outputs: dict[int, CappedLog]) -> None:
             return
         if pid == 0:
             return
+        if pid == init_pid:
+            # Its namespace, and every worker in it, ended with it; no worker can be forked there.
+            raise SystemExit("the workers' init process was killed; the server stops")
         output = outputs.pop(pid, None)
         if output is not None:
             output.close()
@@ -119,7 +136,9 @@ def _reap(replies: int, outputs: dict[int, CappedLog]) -> None:
         _reply(replies, f"exited {pid} {os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
 
 
-def _fork_worker(request_file: Path, output: CappedLog, others: list[CappedLog]) -> int:
+def _fork_worker(
+    request_file: Path, output: CappedLog, others: list[CappedLog], confinement: Confinement
+) -> int:
     pid = os.fork()
     if pid:
         os.close(output.writer)  # the worker's now: the pipe ends when it and its children do
@@ -128,13 +147,14 @@ def _fork_worker(request_file: Path, output: CappedLog, others: list[CappedLog])
     try:
         for descriptor in (fd for each in (output, *others) for fd in each.inherited()):
             os.close(descriptor)
-        code = _worker(request_file, output.writer)
+        code = _worker(request_file, output.writer, confinement)
     finally:
         os._exit(code)  # never back into the server's loop
 
 
-def _worker(request_file: Path, output: int) -> int:
-    """Inside the forked worker: a process group of its own, its output to `output`, the engine, the outcome."""
+def _worker(request_file: Path, output: int, confinement: Confinement) -> int:
+    """Inside the forked worker: a process group of its own, its output to `output`, its
+    confinement, the engine, the outcome."""
     from shared.worker.engine import run_model
 
     os.setsid()
@@ -151,6 +171,15 @@ def _worker(request_file: Path, output: int) -> int:
     # to relative paths stays in its own folder, which goes with its run.
     os.chdir(request.output_dir)
     _home_in(request.output_dir)
+    try:
+        inputs = [request.model_path, request.live_path, request.features_path]
+        inputs += [request.benchmark_path] if request.benchmark_path else []
+        confine_worker(confinement, request.output_dir.absolute(), inputs)
+    except IsolationError as exc:
+        ModelOutcome(name=request.spec.name, error=f"model '{request.spec.name}': {exc}").write(
+            request.output_dir
+        )
+        return 1
     phase_file = request.output_dir / PHASE_FILE
 
     def enter(phase: Phase) -> None:
@@ -181,6 +210,7 @@ class _Server:
     """One fork server process and what it has said."""
 
     process: subprocess.Popen
+    confinement: Confinement | None = None  # once the server has said
     started: dict[str, int] = field(default_factory=dict)
     exits: dict[int, Exit] = field(default_factory=dict)
     gone: bool = False
@@ -212,9 +242,12 @@ class ForkServerClient:
     The server runs in the log's folder.
     """
 
-    def __init__(self, environment: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, environment: dict[str, str], log_path: Path, preload: str | None = None
+    ) -> None:
         self.log_path = log_path
         self._environment = environment
+        self._preload = preload
         self._changed = threading.Condition()
         self._server = self._spawn()
 
@@ -249,6 +282,15 @@ class ForkServerClient:
             if server.gone:
                 raise ServerGone(self._tail())
             return None
+
+    def confinement(self) -> Confinement:
+        """How the current server keeps its workers from the processes above it (waits for it to say)."""
+        server = self._server
+        with self._changed:
+            self._changed.wait_for(lambda: server.confinement is not None or server.gone)
+            if server.confinement is None:
+                raise ServerGone(self._tail())
+            return server.confinement
 
     @property
     def pid(self) -> int:
@@ -288,11 +330,12 @@ class ForkServerClient:
         # A run started without site-packages (-S, as the package test runs the unzipped app)
         # gives its server none either: PYTHONPATH already carries the run's whole path.
         no_site = ["-S"] if sys.flags.no_site else []
+        preload = [self._preload] if self._preload else []
         # -P: no folder of the server's own on the import path (`-m` would put its working
         # folder first); the app comes from PYTHONPATH, as everything else.
         with self.log_path.open("ab") as server_log:
             process = subprocess.Popen(
-                [sys.executable, *no_site, "-P", "-m", "shared.worker"],
+                [sys.executable, *no_site, "-P", "-m", "shared.worker", *preload],
                 env=self._environment,
                 cwd=self.log_path.parent,
                 stdin=subprocess.PIPE,
@@ -313,7 +356,9 @@ class ForkServerClient:
         for line in server.process.stdout:
             kind, number, *rest = line.rstrip("\n").split(" ", 2)
             with self._changed:
-                if kind == "started":
+                if kind == "isolation":
+                    server.confinement = Confinement.parse(" ".join([number, *rest]))
+                elif kind == "started":
                     server.started[rest[0]] = int(number)
                 elif kind == "exited":
                     code, peak_kib = rest[0].split(" ")

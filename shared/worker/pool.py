@@ -33,6 +33,7 @@ from pathlib import Path
 
 from shared.errors import PoolClosed
 from shared.worker.forkserver import ForkServerClient
+from shared.worker.isolation import protect_this_process
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,8 @@ class WorkerPool:
         if self._home is None:
             self._home = Path(tempfile.mkdtemp(prefix="numerai-workers-"))
         log_path = self._home / f"forkserver-{next(self._serial)}-{preload or 'plain'}.log"
-        client = ForkServerClient(dict(environment), log_path)
+        protect_this_process()  # it holds the settings: no worker of the same user may read it
+        client = ForkServerClient(dict(environment), log_path, preload)
         entry = _Entry(client, preload, dict(environment), time.monotonic())
         self._entries[preload] = entry
         return entry

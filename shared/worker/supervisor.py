@@ -109,7 +109,8 @@ class _Servers:
         with self._lock:
             if preload not in self._servers:
                 lease = self._pool.lease(preload, self._environment)
-                self._servers[preload] = self._leases.enter_context(lease)
+                server = self._servers[preload] = self._leases.enter_context(lease)
+                _warn_if_unconfined(server)
             return self._servers[preload]
 
     def __enter__(self) -> Self:
@@ -117,6 +118,22 @@ class _Servers:
 
     def __exit__(self, *exc_info: object) -> None:
         self._leases.close()
+
+
+def _warn_if_unconfined(server: ForkServerClient) -> None:
+    """Say, once per run and server, when models can see the processes above the fork server."""
+    try:
+        confinement = server.confinement()
+    except ServerGone:
+        return  # its workers' outcomes say so
+    if not confinement.namespaces:
+        log.warning(
+            "models are not fully isolated: %s. Each model runs with no capability and cannot "
+            "read this run's process, but it can read the environment (the settings, Numerai "
+            "keys included) of any other process of this user that it can see, such as the "
+            "Functions host: allow unprivileged user namespaces (see docs/security.md)",
+            confinement.reason,
+        )
 
 
 def run_worker(
