@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,8 @@ PR_SET_NO_NEW_PRIVS = 38
 _CAPABILITY_VERSION_3 = 0x20080522
 
 _libc = ctypes.CDLL(None, use_errno=True)
+# Elsewhere (macOS, for the demo) workers run as plain forks and the run says so once.
+LINUX = sys.platform.startswith("linux")
 
 
 class _CapHeader(ctypes.Structure):
@@ -95,6 +98,8 @@ def enter_user_namespace() -> str:
     start some. It is first tried in a throwaway child, all the way to the
     worker's own /proc, so that a refusal leaves this process as it was.
     """
+    if not LINUX:
+        return f"worker isolation needs Linux; this is {sys.platform}"
     problem = _namespaces_problem()
     if not problem:
         _enter(CLONE_NEWUSER)
@@ -197,6 +202,8 @@ def confine_worker(confinement: Confinement, folder: Path, inputs: list[Path]) -
     them. Raises IsolationError when any step fails: a worker that might see or
     read the processes above it must not run a model.
     """
+    if not LINUX:
+        return
     try:
         if confinement.namespaces:
             _mount_own_proc()
@@ -242,4 +249,6 @@ def protect_this_process() -> None:
     worker is, cannot read its environment or memory. What a namespace hides
     needs no such protection; this covers servers that could not have one.
     """
+    if not LINUX:
+        return
     _call(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
