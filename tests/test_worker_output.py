@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,15 +179,13 @@ def test_a_stopped_worker_s_output_is_kept(small_round: SyntheticRound, tmp_path
     assert outcome.output == ["about to sleep"]
 
 
-def leaves_a_child_behind(pid_file: Path):
+def leaves_a_child_behind(seconds: str):
     """A model that starts a child which outlives it, holding the worker's output open."""
 
     def predict_fn(live):
         import subprocess
-        from pathlib import Path
 
-        child = subprocess.Popen(["sleep", "120"])
-        Path(pid_file).write_text(str(child.pid))
+        subprocess.Popen(["sleep", seconds])
         print("started a child")
         return live[["feature_0000"]].rank(pct=True).set_axis(["prediction"], axis=1)
 
@@ -196,11 +195,17 @@ def leaves_a_child_behind(pid_file: Path):
 def test_a_child_holding_the_output_open_does_not_hold_up_the_worker_s_end(
     small_round: SyntheticRound, tmp_path: Path
 ) -> None:
-    path, pid_file = tmp_path / "parent.pkl", tmp_path / "child.pid"
-    path.write_bytes(cloudpickle.dumps(leaves_a_child_behind(pid_file)))
+    # Found by its command line: its pid inside the worker's PID namespace means nothing here.
+    seconds = f"120.{uuid.uuid4().int % 10**9}"
+    path = tmp_path / "parent.pkl"
+    path.write_bytes(cloudpickle.dumps(leaves_a_child_behind(seconds)))
     spec = ModelSpec(name="parent", file=path.name, format="numerai_pickle", trust_pickle=True)
     outcome = predict(small_round, [(spec, path)], tmp_path / "work")["parent"]
-    child = psutil.Process(int(pid_file.read_text()))
+    [child] = [
+        process
+        for process in psutil.process_iter(["cmdline"])
+        if process.info["cmdline"] == ["sleep", seconds]
+    ]
     try:
         # The run had the worker's outcome and output while the child still ran.
         assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE
