@@ -113,17 +113,21 @@ class Settings:
         return tuple(v for v in values if v)
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, needs_account: bool = True
+) -> Settings:
     """Read and check the settings; raise one SettingsError naming every setting at fault.
 
     Every setting is read before any error is raised, so that a participant fixes them all at
-    once rather than one run at a time.
+    once rather than one run at a time. With `needs_account` False (downloading the round's
+    public files), neither the Numerai keys nor the storage account are required.
     """
     env = _Reader(os.environ if environ is None else environ)
+    key = env.required if needs_account else env.text_or_empty
     defaults = Settings("", "")
     settings = Settings(
-        numerai_public_id=env.required("NUMERAI_PUBLIC_ID"),
-        numerai_secret_key=env.required("NUMERAI_SECRET_KEY"),
+        numerai_public_id=key("NUMERAI_PUBLIC_ID"),
+        numerai_secret_key=key("NUMERAI_SECRET_KEY"),
         data_version=env.text("NUMERAI_DATA_VERSION", defaults.data_version),
         numerai_api_url=env.optional("NUMERAI_API_URL"),
         numerai_timeout_seconds=env.number(
@@ -167,7 +171,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         host_queue_service_uri=env.optional("AzureWebJobsStorage__queueServiceUri"),
         host_storage_client_id=env.optional("AzureWebJobsStorage__clientId"),
     )
-    env.check_storage(settings)
+    if needs_account:
+        env.check_storage(settings)
     env.raise_problems()
     register(*settings.secrets)  # `environ` may hold secrets that os.environ did not
     return settings
@@ -232,6 +237,9 @@ class _Reader:
             )
             return ""
         return value
+
+    def text_or_empty(self, name: str) -> str:
+        return self.optional(name) or ""
 
     def text(self, name: str, default: str) -> str:
         return self.optional(name) or default
