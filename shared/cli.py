@@ -118,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--settings", type=Path, default=None, help="a local.settings.json, as for `run`"
     )
     page.add_argument("--out", type=Path, default=None, help="also save the page to this file")
+    _models_parser(commands, common)
+    doctor = commands.add_parser(
+        "doctor",
+        parents=[common],
+        help="check everything the next run needs, at once; exit 1 when something would fail it",
+    )
+    doctor.add_argument(
+        "--settings", type=Path, default=None, help="a local.settings.json, as for `run`"
+    )
     hooks = commands.add_parser(
         "webhooks",
         parents=[common],
@@ -138,6 +147,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _models_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    models = commands.add_parser(
+        "models", parents=[common], help="add, list, remove or check the deployed models"
+    )
+    actions = models.add_subparsers(dest="action", required=True)
+    settings = argparse.ArgumentParser(add_help=False)
+    settings.add_argument(
+        "--settings", type=Path, default=None, help="a local.settings.json, as for `run`"
+    )
+    add = actions.add_parser(
+        "add",
+        parents=[common, settings],
+        help="upload a model file and write its manifest entry (replacing one of the same name)",
+    )
+    add.add_argument("file", type=Path, help="the model file")
+    add.add_argument("--name", help="the Numerai model's name (default: from the file's name)")
+    add.add_argument("--format", help="the format (default: told from the file's bytes)")
+    add.add_argument("--blob", help="its blob name in the models container (default: its name)")
+    add.add_argument("--features", help="a feature set (small, medium, all) or columns a,b,c")
+    add.add_argument("--output", choices=("rank", "raw"))
+    add.add_argument("--data-version", help="the data version it was trained on (v5.2, …)")
+    add.add_argument("--method", choices=("predict", "predict_proba"))
+    add.add_argument(
+        "--trust-pickle", action="store_true", help="load a pickle (numerai_pickle, sklearn)"
+    )
+    add.add_argument("--no-submit", action="store_true", help="predict for ensembles only")
+    add.add_argument("--min-benchmark-corr", type=float, default=None)
+    actions.add_parser(
+        "list",
+        parents=[common, settings],
+        help="the entries, their files' size, ETag and last change, and their last submission",
+    )
+    remove = actions.add_parser(
+        "remove", parents=[common, settings], help="remove an entry, and its file"
+    )
+    remove.add_argument("name")
+    remove.add_argument(
+        "--keep-file", action="store_true", help="leave the model file in the container"
+    )
+    check = actions.add_parser(
+        "check",
+        parents=[common, settings],
+        help="a test run of the models on the current round: everything but the upload",
+    )
+    check.add_argument("--models", type=_names, default=None, help="comma-separated subset")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = build_parser().parse_args(argv)
@@ -148,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         return _report_page(args)
     if args.command == "webhooks":
         return _webhooks(args)
+    if args.command == "models":
+        from shared.commands import models
+
+        return models.main(args)
+    if args.command == "doctor":
+        return _doctor(args)
     return predict_command.main(args)
 
 
@@ -167,6 +229,17 @@ def _run(args: argparse.Namespace) -> int:
     report = run_job(mode, executor_for, args.models, environ=environ)
     log.info("%s", report.summary())
     return 1 if report.failed else 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from shared.commands import doctor
+
+    try:
+        environ = command_environ(args.settings)
+    except SettingsError as exc:
+        log.error("%s", exc)
+        return 2
+    return doctor.main(environ)
 
 
 def _report_page(args: argparse.Namespace) -> int:

@@ -1,0 +1,122 @@
+"""A participant's first hour on the command line: `models add|list|remove|check` and `doctor`,
+against the real clients, Azurite and the Numerai sandbox (issue #22)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from devkit.local_stack import LocalStack
+from shared.cli import main
+from tests.support import MODELS, reports
+
+pytestmark = pytest.mark.usefixtures("no_secret_anywhere")
+
+
+def manifest(stack: LocalStack) -> dict:
+    container = stack.blob_service.get_container_client(stack.models_container)
+    return json.loads(container.download_blob("models.json").readall())
+
+
+def blob_exists(stack: LocalStack, name: str) -> bool:
+    return stack.blob_service.get_blob_client(stack.models_container, name).exists()
+
+
+def test_models_add_tells_the_format_uploads_and_writes_the_entry(
+    deployed: LocalStack, example_models: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A second LightGBM model from the same trained file, under another blob name.
+    code = main(
+        ["models", "add", str(example_models / "demo_lightgbm.txt"), "--name", "second_gbm",
+         "--blob", "gbm/second.txt", "--data-version", "v5.3"]
+    )  # fmt: skip
+    assert code == 0, caplog.text
+    entry = manifest(deployed)["models"][-1]
+    assert entry == {
+        "name": "second_gbm",
+        "file": "gbm/second.txt",
+        "format": "lightgbm",
+        "data_version": "v5.3",
+    }
+    assert blob_exists(deployed, "gbm/second.txt")
+    assert '"format": "lightgbm"' in caplog.text  # the entry is printed
+
+    caplog.clear()
+    assert main(["models", "list"]) == 0
+    rows = [r.getMessage() for r in caplog.records if r.name == "shared.commands.models"]
+    assert [row.split()[0] for row in rows] == [*MODELS, "second_gbm"]
+    second = rows[-1]
+    size = (example_models / "demo_lightgbm.txt").stat().st_size
+    assert f"{size:,} bytes" in second and "ETag" in second and "never submitted" in second
+
+    caplog.clear()
+    assert main(["models", "remove", "second_gbm"]) == 0
+    assert [e["name"] for e in manifest(deployed)["models"]] == MODELS
+    assert not blob_exists(deployed, "gbm/second.txt")
+
+
+def test_models_add_refuses_what_a_run_would_refuse_and_uploads_nothing(
+    deployed: LocalStack, example_models: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = manifest(deployed)
+    # An ONNX file records no feature names: its entry needs `features`.
+    code = main(["models", "add", str(example_models / "demo_onnx.onnx"), "--name", "bare_onnx",
+                 "--blob", "bare.onnx"])  # fmt: skip
+    assert code == 2
+    assert "field 'features' is required for format 'onnx'" in caplog.text
+    assert not blob_exists(deployed, "bare.onnx") and manifest(deployed) == before
+    # A pickle's bytes do not say which of the two pickle formats it is.
+    caplog.clear()
+    pickle = next(example_models.glob("demo_upload.*"))
+    assert main(["models", "add", str(pickle), "--name", "p"]) == 2
+    assert "--format sklearn" in caplog.text and "--format numerai_pickle" in caplog.text
+
+
+def test_models_check_runs_the_round_as_the_timer_would_and_uploads_nothing(
+    deployed: LocalStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert main(["models", "check", "--models", "demo_lightgbm"]) == 0, caplog.text
+    assert deployed.sandbox.submissions == []
+    report = reports(deployed)[-1]
+    assert report["mode"] == "test" and report["round_number"] == 1200
+    assert [m["status"] for m in report["models"]] == ["validated"]
+    assert any("live.parquet" in r for r in deployed.sandbox.requests_log)
+
+
+def test_doctor_passes_a_healthy_deployment(
+    deployed: LocalStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert main(["doctor"]) == 0, caplog.text
+    assert "FAIL" not in caplog.text
+    assert "Numerai keys: accepted, scopes upload_submission" in caplog.text
+    assert "ready to run" in caplog.text
+
+
+def test_doctor_names_every_problem_at_once(
+    deployed: LocalStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    deployed.sandbox.key_scopes = ["read_user_info"]
+    deployed.sandbox.models.pop("demo_onnx")
+    deployed.blob_service.get_blob_client(
+        deployed.models_container, "demo_lightgbm.txt"
+    ).delete_blob()
+    assert main(["doctor"]) == 1
+    failed = [message for message in caplog.messages if message.startswith("FAIL")]
+    assert len(failed) == 3, caplog.messages
+    assert "file 'demo_lightgbm.txt' is not in container" in failed[0]
+    assert "the key may not upload (its scopes: read_user_info)" in failed[1]
+    assert "model 'demo_onnx': not a model of this Numerai account" in failed[2]
+
+
+def test_doctor_reports_every_setting_at_fault_in_one_message(
+    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("NUMERAI_PUBLIC_ID")
+    monkeypatch.delenv("NUMERAI_SECRET_KEY")
+    monkeypatch.delenv("MODELS_STORAGE_CONNECTION_STRING")
+    assert main(["doctor"]) == 1
+    failed = [message for message in caplog.messages if message.startswith("FAIL")]
+    assert len(failed) == 1, caplog.messages
+    assert "3 settings need fixing" in failed[0]
