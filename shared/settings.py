@@ -123,11 +123,10 @@ def load_settings(
     public files), neither the Numerai keys nor the storage account are required.
     """
     env = _Reader(os.environ if environ is None else environ)
-    key = env.required if needs_account else env.text_or_empty
     defaults = Settings("", "")
     settings = Settings(
-        numerai_public_id=key("NUMERAI_PUBLIC_ID"),
-        numerai_secret_key=key("NUMERAI_SECRET_KEY"),
+        numerai_public_id=env.required("NUMERAI_PUBLIC_ID", needs_account),
+        numerai_secret_key=env.required("NUMERAI_SECRET_KEY", needs_account),
         data_version=env.text("NUMERAI_DATA_VERSION", defaults.data_version),
         numerai_api_url=env.optional("NUMERAI_API_URL"),
         numerai_timeout_seconds=env.number(
@@ -229,17 +228,17 @@ class _Reader:
             return None
         return value or None
 
-    def required(self, name: str) -> str:
+    def required(self, name: str, needed: bool = True) -> str:
+        """The setting's value; "" when it is not set and not `needed`."""
         value = self.optional(name)
+        if value is None and not needed:
+            return ""
         if value is None:
             self._problem(
                 name, f"{name} is not set; it is required (see the README's settings table)"
             )
             return ""
         return value
-
-    def text_or_empty(self, name: str) -> str:
-        return self.optional(name) or ""
 
     def text(self, name: str, default: str) -> str:
         return self.optional(name) or default

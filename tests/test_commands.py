@@ -4,11 +4,13 @@ against the real clients, Azurite and the Numerai sandbox (issue #22)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from devkit.local_stack import LocalStack
+from devkit.synthetic import SyntheticRound
 from shared.cli import main
 from tests.support import MODELS, reports
 
@@ -120,3 +122,42 @@ def test_doctor_reports_every_setting_at_fault_in_one_message(
     failed = [message for message in caplog.messages if message.startswith("FAIL")]
     assert len(failed) == 1, caplog.messages
     assert "3 settings need fixing" in failed[0]
+
+
+def test_predict_downloads_the_round_of_each_data_version_from_numerai(
+    deployed: LocalStack,
+    small_round: SyntheticRound,
+    example_models: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    deployed.sandbox.add_dataset_dir("v5.2", small_round.directory)
+    models = tmp_path / "models"
+    shutil.copytree(example_models, models)
+    document = json.loads((models / "models.json").read_text())
+    document["models"][1]["data_version"] = "v5.2"  # demo_lightgbm
+    (models / "models.json").write_text(json.dumps(document))
+    # Public files: no keys and no storage needed.
+    for name in ("NUMERAI_PUBLIC_ID", "NUMERAI_SECRET_KEY", "MODELS_STORAGE_CONNECTION_STRING"):
+        monkeypatch.delenv(name)
+    out = tmp_path / "out"
+    code = main(
+        ["predict", "--round-from-numerai", "--data", str(tmp_path / "round"),
+         "--manifest", str(models / "models.json"), "--out", str(out),
+         "--models", "demo_lightgbm,demo_onnx"]
+    )  # fmt: skip
+    assert code == 0, caplog.text
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(m["name"], m["ok"]) for m in summary["models"]] == [
+        ("demo_lightgbm", True),
+        ("demo_onnx", True),
+    ]
+    fetched = [r for r in deployed.sandbox.requests_log if r.startswith("GET /files/")]
+    assert sorted(fetched) == [
+        "GET /files/v5.2/features.json",
+        "GET /files/v5.2/live.parquet",
+        "GET /files/v5.3/features.json",
+        "GET /files/v5.3/live.parquet",
+    ]
+    assert (tmp_path / "round" / "round-1200" / "v5.2" / "live.parquet").exists()
