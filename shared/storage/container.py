@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -173,7 +174,7 @@ def reason(exc: AzureError, host: str | None = None) -> str:
     if getattr(exc, "status_code", None) == 403:
         text += " (check that the app's identity has a Storage Blob Data role on the account)"
     if isinstance(exc, ServiceRequestError) and is_local_endpoint(host) and "refused" in str(exc):
-        text += f" ({host} is Azurite's address: {AZURITE_HINT})"
+        text += f" (nothing answers at {host} on this machine: {AZURITE_HINT})"
     return text
 
 
@@ -185,9 +186,8 @@ AZURITE_HINT = (
 
 
 def is_local_endpoint(host: str | None) -> bool:
-    """Whether a storage endpoint's host (with or without its port) is this machine."""
-    name = (host or "").rsplit(":", 1)[0] if (host or "").count(":") == 1 else (host or "")
-    return name in {"127.0.0.1", "localhost", "::1", "[::1]"}
+    """Whether a storage endpoint (`host[:port][/account]`, as the SDK names it) is this machine."""
+    return urlsplit(f"//{host or ''}").hostname in {"127.0.0.1", "localhost", "::1"}
 
 
 def check_blob_name(name: str) -> None:
