@@ -186,7 +186,13 @@ def check_models(environ: Mapping[str, str], names: list[str] | None) -> RunRepo
 
 
 def _last_submissions(settings: Settings) -> dict[str, str]:
-    records = Results.from_settings(settings).ledger.records()
+    """Each model's last submission in the ledger; none when the results container cannot be read
+    (a deploying user may have a role on the models container only)."""
+    try:
+        records = Results.from_settings(settings).ledger.records()
+    except StorageError as exc:
+        log.warning("the last submissions are not shown: %s", exc)
+        return {}
     # Sorted by round: the last one of a model wins.
     return {r.model_name: f"round {r.round_number} ({r.submission_id})" for r in records}
 
