@@ -1,21 +1,18 @@
-"""Command line, outside the Functions host.
+"""Command line, outside the Functions host: parses the arguments and dispatches.
 
     python -m shared run (--test-mode | --submit) [--models a,b] [--settings local.settings.json]
-    python -m shared predict --data DIR --manifest models.json --out DIR
+    python -m shared predict (--data DIR | --round-from-numerai) --manifest models.json --out DIR
+    python -m shared models (add FILE | list | remove NAME | check) [--settings local.settings.json]
+    python -m shared doctor [--settings local.settings.json]
     python -m shared report-page [--settings local.settings.json] [--out report.html]
     python -m shared webhooks (--set URL | --clear) [--settings local.settings.json]
 
 `run` is the Functions job itself, with the same settings, read from the
 environment or from a local.settings.json (for containers, cron and debugging);
 it uploads to Numerai only with `--submit` (`--test-mode` does every step but
-the upload; one of the two is required), and exits 1 when the run failed. `predict` runs the models on local files, each
-in a worker process of its own as the job does:
-`--data` holds a round as Numerai serves it (`features.json`, `live.parquet`,
-optionally `live_benchmark_models.parquet`); model files are found relative to
-the manifest. One `<model>.csv` (`id,prediction`) is written per valid model,
-`<model>.rejected.csv` for predictions that failed validation (kept for
-inspection, never uploaded) and `summary.json` for the whole run. The exit
-code is 1 when any model failed. `report-page` rewrites `reports/index.html` in the
+the upload; one of the two is required), and exits 1 when the run failed.
+`predict`, `models` and `doctor` live in shared/commands/ (docs/command-line.md
+says what each does). `report-page` rewrites `reports/index.html` in the
 results container from its reports (as every run does) and can save a copy.
 `webhooks` registers URL (the app's /api/numerai-webhook with its function key), with
 `model=<name>` added to its query, as Numerai's submission webhook of each model the
