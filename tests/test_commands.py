@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,12 @@ from shared.cli import main
 from tests.support import MODELS, reports
 
 pytestmark = pytest.mark.usefixtures("no_secret_anywhere")
+
+
+@pytest.fixture(autouse=True)
+def _deployment_runs_this_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The example pickles are made by the Python running the tests (3.11 or 3.12 in CI).
+    monkeypatch.setenv("PYTHON_VERSION", f"3.{sys.version_info.minor}")
 
 
 def manifest(stack: LocalStack) -> dict:
@@ -161,3 +168,19 @@ def test_predict_downloads_the_round_of_each_data_version_from_numerai(
         "GET /files/v5.3/live.parquet",
     ]
     assert (tmp_path / "round" / "round-1200" / "v5.2" / "live.parquet").exists()
+
+
+def test_doctor_names_a_pickle_of_another_python_than_the_deployments(
+    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The example upload pickle is made by the Python running the tests; the deployment runs another.
+    ours = sys.version_info.minor
+    other = 12 if ours == 11 else 11
+    monkeypatch.setenv("PYTHON_VERSION", f"3.{other}")  # over the fixture's
+    assert main(["doctor"]) == 1
+    failed = [message for message in caplog.messages if message.startswith("FAIL")]
+    assert failed == [
+        f"FAIL  model 'demo_upload': 'demo_upload.pkl' was pickled on Python 3.{ours}, and the "
+        f"deployment runs 3.{other} (PYTHON_VERSION); set PYTHON_VERSION=3.{ours} (azd env set "
+        f"PYTHON_VERSION 3.{ours}) or save the model on 3.{other}"
+    ]

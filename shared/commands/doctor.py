@@ -1,7 +1,7 @@
 """`python -m shared doctor`: everything the next run needs, checked at once, each line saying what to do.
 
 Settings (all problems in one message), the storage account and the manifest, each model file,
-Numerai's answer to the keys and their scopes, every entry to submit among the account's models,
+each pickle's Python against the deployment's (PYTHON_VERSION), Numerai's answer to the keys and their scopes, every entry to submit among the account's models,
 and the timer's next firings against the round's window. Nothing is written or uploaded.
 """
 
@@ -17,14 +17,19 @@ from typing import TYPE_CHECKING
 from shared.commands.models import model_store
 from shared.commands.schedule import DEFAULT_SCHEDULE, SCHEDULE_SETTING, next_firings
 from shared.errors import AppError, NumeraiKeysRefused
-from shared.manifest import Manifest, parse_manifest
+from shared.formats.pickle_python import built_on, mismatch_advice
+from shared.manifest import PICKLE_FORMATS, Manifest, ModelSpec, parse_manifest
 from shared.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from shared.numerai_client import NumeraiClient, RoundInfo
+    from shared.storage.models import ModelStore
 
 log = logging.getLogger(__name__)
 
+# The deployment's Python: azd's PYTHON_VERSION, whose default infra/main.parameters.json gives.
+PYTHON_SETTING = "PYTHON_VERSION"
+DEFAULT_PYTHON = "3.11"
 # What uploading needs of a key (numerapi's get_account lists a key's scopes).
 UPLOAD_SCOPE = "upload_submission"
 FIRINGS_SHOWN = 3
@@ -57,13 +62,14 @@ def diagnose(environ: Mapping[str, str], now: datetime | None = None) -> list[Fi
     except AppError as exc:
         return [Finding(Verdict.FAIL, f"settings: {exc}")]
     findings = [Finding(Verdict.OK, "settings: every setting is set and well formed")]
-    manifest = _storage(settings, findings)
+    manifest = _storage(settings, findings, deployment_python(environ))
     round_ = _numerai(settings, manifest, findings)
     _schedule(environ, findings, now or datetime.now(UTC), round_)
     return findings
 
 
-def _storage(settings: Settings, findings: list[Finding]) -> Manifest | None:
+def _storage(settings: Settings, findings: list[Finding], python: int) -> Manifest | None:
+    """The manifest, each model file, and each pickle's Python against the deployment's (3.`python`)."""
     source = f"{settings.models_container}/{settings.manifest_blob}"
     try:
         store = model_store(settings)
@@ -90,10 +96,38 @@ def _storage(settings: Settings, findings: list[Finding]) -> Manifest | None:
                         f"'{settings.models_container}'; upload it with `python -m shared models add`",
                     )
                 )
+            elif spec.format in PICKLE_FORMATS:
+                _pickle_python(store, spec, python, findings)
     except AppError as exc:
         findings.append(Finding(Verdict.FAIL, f"storage: {exc}"))
         return None
     return manifest
+
+
+def deployment_python(environ: Mapping[str, str]) -> int:
+    """The minor version of the deployment's Python 3: PYTHON_VERSION as azd has it, else infra's default."""
+    text = (environ.get(PYTHON_SETTING) or "").strip() or DEFAULT_PYTHON
+    major, _, minor = text.partition(".")
+    return int(minor) if major == "3" and minor.isdigit() else int(DEFAULT_PYTHON.split(".")[1])
+
+
+def _pickle_python(
+    store: ModelStore, spec: ModelSpec, python: int, findings: list[Finding]
+) -> None:
+    """A pickle from another Python crashes or fails in the worker: said before the first run."""
+    try:
+        built = built_on(store.fetch(spec.file))
+    except (OSError, ValueError, EOFError):
+        built = None  # not a plain pickle stream: the loader says what it is
+    if built is None or built == python:
+        return
+    findings.append(
+        Finding(
+            Verdict.FAIL,
+            f"model '{spec.name}': '{spec.file}' was pickled on Python 3.{built}, and the "
+            f"deployment runs 3.{python} ({PYTHON_SETTING}); {mismatch_advice(built, python)}",
+        )
+    )
 
 
 def _numerai(
