@@ -76,6 +76,12 @@ def test_models_add_refuses_what_a_run_would_refuse_and_uploads_nothing(
     assert code == 2
     assert "field 'features' is required for format 'onnx'" in caplog.text
     assert not blob_exists(deployed, "bare.onnx") and manifest(deployed) == before
+    # A LightGBM file declared ONNX would fail in its worker.
+    code = main(["models", "add", str(example_models / "demo_lightgbm.txt"), "--name", "x",
+                 "--format", "onnx", "--features", "small", "--blob", "x.onnx"])  # fmt: skip
+    assert code == 2
+    assert "'x.onnx' is declared \"onnx\" but looks like a LightGBM text model" in caplog.text
+    assert not blob_exists(deployed, "x.onnx") and manifest(deployed) == before
     # A pickle's bytes do not say which of the two pickle formats it is.
     caplog.clear()
     pickle = next(example_models.glob("demo_upload.*"))

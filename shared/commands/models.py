@@ -18,8 +18,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from shared.errors import AppError, ManifestError, StorageError
-from shared.formats.sniff import HEAD_BYTES, detect_format
-from shared.manifest import ModelFormat, parse_manifest
+from shared.formats.sniff import HEAD_BYTES, detect_format, mismatch
+from shared.manifest import ModelFormat, ModelSpec, parse_manifest
 from shared.report import Mode, RunReport
 from shared.settings import Settings
 from shared.storage import Results
@@ -117,6 +117,10 @@ def add_model(settings: Settings, path: Path, entry: dict[str, Any]) -> dict[str
     else:
         models[at] = entry
     text = _checked(settings, document)
+    # A file of another format than the entry says fails in its worker: refused here instead.
+    problem = mismatch(ModelSpec.model_validate(entry), path)
+    if problem is not None:
+        raise ManifestError(problem)
     uploaded = store.upload_file(entry["file"], path)
     log.info(
         "uploaded %s as '%s' (%d bytes, ETag %s)", path, entry["file"], uploaded.size, uploaded.etag
