@@ -808,7 +808,7 @@ class NumeraiSandbox:
         return self._start_call(model_id, url, number, is_test=True)
 
     def _resolve_submissions(self, info: GraphQLResolveInfo, **args: Any) -> list[dict[str, Any]]:
-        self._require_auth(info)
+        self._require_auth(info, "read_submission_info")
         requested = args.get("modelId")
         if requested is not None:
             self._model_id(requested)
