@@ -107,6 +107,12 @@ EXPIRED_XML = (
 )
 _FILENAME_LETTERS = string.ascii_letters
 AUTH_ERROR = "Your session is invalid or has expired."
+# An API key's scopes, as numerapi's get_account documents them ('upload_submission', 'stake', ..);
+# the other two are the names Numerai's key settings show for reading the account and submissions.
+ALL_SCOPES = ("upload_submission", "stake", "read_submission_info", "read_user_info")
+# Numerai's words for a key without the scope an action needs are not published: an assumption
+# (docs/sandbox.md) that keeps the word the client recognises a key refusal by.
+SCOPE_ERROR = "Insufficient permission: this API key lacks the '{scope}' scope"
 FILES_PATH = "/files/"
 UPLOADS_PATH = "/uploads/"
 _COPY_CHUNK_BYTES = 1024 * 1024
@@ -183,7 +189,9 @@ type RoundScoreConfig {
   payoutFactor: String
 }
 
-type Account { models: [Model!]! }
+type Account { models: [Model!]! apiTokens: [ApiToken!]! }
+
+type ApiToken { name: String! public_id: String! scopes: [String!]! }
 
 type Model { id: ID! name: String! tournament: Int! submissions: [Submission!]! }
 
@@ -363,6 +371,8 @@ class NumeraiSandbox:
         """
         self.public_id = public_id
         self.secret_key = secret_key
+        # The key's scopes: tests take some away to see what a key that may not upload does.
+        self.key_scopes: list[str] = list(ALL_SCOPES)
         self.models: dict[str, str] = (
             dict(models) if models is not None else {DEFAULT_MODEL_NAME: str(uuid.uuid4())}
         )
@@ -673,9 +683,11 @@ class NumeraiSandbox:
 
     # --- GraphQL resolvers -----------------------------------------------------------
 
-    def _require_auth(self, info: GraphQLResolveInfo) -> None:
+    def _require_auth(self, info: GraphQLResolveInfo, scope: str | None = None) -> None:
         if info.context != f"Token {self.public_id}${self.secret_key}":
             raise GraphQLError(AUTH_ERROR)
+        if scope is not None and scope not in self.key_scopes:
+            raise GraphQLError(SCOPE_ERROR.format(scope=scope))
 
     def _model_id(self, requested: str | None) -> str:
         """The account's model `requested`; None is accepted only for one-model accounts."""
@@ -723,13 +735,18 @@ class NumeraiSandbox:
                 {"id": id_, "name": name, "tournament": CLASSIC_TOURNAMENT}
                 for name, id_ in self.models.items()
             ]
-        return {"models": models}
+            token = {
+                "name": "sandbox",
+                "public_id": self.public_id,
+                "scopes": list(self.key_scopes),
+            }
+        return {"models": models, "apiTokens": [token]}
 
     def _expiry(self) -> datetime:
         return _now() + timedelta(seconds=self.presigned_url_seconds)
 
     def _resolve_upload_auth(self, info: GraphQLResolveInfo, **args: Any) -> dict[str, str]:
-        self._require_auth(info)
+        self._require_auth(info, "upload_submission")
         _check_tournament(args["tournament"])
         model_id = self._model_id(args.get("modelId"))
         stored_name = _stored_name(args["filename"])
@@ -739,7 +756,7 @@ class NumeraiSandbox:
         return {"filename": stored_name, "url": f"{self.url}{UPLOADS_PATH}{upload_id}"}
 
     def _resolve_create_submission(self, info: GraphQLResolveInfo, **args: Any) -> dict[str, str]:
-        self._require_auth(info)
+        self._require_auth(info, "upload_submission")
         _check_tournament(args["tournament"])
         if self.faults.create_submission_error is not None:
             raise GraphQLError(self.faults.create_submission_error)
@@ -791,7 +808,7 @@ class NumeraiSandbox:
         return self._start_call(model_id, url, number, is_test=True)
 
     def _resolve_submissions(self, info: GraphQLResolveInfo, **args: Any) -> list[dict[str, Any]]:
-        self._require_auth(info)
+        self._require_auth(info, "read_submission_info")
         requested = args.get("modelId")
         if requested is not None:
             self._model_id(requested)

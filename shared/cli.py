@@ -1,21 +1,18 @@
-"""Command line, outside the Functions host.
+"""Command line, outside the Functions host: parses the arguments and dispatches.
 
     python -m shared run (--test-mode | --submit) [--models a,b] [--settings local.settings.json]
-    python -m shared predict --data DIR --manifest models.json --out DIR
+    python -m shared predict (--data DIR | --round-from-numerai) --manifest models.json --out DIR
+    python -m shared models (add FILE | list | remove NAME | check) [--settings local.settings.json]
+    python -m shared doctor [--settings local.settings.json]
     python -m shared report-page [--settings local.settings.json] [--out report.html]
     python -m shared webhooks (--set URL | --clear) [--settings local.settings.json]
 
 `run` is the Functions job itself, with the same settings, read from the
 environment or from a local.settings.json (for containers, cron and debugging);
 it uploads to Numerai only with `--submit` (`--test-mode` does every step but
-the upload; one of the two is required), and exits 1 when the run failed. `predict` runs the models on local files, each
-in a worker process of its own as the job does:
-`--data` holds a round as Numerai serves it (`features.json`, `live.parquet`,
-optionally `live_benchmark_models.parquet`); model files are found relative to
-the manifest. One `<model>.csv` (`id,prediction`) is written per valid model,
-`<model>.rejected.csv` for predictions that failed validation (kept for
-inspection, never uploaded) and `summary.json` for the whole run. The exit
-code is 1 when any model failed. `report-page` rewrites `reports/index.html` in the
+the upload; one of the two is required), and exits 1 when the run failed.
+`predict`, `models` and `doctor` live in shared/commands/ (docs/command-line.md
+says what each does). `report-page` rewrites `reports/index.html` in the
 results container from its reports (as every run does) and can save a copy.
 `webhooks` registers URL (the app's /api/numerai-webhook with its function key), with
 `model=<name>` added to its query, as Numerai's submission webhook of each model the
@@ -25,151 +22,18 @@ manifest submits, or clears them; it exits 1 when any model's failed.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import resource
-import shutil
 import sys
-import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from shared.commands import predict as predict_command
+from shared.commands.environ import command_environ
 from shared.console import configure_console
 from shared.errors import AppError, SettingsError
-from shared.limits import WorkerLimits, default_memory_limit_mb
-from shared.manifest import load_manifest
-from shared.settings import DEFAULT_BATCH_ROWS, Settings, load_settings
-from shared.worker.pool import shared_pool
-from shared.worker.protocol import ModelOutcome, WorkRequest
-from shared.worker.supervisor import run_workers, worker_environment
+from shared.settings import DEFAULT_BATCH_ROWS, load_settings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ModelSummary:
-    """One model's line in `summary.json`."""
-
-    name: str
-    ok: bool
-    rows: int
-    load_seconds: float
-    predict_seconds: float
-    peak_memory_mb: float
-    error: str | None
-    csv: str | None
-
-    @classmethod
-    def from_outcome(cls, outcome: ModelOutcome, csv: Path | None) -> ModelSummary:
-        return cls(
-            outcome.name,
-            outcome.ok,
-            outcome.rows,
-            round(outcome.load_seconds, 3),
-            round(outcome.predict_seconds, 3),
-            outcome.peak_memory_mb,
-            outcome.error,
-            csv.name if csv else None,
-        )
-
-
-@dataclass
-class PredictSummary:
-    """What `predict` did, written as `summary.json`."""
-
-    data: str
-    data_version: str
-    rows: int
-    batch_rows: int
-    seconds: float
-    peak_rss_mb: float
-    models: list[ModelSummary] = field(default_factory=list)
-
-    @property
-    def failed(self) -> list[str]:
-        return [m.name for m in self.models if not m.ok]
-
-
-def predict_local(
-    data_dir: Path,
-    manifest_path: Path,
-    out_dir: Path,
-    *,
-    data_version: str,
-    batch_rows: int = DEFAULT_BATCH_ROWS,
-    model_names: list[str] | None = None,
-    limits: WorkerLimits | None = None,
-    max_parallel: int = 1,
-) -> PredictSummary:
-    """Predict a round in `data_dir` with every model, and write its CSVs and summary to `out_dir`.
-
-    `limits` defaults to the app's (MODEL_TIME_LIMIT_SECONDS and its memory share).
-    """
-    started = time.perf_counter()
-    # The fork server's imports (about 2 s) run while this process reads the manifest.
-    shared_pool().prestart(worker_environment())
-    manifest = load_manifest(manifest_path).select(model_names)
-    benchmark = data_dir / "live_benchmark_models.parquet"
-    workers = out_dir / "workers"
-    requests = [
-        WorkRequest(
-            spec,
-            manifest_path.parent / spec.file,
-            data_dir / "live.parquet",
-            data_dir / "features.json",
-            benchmark if benchmark.exists() else None,
-            data_version,
-            batch_rows,
-            workers / spec.name,
-        )
-        for spec in manifest.models
-    ]
-    limits = limits or WorkerLimits(
-        Settings.model_time_limit_seconds, default_memory_limit_mb(max_parallel)
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        outcomes = run_workers(requests, limits, max_parallel)
-    finally:
-        shutil.rmtree(workers, ignore_errors=True)
-    summary = PredictSummary(
-        data=str(data_dir),
-        data_version=data_version,
-        rows=max((o.rows for o in outcomes), default=0),
-        batch_rows=batch_rows,
-        seconds=0.0,
-        peak_rss_mb=0.0,
-        models=[ModelSummary.from_outcome(o, _write_csv(o, out_dir)) for o in outcomes],
-    )
-    summary.seconds = round(time.perf_counter() - started, 3)
-    summary.peak_rss_mb = peak_rss_mb()
-    (out_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
-    return summary
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, in MiB.
-
-    From VmHWM where Linux has it: getrusage's figure survives exec, so a child
-    of a large process would report its parent's peak.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def _write_csv(outcome: ModelOutcome, out_dir: Path) -> Path | None:
-    if outcome.csv is None:
-        return None
-    path = out_dir / (f"{outcome.name}.csv" if outcome.ok else f"{outcome.name}.rejected.csv")
-    path.write_text(outcome.csv)
-    return path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,13 +53,32 @@ def build_parser() -> argparse.ArgumentParser:
         "predict", parents=[common], help="predict a round from local files"
     )
     predict.add_argument(
-        "--data", type=Path, required=True, help="folder with features.json and live.parquet"
+        "--data",
+        type=Path,
+        default=None,
+        help="folder with features.json and live.parquet (with --round-from-numerai: where the "
+        "round's files are downloaded, default .work/round)",
+    )
+    predict.add_argument(
+        "--round-from-numerai",
+        action="store_true",
+        help="download the current round's files (each data version the models use) from Numerai",
+    )
+    predict.add_argument(
+        "--settings",
+        type=Path,
+        default=None,
+        help="a local.settings.json (NUMERAI_DATA_VERSION, NUMERAI_API_URL) for --round-from-numerai",
     )
     predict.add_argument("--manifest", type=Path, required=True, help="the models.json to run")
     predict.add_argument(
         "--out", type=Path, required=True, help="folder for the CSVs and summary.json"
     )
-    predict.add_argument("--data-version", default="v5.3", help="named in errors (default v5.3)")
+    predict.add_argument(
+        "--data-version",
+        default=None,
+        help="the version of the entries that name none (default NUMERAI_DATA_VERSION, or v5.3)",
+    )
     predict.add_argument("--batch-rows", type=_positive_int, default=DEFAULT_BATCH_ROWS)
     predict.add_argument(
         "--models", type=_names, default=None, help="comma-separated subset of models"
@@ -232,6 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--settings", type=Path, default=None, help="a local.settings.json, as for `run`"
     )
     page.add_argument("--out", type=Path, default=None, help="also save the page to this file")
+    _models_parser(commands, common)
+    doctor = commands.add_parser(
+        "doctor",
+        parents=[common],
+        help="check everything the next run needs, at once; exit 1 when something would fail it",
+    )
+    doctor.add_argument(
+        "--settings", type=Path, default=None, help="a local.settings.json, as for `run`"
+    )
     hooks = commands.add_parser(
         "webhooks",
         parents=[common],
@@ -252,6 +144,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _models_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    models = commands.add_parser(
+        "models", parents=[common], help="add, list, remove or check the deployed models"
+    )
+    actions = models.add_subparsers(dest="action", required=True)
+    settings = argparse.ArgumentParser(add_help=False)
+    settings.add_argument(
+        "--settings", type=Path, default=None, help="a local.settings.json, as for `run`"
+    )
+    add = actions.add_parser(
+        "add",
+        parents=[common, settings],
+        help="upload a model file and write its manifest entry (replacing one of the same name)",
+    )
+    add.add_argument("file", type=Path, help="the model file")
+    add.add_argument("--name", help="the Numerai model's name (default: from the file's name)")
+    add.add_argument("--format", help="the format (default: told from the file's bytes)")
+    add.add_argument("--blob", help="its blob name in the models container (default: its name)")
+    add.add_argument("--features", help="a feature set (small, medium, all) or columns a,b,c")
+    add.add_argument("--output", choices=("rank", "raw"))
+    add.add_argument("--data-version", help="the data version it was trained on (v5.2, …)")
+    add.add_argument("--method", choices=("predict", "predict_proba"))
+    add.add_argument(
+        "--trust-pickle", action="store_true", help="load a pickle (numerai_pickle, sklearn)"
+    )
+    add.add_argument("--no-submit", action="store_true", help="predict for ensembles only")
+    add.add_argument("--min-benchmark-corr", type=float, default=None)
+    actions.add_parser(
+        "list",
+        parents=[common, settings],
+        help="the entries, their files' size, ETag and last change, and their last submission",
+    )
+    remove = actions.add_parser(
+        "remove", parents=[common, settings], help="remove an entry, and its file"
+    )
+    remove.add_argument("name")
+    remove.add_argument(
+        "--keep-file", action="store_true", help="leave the model file in the container"
+    )
+    check = actions.add_parser(
+        "check",
+        parents=[common, settings],
+        help="a test run of the models on the current round: everything but the upload",
+    )
+    check.add_argument("--models", type=_names, default=None, help="comma-separated subset")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = build_parser().parse_args(argv)
@@ -262,33 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         return _report_page(args)
     if args.command == "webhooks":
         return _webhooks(args)
-    try:
-        summary = predict_local(
-            args.data,
-            args.manifest,
-            args.out,
-            data_version=args.data_version,
-            batch_rows=args.batch_rows,
-            model_names=args.models,
-            max_parallel=args.parallel,
-        )
-    except AppError as exc:
-        log.error("%s", exc)
-        return 2
-    for model in summary.models:
-        log.info(
-            "%-24s %s %6d rows %7.2f s %6.0f MiB  %s",
-            model.name,
-            "ok    " if model.ok else "FAILED",
-            model.rows,
-            model.load_seconds + model.predict_seconds,
-            model.peak_memory_mb,
-            model.error or model.csv,
-        )
-    log.info(
-        "%d rows in %.1f s; summary in %s", summary.rows, summary.seconds, args.out / "summary.json"
-    )
-    return 1 if summary.failed else 0
+    if args.command == "models":
+        from shared.commands import models
+
+        return models.main(args)
+    if args.command == "doctor":
+        return _doctor(args)
+    return predict_command.main(args)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -299,7 +218,7 @@ def _run(args: argparse.Namespace) -> int:
     from shared.triggers.executors import executor_for
 
     try:
-        environ = _environ(args.settings)
+        environ = command_environ(args.settings)
     except SettingsError as exc:
         log.error("%s", exc)
         return 2
@@ -309,24 +228,22 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
-def _environ(settings: Path | None) -> dict[str, str]:
-    """The process's environment, with a local.settings.json's Values where it has none."""
-    environ = dict(os.environ)
-    if settings is None:
-        return environ
+def _doctor(args: argparse.Namespace) -> int:
+    from shared.commands import doctor
+
     try:
-        values = json.loads(settings.read_text())["Values"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise SettingsError(f"{settings}: not a local.settings.json with Values ({exc})") from None
-    # The environment wins, as it does for the Functions host.
-    return {**{k: str(v) for k, v in values.items()}, **environ}
+        environ = command_environ(args.settings)
+    except SettingsError as exc:
+        log.error("%s", exc)
+        return 2
+    return doctor.main(environ)
 
 
 def _report_page(args: argparse.Namespace) -> int:
     from shared.report_page import settings_results, write_report_page
 
     try:
-        results = settings_results(_environ(args.settings))
+        results = settings_results(command_environ(args.settings))
         name = write_report_page(results)
         page = results.page.read() or ""
         if args.out is not None:
@@ -347,7 +264,7 @@ def _webhooks(args: argparse.Namespace) -> int:
 
     try:
         changes = set_webhooks(
-            load_settings(_environ(args.settings)), None if args.clear else args.url
+            load_settings(command_environ(args.settings)), None if args.clear else args.url
         )
     except AppError as exc:
         log.error("no webhook was changed: %s", exc)

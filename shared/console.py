@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 
-# The command line's own answers (shared/cli.py): the run's summary, a line per model.
-SUMMARY_LOGGERS = ("shared.cli",)
+# The command line's own answers (shared/cli.py, shared/commands/): the run's summary, a line per model.
+SUMMARY_LOGGERS = ("shared.cli", "shared.commands")
 LIBRARY_LOGGERS = ("azure",)
 
 

@@ -88,6 +88,10 @@ class NumeraiApiError(AppError):
     """The Numerai API refused a request or could not be reached."""
 
 
+class NumeraiKeysRefused(NumeraiApiError):
+    """Numerai refused the API keys (wrong, revoked, or without the scope the request needs)."""
+
+
 class NumeraiUnanswered(NumeraiApiError):
     """The Numerai API gave no usable answer (timed out, broke off, 5xx): what was asked may or may not have happened."""
 

@@ -46,6 +46,7 @@ from shared.errors import (
     DataError,
     DataVersionUnavailable,
     NumeraiApiError,
+    NumeraiKeysRefused,
     NumeraiUnanswered,
     UploadError,
 )
@@ -99,6 +100,10 @@ _LIST_DATASETS_QUERY = """
 """
 _VERSION_PREFIX = re.compile(r"^(v\d+(?:\.\d+)*)/")
 
+# The scopes of the account's API keys (numerapi's get_account asks for them with more).
+_KEY_SCOPES_QUERY = """
+    query { account { apiTokens { public_id scopes } } }
+"""
 _ROUND_QUERY = """
     query($tournament: Int!) {
       rounds(tournament: $tournament number: 0) { number openTime closeStakingTime }
@@ -359,6 +364,14 @@ class NumeraiClient:
         return RoundInfo(
             int(raw["number"]), _parse_time(raw["openTime"]), _parse_time(raw["closeStakingTime"])
         )
+
+    def key_scopes(self) -> list[str] | None:
+        """The scopes of the API key in use (`upload_submission`, …); None when Numerai does not list it."""
+        tokens = self._api.raw_query(_KEY_SCOPES_QUERY, authorization=True)["data"]["account"]
+        for token in (tokens or {}).get("apiTokens") or []:
+            if token.get("public_id") == self._api.token[0]:
+                return list(token.get("scopes") or [])
+        return None
 
     def model_ids(self) -> dict[str, str]:
         """The account's Classic models: name → model id."""
@@ -782,7 +795,7 @@ def _operation(query: str) -> str:
 def _graphql_error(operation: str, errors: list[dict]) -> NumeraiApiError:
     message = _ECHOED_TOKEN.sub(r"\1***", "; ".join(str(e.get("message", e)) for e in errors))[:500]
     if any(word in message.lower() for word in _AUTH_WORDS):
-        return NumeraiApiError(
+        return NumeraiKeysRefused(
             f"Numerai refused the API keys (NUMERAI_PUBLIC_ID / NUMERAI_SECRET_KEY) for "
             f"{operation}: {message}. Check that the key is current and may upload submissions "
             "and read the account, and that NUMERAI_PUBLIC_ID holds the key's public id (not the "

@@ -113,13 +113,20 @@ class Settings:
         return tuple(v for v in values if v)
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and check the settings; raise SettingsError naming the setting at fault."""
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, needs_account: bool = True
+) -> Settings:
+    """Read and check the settings; raise one SettingsError naming every setting at fault.
+
+    Every setting is read before any error is raised, so that a participant fixes them all at
+    once rather than one run at a time. With `needs_account` False (downloading the round's
+    public files), neither the Numerai keys nor the storage account are required.
+    """
     env = _Reader(os.environ if environ is None else environ)
     defaults = Settings("", "")
     settings = Settings(
-        numerai_public_id=env.required("NUMERAI_PUBLIC_ID"),
-        numerai_secret_key=env.required("NUMERAI_SECRET_KEY"),
+        numerai_public_id=env.required("NUMERAI_PUBLIC_ID", needs_account),
+        numerai_secret_key=env.required("NUMERAI_SECRET_KEY", needs_account),
         data_version=env.text("NUMERAI_DATA_VERSION", defaults.data_version),
         numerai_api_url=env.optional("NUMERAI_API_URL"),
         numerai_timeout_seconds=env.number(
@@ -163,33 +170,74 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         host_queue_service_uri=env.optional("AzureWebJobsStorage__queueServiceUri"),
         host_storage_client_id=env.optional("AzureWebJobsStorage__clientId"),
     )
+    if needs_account:
+        env.check_storage(settings)
+    env.raise_problems()
     register(*settings.secrets)  # `environ` may hold secrets that os.environ did not
     return settings
 
 
+STORAGE_SETTINGS = ("MODELS_STORAGE_CONNECTION_STRING", "MODELS_STORAGE_ACCOUNT_URL")
+
+
 class _Reader:
-    """Typed access to string settings, with errors that name the setting."""
+    """Typed access to string settings, collecting an error that names each setting at fault.
+
+    A setting at fault reads as its default (or empty), so that reading goes on to the next one;
+    `raise_problems` then raises them all in one SettingsError.
+    """
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
+        self._problems: dict[str, str] = {}
+
+    def _problem(self, name: str, message: str) -> None:
+        self._problems.setdefault(name, message)
+
+    def raise_problems(self) -> None:
+        """Raise one SettingsError listing every problem found, if any."""
+        if not self._problems:
+            return
+        problems = list(self._problems.values())
+        if len(problems) == 1:
+            raise SettingsError(problems[0])
+        lines = "\n".join(f"  - {problem}" for problem in problems)
+        raise SettingsError(f"{len(problems)} settings need fixing:\n{lines}")
+
+    def check_storage(self, settings: Settings) -> None:
+        """Exactly one way to reach the models' storage account must be set."""
+        connection, account_url = STORAGE_SETTINGS
+        if bool(settings.storage_connection_string) == bool(settings.storage_account_url):
+            state = "both are set" if settings.storage_connection_string else "neither is set"
+            self._problem(
+                connection,
+                f"set exactly one of {connection} (local development, e.g. Azurite) or "
+                f"{account_url} (in Azure, with the managed identity); {state}",
+            )
 
     def optional(self, name: str) -> str | None:
         value = self._environ.get(name, "").strip()
         if value.startswith(KEY_VAULT_REFERENCE):
             # App Service passes the reference through verbatim when it cannot resolve it.
-            raise SettingsError(
+            self._problem(
+                name,
                 f"{name} is a Key Vault reference that Azure could not resolve; check that the "
                 "secret exists and that the app's identity may read it (Key Vault Secrets User), "
-                "and that keyVaultReferenceIdentity names that identity"
+                "and that keyVaultReferenceIdentity names that identity",
             )
+            return None
         return value or None
 
-    def required(self, name: str) -> str:
+    def required(self, name: str, needed: bool = True) -> str:
+        """The setting's value; "" when it is not set and not `needed`."""
         value = self.optional(name)
+        if value is None and not needed:
+            return ""
         if value is None:
-            raise SettingsError(
-                f"{name} is not set; it is required (see the README's settings table)"
+            self._problem(
+                name, f"{name} is not set; it is required (see the README's settings table)"
             )
+            return ""
         return value
 
     def text(self, name: str, default: str) -> str:
@@ -206,16 +254,19 @@ class _Reader:
         try:
             value = float(raw)
         except ValueError:
-            raise SettingsError(f"{name} must be a number; it is {raw!r}") from None
+            self._problem(name, f"{name} must be a number; it is {raw!r}")
+            return None
         if value < minimum:
-            raise SettingsError(f"{name} must be at least {minimum:g}; it is {raw!r}")
+            self._problem(name, f"{name} must be at least {minimum:g}; it is {raw!r}")
+            return None
         return value
 
     def choice(self, name: str, choices: type[Enum], default: Enum) -> Any:
         raw = (self.optional(name) or default.value).lower()
         allowed = [member.value for member in choices]
         if raw not in allowed:
-            raise SettingsError(f"{name} must be one of {', '.join(allowed)}; it is {raw!r}")
+            self._problem(name, f"{name} must be one of {', '.join(allowed)}; it is {raw!r}")
+            return default
         return choices(raw)
 
     def queue_name(self, name: str, default: str) -> str:
@@ -223,14 +274,17 @@ class _Reader:
         # Storage's rule for queue names (3 to 63 characters); 49 leaves room for the host's
         # "-poison" suffix twice, since poison_task's own poison queue is "<name>-poison-poison".
         if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,47}[a-z0-9]", value):
-            raise SettingsError(
+            self._problem(
+                name,
                 f"{name} must be a Storage queue name of 3 to 49 lowercase letters, digits "
-                f"and single hyphens, starting and ending with a letter or digit; it is {value!r}"
+                f"and single hyphens, starting and ending with a letter or digit; it is {value!r}",
             )
+            return default
         return value
 
     def flag(self, name: str) -> bool:
         raw = (self.optional(name) or "false").lower()
         if raw not in {"true", "false", "1", "0", "yes", "no"}:
-            raise SettingsError(f"{name} must be true or false; it is {raw!r}")
+            self._problem(name, f"{name} must be true or false; it is {raw!r}")
+            return False
         return raw in {"true", "1", "yes"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -128,3 +129,65 @@ def test_the_module_runs_as_a_program(
     )
     assert completed.returncode == 0, completed.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo_onnx.csv", "summary.json"]
+
+
+def test_predict_takes_relative_paths(
+    small_round: SyntheticRound, example_models: Path, tmp_path: Path
+) -> None:
+    shutil.copytree(small_round.directory, tmp_path / "round")
+    shutil.copytree(example_models, tmp_path / "models")
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shared",
+            "predict",
+            "--data",
+            "round",
+            "--manifest",
+            "models/models.json",
+            "--out",
+            "out",
+            "--models",
+            "demo_lightgbm",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert (tmp_path / "out" / "demo_lightgbm.csv").exists()
+
+
+def test_predict_refuses_an_entry_of_another_data_version(
+    small_round: SyntheticRound, example_models: Path, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(example_models, models)
+    manifest = json.loads((models / "models.json").read_text())
+    manifest["models"][1]["data_version"] = "v5.2"
+    (models / "models.json").write_text(json.dumps(manifest))
+    out = tmp_path / "out"
+    code = main(
+        [
+            "predict",
+            "--data",
+            str(small_round.directory),
+            "--manifest",
+            str(models / "models.json"),
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 1
+    summary = {m["name"]: m for m in json.loads((out / "summary.json").read_text())["models"]}
+    assert not summary["demo_lightgbm"]["ok"] and not (out / "demo_lightgbm.csv").exists()
+    assert summary["demo_lightgbm"]["error"] == (
+        "model 'demo_lightgbm': its data_version is v5.2, and --data holds v5.3 (--data-version); "
+        "predict it from v5.2's files with --data-version v5.2, or with --round-from-numerai, "
+        "which downloads each version the models use"
+    )
+    assert summary["demo_catboost"]["ok"]

@@ -314,5 +314,12 @@ def test_benchmark_model_is_unset_by_default() -> None:
     from shared.settings import load_settings
 
     assert (
-        load_settings({"NUMERAI_PUBLIC_ID": "p", "NUMERAI_SECRET_KEY": "s"}).benchmark_model is None
+        load_settings(
+            {
+                "NUMERAI_PUBLIC_ID": "p",
+                "NUMERAI_SECRET_KEY": "s",
+                "MODELS_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true",
+            }
+        ).benchmark_model
+        is None
     )

@@ -451,3 +451,20 @@ def test_a_queue_run_whose_finisher_dies_before_its_record_is_recorded_by_the_ne
     assert page.exists()
     run_deadline(TaskMessage(DEADLINE, planned["run_id"], planned["round_number"]))
     assert len([r for r in caplog.records if getattr(r, "run_status", None)]) == 1  # once
+
+
+def test_a_key_that_may_not_upload_is_reported_once_per_run(deployed: LocalStack) -> None:
+    # The key reads the account and the round, but lacks the scope to upload.
+    deployed.sandbox.key_scopes = ["read_user_info", "read_submission_info"]
+    with pytest.raises(RunFailed):
+        fire_timer()
+    report = reports(deployed)[-1]
+    assert report["status"] == "failed"
+    assert json.dumps(report).count("Insufficient permission") == 1
+    assert "NUMERAI_SECRET_KEY" in report["reason"]
+    for name in MODELS:
+        assert line(report, name)["status"] == "failed"
+    # Numerai was asked once, not once per model.
+    asked = [r for r in deployed.sandbox.requests_log if "submission_upload_auth" in r]
+    assert len(asked) == 1, asked
+    assert deployed.sandbox.submissions == []

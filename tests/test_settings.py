@@ -11,7 +11,11 @@ from shared.limits import DISK_CAP_MB, default_disk_limit_mb
 from shared.report import Execution
 from shared.settings import load_settings
 
-KEYS = {"NUMERAI_PUBLIC_ID": "public", "NUMERAI_SECRET_KEY": "secret"}
+KEYS = {
+    "NUMERAI_PUBLIC_ID": "public",
+    "NUMERAI_SECRET_KEY": "secret",
+    "MODELS_STORAGE_ACCOUNT_URL": "https://account.blob.core.windows.net",
+}
 
 
 def test_defaults_apply_when_only_the_keys_are_set() -> None:
@@ -69,7 +73,13 @@ def test_bad_values_name_the_setting(changes: dict[str, str], message: str) -> N
 
 
 def test_secrets_stay_out_of_the_settings_repr() -> None:
-    settings = load_settings({**KEYS, "MODELS_STORAGE_CONNECTION_STRING": "AccountKey=abc"})
+    settings = load_settings(
+        {
+            **KEYS,
+            "MODELS_STORAGE_ACCOUNT_URL": "",
+            "MODELS_STORAGE_CONNECTION_STRING": "AccountKey=abc",
+        }
+    )
     assert "secret" not in repr(settings) and "abc" not in repr(settings)
     assert set(settings.secrets) == {
         "public",
@@ -94,3 +104,18 @@ def test_the_disk_limit_is_the_setting_or_a_share_of_work_dir_s_free_space(tmp_p
     assert unset.disk_mb == pytest.approx(default_disk_limit_mb(free, 1), rel=0.01)
     with pytest.raises(SettingsError, match="MODEL_DISK_LIMIT_MB must be at least 1"):
         load_settings({**KEYS, "MODEL_DISK_LIMIT_MB": "0.5"})
+
+
+def test_every_missing_or_malformed_setting_is_in_one_error() -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"BATCH_ROWS": "lots", "MODEL_EXECUTION": "cluster"})
+    message = str(raised.value)
+    for part in (
+        "NUMERAI_PUBLIC_ID is not set",
+        "NUMERAI_SECRET_KEY is not set",
+        "BATCH_ROWS must be a number; it is 'lots'",
+        "MODEL_EXECUTION must be one of local, queue",
+        "set exactly one of MODELS_STORAGE_CONNECTION_STRING",
+    ):
+        assert part in message
+    assert message.startswith("5 settings need fixing")

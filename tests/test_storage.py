@@ -418,3 +418,20 @@ def test_an_unreachable_endpoint_fails_fast_without_leaking_the_key(tmp_path: Pa
 
 def _content_type(container: ContainerClient, blob_name: str) -> str:
     return container.get_blob_client(blob_name).get_blob_properties().content_settings.content_type
+
+
+def test_a_refused_local_endpoint_says_to_start_azurite(tmp_path: Path) -> None:
+    service = blob_service_client(
+        connection_string=(
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+            f"AccountKey={ACCOUNT_KEY};BlobEndpoint=http://127.0.0.1:{free_port()}/devstoreaccount1;"
+        ),
+        account_url=None,
+        managed_identity_client_id=None,
+        timeout_seconds=1.0,
+    )
+    with pytest.raises(StorageError) as caught:
+        ModelStore(service, "models", tmp_path).read_text("models.json")
+    message = str(caught.value)
+    assert "Connection refused" in message
+    assert "127.0.0.1" in message and "make local-stack" in message and "npx azurite" in message

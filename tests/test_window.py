@@ -172,3 +172,19 @@ def test_a_submission_another_tool_made_on_a_webhook_call_is_named_with_its_trig
             "(trigger t-other-tool)"
         )
     ]
+
+
+def test_a_key_that_may_not_read_submissions_is_asked_once_after_the_close(
+    deployed: LocalStack,
+) -> None:
+    fire_timer()
+    deployed.sandbox.close_round()
+    deployed.sandbox.key_scopes = ["read_user_info", "upload_submission"]
+    before = len(deployed.sandbox.requests_log)
+    fire_timer()
+    report = reports(deployed)[-1]
+    asked = [r for r in deployed.sandbox.requests_log[before:] if r == "graphql submissions"]
+    assert len(asked) == 1, asked
+    warnings = [w for name in MODELS for w in line(report, name)["warnings"]]
+    assert len(warnings) == 1 and "Insufficient permission" in warnings[0]
+    assert "the other models were not checked" in warnings[0]

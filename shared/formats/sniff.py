@@ -79,6 +79,19 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
+def detect_format(head: bytes) -> tuple[ModelFormat | None, str | None]:
+    """The format that loads a file starting with `head`, and what the file looks like.
+
+    (None, None): the bytes say nothing clear; (None, "a pickle or joblib file"): a kind no
+    single format loads, or that none loads.
+    """
+    kind = sniff(head)
+    if kind is None:
+        return None, None
+    looks_like, loads_as = _KINDS[kind]
+    return loads_as, looks_like
+
+
 def _json_kind(head: bytes) -> str | None:
     """The kind of a JSON or UBJSON model from its first keys (`head` without spaces)."""
     # XGBoost's writers sort keys, so "learner" comes first: quoted in JSON,

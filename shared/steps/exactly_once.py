@@ -32,6 +32,7 @@ from pathlib import Path
 from shared.errors import (
     AppError,
     NumeraiApiError,
+    NumeraiKeysRefused,
     NumeraiUnanswered,
     StorageError,
     SubmissionUnknown,
@@ -121,7 +122,8 @@ class Submitter:
         return found
 
     def submit(self, model_name: str, model_id: str, csv_path: Path) -> SubmitResult:
-        """Upload and submit `csv_path` for the model. LockLost propagates: the run must stop."""
+        """Upload and submit `csv_path` for the model. LockLost propagates: the run must stop;
+        so does NumeraiKeysRefused before anything was uploaded: no other model's upload can work."""
         self.confirm_lock()
         try:
             filename = self.numerai.upload(model_name, model_id, csv_path)
@@ -130,6 +132,8 @@ class Submitter:
                     self.round_number, model_name, model_id, filename, self.run_id, utc_now()
                 )
             )
+        except NumeraiKeysRefused:
+            raise
         except AppError as exc:
             return SubmitResult(SubmissionState.NONE, error=_about(model_name, exc))
         self.confirm_lock()

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from shared.errors import LockLost, RunDeadlinePassed
+from shared.errors import LockLost, NumeraiKeysRefused, RunDeadlinePassed
 from shared.limits import free_disk_bytes
 from shared.report import ModelReport, ModelStatus
 from shared.steps.context import RoundContext
@@ -74,6 +74,10 @@ def upload(
             result = submitter.submit(name, account[name], csv_path)
         except (LockLost, RunDeadlinePassed) as exc:
             done.stopped = f"{exc}; the models not yet submitted are archived for the next run"
+            return done
+        except NumeraiKeysRefused as exc:
+            # Said once, in the run's reason: every other model would be refused the same way.
+            _keys_refused(done, predictions, exc)
             return done
         finally:
             with suppress(OSError):
@@ -155,6 +159,20 @@ def _space_holders(predictions: dict[str, Prediction]) -> str:
 
 def _mib(size: int) -> str:
     return f"{size / 2**20:.1f} MiB"
+
+
+def _keys_refused(
+    done: Uploaded, predictions: dict[str, Prediction], exc: NumeraiKeysRefused
+) -> None:
+    """Fail every line still to upload with a short line; the run's reason carries the refusal."""
+    done.stopped = f"{exc}; no model was uploaded after the refusal, and each is archived"
+    for name, line in done.lines.items():
+        prediction = predictions.get(name)
+        if line.status is ModelStatus.PENDING and prediction is not None and prediction.spec.submit:
+            line.fail(
+                f"model '{line.name}': not uploaded: Numerai refused the API keys (the run's reason "
+                "says which setting to fix)"
+            )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from shared.errors import NumeraiApiError
+from shared.errors import NumeraiApiError, NumeraiKeysRefused
 from shared.numerai_client import ListedSubmission, NumeraiClient, RoundInfo
 from shared.report import ModelReport, ModelStatus, SubmissionState
 
@@ -86,6 +86,13 @@ def check_listed(
             continue
         try:
             listed = numerai.round_submissions(account[line.name], round_.number)
+        except NumeraiKeysRefused as exc:
+            # Every other model would be refused the same way: asked and said once.
+            line.warnings.append(
+                f"model '{line.name}': whether Numerai lists a submission for round "
+                f"{round_.number} could not be checked: {exc}; the other models were not checked"
+            )
+            return
         except NumeraiApiError as exc:
             line.warnings.append(
                 f"model '{line.name}': whether Numerai lists a submission for round "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -18,6 +19,7 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
+    ServiceRequestError,
 )
 from azure.storage.blob import (
     BlobServiceClient,
@@ -67,7 +69,9 @@ class Container:
             raise StorageError(f"{what} '{blob_name}' not found in {where}") from exc
         except AzureError as exc:
             subject = where if blob_name is None else f"{what} '{blob_name}' ({where})"
-            raise StorageError(f"could not {action} {subject}: {reason(exc)}") from exc
+            raise StorageError(
+                f"could not {action} {subject}: {reason(exc, self.client.primary_hostname)}"
+            ) from exc
 
     def upload(
         self,
@@ -162,13 +166,28 @@ class Container:
         return data[:max_bytes].decode("utf-8", errors="replace"), len(data) > max_bytes
 
 
-def reason(exc: AzureError) -> str:
-    """The first line of an SDK error (the rest is request ids and raw XML), with a hint for 403."""
+def reason(exc: AzureError, host: str | None = None) -> str:
+    """The first line of an SDK error (the rest is request ids and raw XML), with a hint for 403
+    and for a refused connection to a local endpoint (`host`, the account's endpoint)."""
     lines = str(exc.message or type(exc).__name__).strip().splitlines()
     text = f"{type(exc).__name__}: {lines[0] if lines else ''}"[:_MAX_REASON_CHARS]
     if getattr(exc, "status_code", None) == 403:
         text += " (check that the app's identity has a Storage Blob Data role on the account)"
+    if isinstance(exc, ServiceRequestError) and is_local_endpoint(host) and "refused" in str(exc):
+        text += f" (nothing answers at {host} on this machine: {AZURITE_HINT})"
     return text
+
+
+# What to do when the local storage endpoint refuses: nothing listens there yet.
+AZURITE_HINT = (
+    "start Azurite first, with `make local-stack` (Azurite, the Numerai sandbox and example "
+    "models) or `npx azurite --location .work/azurite`"
+)
+
+
+def is_local_endpoint(host: str | None) -> bool:
+    """Whether a storage endpoint (`host[:port][/account]`, as the SDK names it) is this machine."""
+    return urlsplit(f"//{host or ''}").hostname in {"127.0.0.1", "localhost", "::1"}
 
 
 def check_blob_name(name: str) -> None:

@@ -12,8 +12,12 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceModifiedError
-from azure.storage.blob import BlobClient, BlobServiceClient
+from azure.core.exceptions import (
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.storage.blob import BlobClient, BlobProperties, BlobServiceClient, StorageErrorCode
 
 from shared.errors import StorageError
 from shared.storage.container import Container, check_blob_name, safe_name
@@ -55,6 +59,55 @@ class ModelStore:
             return data.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise StorageError(f"{where} is not UTF-8 text") from None
+
+    def read_text_and_etag(self, blob_name: str) -> tuple[str, str] | None:
+        """A text blob and its ETag, to replace it only if unchanged; None if it does not exist."""
+        properties = self.properties(blob_name)
+        if properties is None:
+            return None
+        return self.read_text(blob_name), properties.etag
+
+    def write_text(self, blob_name: str, text: str, etag: str | None) -> bool:
+        """Write a JSON text blob if it is still the version `etag` names (None: if it does not
+        exist yet); False if another writer was first."""
+        check_blob_name(blob_name)
+        if etag is None:
+            return self._container.create(blob_name, text, "blob")
+        return self._container.replace_if_unchanged(blob_name, text, etag, "blob")
+
+    def upload_file(self, blob_name: str, path: Path) -> BlobProperties:
+        """Upload a local model file as `blob_name`, replacing any; returns the new blob's properties."""
+        check_blob_name(blob_name)
+        blob = self._container.client.get_blob_client(blob_name)
+        with self._container.errors(blob_name, "upload", "model file"), path.open("rb") as data:
+            blob.upload_blob(data, overwrite=True)
+            return blob.get_blob_properties()
+
+    def properties(self, blob_name: str) -> BlobProperties | None:
+        """A blob's size, ETag and last-modified time; None if it does not exist."""
+        check_blob_name(blob_name)
+        blob = self._container.client.get_blob_client(blob_name)
+        with self._container.errors(blob_name, "read", "blob"):
+            try:
+                return blob.get_blob_properties()
+            except ResourceNotFoundError as exc:
+                if exc.error_code == StorageErrorCode.CONTAINER_NOT_FOUND:
+                    raise
+                return None
+
+    def delete(self, blob_name: str) -> None:
+        """Delete a model file; one already gone is fine."""
+        check_blob_name(blob_name)
+        self._container.delete_optional(blob_name, "model file")
+
+    def ensure_container(self) -> None:
+        """Create the models container if it does not exist (Azurite; in Azure the template makes it)."""
+        with self._container.errors(None, "reach", "container"):
+            if not self._container.client.exists():
+                try:
+                    self._container.client.create_container()
+                except ResourceExistsError:
+                    pass  # another command created it a moment ago
 
     def etag(self, blob_name: str) -> str:
         """The model file's current ETag (one HEAD request), without downloading it."""
