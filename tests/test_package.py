@@ -279,6 +279,7 @@ def _check_contents(package: Package) -> None:
     tag = sys.implementation.cache_tag
     assert {name.split("/", 1)[0] for name in names} == {
         "function_app.py",
+        "__pycache__",  # function_app's bytecode
         "host.json",
         "requirements.txt",
         "shared",
