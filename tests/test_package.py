@@ -135,6 +135,34 @@ def test_elsewhere_without_docker_or_podman_the_build_is_refused_with_the_ways_t
         build()
 
 
+def test_elsewhere_with_docker_the_build_runs_in_the_container(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a Mac with Docker, `python -m devkit.package` runs the container command (a stand-in
+    docker here, recording its arguments: this machine runs no Docker engine)."""
+    record = tmp_path / "docker-args"
+    docker = tmp_path / "bin" / "docker"
+    docker.parent.mkdir()
+    docker.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\n')
+    docker.chmod(0o755)
+    monkeypatch.setattr(packaging.sys, "platform", "darwin")
+    monkeypatch.setattr(packaging.platform, "machine", lambda: "arm64")
+    monkeypatch.setenv("PATH", f"{docker.parent}:/usr/bin:/bin")
+    assert packaging.main(["--python", "3.12", "--formats", "onnx,lightgbm"]) == 0
+    expected = container_command("docker", "3.12", ("lightgbm", "onnx"), REPO)
+    assert record.read_text().splitlines() == expected[1:]
+
+
+def test_another_python_without_its_interpreter_or_a_container_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("PATH", "")
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path))
+    with caplog.at_level(logging.ERROR):
+        assert packaging.main(["--python", "3.10"]) == 1
+    assert "neither python3.10 nor Docker or Podman is installed here" in caplog.text
+
+
 # --- The package itself (slow: builds, downloads once) ---------------------------------------
 
 # What the Functions worker does with an unzipped package, and then one run of
