@@ -44,7 +44,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,8 +169,7 @@ def build(formats: Iterable[str] = ALL_FORMATS, work: Path = WORK) -> Package:
     # One build at a time (a test and azd's hook may both ask): they share the cache and the folder.
     with (work / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        package = _build(work, profile)
-    return package
+        return _build(work, profile)
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -188,7 +187,7 @@ def parse_formats(text: str) -> tuple[str, ...]:
 
 
 def profile_name(formats: tuple[str, ...]) -> str:
-    """How a profile is named in file names and summaries: "all formats", or "without keras, …"."""
+    """How a profile is named in summaries: "all formats", or "without keras, …"."""
     left_out = [f for f in ALL_FORMATS if f not in formats]
     return "all formats" if not left_out else "without " + ", ".join(left_out)
 
@@ -249,7 +248,7 @@ def _build(work: Path, formats: tuple[str, ...]) -> Package:
 
 def on_linux_x86_64(system: str, machine: str) -> bool:
     """Whether pip here picks the Function App's wheels (Linux x86_64)."""
-    return system == "linux" and machine in ("x86_64", "AMD64")
+    return system == "linux" and machine == "x86_64"
 
 
 def refusal(system: str, machine: str) -> str:
@@ -295,12 +294,12 @@ def container_command(
     ]
 
 
-def find_python(version: str, which: Callable[[str], str | None] = shutil.which) -> str | None:
+def find_python(version: str) -> str | None:
     """An interpreter of `version` on this machine: pythonX.Y on PATH, or pyenv's; None if none.
 
     A pyenv shim for a version pyenv has not selected fails when run, so each is tried.
     """
-    candidates = [which(f"python{version}")]
+    candidates = [shutil.which(f"python{version}")]
     root = os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))
     candidates += sorted(glob.glob(f"{root}/versions/{version}.*/bin/python{version}"))
     for candidate in filter(None, candidates):
