@@ -103,8 +103,9 @@ soak: $(APP_SETUP)
 screenshot: setup
 	REPORT_PAGE_SCREENSHOT=docs/report-page.png $(PY) -m pytest tests/test_report_page.py -k real_browser -q
 
-# The deployment package (.work/package): Linux x86_64 wheels for this Python, so
-# `make package PYTHON=python3.13` for a 3.13 Function App. Needs only pip, not the venv.
+# The deployment package (.work/package): Linux x86_64 wheels and bytecode for this Python, so
+# `make package PYTHON=python3.13` for a 3.13 Function App; PACKAGE_FORMATS=lightgbm,onnx,…
+# for a profile. Needs only pip, not the venv; on macOS or ARM, Docker or Podman.
 package:
 	$(PYTHON_EXE) -m devkit.package
 

@@ -303,6 +303,8 @@ output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_NAME string = function.outputs.name
 output AZURE_FUNCTION_APP_ID string = function.outputs.id
+// The app's Python, for azd's predeploy hook: a package built for another is refused before upload.
+output AZURE_FUNCTION_PYTHON_VERSION string = pythonVersion
 output SERVICE_API_NAME string = function.outputs.name
 output SERVICE_API_URI string = function.outputs.uri
 output AZURE_STORAGE_ACCOUNT_NAME string = hostStorage.outputs.name

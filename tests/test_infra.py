@@ -806,3 +806,85 @@ def test_the_deploy_workflow_deploys_only_what_ci_passed() -> None:
     assert "name: CI\n" in (ROOT / ".github" / "workflows" / "ci.yml").read_text()
     assert "github.event.workflow_run.conclusion == 'success'" in deploy
     assert "ref: ${{ github.event.workflow_run.head_sha || github.sha }}" in deploy
+
+
+# --- The package's Python is the app's (infra/hooks/package_python.py) ------
+
+
+def package_python(
+    *args: str, env: dict[str, str], cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(HOOKS / "package_python.py"), *args],
+        env={"PATH": os.environ["PATH"], **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.fixture()
+def package_hook() -> Any:
+    """The hook's module, to run its check against a record in a test's folder."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("package_python", HOOKS / "package_python.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_package_is_built_for_the_python_the_bicep_deploys() -> None:
+    """prepackage builds for PYTHON_VERSION, or the default main.bicep gets without it."""
+    assert package_python("target", env={}).stdout.strip() == parameter_default(
+        "pythonVersion", "PYTHON_VERSION"
+    )
+    assert package_python("target", env={"PYTHON_VERSION": "3.12"}).stdout.strip() == "3.12"
+    main = parse(INFRA / "main.bicep")
+    assert main["outputs"]["AZURE_FUNCTION_PYTHON_VERSION"]["value"] == "pythonVersion"
+    hooks = (ROOT / "azure.yaml").read_text()
+    assert (
+        'target=$(python3 infra/hooks/package_python.py target) && python3 -m devkit.package --python "$target"'
+        in hooks
+    )
+    assert "run: python3 infra/hooks/package_python.py check" in hooks
+
+
+@pytest.mark.parametrize(
+    ("built", "env", "problem"),
+    [
+        ("3.11", {"AZURE_FUNCTION_PYTHON_VERSION": "3.11"}, None),
+        (
+            "3.12",
+            {"AZURE_FUNCTION_PYTHON_VERSION": "3.11", "PYTHON_VERSION": "3.12"},
+            "the package was built for Python 3.12, and the Function App runs Python 3.11: its "
+            "native wheels would fail to import there. Run azd provision (to move the app to "
+            "Python 3.12), or azd env set PYTHON_VERSION 3.11 and deploy again",
+        ),
+        (
+            "3.11",
+            {},
+            "the azd environment has no AZURE_FUNCTION_PYTHON_VERSION (the Function App's "
+            "Python, an output of infra/main.bicep): run azd provision, then deploy again",
+        ),
+        (None, {"AZURE_FUNCTION_PYTHON_VERSION": "3.11"}, "no package has been built"),
+    ],
+    ids=["same", "azd env set PYTHON_VERSION then deploy", "never provisioned", "never built"],
+)
+def test_predeploy_refuses_a_package_of_another_python_before_upload(
+    package_hook: Any, tmp_path: Path, built: str | None, env: dict[str, str], problem: str | None
+) -> None:
+    record = tmp_path / "built.json"
+    if built is not None:
+        record.write_text(json.dumps({"python": built, "formats": ["lightgbm"]}))
+    found = package_hook.check(env, record)
+    assert found == problem if problem is None or built is not None else problem in found
+
+
+def test_predeploy_exits_non_zero_with_the_reason() -> None:
+    done = package_python("check", env={})
+    assert done.returncode == 1
+    assert "error: the azd environment has no AZURE_FUNCTION_PYTHON_VERSION" in done.stderr
