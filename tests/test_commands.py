@@ -190,3 +190,17 @@ def test_doctor_names_a_pickle_of_another_python_than_the_deployments(
         f"deployment runs 3.{other} (PYTHON_VERSION); set PYTHON_VERSION=3.{ours} (azd env set "
         f"PYTHON_VERSION 3.{ours}) or save the model on 3.{other}"
     ]
+
+
+def test_doctor_names_a_model_whose_format_the_package_leaves_out(
+    deployed: LocalStack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before a deployment built without CatBoost fails demo_catboost at every run."""
+    monkeypatch.setenv("PACKAGE_FORMATS", "lightgbm,onnx,numerai_pickle")
+    assert main(["doctor"]) == 1
+    failed = [message for message in caplog.messages if message.startswith("FAIL")]
+    assert failed == [
+        "FAIL  model 'demo_catboost': it is catboost, and PACKAGE_FORMATS=lightgbm,"
+        "numerai_pickle,onnx builds the deployment without CatBoost: add catboost to "
+        "PACKAGE_FORMATS and deploy again"
+    ]

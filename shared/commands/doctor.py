@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from shared.commands.models import model_store
 from shared.commands.schedule import DEFAULT_SCHEDULE, SCHEDULE_SETTING, next_firings
 from shared.errors import AppError, NumeraiKeysRefused
+from shared.formats import FORMAT_LIBRARIES
 from shared.formats.pickle_python import built_on, mismatch_advice
 from shared.manifest import PICKLE_FORMATS, Manifest, ModelSpec, parse_manifest
 from shared.settings import Settings, load_settings
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # The deployment's Python: azd's PYTHON_VERSION, whose default infra/main.parameters.json gives.
 PYTHON_SETTING = "PYTHON_VERSION"
+# The formats the deployment package carries (devkit/package.py); unset or "all": every one.
+FORMATS_SETTING = "PACKAGE_FORMATS"
 DEFAULT_PYTHON = "3.11"
 # What uploading needs of a key (numerapi's get_account lists a key's scopes).
 UPLOAD_SCOPE = "upload_submission"
@@ -63,6 +66,8 @@ def diagnose(environ: Mapping[str, str], now: datetime | None = None) -> list[Fi
         return [Finding(Verdict.FAIL, f"settings: {exc}")]
     findings = [Finding(Verdict.OK, "settings: every setting is set and well formed")]
     manifest = _storage(settings, findings, deployment_python(environ))
+    if manifest is not None:
+        _package_formats(manifest, deployment_formats(environ), findings)
     round_ = _numerai(settings, manifest, findings)
     _schedule(environ, findings, now or datetime.now(UTC), round_)
     return findings
@@ -108,7 +113,42 @@ def deployment_python(environ: Mapping[str, str]) -> int:
     """The minor version of the deployment's Python 3: PYTHON_VERSION as azd has it, else infra's default."""
     text = (environ.get(PYTHON_SETTING) or "").strip() or DEFAULT_PYTHON
     major, _, minor = text.partition(".")
-    return int(minor) if major == "3" and minor.isdigit() else int(DEFAULT_PYTHON.split(".")[1])
+    digits = minor.isascii() and minor.isdigit()
+    return int(minor) if major == "3" and digits else int(DEFAULT_PYTHON.split(".")[1])
+
+
+def deployment_formats(environ: Mapping[str, str]) -> set[str] | None:
+    """The formats PACKAGE_FORMATS (as azd has it) puts in the package; None for every one."""
+    text = (environ.get(FORMATS_SETTING) or "").strip().lower()
+    if text in ("", "all"):
+        return None
+    return {name.strip() for name in text.split(",") if name.strip()}
+
+
+def _package_formats(manifest: Manifest, formats: set[str] | None, findings: list[Finding]) -> None:
+    """A model whose format the package leaves out fails in every run: said before deploying."""
+    if formats is None:
+        return
+    unknown = sorted(formats - set(FORMAT_LIBRARIES))
+    if unknown:
+        findings.append(
+            Finding(
+                Verdict.FAIL,
+                f"{FORMATS_SETTING}: {', '.join(unknown)} is not a model format; the formats are "
+                f"{', '.join(FORMAT_LIBRARIES)}",
+            )
+        )
+    for spec in manifest.models:
+        if spec.format is not None and spec.format.value not in formats:
+            library = FORMAT_LIBRARIES[spec.format.value][1]
+            findings.append(
+                Finding(
+                    Verdict.FAIL,
+                    f"model '{spec.name}': it is {spec.format.value}, and {FORMATS_SETTING}="
+                    f"{','.join(sorted(formats))} builds the deployment without {library}: add "
+                    f"{spec.format.value} to {FORMATS_SETTING} and deploy again",
+                )
+            )
 
 
 def _pickle_python(
