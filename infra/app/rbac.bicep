@@ -163,12 +163,14 @@ resource deployerModels 'Microsoft.Authorization/roleAssignments@2022-04-01' = i
   }
 }
 
-// Read the run reports, archived predictions and ledger.
+// Read the run reports, archived predictions and ledger; and write what a test run from the
+// command line writes there (`python -m shared models check`, `run --test-mode`: its report,
+// test predictions and the report page), as the app does.
 resource deployerResults 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
-  name: guid(resultsContainer.id, deployerPrincipalId, roles.storageBlobDataReader)
+  name: guid(resultsContainer.id, deployerPrincipalId, roles.storageBlobDataContributor)
   scope: resultsContainer
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
     principalId: deployerPrincipalId
   }
 }
