@@ -74,7 +74,7 @@ lint: setup
 # 737 tests took 376 s in two workers and 242 s in three. The slowest files start first
 # (tests/conftest.py), so none runs alone at the end.
 test: lint
-	$(PY) -m pytest -n 3
+	$(PY) -m pytest -n 3 --durations=15
 
 # The unit tests of the run's planning and model step: in-memory fakes, no Azurite, no sandbox,
 # no workers; a few seconds, for the loop of changing a step.
