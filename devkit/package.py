@@ -124,6 +124,10 @@ PRUNED_DIRS = (
 # Each library's own test suite (11 MB zipped, 46 MB unzipped): run by its developers,
 # never imported by the library. tests/test_package.py runs every format without them.
 PRUNED_NAMES = ("tests",)
+# Except where a library imports its own tests' modules: numpy 2.2's numpy.testing (which
+# scikit-learn, CatBoost and joblib pickles reach) imports numpy._core.tests._natype, seen
+# failing on Python 3.13's lock ("No module named 'numpy._core.tests'").
+KEPT_TESTS = ("numpy",)
 # Compiled bytecode is shipped: Flex runs the app from the read-only package, so without it
 # every new instance compiles pandas, TensorFlow and scipy again. It is compiled by the
 # target Python (its minor version's format) with unchecked hashes: the timestamps that a
@@ -223,7 +227,7 @@ def _build(work: Path, formats: tuple[str, ...]) -> Package:
     )
     tag = "all" if formats == ALL_FORMATS else _digest(",".join(formats).encode())[:6]
     site = _installed_tree(work / "cache", requirements, f"py{python_version}-{tag}", key)
-    rules = _digest(repr((PRUNED_DIRS, PRUNED_NAMES)).encode())
+    rules = _digest(repr((PRUNED_DIRS, PRUNED_NAMES, KEPT_TESTS)).encode())
     base_zip = _site_packages_zip(site, work / "cache" / f"{site.name}-{rules}.zip")
     app_dir = work / APP_DIR.name
     _remove(work / RECORD.name)  # stale until this build is whole
@@ -426,9 +430,10 @@ def _site_files(site: Path) -> Iterator[tuple[Path, str]]:
     """The installed files that are shipped, and their names in the package."""
     for path, name in _tree_files(site, SITE_PACKAGES):
         relative = path.relative_to(site)
-        if not any(relative.is_relative_to(pruned) for pruned in PRUNED_DIRS) and not (
-            set(relative.parts[:-1]) & set(PRUNED_NAMES)
-        ):
+        pruned_name = set(relative.parts[:-1]) & set(PRUNED_NAMES)
+        if relative.parts[0] in KEPT_TESTS:
+            pruned_name = set()
+        if not any(relative.is_relative_to(pruned) for pruned in PRUNED_DIRS) and not pruned_name:
             yield path, name
 
 

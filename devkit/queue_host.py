@@ -497,7 +497,7 @@ class _Listener:
             queue=self.queue.queue_name,
             message_id=message.id,
             dequeue_count=message.dequeue_count,
-            body=message.content,
+            body=self._shown(message.content),
         )
         try:
             self._handle(message, status)
@@ -510,6 +510,14 @@ class _Listener:
         finally:
             status.write(state="idle")
         return True
+
+    def _shown(self, content: str) -> str:
+        """The body as busy() reports it from receipt on: decoded, as the function gets it
+        (or as it came, when it is not valid base64), so no caller sees it change."""
+        try:
+            return self._decode(content).decode("utf-8", errors="replace")
+        except ValueError:
+            return content
 
     def _handle(self, message: QueueMessage, status: _Status) -> None:
         name, count = self.queue.queue_name, message.dequeue_count

@@ -186,6 +186,10 @@ RUN_FROM_PACKAGE = textwrap.dedent("""
     sys.platform != "linux" or platform.machine() != "x86_64",
     reason="the package holds Linux x86_64 wheels: it is built and run only there",
 )
+# On a clean clone both profiles are downloaded, installed and compiled while the other
+# tests run beside it: measured here at more than the suite's 600 s per test (it timed out
+# compiling the first profile), about 4.5 minutes with both cached.
+@pytest.mark.timeout(2400)
 def test_the_unzipped_package_indexes_every_function_and_runs_every_format_alone(
     small_round: SyntheticRound,
     all_formats: Path,
