@@ -20,23 +20,18 @@ from tests.support import assert_numerai_accepts
 REPO = Path(__file__).resolve().parent.parent
 
 
+def predict(data: Path, manifest: Path, out: Path, *options: str) -> int:
+    """`python -m shared predict`, in this process; its exit code."""
+    return main(
+        ["predict", "--data", str(data), "--manifest", str(manifest), "--out", str(out), *options]
+    )
+
+
 def test_predict_writes_a_valid_csv_per_model_and_a_summary(
     small_round: SyntheticRound, example_models: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    code = main(
-        [
-            "predict",
-            "--data",
-            str(small_round.directory),
-            "--manifest",
-            str(example_models / "models.json"),
-            "--out",
-            str(out),
-            "--batch-rows",
-            "97",
-        ]
-    )
+    code = predict(small_round.directory, example_models / "models.json", out, "--batch-rows", "97")
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rows"] == 503 and summary["batch_rows"] == 97
@@ -62,17 +57,7 @@ def test_a_failed_model_gives_exit_code_1_and_keeps_what_was_computed(
     manifest["models"][2].update(file="steep.onnx", output="raw")  # outputs far outside [0, 1]
     (models / "models.json").write_text(json.dumps(manifest))
     out = tmp_path / "out"
-    code = main(
-        [
-            "predict",
-            "--data",
-            str(small_round.directory),
-            "--manifest",
-            str(models / "models.json"),
-            "--out",
-            str(out),
-        ]
-    )
+    code = predict(small_round.directory, models / "models.json", out)
     assert code == 1
     summary = {m["name"]: m for m in json.loads((out / "summary.json").read_text())["models"]}
     assert (
@@ -88,17 +73,7 @@ def test_bad_input_exits_2_with_the_reason(
     small_round: SyntheticRound, tmp_path: Path, caplog
 ) -> None:
     (tmp_path / "models.json").write_text('{"models": [{"name": "x"}]}')
-    code = main(
-        [
-            "predict",
-            "--data",
-            str(small_round.directory),
-            "--manifest",
-            str(tmp_path / "models.json"),
-            "--out",
-            str(tmp_path / "out"),
-        ]
-    )
+    code = predict(small_round.directory, tmp_path / "models.json", tmp_path / "out")
     assert code == 2
     assert "model #1 ('x'): field 'file': Field required" in caplog.text
 
@@ -171,17 +146,7 @@ def test_predict_refuses_an_entry_of_another_data_version(
     manifest["models"][1]["data_version"] = "v5.2"
     (models / "models.json").write_text(json.dumps(manifest))
     out = tmp_path / "out"
-    code = main(
-        [
-            "predict",
-            "--data",
-            str(small_round.directory),
-            "--manifest",
-            str(models / "models.json"),
-            "--out",
-            str(out),
-        ]
-    )
+    code = predict(small_round.directory, models / "models.json", out)
     assert code == 1
     summary = {m["name"]: m for m in json.loads((out / "summary.json").read_text())["models"]}
     assert not summary["demo_lightgbm"]["ok"] and not (out / "demo_lightgbm.csv").exists()

@@ -36,6 +36,9 @@ ENSEMBLES = [
     {"name": "ens_b", "members": {"demo_lightgbm": 1, "demo_catboost": 1}},
 ]
 
+# What a scheduled run of the ensembles' fleet submits: never a member marked not to submit.
+SUBMITTED = ["demo_catboost", "demo_onnx", "demo_upload", "ens_a", "ens_b"]
+
 
 def deploy_with(
     stack: LocalStack,
@@ -117,13 +120,7 @@ def test_a_scheduled_run_submits_the_ensembles_and_never_a_member_marked_not_to_
     fire_timer()
     [report] = reports(with_ensembles)
     assert report["status"] == "succeeded", report
-    assert sorted(s.model_name for s in with_ensembles.sandbox.submissions) == [
-        "demo_catboost",
-        "demo_onnx",
-        "demo_upload",
-        "ens_a",
-        "ens_b",
-    ]
+    assert sorted(s.model_name for s in with_ensembles.sandbox.submissions) == SUBMITTED
     uploaded = {s.model_name: s.csv.decode() for s in with_ensembles.sandbox.submissions}
     stored = results(with_ensembles).archive.read(report["round_number"], "ens_b")
     assert uploaded["ens_b"] == stored
@@ -271,13 +268,7 @@ def test_in_queue_mode_an_ensemble_waits_for_its_members_and_is_submitted_once(
     [report] = reports(with_ensembles)
     assert report["status"] == "succeeded", report
     assert line(report, "demo_lightgbm")["status"] == "predicted"
-    assert sorted(s.model_name for s in with_ensembles.sandbox.submissions) == [
-        "demo_catboost",
-        "demo_onnx",
-        "demo_upload",
-        "ens_a",
-        "ens_b",
-    ]
+    assert sorted(s.model_name for s in with_ensembles.sandbox.submissions) == SUBMITTED
 
 
 class Killed(BaseException):
@@ -323,13 +314,7 @@ def test_in_queue_mode_an_ensemble_whose_releaser_dies_before_sending_is_sent_by
     assert died
     [report] = reports(with_ensembles)
     assert report["status"] == "succeeded", report
-    assert sorted(s.model_name for s in with_ensembles.sandbox.submissions) == [
-        "demo_catboost",
-        "demo_onnx",
-        "demo_upload",
-        "ens_a",
-        "ens_b",
-    ]
+    assert sorted(s.model_name for s in with_ensembles.sandbox.submissions) == SUBMITTED
 
 
 @pytest.mark.parametrize("execution", ["local", "queue"])

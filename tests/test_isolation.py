@@ -472,14 +472,10 @@ def run_under_a_host(*prefix: str) -> subprocess.CompletedProcess:
     )
 
 
-def secrets_of(deployed: LocalStack) -> list[str]:
-    public_id, secret_key = deployed.sandbox.credentials
-    return [public_id, secret_key, ACCOUNT_KEY, deployed.azurite.connection_string]
-
-
-def test_no_process_a_model_can_reach_holds_a_secret(
+def deploy_pry(
     deployed: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path
-) -> None:
+) -> Path:
+    """The fleet with the prying model added; the file where it will write what it found."""
     findings = tmp_path / "findings.json"
     fleet_with(
         deployed,
@@ -489,6 +485,18 @@ def test_no_process_a_model_can_reach_holds_a_secret(
         "pry",
         pry_everywhere(findings, Path(os.environ["WORK_DIR"])),
     )
+    return findings
+
+
+def secrets_of(deployed: LocalStack) -> list[str]:
+    public_id, secret_key = deployed.sandbox.credentials
+    return [public_id, secret_key, ACCOUNT_KEY, deployed.azurite.connection_string]
+
+
+def test_no_process_a_model_can_reach_holds_a_secret(
+    deployed: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path
+) -> None:
+    findings = deploy_pry(deployed, small_round, example_models, tmp_path)
     completed = run_under_a_host()
     assert completed.returncode == 0, completed.stderr[-3000:]
     found = json.loads(findings.read_text())
@@ -509,15 +517,7 @@ def test_no_process_a_model_can_reach_holds_a_secret(
 def test_without_namespaces_the_run_warns_and_only_the_host_stays_readable(
     deployed: LocalStack, small_round: SyntheticRound, example_models: Path, tmp_path: Path
 ) -> None:
-    findings = tmp_path / "findings.json"
-    fleet_with(
-        deployed,
-        small_round,
-        example_models,
-        tmp_path,
-        "pry",
-        pry_everywhere(findings, Path(os.environ["WORK_DIR"])),
-    )
+    findings = deploy_pry(deployed, small_round, example_models, tmp_path)
     # The host in a user namespace of its own where no more can be made, as a locked-down
     # kernel (a sysctl, a seccomp profile) would have it, and without capabilities, as an app
     # that does not run as root (a worker cannot read a process that has capabilities it lacks).

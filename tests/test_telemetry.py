@@ -42,6 +42,18 @@ def exported_logs() -> Iterator[InMemoryLogRecordExporter]:
     logger.setLevel(previous)
 
 
+def fresh_python(code: str) -> subprocess.CompletedProcess[str]:
+    """`code` in an interpreter of its own, for what a process can configure only once."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def metric_points() -> dict[str, list]:
     data = _READER.get_metrics_data()
     points: dict[str, list] = {}
@@ -107,14 +119,7 @@ def test_the_records_read_well_on_the_console(
 def test_nothing_is_configured_without_a_connection_string() -> None:
     assert configure_telemetry({}) is False
     code = "import sys, shared.run.job; print('azure.monitor.opentelemetry' in sys.modules)"
-    completed = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    completed = fresh_python(code)
     assert completed.stdout.strip() == "False", completed.stderr
 
 
@@ -146,14 +151,7 @@ print(sum("run_status" in (r.log_record if hasattr(r, "log_record") else r).attr
 
 def test_the_run_record_is_exported_before_record_run_returns() -> None:
     """Flex may stop the instance right after a run; a batched record would never leave it."""
-    completed = subprocess.run(
-        [sys.executable, "-c", FLUSH_CHECK],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    completed = fresh_python(FLUSH_CHECK)
     assert completed.stdout.strip() == "1", completed.stderr
 
 
@@ -179,12 +177,5 @@ print(len(exporting), [n for n in relayed if n.startswith("shared")], "azure.cor
 
 def test_in_azure_each_record_of_the_app_reaches_application_insights_once() -> None:
     """Exported by OpenTelemetry with its dimensions, and not relayed by the host as well."""
-    completed = subprocess.run(
-        [sys.executable, "-c", ONCE_CHECK],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    completed = fresh_python(ONCE_CHECK)
     assert completed.stdout.strip() == "1 [] True", completed.stderr
